@@ -1,1 +1,7 @@
+//! The recipe front end: parse → resolve/check → plan, plus the scalar IR with its interpreter
+//! and Cranelift JIT. This crate knows nothing of tensors: batch-tensor expressions (losses) are
+//! checked here and handed to the runtime as data.
 
+pub mod ast;
+pub mod diag;
+pub mod column;

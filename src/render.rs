@@ -1,0 +1,43 @@
+//! Rendering for people: diagnostics through miette (colour unless `NO_COLOR` is set or stderr
+//! is not a terminal), other failures as one `error:` line.
+
+use crate::exit::Failure;
+use miette::{GraphicalReportHandler, GraphicalTheme};
+use recipe_compiler::diag::{Diagnostic, Source};
+use std::io::IsTerminal;
+
+fn colour() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+/// Render diagnostics for one source file to a string (what `recipe check` prints).
+pub fn diagnostics(diagnostics: &[Diagnostic], source: &Source, colour: bool) -> String {
+    let theme = if colour { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        let diagnostic = diagnostic.clone().with_source(source);
+        // Writing into a String cannot fail.
+        let _ = handler.render_report(&mut out, &diagnostic);
+        out.push('\n');
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        let plural = if errors == 1 { "" } else { "s" };
+        out.push_str(&format!("{}: {errors} error{plural}\n", source.name));
+    }
+    out
+}
+
+pub fn failure(failure: &Failure) {
+    match failure {
+        Failure::Recipe(list, source) => eprint!("{}", diagnostics(list, source, colour())),
+        Failure::Usage(message) => eprintln!("error: {message}\n\nFor more information, try '--help'."),
+        Failure::Input(message) | Failure::Diverged(message) | Failure::Mismatch(message) => {
+            eprintln!("error: {message}")
+        }
+        Failure::Internal(message) => eprintln!(
+            "internal error: {message}\nThis is a bug in recipe, not in your input; please report it."
+        ),
+    }
+}

@@ -5,3 +5,8 @@
 pub mod ast;
 pub mod diag;
 pub mod column;
+pub mod parse;
+pub mod fmt;
+
+pub use fmt::format;
+pub use parse::{parse, parse_expr};

@@ -5,6 +5,7 @@
 pub mod ast;
 pub mod diag;
 pub mod column;
+pub mod ir;
 pub mod parse;
 pub mod fmt;
 

@@ -1,0 +1,263 @@
+//! Builders from surface operators and builtin names to typed IR, for the lowering.
+//!
+//! They apply the language's one numeric promotion (an Int operand meets a Float one → the Int
+//! becomes Float via an explicit `float` call) and pick the typed operator or builtin variant.
+//! `/` and `**` always compute in Float; `div(a, b)` is Int floor division (`BinOp::IDiv`).
+
+use super::{BinOp, Builtin, Cmp, Const, Expr, ExprKind, IrError, Module, Ty, UnOp};
+use crate::ast;
+
+/// Lowers a surface binary operator applied to already-lowered operands.
+pub fn binary(op: ast::BinOp, lhs: Expr, rhs: Expr) -> Result<Expr, IrError> {
+    use ast::BinOp as A;
+    let no = |lhs: &Expr, rhs: &Expr| IrError::NoOverload {
+        name: op.symbol().to_owned(),
+        args: vec![lhs.ty, rhs.ty],
+    };
+    let numeric = |t: Ty| matches!(t, Ty::Int | Ty::Float);
+    let both_int = lhs.ty == Ty::Int && rhs.ty == Ty::Int;
+    let cmp = match op {
+        A::Eq => Some(Cmp::Eq),
+        A::Ne => Some(Cmp::Ne),
+        A::Lt => Some(Cmp::Lt),
+        A::Le => Some(Cmp::Le),
+        A::Gt => Some(Cmp::Gt),
+        A::Ge => Some(Cmp::Ge),
+        _ => None,
+    };
+    match op {
+        A::And | A::Or => {
+            if lhs.ty != Ty::Bool || rhs.ty != Ty::Bool {
+                return Err(no(&lhs, &rhs));
+            }
+            let op = if op == A::And { BinOp::And } else { BinOp::Or };
+            Ok(Expr::binary(op, lhs, rhs))
+        }
+        A::Add | A::Sub | A::Mul | A::Rem | A::Div | A::Pow => {
+            if !numeric(lhs.ty) || !numeric(rhs.ty) {
+                return Err(no(&lhs, &rhs));
+            }
+            let int_op = match op {
+                A::Add => Some(BinOp::IAdd),
+                A::Sub => Some(BinOp::ISub),
+                A::Mul => Some(BinOp::IMul),
+                A::Rem => Some(BinOp::IRem),
+                _ => None,
+            };
+            if let (true, Some(int_op)) = (both_int, int_op) {
+                return Ok(Expr::binary(int_op, lhs, rhs));
+            }
+            let (lhs, rhs) = (lhs.to_float(), rhs.to_float());
+            Ok(match op {
+                A::Add => Expr::binary(BinOp::FAdd, lhs, rhs),
+                A::Sub => Expr::binary(BinOp::FSub, lhs, rhs),
+                A::Mul => Expr::binary(BinOp::FMul, lhs, rhs),
+                A::Rem => Expr::binary(BinOp::FRem, lhs, rhs),
+                A::Div => Expr::binary(BinOp::FDiv, lhs, rhs),
+                _ => Expr::call(Builtin::Pow, vec![lhs, rhs]),
+            })
+        }
+        A::Eq | A::Ne | A::Lt | A::Le | A::Gt | A::Ge => {
+            let cmp = cmp.unwrap_or(Cmp::Eq);
+            match (lhs.ty, rhs.ty) {
+                (Ty::Int, Ty::Int) => Ok(Expr::binary(BinOp::ICmp(cmp), lhs, rhs)),
+                (a, b) if numeric(a) && numeric(b) => {
+                    Ok(Expr::binary(BinOp::FCmp(cmp), lhs.to_float(), rhs.to_float()))
+                }
+                (Ty::Bool, Ty::Bool) if cmp == Cmp::Eq => Ok(Expr::binary(BinOp::BEq, lhs, rhs)),
+                (Ty::Bool, Ty::Bool) if cmp == Cmp::Ne => Ok(Expr::binary(BinOp::BNe, lhs, rhs)),
+                (Ty::Str, Ty::Str) if matches!(cmp, Cmp::Eq | Cmp::Ne) => {
+                    let eq = Expr::call(Builtin::StrEq, vec![lhs, rhs]);
+                    Ok(if cmp == Cmp::Eq { eq } else { Expr::unary(UnOp::Not, eq) })
+                }
+                _ => Err(no(&lhs, &rhs)),
+            }
+        }
+    }
+}
+
+/// Lowers a surface unary operator.
+pub fn unary(op: ast::UnOp, operand: Expr) -> Result<Expr, IrError> {
+    let op = match (op, operand.ty) {
+        (ast::UnOp::Neg, Ty::Int) => UnOp::INeg,
+        (ast::UnOp::Neg, Ty::Float) => UnOp::FNeg,
+        (ast::UnOp::Not, Ty::Bool) => UnOp::Not,
+        (op, ty) => {
+            let name = if op == ast::UnOp::Neg { "-" } else { "!" };
+            return Err(IrError::NoOverload { name: name.to_owned(), args: vec![ty] });
+        }
+    };
+    Ok(Expr::unary(op, operand))
+}
+
+/// The names [`Module::call`] understands.
+pub const BUILTIN_NAMES: &[&str] = &[
+    "abs", "min", "max", "clamp", "floor", "ceil", "round", "sqrt", "exp", "log", "log1p", "tanh",
+    "sigmoid", "pow", "is_nan", "float", "int", "div", "len", "str_eq", "contains", "starts_with",
+    "ends_with", "trim", "lower", "upper", "parse_int", "parse_float", "matches",
+];
+
+impl Module {
+    /// Lowers a call of the builtin `name` to IR, choosing the typed variant and promoting Int
+    /// arguments where a Float is needed. `matches(s, "pattern")` interns the (constant) pattern
+    /// into the regex table. Errors: unknown name or argument types ([`IrError::NoOverload`]),
+    /// wrong arity, a non-constant or invalid pattern.
+    pub fn call(&mut self, name: &str, args: Vec<Expr>) -> Result<Expr, IrError> {
+        use Builtin as B;
+        let tys: Vec<Ty> = args.iter().map(|a| a.ty).collect();
+        let no = || IrError::NoOverload { name: name.to_owned(), args: tys.clone() };
+        let all_int = tys.iter().all(|t| *t == Ty::Int);
+        let all_num = tys.iter().all(|t| matches!(t, Ty::Int | Ty::Float));
+        let (builtin, args) = match name {
+            "abs" | "min" | "max" | "clamp" => {
+                let (i, f, n) = match name {
+                    "abs" => (B::AbsInt, B::AbsFloat, 1),
+                    "min" => (B::MinInt, B::MinFloat, 2),
+                    "max" => (B::MaxInt, B::MaxFloat, 2),
+                    _ => (B::ClampInt, B::ClampFloat, 3),
+                };
+                arity(name, n, &args)?;
+                match (all_int, all_num) {
+                    (true, _) => (i, args),
+                    (false, true) => (f, floats(args)),
+                    _ => return Err(no()),
+                }
+            }
+            "floor" | "ceil" | "round" | "sqrt" | "exp" | "log" | "log1p" | "tanh" | "sigmoid"
+            | "pow" | "is_nan" => {
+                let b = match name {
+                    "floor" => B::Floor,
+                    "ceil" => B::Ceil,
+                    "round" => B::Round,
+                    "sqrt" => B::Sqrt,
+                    "exp" => B::Exp,
+                    "log" => B::Log,
+                    "log1p" => B::Log1p,
+                    "tanh" => B::Tanh,
+                    "sigmoid" => B::Sigmoid,
+                    "pow" => B::Pow,
+                    _ => B::IsNan,
+                };
+                arity(name, b.signature().0.len(), &args)?;
+                if !all_num {
+                    return Err(no());
+                }
+                (b, floats(args))
+            }
+            "float" => {
+                arity(name, 1, &args)?;
+                return match tys[0] {
+                    Ty::Int | Ty::Float => Ok(args.into_iter().next().map(Expr::to_float).ok_or_else(no)?),
+                    _ => Err(no()),
+                };
+            }
+            "int" => {
+                arity(name, 1, &args)?;
+                match tys[0] {
+                    Ty::Int => return args.into_iter().next().ok_or_else(no),
+                    Ty::Float => (B::Int, args),
+                    _ => return Err(no()),
+                }
+            }
+            "div" => {
+                arity(name, 2, &args)?;
+                if !all_int {
+                    return Err(no());
+                }
+                let mut it = args.into_iter();
+                let (a, b) = (it.next().ok_or_else(no)?, it.next().ok_or_else(no)?);
+                return Ok(Expr::binary(BinOp::IDiv, a, b));
+            }
+            "matches" => {
+                arity(name, 2, &args)?;
+                let id = match (&tys[0], &args[1].kind) {
+                    (Ty::Str, ExprKind::Const(Const::Str(s))) => {
+                        let pattern = self.strings[s.0 as usize].clone();
+                        self.regex(&pattern)?
+                    }
+                    (Ty::Str, _) if tys[1] == Ty::Str => return Err(IrError::PatternNotConstant),
+                    _ => return Err(no()),
+                };
+                (B::Matches(id), args.into_iter().take(1).collect())
+            }
+            "len" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower"
+            | "upper" | "parse_int" | "parse_float" => {
+                let b = match name {
+                    "len" => B::Len,
+                    "str_eq" => B::StrEq,
+                    "contains" => B::Contains,
+                    "starts_with" => B::StartsWith,
+                    "ends_with" => B::EndsWith,
+                    "trim" => B::Trim,
+                    "lower" => B::Lower,
+                    "upper" => B::Upper,
+                    "parse_int" => B::ParseInt,
+                    _ => B::ParseFloat,
+                };
+                let params = b.signature().0;
+                arity(name, params.len(), &args)?;
+                let mut out = Vec::with_capacity(args.len());
+                for (arg, &want) in args.into_iter().zip(params) {
+                    out.push(match (arg.ty, want) {
+                        (Ty::Int, Ty::Float) => arg.to_float(),
+                        (got, want) if got == want => arg,
+                        _ => return Err(no()),
+                    });
+                }
+                (b, out)
+            }
+            _ => return Err(no()),
+        };
+        Ok(Expr::call(builtin, args))
+    }
+}
+
+fn floats(args: Vec<Expr>) -> Vec<Expr> {
+    args.into_iter().map(Expr::to_float).collect()
+}
+
+fn arity(name: &str, expected: usize, args: &[Expr]) -> Result<(), IrError> {
+    if args.len() != expected {
+        return Err(IrError::Arity { name: name.to_owned(), expected, found: args.len() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotes_mixed_arithmetic_and_division() {
+        let e = binary(ast::BinOp::Mul, Expr::int(2), Expr::float(1.5)).unwrap();
+        assert_eq!(e.ty, Ty::Float);
+        assert!(matches!(e.kind, ExprKind::Binary(BinOp::FMul, ..)));
+        let e = binary(ast::BinOp::Div, Expr::int(1), Expr::int(2)).unwrap();
+        assert!(matches!(e.kind, ExprKind::Binary(BinOp::FDiv, ..)));
+        let e = binary(ast::BinOp::Rem, Expr::int(1), Expr::int(2)).unwrap();
+        assert!(matches!(e.kind, ExprKind::Binary(BinOp::IRem, ..)));
+        assert!(binary(ast::BinOp::Add, Expr::bool(true), Expr::int(1)).is_err());
+    }
+
+    #[test]
+    fn picks_builtin_variants() {
+        let mut m = Module::new();
+        let e = m.call("min", vec![Expr::int(1), Expr::int(2)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::MinInt, _)));
+        let e = m.call("min", vec![Expr::int(1), Expr::float(2.0)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::MinFloat, _)));
+        let e = m.call("div", vec![Expr::int(7), Expr::int(2)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Binary(BinOp::IDiv, ..)));
+        let s = m.string("^[0-9]+$");
+        let subject = m.string("42");
+        let e = m.call("matches", vec![Expr::str(subject), Expr::str(s)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::Matches(_), ref a) if a.len() == 1));
+        assert_eq!(m.regexes, vec!["^[0-9]+$".to_owned()]);
+        assert!(matches!(m.call("sqrt", vec![]), Err(IrError::Arity { .. })));
+        assert!(matches!(m.call("nope", vec![]), Err(IrError::NoOverload { .. })));
+        assert!(matches!(
+            m.call("matches", vec![Expr::str(subject), Expr::param(0, Ty::Str)]),
+            Err(IrError::PatternNotConstant)
+        ));
+    }
+}

@@ -14,7 +14,12 @@
 //! source's own line breaks (except blank lines between items): that is what makes it
 //! idempotent.
 
+mod erase;
 mod expr;
+#[cfg(test)]
+mod tests;
+
+pub use erase::erase_spans;
 
 use crate::ast::*;
 use crate::diag::Source;
@@ -28,6 +33,31 @@ pub fn format(module: &Module, source: &Source) -> String {
     let mut p = Printer::new(&source.text, &module.comments);
     p.module(module);
     p.out
+}
+
+/// Formats `module` and checks the formatter's contract on it: the text parses back to the same
+/// tree (up to spans), formats to itself, and keeps every comment's text in order. Returns the
+/// formatted text, or what broke. For tests and the fuzzer.
+pub fn format_checked(module: &Module, source: &Source) -> Result<String, String> {
+    let text = format(module, source);
+    let again_source = Source::new(source.name.clone(), text.as_str());
+    let again = crate::parse::parse(&again_source).map_err(|ds| {
+        let messages: Vec<String> = ds.iter().map(|d| format!("{} ({})", d.message, d.code)).collect();
+        format!("formatted text does not parse: {}\n{text}", messages.join("; "))
+    })?;
+    if erase_spans(&again) != erase_spans(module) {
+        return Err(format!("formatted text parses to a different tree:\n{text}"));
+    }
+    let before: Vec<&str> = module.comments.iter().map(|c| c.text.as_str()).collect();
+    let after: Vec<&str> = again.comments.iter().map(|c| c.text.as_str()).collect();
+    if before != after {
+        return Err(format!("comments changed: {before:?} became {after:?}\n{text}"));
+    }
+    let twice = format(&again, &again_source);
+    if twice != text {
+        return Err(format!("not idempotent; first:\n{text}\nsecond:\n{twice}"));
+    }
+    Ok(text)
 }
 
 /// Writes text with indentation and puts comments back as it goes. In `flat` mode it prints

@@ -14,22 +14,35 @@ use std::collections::BTreeSet;
 
 /// The diagnostic for a failed pest parse of `text`.
 pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) -> Diagnostic {
-    let pos = match error.location {
+    let mut pos = match error.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((p, _)) => p,
     };
-    let positives = match &error.variant {
+    let mut positives = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => positives.clone(),
         ErrorVariant::CustomError { .. } => return too_deep(text, pos),
     };
+    // A keyword where pest wanted a name or an expression: `recipe::syntax::reserved`.
+    if let Some((word, span)) = lex::token_at(text, pos) {
+        let wanted = Expected::new(&positives, &[]);
+        if lex::is_keyword(word) && (wanted.name || wanted.expression) {
+            return reserved(word, span);
+        }
+    }
+    let attempts = error.parse_attempts();
+    // pest places the error where the furthest *rule* was tried; a literal token (`=`, `:`)
+    // may have been expected further on, which is where the user's mistake is.
+    if let Some(furthest) = attempts.as_ref().map(|a| a.max_position).filter(|&p| p > pos) {
+        pos = furthest;
+        positives.clear();
+    }
     if let Some(unclosed) = unclosed {
         if unclosed.open <= pos {
             return unclosed_diagnostic(text, unclosed);
         }
     }
     // pest does not export its token type by name; its `Display` is the literal text.
-    let tokens: Vec<String> = error
-        .parse_attempts()
+    let tokens: Vec<String> = attempts
         .map(|a| a.expected_tokens().iter().map(|t| t.to_string()).collect())
         .unwrap_or_default();
     let expected = Expected::new(&positives, &tokens);
@@ -49,7 +62,12 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
     } else {
         format!("expected {wanted}, found {found_text}")
     };
-    let label = if wanted.is_empty() { "unexpected here".to_string() } else { format!("expected {wanted}") };
+    // The label repeats a short expectation; a long one is in the message already.
+    let label = if wanted.is_empty() || wanted.len() > 40 {
+        "unexpected here".to_string()
+    } else {
+        format!("expected {wanted}")
+    };
     let mut diagnostic =
         Diagnostic::error("recipe::syntax::unexpected", message).with_primary(span, label);
     if let Some(help) = expected.help(found.map(|f| f.0)) {
@@ -60,7 +78,9 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
 
 /// `recipe::syntax::unclosed`: primary label at the end of the input, secondary on the opener.
 pub fn unclosed_diagnostic(text: &str, unclosed: Unclosed) -> Diagnostic {
-    let end = Span::new(text.len(), text.len());
+    // Just after the last token, so the label sits on a line the user can see.
+    let last = text.trim_end().len();
+    let end = Span::new(last, last);
     let open = Span::new(unclosed.open, unclosed.open + 1);
     let (what, closer) = match unclosed.delimiter {
         '"' => ("string".to_string(), '"'),
@@ -134,11 +154,16 @@ impl Expected {
                 EXPR_START.contains(t) || ITEM_START.contains(t) || OPERATORS.contains(t) || PUNCTUATION.contains(t)
             })
             .collect();
+        if literals.iter().any(|t| OPERATORS.contains(t) && !EXPR_START.contains(t)) {
+            e.operator = true;
+        }
         for &token in &literals {
             if ITEM_START.contains(&token) && literals.contains(&"rounds") {
                 e.item = true;
             } else if OPERATORS.contains(&token) && !(e.expression && EXPR_START.contains(&token)) {
                 e.operator = true;
+            } else if token == "(" && e.operator {
+                // A call: covered by "an operator".
             } else if !(e.expression && EXPR_START.contains(&token)) && !ITEM_START.contains(&token) {
                 e.tokens.insert(token.to_string());
             }
@@ -165,9 +190,8 @@ impl Expected {
             Rule::kw_else => {
                 self.tokens.insert("else".to_string());
             }
-            Rule::kw_fn => {
-                self.tokens.insert("fn".to_string());
-            }
+            // `fn` starts an item or a function type, both named already.
+            Rule::kw_fn => {}
             Rule::kw_let => {
                 self.tokens.insert("let".to_string());
             }

@@ -305,8 +305,7 @@ impl<'a> Printer<'a> {
                     self.write(" -> ");
                     self.ty(ret);
                 }
-                self.write(" = ");
-                self.expr(&f.body);
+                self.assigned(&f.body);
             }
             Item::Extern(e) => {
                 self.write("extern fn ");
@@ -343,8 +342,7 @@ impl<'a> Printer<'a> {
             self.write(": ");
             self.ty(ty);
         }
-        self.write(" = ");
-        self.expr(&b.value);
+        self.assigned(&b.value);
     }
 
     fn rounds(&mut self, r: &Rounds) {

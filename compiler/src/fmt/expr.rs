@@ -31,6 +31,15 @@ fn is_comparison(op: BinOp) -> bool {
     binop_prec(op) == 4
 }
 
+/// Whether `e` lays itself out over lines when too long (so it can start after ` = `).
+fn breaks_itself(e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::Call(..) | ExprKind::List(_) | ExprKind::Record(_) | ExprKind::Block(..) | ExprKind::If { .. } => true,
+        ExprKind::Lambda(_, body) => breaks_itself(body),
+        _ => false,
+    }
+}
+
 fn prec(e: &Expr) -> u8 {
     match &e.kind {
         ExprKind::Lambda(..) => LAMBDA,
@@ -48,6 +57,28 @@ fn prec(e: &Expr) -> u8 {
 impl Printer<'_> {
     pub(crate) fn expr(&mut self, e: &Expr) {
         self.expr_at(e, LAMBDA);
+    }
+
+    /// ` = value` after a binding, `fn` signature, `let` or named argument. A value that does
+    /// not fit on the line moves to the next one, indented, when it fits there or cannot break
+    /// itself; a call, list, record, block or `if` too long for either breaks in place.
+    pub(crate) fn assigned(&mut self, value: &Expr) {
+        self.write(" =");
+        let moves = !self.flat && {
+            let width = self.measure(|m| m.expr(value)).chars().count();
+            let fits_here = self.fits(1 + width);
+            let fits_below = self.indent + super::INDENT + width <= super::WIDTH;
+            !fits_here && (fits_below || !breaks_itself(value))
+        };
+        if moves {
+            self.newline();
+            self.indent += super::INDENT;
+            self.expr(value);
+            self.indent -= super::INDENT;
+        } else {
+            self.write(" ");
+            self.expr(value);
+        }
     }
 
     /// `e` in a position that needs precedence at least `min`.
@@ -77,11 +108,13 @@ impl Printer<'_> {
                 self.expr_at(callee, POSTFIX);
                 let close = e.span.end.saturating_sub(1) as usize;
                 self.delimited("(", ")", false, args, e.span, close, |a| a.span, |p, a| {
-                    if let Some(name) = &a.name {
-                        p.write(&name.name);
-                        p.write(" = ");
+                    match &a.name {
+                        Some(name) => {
+                            p.write(&name.name);
+                            p.assigned(&a.value);
+                        }
+                        None => p.expr(&a.value),
                     }
-                    p.expr(&a.value);
                 });
             }
             ExprKind::Unary(op, operand) => {
@@ -247,8 +280,7 @@ impl Printer<'_> {
             self.write(": ");
             self.ty(ty);
         }
-        self.write(" = ");
-        self.expr(&stmt.value);
+        self.assigned(&stmt.value);
     }
 
     /// `name: Type = default`, `name` (lambda), `name: Type` (lambda with annotation).

@@ -31,6 +31,20 @@ fn is_comparison(op: BinOp) -> bool {
     binop_prec(op) == 4
 }
 
+/// The precedence each operand of `op` needs. Left-associative operators accept their own
+/// level on the left; `**` is right-associative and its left operand must be tighter than
+/// unary (`(-x) ** 2`); comparisons do not associate at all.
+fn operand_precedence(op: BinOp) -> (u8, u8) {
+    let p = binop_prec(op);
+    if op == BinOp::Pow {
+        (POSTFIX, UNARY)
+    } else if is_comparison(op) {
+        (p + 1, p + 1)
+    } else {
+        (p, p + 1)
+    }
+}
+
 /// Whether `e` lays itself out over lines when too long (so it can start after ` = `).
 fn breaks_itself(e: &Expr) -> bool {
     match &e.kind {
@@ -160,22 +174,45 @@ impl Printer<'_> {
     }
 
     fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr) {
-        let p = binop_prec(op);
-        // Left-associative operators accept their own level on the left; `**` is
-        // right-associative and its left operand must be tighter than unary (`(-x) ** 2`);
-        // comparisons do not associate at all.
-        let (left_min, right_min) = if op == BinOp::Pow {
-            (POSTFIX, UNARY)
-        } else if is_comparison(op) {
-            (p + 1, p + 1)
-        } else {
-            (p, p + 1)
-        };
+        if !self.flat && op != BinOp::Pow {
+            let width = self.measure(|m| m.binary(op, lhs, rhs)).chars().count();
+            if !self.fits(width) {
+                self.binary_broken(op, lhs, rhs);
+                return;
+            }
+        }
+        let (left_min, right_min) = operand_precedence(op);
         self.expr_at(lhs, left_min);
         self.write(" ");
         self.write(op.symbol());
         self.write(" ");
         self.expr_at(rhs, right_min);
+    }
+
+    /// A chain of operators of one precedence level, too long for its line: one operand per
+    /// line, each continuation line starting with its operator, indented once.
+    fn binary_broken(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr) {
+        let level = binop_prec(op);
+        let (left_min, right_min) = operand_precedence(op);
+        // Walk down the left spine while it continues the same level (left-associative).
+        let mut rest = vec![(op, rhs)];
+        let mut first = lhs;
+        while let ExprKind::Binary(inner, l, r) = &first.kind {
+            if binop_prec(*inner) != level || is_comparison(*inner) {
+                break;
+            }
+            rest.push((*inner, r));
+            first = l;
+        }
+        self.expr_at(first, left_min);
+        self.indent += super::INDENT;
+        for (op, operand) in rest.into_iter().rev() {
+            self.newline();
+            self.write(op.symbol());
+            self.write(" ");
+            self.expr_at(operand, right_min);
+        }
+        self.indent -= super::INDENT;
     }
 
     fn if_expr(&mut self, whole: &Expr, cond: &Expr, then: &Expr, otherwise: &Expr) {

@@ -102,3 +102,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn long_operator_chains_break_before_operators() {
+    let long = "let total = first_component_value + second_component_value * weight - third_component_value / scale + tail + more_tail";
+    let expected = "let total =\n    first_component_value\n        + second_component_value * weight\n        - third_component_value / scale\n        + tail\n        + more_tail\n";
+    assert_eq!(fmt(long), expected);
+}

@@ -102,11 +102,19 @@ pub enum ExprKind {
     Local(u32),
     /// `let local = value; body`. Local ids are unique within a function (the lowering numbers
     /// them 0, 1, 2, …); shadowing in the source becomes a fresh id.
-    Let { local: u32, value: Box<Expr>, body: Box<Expr> },
+    Let {
+        local: u32,
+        value: Box<Expr>,
+        body: Box<Expr>,
+    },
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// Evaluates exactly one branch.
-    If { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    If {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
     Call(Builtin, Vec<Expr>),
 }
 
@@ -311,7 +319,9 @@ impl Builtin {
             AbsInt => (&[I], I),
             MinInt | MaxInt => (&[I, I], I),
             ClampInt => (&[I, I, I], I),
-            AbsFloat | Floor | Ceil | Round | Sqrt | Exp | Log | Log1p | Tanh | Sigmoid => (&[F], F),
+            AbsFloat | Floor | Ceil | Round | Sqrt | Exp | Log | Log1p | Tanh | Sigmoid => {
+                (&[F], F)
+            }
             MinFloat | MaxFloat | Pow => (&[F, F], F),
             ClampFloat => (&[F, F, F], F),
             IsNan => (&[F], B),
@@ -329,35 +339,57 @@ impl Builtin {
 
 impl Expr {
     pub fn int(v: i64) -> Expr {
-        Expr { ty: Ty::Int, kind: ExprKind::Const(Const::Int(v)) }
+        Expr {
+            ty: Ty::Int,
+            kind: ExprKind::Const(Const::Int(v)),
+        }
     }
 
     pub fn float(v: f64) -> Expr {
-        Expr { ty: Ty::Float, kind: ExprKind::Const(Const::Float(v)) }
+        Expr {
+            ty: Ty::Float,
+            kind: ExprKind::Const(Const::Float(v)),
+        }
     }
 
     pub fn bool(v: bool) -> Expr {
-        Expr { ty: Ty::Bool, kind: ExprKind::Const(Const::Bool(v)) }
+        Expr {
+            ty: Ty::Bool,
+            kind: ExprKind::Const(Const::Bool(v)),
+        }
     }
 
     /// A string constant already in the module's table (see [`Module::string`]).
     pub fn str(id: StrId) -> Expr {
-        Expr { ty: Ty::Str, kind: ExprKind::Const(Const::Str(id)) }
+        Expr {
+            ty: Ty::Str,
+            kind: ExprKind::Const(Const::Str(id)),
+        }
     }
 
     pub fn param(index: u32, ty: Ty) -> Expr {
-        Expr { ty, kind: ExprKind::Param(index) }
+        Expr {
+            ty,
+            kind: ExprKind::Param(index),
+        }
     }
 
     pub fn local(index: u32, ty: Ty) -> Expr {
-        Expr { ty, kind: ExprKind::Local(index) }
+        Expr {
+            ty,
+            kind: ExprKind::Local(index),
+        }
     }
 
     /// `let local = value; body`; the node has the body's type.
     pub fn let_(local: u32, value: Expr, body: Expr) -> Expr {
         Expr {
             ty: body.ty,
-            kind: ExprKind::Let { local, value: Box::new(value), body: Box::new(body) },
+            kind: ExprKind::Let {
+                local,
+                value: Box::new(value),
+                body: Box::new(body),
+            },
         }
     }
 
@@ -368,12 +400,18 @@ impl Expr {
             UnOp::FNeg => Ty::Float,
             UnOp::Not => Ty::Bool,
         };
-        Expr { ty, kind: ExprKind::Unary(op, Box::new(operand)) }
+        Expr {
+            ty,
+            kind: ExprKind::Unary(op, Box::new(operand)),
+        }
     }
 
     /// A typed binary operation; the result type follows from `op` (checked by `validate`).
     pub fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
-        Expr { ty: op.signature().1, kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)) }
+        Expr {
+            ty: op.signature().1,
+            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+        }
     }
 
     /// `if cond { then } else { otherwise }`; the node has the `then` branch's type.
@@ -390,7 +428,10 @@ impl Expr {
 
     /// A typed builtin call; the result type follows from the builtin.
     pub fn call(builtin: Builtin, args: Vec<Expr>) -> Expr {
-        Expr { ty: builtin.signature().1, kind: ExprKind::Call(builtin, args) }
+        Expr {
+            ty: builtin.signature().1,
+            kind: ExprKind::Call(builtin, args),
+        }
     }
 
     /// Int → Float if `self` is an Int; otherwise unchanged. The language's only implicit
@@ -440,7 +481,10 @@ impl Module {
 
     /// Finds a function by name.
     pub fn find(&self, name: &str) -> Option<FuncId> {
-        self.functions.iter().position(|f| f.name == name).map(|i| FuncId(i as u32))
+        self.functions
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| FuncId(i as u32))
     }
 
     pub fn function(&self, id: FuncId) -> &Function {
@@ -464,7 +508,11 @@ impl Function {
                     walk(a, max);
                     walk(b, max);
                 }
-                ExprKind::If { cond, then, otherwise } => {
+                ExprKind::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
                     walk(cond, max);
                     walk(then, max);
                     walk(otherwise, max);

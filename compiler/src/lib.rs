@@ -6,6 +6,9 @@ pub mod ast;
 pub mod diag;
 pub mod column;
 pub mod ir;
+pub mod interp;
+pub mod jit;
+pub mod batch;
 pub mod parse;
 pub mod fmt;
 

@@ -61,14 +61,20 @@ pub fn binary(op: ast::BinOp, lhs: Expr, rhs: Expr) -> Result<Expr, IrError> {
             let cmp = cmp.unwrap_or(Cmp::Eq);
             match (lhs.ty, rhs.ty) {
                 (Ty::Int, Ty::Int) => Ok(Expr::binary(BinOp::ICmp(cmp), lhs, rhs)),
-                (a, b) if numeric(a) && numeric(b) => {
-                    Ok(Expr::binary(BinOp::FCmp(cmp), lhs.to_float(), rhs.to_float()))
-                }
+                (a, b) if numeric(a) && numeric(b) => Ok(Expr::binary(
+                    BinOp::FCmp(cmp),
+                    lhs.to_float(),
+                    rhs.to_float(),
+                )),
                 (Ty::Bool, Ty::Bool) if cmp == Cmp::Eq => Ok(Expr::binary(BinOp::BEq, lhs, rhs)),
                 (Ty::Bool, Ty::Bool) if cmp == Cmp::Ne => Ok(Expr::binary(BinOp::BNe, lhs, rhs)),
                 (Ty::Str, Ty::Str) if matches!(cmp, Cmp::Eq | Cmp::Ne) => {
                     let eq = Expr::call(Builtin::StrEq, vec![lhs, rhs]);
-                    Ok(if cmp == Cmp::Eq { eq } else { Expr::unary(UnOp::Not, eq) })
+                    Ok(if cmp == Cmp::Eq {
+                        eq
+                    } else {
+                        Expr::unary(UnOp::Not, eq)
+                    })
                 }
                 _ => Err(no(&lhs, &rhs)),
             }
@@ -84,7 +90,10 @@ pub fn unary(op: ast::UnOp, operand: Expr) -> Result<Expr, IrError> {
         (ast::UnOp::Not, Ty::Bool) => UnOp::Not,
         (op, ty) => {
             let name = if op == ast::UnOp::Neg { "-" } else { "!" };
-            return Err(IrError::NoOverload { name: name.to_owned(), args: vec![ty] });
+            return Err(IrError::NoOverload {
+                name: name.to_owned(),
+                args: vec![ty],
+            });
         }
     };
     Ok(Expr::unary(op, operand))
@@ -92,9 +101,35 @@ pub fn unary(op: ast::UnOp, operand: Expr) -> Result<Expr, IrError> {
 
 /// The names [`Module::call`] understands.
 pub const BUILTIN_NAMES: &[&str] = &[
-    "abs", "min", "max", "clamp", "floor", "ceil", "round", "sqrt", "exp", "log", "log1p", "tanh",
-    "sigmoid", "pow", "is_nan", "float", "int", "div", "len", "str_eq", "contains", "starts_with",
-    "ends_with", "trim", "lower", "upper", "parse_int", "parse_float", "matches",
+    "abs",
+    "min",
+    "max",
+    "clamp",
+    "floor",
+    "ceil",
+    "round",
+    "sqrt",
+    "exp",
+    "log",
+    "log1p",
+    "tanh",
+    "sigmoid",
+    "pow",
+    "is_nan",
+    "float",
+    "int",
+    "div",
+    "len",
+    "str_eq",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "trim",
+    "lower",
+    "upper",
+    "parse_int",
+    "parse_float",
+    "matches",
 ];
 
 impl Module {
@@ -105,7 +140,10 @@ impl Module {
     pub fn call(&mut self, name: &str, args: Vec<Expr>) -> Result<Expr, IrError> {
         use Builtin as B;
         let tys: Vec<Ty> = args.iter().map(|a| a.ty).collect();
-        let no = || IrError::NoOverload { name: name.to_owned(), args: tys.clone() };
+        let no = || IrError::NoOverload {
+            name: name.to_owned(),
+            args: tys.clone(),
+        };
         let all_int = tys.iter().all(|t| *t == Ty::Int);
         let all_num = tys.iter().all(|t| matches!(t, Ty::Int | Ty::Float));
         let (builtin, args) = match name {
@@ -147,7 +185,9 @@ impl Module {
             "float" => {
                 arity(name, 1, &args)?;
                 return match tys[0] {
-                    Ty::Int | Ty::Float => Ok(args.into_iter().next().map(Expr::to_float).ok_or_else(no)?),
+                    Ty::Int | Ty::Float => {
+                        Ok(args.into_iter().next().map(Expr::to_float).ok_or_else(no)?)
+                    }
                     _ => Err(no()),
                 };
             }
@@ -218,7 +258,11 @@ fn floats(args: Vec<Expr>) -> Vec<Expr> {
 
 fn arity(name: &str, expected: usize, args: &[Expr]) -> Result<(), IrError> {
     if args.len() != expected {
-        return Err(IrError::Arity { name: name.to_owned(), expected, found: args.len() });
+        return Err(IrError::Arity {
+            name: name.to_owned(),
+            expected,
+            found: args.len(),
+        });
     }
     Ok(())
 }
@@ -250,11 +294,16 @@ mod tests {
         assert!(matches!(e.kind, ExprKind::Binary(BinOp::IDiv, ..)));
         let s = m.string("^[0-9]+$");
         let subject = m.string("42");
-        let e = m.call("matches", vec![Expr::str(subject), Expr::str(s)]).unwrap();
+        let e = m
+            .call("matches", vec![Expr::str(subject), Expr::str(s)])
+            .unwrap();
         assert!(matches!(e.kind, ExprKind::Call(Builtin::Matches(_), ref a) if a.len() == 1));
         assert_eq!(m.regexes, vec!["^[0-9]+$".to_owned()]);
         assert!(matches!(m.call("sqrt", vec![]), Err(IrError::Arity { .. })));
-        assert!(matches!(m.call("nope", vec![]), Err(IrError::NoOverload { .. })));
+        assert!(matches!(
+            m.call("nope", vec![]),
+            Err(IrError::NoOverload { .. })
+        ));
         assert!(matches!(
             m.call("matches", vec![Expr::str(subject), Expr::param(0, Ty::Str)]),
             Err(IrError::PatternNotConstant)

@@ -100,7 +100,11 @@ fn write_expr(
             write_expr(f, b, func, indent)?;
             f.write_str(")")
         }
-        ExprKind::If { cond, then, otherwise } => {
+        ExprKind::If {
+            cond,
+            then,
+            otherwise,
+        } => {
             f.write_str("if ")?;
             write_expr(f, cond, func, indent)?;
             f.write_str(" { ")?;
@@ -138,8 +142,16 @@ mod tests {
             Expr::param(0, Ty::Int).to_float(),
             Expr::binary(BinOp::FMul, Expr::local(0, Ty::Float), Expr::float(-0.0)),
         );
-        let params = vec![Param { name: "digits".into(), ty: Ty::Int }];
-        m.push(Function { name: "d".into(), params, ret: Ty::Float, body });
+        let params = vec![Param {
+            name: "digits".into(),
+            ty: Ty::Int,
+        }];
+        m.push(Function {
+            name: "d".into(),
+            params,
+            ret: Ty::Float,
+            body,
+        });
         let text = m.to_string();
         assert_eq!(
             text,

@@ -1,0 +1,196 @@
+//! Native builtins that JIT code calls: `extern "C"` shims over the same Rust functions the
+//! interpreter uses (`interp::ops`), registered with the JIT as symbols.
+//!
+//! Strings cross the boundary as `(ptr, len)` pairs of valid UTF-8; string results are written to
+//! an out-pointer as a [`StrRef`]. `trim` returns a view into its input (no allocation); `lower`
+//! and `upper` allocate into the caller's [`Arena`], which lives as long as the batch chunk (or the
+//! single call) that produced them. No shim panics or unwinds.
+
+use super::{Arena, StrRef};
+use crate::interp::ops;
+use regex::Regex;
+
+/// A native's parameter or result type at the machine level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NTy {
+    /// `i64`, and pointers / lengths (the JIT requires a 64-bit target).
+    I64,
+    F64,
+    /// `i32` booleans (0 or 1): returned as a full register, narrowed in JIT code.
+    I32,
+}
+
+/// A native function the JIT can call.
+pub(super) struct Native {
+    pub name: &'static str,
+    pub addr: *const u8,
+    pub params: &'static [NTy],
+    pub ret: Option<NTy>,
+}
+
+/// Rebuilds a `&str` from a pair that JIT code got from a column, a constant or a shim.
+///
+/// SAFETY (caller): `ptr..ptr+len` is valid UTF-8 that outlives the returned reference.
+unsafe fn text<'a>(ptr: *const u8, len: usize) -> &'a str {
+    unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr, len)) }
+}
+
+extern "C" fn round(x: f64) -> f64 {
+    ops::round(x)
+}
+extern "C" fn exp(x: f64) -> f64 {
+    ops::exp(x)
+}
+extern "C" fn log(x: f64) -> f64 {
+    ops::log(x)
+}
+extern "C" fn log1p(x: f64) -> f64 {
+    ops::log1p(x)
+}
+extern "C" fn tanh(x: f64) -> f64 {
+    ops::tanh(x)
+}
+extern "C" fn sigmoid(x: f64) -> f64 {
+    ops::sigmoid(x)
+}
+extern "C" fn pow(x: f64, y: f64) -> f64 {
+    ops::pow(x, y)
+}
+extern "C" fn frem(x: f64, y: f64) -> f64 {
+    ops::frem(x, y)
+}
+
+extern "C" fn len(p: *const u8, n: usize) -> i64 {
+    ops::len(unsafe { text(p, n) })
+}
+
+extern "C" fn str_eq(p: *const u8, n: usize, q: *const u8, m: usize) -> i32 {
+    (unsafe { text(p, n) } == unsafe { text(q, m) }) as i32
+}
+
+extern "C" fn contains(p: *const u8, n: usize, q: *const u8, m: usize) -> i32 {
+    unsafe { text(p, n) }.contains(unsafe { text(q, m) }) as i32
+}
+
+extern "C" fn starts_with(p: *const u8, n: usize, q: *const u8, m: usize) -> i32 {
+    unsafe { text(p, n) }.starts_with(unsafe { text(q, m) }) as i32
+}
+
+extern "C" fn ends_with(p: *const u8, n: usize, q: *const u8, m: usize) -> i32 {
+    unsafe { text(p, n) }.ends_with(unsafe { text(q, m) }) as i32
+}
+
+extern "C" fn trim(p: *const u8, n: usize, out: *mut StrRef) {
+    let s = unsafe { text(p, n) }.trim();
+    unsafe { out.write(StrRef::new(s)) };
+}
+
+extern "C" fn lower(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = unsafe { text(p, n) }.to_lowercase();
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn upper(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = unsafe { text(p, n) }.to_uppercase();
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn parse_int(p: *const u8, n: usize, default: i64) -> i64 {
+    ops::parse_int(unsafe { text(p, n) }, default)
+}
+
+extern "C" fn parse_float(p: *const u8, n: usize, default: f64) -> f64 {
+    ops::parse_float(unsafe { text(p, n) }, default)
+}
+
+extern "C" fn matches(re: *const Regex, p: *const u8, n: usize) -> i32 {
+    unsafe { (*re).is_match(text(p, n)) as i32 }
+}
+
+/// Every native, by symbol name.
+pub(super) fn all() -> Vec<Native> {
+    use NTy::{F64, I32, I64};
+    type F1 = extern "C" fn(f64) -> f64;
+    type F2 = extern "C" fn(f64, f64) -> f64;
+    type S2 = extern "C" fn(*const u8, usize, *const u8, usize) -> i32;
+    let f1 = |name, f: F1| Native {
+        name,
+        addr: f as *const u8,
+        params: &[F64],
+        ret: Some(F64),
+    };
+    let f2 = |name, f: F2| Native {
+        name,
+        addr: f as *const u8,
+        params: &[F64, F64],
+        ret: Some(F64),
+    };
+    let s2 = |name, f: S2| Native {
+        name,
+        addr: f as *const u8,
+        params: &[I64, I64, I64, I64],
+        ret: Some(I32),
+    };
+    type Trim = extern "C" fn(*const u8, usize, *mut StrRef);
+    type Case = extern "C" fn(*mut Arena, *const u8, usize, *mut StrRef);
+    type Len = extern "C" fn(*const u8, usize) -> i64;
+    type PInt = extern "C" fn(*const u8, usize, i64) -> i64;
+    type PFloat = extern "C" fn(*const u8, usize, f64) -> f64;
+    type Match = extern "C" fn(*const Regex, *const u8, usize) -> i32;
+    vec![
+        f1("recipe_round", round),
+        f1("recipe_exp", exp),
+        f1("recipe_log", log),
+        f1("recipe_log1p", log1p),
+        f1("recipe_tanh", tanh),
+        f1("recipe_sigmoid", sigmoid),
+        f2("recipe_pow", pow),
+        f2("recipe_frem", frem),
+        s2("recipe_str_eq", str_eq),
+        s2("recipe_contains", contains),
+        s2("recipe_starts_with", starts_with),
+        s2("recipe_ends_with", ends_with),
+        Native {
+            name: "recipe_len",
+            addr: len as Len as *const u8,
+            params: &[I64, I64],
+            ret: Some(I64),
+        },
+        Native {
+            name: "recipe_trim",
+            addr: trim as Trim as *const u8,
+            params: &[I64, I64, I64],
+            ret: None,
+        },
+        Native {
+            name: "recipe_lower",
+            addr: lower as Case as *const u8,
+            params: &[I64, I64, I64, I64],
+            ret: None,
+        },
+        Native {
+            name: "recipe_upper",
+            addr: upper as Case as *const u8,
+            params: &[I64, I64, I64, I64],
+            ret: None,
+        },
+        Native {
+            name: "recipe_parse_int",
+            addr: parse_int as PInt as *const u8,
+            params: &[I64, I64, I64],
+            ret: Some(I64),
+        },
+        Native {
+            name: "recipe_parse_float",
+            addr: parse_float as PFloat as *const u8,
+            params: &[I64, I64, F64],
+            ret: Some(F64),
+        },
+        Native {
+            name: "recipe_matches",
+            addr: matches as Match as *const u8,
+            params: &[I64, I64, I64],
+            ret: Some(I32),
+        },
+    ]
+}

@@ -2,3 +2,9 @@
 //! artifacts. It executes the typed program that `recipe-compiler` produces.
 
 pub mod rng;
+pub mod artifact;
+pub mod checkpoint;
+pub mod data;
+pub mod optim;
+pub mod progress;
+pub mod train;

@@ -1,0 +1,187 @@
+//! Checkpoints: one folder per checkpoint under a run's `checkpoints/`, holding the model as a
+//! Hugging Face folder (`model/`, opens in transformers unchanged) and the state needed to resume
+//! the run bit for bit (`optimizer.safetensors`: AdamW moments; `trainer_state.json`: stage,
+//! step, optimiser step count, the objective's data position and RNG state, the number of
+//! metrics lines written).
+//!
+//! Invariants: a checkpoint folder is built under a temporary name (`NAME.tmp-…`), every file
+//! and the folder are fsynced, and only then is it renamed to `NAME`; so any folder without
+//! `.tmp-` in its name is complete, a crash leaves at worst a stale temporary (removed by
+//! `remove_stale`), and the previous checkpoint is never touched. The latest checkpoint is the one
+//! with the highest (stage index, step).
+
+use crate::artifact::{sync_dir, temp_suffix, write_atomic};
+use crate::model::{CausalLm, Device, ModelError, Tensor};
+use crate::optim::AdamW;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub const MODEL_DIR: &str = "model";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+const TEMP_MARK: &str = ".tmp-";
+
+/// Where a stage stood when the checkpoint was written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Stage name and its position in the run's stage order.
+    pub stage: String,
+    pub stage_index: usize,
+    /// Completed optimiser steps of this stage, and the stage's total.
+    pub step: u64,
+    pub total_steps: u64,
+    /// AdamW's own step count (differs from `step` when moments were kept from an earlier stage).
+    pub optimizer_steps: u64,
+    /// The objective's resumable state: data position, RNG streams, curriculum state.
+    pub objective: Value,
+    /// Lines of `metrics.jsonl` written when the checkpoint was taken.
+    pub metrics_lines: u64,
+}
+
+impl TrainState {
+    /// Whether the stage had finished.
+    pub fn complete(&self) -> bool {
+        self.step >= self.total_steps
+    }
+
+    /// The checkpoint folder name: `02-sft-step000300`.
+    pub fn folder_name(&self) -> String {
+        format!("{:02}-{}-step{:06}", self.stage_index, self.stage, self.step)
+    }
+}
+
+/// A problem writing or reading a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint `{}`: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("checkpoint `{}`: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes a checkpoint of `model`, `optim` and `state` into `checkpoints/`, atomically, and
+/// returns its folder.
+pub fn write(
+    checkpoints: &Path,
+    model: &CausalLm,
+    optim: &AdamW,
+    state: &TrainState,
+) -> Result<PathBuf, CheckpointError> {
+    fs::create_dir_all(checkpoints).map_err(io_err(checkpoints))?;
+    let name = state.folder_name();
+    let tmp = checkpoints.join(format!("{name}{TEMP_MARK}{}", temp_suffix()));
+    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+
+    model.save(&tmp.join(MODEL_DIR))?;
+    let moments: HashMap<String, Tensor> = optim.state_tensors().into_iter().collect();
+    let optim_path = tmp.join(OPTIMIZER_FILE);
+    candle_core::safetensors::save(&moments, &optim_path)?;
+    let state_text = serde_json::to_vec_pretty(state)
+        .map_err(|e| CheckpointError::Corrupt { path: tmp.clone(), message: e.to_string() })?;
+    write_atomic(&tmp.join(STATE_FILE), &state_text).map_err(io_err(&tmp))?;
+    sync_tree(&tmp).map_err(io_err(&tmp))?;
+
+    let dest = checkpoints.join(&name);
+    if dest.exists() {
+        // The same step written before a crash (resumed runs reach it again): the new one is
+        // identical by construction, so replacing it loses nothing.
+        fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
+    }
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    sync_dir(checkpoints).map_err(io_err(checkpoints))?;
+    Ok(dest)
+}
+
+/// fsync of every file and folder under `dir`.
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            File::open(&path)?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// A complete checkpoint on disk.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: TrainState,
+}
+
+impl Checkpoint {
+    /// Opens the checkpoint folder `dir`.
+    pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        let path = dir.join(STATE_FILE);
+        let text = fs::read(&path).map_err(io_err(&path))?;
+        let state = serde_json::from_slice(&text)
+            .map_err(|e| CheckpointError::Corrupt { path, message: e.to_string() })?;
+        Ok(Checkpoint { dir: dir.to_path_buf(), state })
+    }
+
+    /// The latest complete checkpoint under `checkpoints/`, if any.
+    pub fn latest(checkpoints: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+        let entries = match fs::read_dir(checkpoints) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CheckpointError::Io { path: checkpoints.to_path_buf(), source: e }),
+        };
+        let mut best: Option<Checkpoint> = None;
+        for entry in entries {
+            let path = entry.map_err(io_err(checkpoints))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !path.is_dir() || name.contains(TEMP_MARK) {
+                continue;
+            }
+            let ck = Checkpoint::open(&path)?;
+            let key = |c: &Checkpoint| (c.state.stage_index, c.state.step);
+            if best.as_ref().is_none_or(|b| key(&ck) > key(b)) {
+                best = Some(ck);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Removes temporaries left by a crash during a checkpoint write.
+    pub fn remove_stale(checkpoints: &Path) -> Result<(), CheckpointError> {
+        let Ok(entries) = fs::read_dir(checkpoints) else { return Ok(()) };
+        for entry in entries {
+            let path = entry.map_err(io_err(checkpoints))?.path();
+            if path.file_name().is_some_and(|n| n.to_string_lossy().contains(TEMP_MARK)) {
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Hugging Face model folder of the checkpoint.
+    pub fn model_dir(&self) -> PathBuf {
+        self.dir.join(MODEL_DIR)
+    }
+
+    pub fn load_model(&self, device: &Device) -> Result<CausalLm, CheckpointError> {
+        Ok(CausalLm::load(&self.model_dir(), device)?)
+    }
+
+    /// The saved AdamW moments, for `AdamW::load_state`.
+    pub fn load_moments(&self, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
+        Ok(candle_core::safetensors::load(self.dir.join(OPTIMIZER_FILE), device)?)
+    }
+}

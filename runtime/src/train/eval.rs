@@ -1,0 +1,79 @@
+//! Evaluation during and after stages. `ExactMatch` is greedy exact-match accuracy: generate
+//! from each prompt until EOS (batched, KV-cached), decode the new tokens before EOS, and compare
+//! with the row's target text (`completion`, else `answer`) exactly.
+//!
+//! Invariants: an evaluation never changes the model or any training stream (greedy decoding
+//! draws nothing; its RNG is a fixed private stream), so evaluating more or less often does not
+//! perturb training; the token budget is the longest target plus EOS, so a correct answer that
+//! the model fails to terminate counts as wrong.
+
+use super::TrainError;
+use crate::data::Dataset;
+use crate::model::{self, CausalLm, GenerateOptions};
+use crate::rng::Rng;
+
+/// Something that scores a model: returns named metrics (`accuracy`, `correct`, `total`).
+pub trait Evaluator {
+    /// The name metrics lines file the results under (`held`).
+    fn name(&self) -> &str;
+    fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError>;
+}
+
+/// Greedy exact-match accuracy on a dataset.
+pub struct ExactMatch {
+    name: String,
+    prompts: Vec<String>,
+    targets: Vec<String>,
+    batch: usize,
+}
+
+impl ExactMatch {
+    /// Scores `data`'s `prompt` field against `target` (default: `completion` if the dataset has
+    /// it, else `answer`), generating `batch` prompts at a time.
+    pub fn new(name: &str, data: &Dataset, target: Option<&str>, batch: usize) -> Result<ExactMatch, TrainError> {
+        let target = match target {
+            Some(t) => t,
+            None if data.column("completion").is_some() => "completion",
+            None => "answer",
+        };
+        let prompts = data.strings("prompt")?.iter().map(|s| s.to_string()).collect();
+        let targets = (0..data.len()).map(|r| data.text_at(target, r)).collect::<Result<_, _>>()?;
+        Ok(ExactMatch { name: name.to_string(), prompts, targets, batch: batch.max(1) })
+    }
+
+    /// The decoded completions for every prompt (up to EOS), in order.
+    pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
+        let tok = model.tokenizer();
+        let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
+        let opts = GenerateOptions { max_new_tokens: max_target + 1, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
+        let mut rng = Rng::derive(0, "eval/greedy");
+        let mut out = Vec::with_capacity(self.prompts.len());
+        for chunk in self.prompts.chunks(self.batch) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| tok.encode(p)).collect();
+            for mut generated in model::generate(model, &ids, &opts, &mut rng)? {
+                if let Some(end) = generated.iter().position(|&t| t == tok.eos_id()) {
+                    generated.truncate(end);
+                }
+                out.push(tok.decode(&generated));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Evaluator for ExactMatch {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError> {
+        let got = self.completions(model)?;
+        let correct = got.iter().zip(&self.targets).filter(|(g, t)| g == t).count();
+        let total = self.targets.len();
+        Ok(vec![
+            ("accuracy".into(), if total == 0 { 0.0 } else { correct as f64 / total as f64 }),
+            ("correct".into(), correct as f64),
+            ("total".into(), total as f64),
+        ])
+    }
+}

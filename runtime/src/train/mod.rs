@@ -1,0 +1,450 @@
+//! The step loop: one loop for every stage kind, with the stage's objective plugged in.
+//!
+//! The loop owns everything a stage kind should not re-implement: learning-rate and
+//! weight-decay schedules, gradient accumulation, the point where data-parallel ranks would
+//! all-reduce gradients, clipping, AdamW, non-finite detection, metrics lines, periodic
+//! evaluation, checkpoints and progress events. An [`Objective`] only chooses the next batch of
+//! rows and turns a batch into a differentiable loss (SFT: completion NLL; preference and GRPO
+//! objectives plug in the same way).
+//!
+//! Invariants: step `s` (0-based) evaluates schedules at `(s, total)`; metrics lines, evaluation
+//! and checkpoints count completed steps (`s + 1`); nothing is written for a step that failed, so
+//! after a non-finite error every metrics line and checkpoint on disk is from a healthy step; the
+//! only state carried between steps is the model, the optimiser, the objective's state and the
+//! step counter, all of which a checkpoint saves, so a resumed stage continues bit for bit.
+
+pub mod eval;
+pub mod sft;
+
+use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, TrainState};
+use crate::data::DataError;
+use crate::model::{CausalLm, ModelError, Tensor};
+use crate::optim::{self, AdamW, AdamWConfig, GradAccumulator, OptimError};
+use crate::progress::Progress;
+use recipe_compiler::diag::Diagnostic;
+use serde_json::{json, Map, Value};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use eval::{Evaluator, ExactMatch};
+pub use sft::{SftConfig, SftObjective};
+
+/// A numeric argument as a function of `(step, total_steps)`: constants, recipe functions
+/// compiled by the JIT, or closures in tests.
+#[derive(Clone)]
+pub struct Schedule(Arc<dyn Fn(u64, u64) -> f64 + Send + Sync>);
+
+impl Schedule {
+    pub fn new(f: impl Fn(u64, u64) -> f64 + Send + Sync + 'static) -> Schedule {
+        Schedule(Arc::new(f))
+    }
+
+    pub fn constant(value: f64) -> Schedule {
+        Schedule::new(move |_, _| value)
+    }
+
+    /// The value at 0-based `step` of `total`.
+    pub fn at(&self, step: u64, total: u64) -> f64 {
+        (self.0)(step, total)
+    }
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Schedule(..)")
+    }
+}
+
+/// The rows an objective trains on in one micro-batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Row indices into the objective's dataset.
+    pub rows: Vec<usize>,
+    /// The rows' stable ids (what errors report).
+    pub example_ids: Vec<u64>,
+}
+
+/// What an objective computes for one micro-batch.
+pub struct LossOutput {
+    /// Scalar, differentiable loss (the micro-batch mean; the loop divides by `accumulate`).
+    pub loss: Tensor,
+    /// Tokens processed (for tokens/s).
+    pub tokens: usize,
+    /// Extra per-step metrics (averaged over micro-batches), e.g. reward margins.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// A stage kind's training signal. The loop calls `next_batch` then `loss` once per
+/// micro-batch, in order, so an objective's state evolves identically in resumed runs.
+pub trait Objective {
+    /// The next micro-batch for 0-based `step` of `total`.
+    fn next_batch(&mut self, step: u64, total: u64) -> Result<Batch, TrainError>;
+    /// The loss of `batch` under `model`.
+    fn loss(&mut self, model: &CausalLm, batch: &Batch) -> Result<LossOutput, TrainError>;
+    /// Resumable state (data position, RNG streams), saved in checkpoints.
+    fn state(&self) -> Value;
+    /// Restores what `state` returned.
+    fn restore(&mut self, state: &Value) -> Result<(), TrainError>;
+}
+
+/// Loop settings shared by every stage kind.
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    /// Stage name (`sft`), and its position in the run (for checkpoint ordering).
+    pub stage: String,
+    pub stage_index: usize,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Micro-batches per optimiser step.
+    pub accumulate: u32,
+    pub lr: Schedule,
+    pub weight_decay: Schedule,
+    pub adam: AdamWConfig,
+    /// Global-norm clipping threshold (`None`: no clipping; the norm is still logged).
+    pub clip: Option<f64>,
+    /// Write a metrics line every this many steps (and at evaluation and the last step).
+    pub log_every: u64,
+    /// Evaluate every this many steps (and always at the end of the stage when evaluators exist).
+    pub eval_every: Option<u64>,
+    /// Checkpoint every this many steps; `checkpoint_at_end` adds one when the stage finishes.
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_at_end: bool,
+}
+
+impl LoopConfig {
+    /// Defaults matching TRL's: AdamW (0.9, 0.999, 1e-8), no weight decay, clip at 1.0, log every step.
+    pub fn new(stage: impl Into<String>, steps: u64, lr: Schedule) -> LoopConfig {
+        LoopConfig {
+            stage: stage.into(),
+            stage_index: 0,
+            steps,
+            accumulate: 1,
+            lr,
+            weight_decay: Schedule::constant(0.0),
+            adam: AdamWConfig::default(),
+            clip: Some(1.0),
+            log_every: 1,
+            eval_every: None,
+            checkpoint_every: None,
+            checkpoint_at_end: true,
+        }
+    }
+}
+
+/// Where a stage resumes from: a checkpoint of the same stage.
+pub struct Resume {
+    pub step: u64,
+    pub optimizer_steps: u64,
+    pub moments: std::collections::HashMap<String, Tensor>,
+    pub objective: Value,
+}
+
+impl Resume {
+    pub fn from_checkpoint(ck: &Checkpoint, device: &crate::model::Device) -> Result<Resume, TrainError> {
+        Ok(Resume {
+            step: ck.state.step,
+            optimizer_steps: ck.state.optimizer_steps,
+            moments: ck.load_moments(device)?,
+            objective: ck.state.objective.clone(),
+        })
+    }
+}
+
+/// What a finished stage reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageSummary {
+    pub steps: u64,
+    /// Loss of the last step.
+    pub final_loss: f64,
+    /// The last evaluation's metrics per evaluator.
+    pub eval: Vec<(String, Vec<(String, f64)>)>,
+    pub last_checkpoint: Option<std::path::PathBuf>,
+}
+
+/// Why a stage stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A loss, gradient norm or scheduled value was NaN or infinite.
+    #[error("stage `{stage}`, step {step}: {quantity} is {value} (examples {})", ids(example_ids))]
+    NonFinite { stage: String, step: u64, quantity: &'static str, value: f64, example_ids: Vec<u64> },
+    /// A stage's configuration cannot run (e.g. batch 0, a dataset without the needed field).
+    #[error("stage `{stage}`: {message}")]
+    Config { stage: String, message: String },
+    /// An objective's saved state does not fit it.
+    #[error("stage `{stage}`: cannot restore state: {message}")]
+    Restore { stage: String, message: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn ids(ids: &[u64]) -> String {
+    const SHOWN: usize = 16;
+    let mut s: Vec<String> = ids.iter().take(SHOWN).map(u64::to_string).collect();
+    if ids.len() > SHOWN {
+        s.push(format!("… {} more", ids.len() - SHOWN));
+    }
+    s.join(", ")
+}
+
+impl TrainError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            TrainError::NonFinite { .. } => "recipe::train::non_finite",
+            TrainError::Config { .. } => "recipe::train::config",
+            TrainError::Restore { .. } => "recipe::train::restore",
+            TrainError::Data(e) => e.code(),
+            TrainError::Artifact(e) => e.code(),
+            TrainError::Model(_) | TrainError::Candle(_) | TrainError::Optim(_) => "recipe::train::internal",
+            TrainError::Checkpoint(_) => "recipe::train::checkpoint",
+        }
+    }
+
+    /// Whether the error is the user's to fix (data, configuration, divergence) rather than an
+    /// internal fault.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self.code(), "recipe::train::internal" | "recipe::train::checkpoint" | "recipe::run::io")
+    }
+
+    pub fn to_diagnostic(&self) -> Diagnostic {
+        match self {
+            TrainError::Data(e) => e.to_diagnostic(),
+            TrainError::NonFinite { .. } => Diagnostic::error(self.code(), self.to_string())
+                .with_help("lower the learning rate, enable gradient clipping, or inspect the named examples")
+                .with_note("metrics logged so far and earlier checkpoints are intact; resume with --resume"),
+            _ => Diagnostic::error(self.code(), self.to_string()),
+        }
+    }
+}
+
+/// What the loop needs from the run: the folder (metrics, checkpoints) and a progress sink.
+pub struct RunContext<'a> {
+    pub run: &'a mut RunDir,
+    pub progress: &'a mut dyn Progress,
+}
+
+/// Runs one stage: `cfg.steps` optimiser steps of `objective` on `model` with `optim`,
+/// evaluating with `evals`, from `resume` if given.
+pub fn run_stage(
+    model: &CausalLm,
+    optim: &mut AdamW,
+    objective: &mut dyn Objective,
+    cfg: &LoopConfig,
+    evals: &mut [Box<dyn Evaluator>],
+    ctx: &mut RunContext<'_>,
+    resume: Option<Resume>,
+) -> Result<StageSummary, TrainError> {
+    if cfg.accumulate == 0 || cfg.log_every == 0 {
+        return Err(TrainError::Config {
+            stage: cfg.stage.clone(),
+            message: "`accumulate` and `log_every` must be at least 1".into(),
+        });
+    }
+    let mut start = 0;
+    if let Some(r) = resume {
+        optim.load_state(&r.moments, r.optimizer_steps)?;
+        objective.restore(&r.objective)?;
+        start = r.step;
+    }
+    ctx.progress.stage_started(&cfg.stage, cfg.steps, start);
+    let stage_clock = Instant::now();
+    let mut window = LogWindow::default();
+    let mut summary = StageSummary { steps: start, final_loss: f64::NAN, eval: Vec::new(), last_checkpoint: None };
+
+    for s in start..cfg.steps {
+        let done = s + 1;
+        let step_clock = Instant::now();
+        let out = train_step(model, optim, objective, cfg, s)?;
+        window.add(&out, step_clock.elapsed().as_secs_f64());
+        summary.final_loss = out.loss;
+        summary.steps = done;
+        ctx.progress.step_done(&cfg.stage, done, cfg.steps, out.loss);
+
+        let last = done == cfg.steps;
+        let eval_now = !evals.is_empty() && (last || cfg.eval_every.is_some_and(|n| done % n == 0));
+        let mut eval_fields = Map::new();
+        if eval_now {
+            summary.eval.clear();
+            for ev in evals.iter_mut() {
+                let metrics = ev.evaluate(model)?;
+                ctx.progress.evaluated(&cfg.stage, done, ev.name(), &metrics);
+                let fields: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                eval_fields.insert(ev.name().to_string(), Value::Object(fields));
+                summary.eval.push((ev.name().to_string(), metrics));
+            }
+        }
+        if last || eval_now || done % cfg.log_every == 0 {
+            let mut line = window.line(&cfg.stage, done);
+            if eval_now {
+                line.insert("eval".into(), Value::Object(eval_fields));
+            }
+            line.insert(
+                TIMING_KEY.into(),
+                json!({
+                    "tokens_per_s": window.tokens as f64 / window.seconds.max(1e-9),
+                    "elapsed_s": stage_clock.elapsed().as_secs_f64(),
+                }),
+            );
+            ctx.run.append_metrics(&Value::Object(line))?;
+            window = LogWindow::default();
+        }
+        if (last && cfg.checkpoint_at_end) || cfg.checkpoint_every.is_some_and(|n| done % n == 0) {
+            ctx.run.sync()?;
+            let state = TrainState {
+                stage: cfg.stage.clone(),
+                stage_index: cfg.stage_index,
+                step: done,
+                total_steps: cfg.steps,
+                optimizer_steps: optim.steps(),
+                objective: objective.state(),
+                metrics_lines: ctx.run.metrics_lines(),
+            };
+            let path = checkpoint::write(&ctx.run.checkpoints(), model, optim, &state)?;
+            ctx.progress.checkpointed(&cfg.stage, done, &path);
+            summary.last_checkpoint = Some(path);
+        }
+    }
+    ctx.progress.stage_finished(&cfg.stage, summary.steps);
+    Ok(summary)
+}
+
+/// One optimiser step's outcome.
+struct StepOutput {
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    tokens: usize,
+    metrics: Vec<(String, f64)>,
+}
+
+/// Accumulate → (all-reduce) → clip → AdamW for 0-based step `s`.
+fn train_step(
+    model: &CausalLm,
+    optim: &mut AdamW,
+    objective: &mut dyn Objective,
+    cfg: &LoopConfig,
+    s: u64,
+) -> Result<StepOutput, TrainError> {
+    let non_finite = |quantity, value, example_ids| TrainError::NonFinite {
+        stage: cfg.stage.clone(),
+        step: s + 1,
+        quantity,
+        value,
+        example_ids,
+    };
+    let lr = cfg.lr.at(s, cfg.steps);
+    let weight_decay = cfg.weight_decay.at(s, cfg.steps);
+    if !lr.is_finite() {
+        return Err(non_finite("the learning rate", lr, Vec::new()));
+    }
+    if !weight_decay.is_finite() {
+        return Err(non_finite("the weight decay", weight_decay, Vec::new()));
+    }
+
+    let mut acc = GradAccumulator::default();
+    let mut step_ids = Vec::new();
+    let (mut loss_sum, mut tokens) = (0.0, 0);
+    let mut metrics: Vec<(String, f64)> = Vec::new();
+    let scale = 1.0 / f64::from(cfg.accumulate);
+    for _ in 0..cfg.accumulate {
+        let batch = objective.next_batch(s, cfg.steps)?;
+        let out = objective.loss(model, &batch)?;
+        let loss = scalar(&out.loss)?;
+        if !loss.is_finite() {
+            return Err(non_finite("the loss", loss, batch.example_ids));
+        }
+        let scaled = if cfg.accumulate == 1 { out.loss } else { out.loss.affine(scale, 0.0)? };
+        let grads = scaled.backward()?;
+        acc.add(optim::collect_grads(&grads, optim.params())?)?;
+        loss_sum += loss * scale;
+        tokens += out.tokens;
+        for (k, v) in out.metrics {
+            match metrics.iter_mut().find(|(n, _)| *n == k) {
+                Some((_, total)) => *total += v * scale,
+                None => metrics.push((k, v * scale)),
+            }
+        }
+        step_ids.extend(batch.example_ids);
+    }
+    let mut grads = acc.take().unwrap_or_default();
+
+    // DATA-PARALLEL POINT: with one process per GPU, each rank would all-reduce (mean) `grads`
+    // here, after local accumulation and before clipping, so every rank clips and steps on the
+    // same global gradient. Ranks draw disjoint rows from the same seeded order (objectives
+    // shard by rank); nothing else in the loop depends on the rank.
+
+    let grad_norm = match cfg.clip {
+        Some(max) => optim::clip_grad_norm(&mut grads, max)?,
+        None => optim::global_norm(&grads)?,
+    };
+    if !grad_norm.is_finite() {
+        return Err(non_finite("the gradient norm", grad_norm, step_ids));
+    }
+    optim.step(&grads, lr, weight_decay)?;
+    Ok(StepOutput { loss: loss_sum, lr, grad_norm, tokens, metrics })
+}
+
+/// The value of a one-element loss tensor (rank 0 or `[1]`).
+fn scalar(t: &Tensor) -> Result<f64, TrainError> {
+    let values = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    match values.as_slice() {
+        [v] => Ok(*v),
+        _ => Err(candle_core::Error::Msg(format!("a loss must be one number, got shape {:?}", t.dims())).into()),
+    }
+}
+
+/// Steps since the last metrics line, averaged into the next line.
+#[derive(Default)]
+struct LogWindow {
+    steps: u64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    tokens: usize,
+    seconds: f64,
+    metrics: Vec<(String, f64)>,
+}
+
+impl LogWindow {
+    fn add(&mut self, out: &StepOutput, seconds: f64) {
+        self.steps += 1;
+        self.loss += out.loss;
+        self.grad_norm += out.grad_norm;
+        self.lr = out.lr;
+        self.tokens += out.tokens;
+        self.seconds += seconds;
+        for (k, v) in &out.metrics {
+            match self.metrics.iter_mut().find(|(n, _)| n == k) {
+                Some((_, total)) => *total += v,
+                None => self.metrics.push((k.clone(), *v)),
+            }
+        }
+    }
+
+    /// The deterministic part of a metrics line: means over the window, the last step's lr.
+    fn line(&self, stage: &str, step: u64) -> Map<String, Value> {
+        let n = self.steps.max(1) as f64;
+        let mut line = Map::new();
+        line.insert("stage".into(), json!(stage));
+        line.insert("step".into(), json!(step));
+        line.insert("loss".into(), json!(self.loss / n));
+        line.insert("lr".into(), json!(self.lr));
+        line.insert("grad_norm".into(), json!(self.grad_norm / n));
+        line.insert("tokens".into(), json!(self.tokens));
+        for (k, v) in &self.metrics {
+            line.insert(k.clone(), json!(v / n));
+        }
+        line
+    }
+}

@@ -11,17 +11,86 @@ use recipe_compiler::fmt::format_checked;
 use recipe_compiler::parse;
 
 const TOKENS: &[&str] = &[
-    "recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "from", "run",
-    "if", "else", "true", "false", "x", "sft", "policy", "_y2", "Int", "Float", "List", "0", "7",
-    "1_000", "1.5", "2e-3", "99999999999999999999", "\"s\"", "\"a\\nb\"", "\"\\q\"", "\"\\u{1F600}\"",
-    "\"open", "(", ")", "[", "]", "{", "}", ",", ":", ";", "=", "==", "!=", "<", "<=", ">", ">=",
-    "+", "-", "*", "/", "%", "**", "!", "&&", "||", "|", "..", "..=", ".", "->", "// note\n",
-    "/// doc\n", "\n", "\n\n", "é",
+    "recipe",
+    "model",
+    "data",
+    "stage",
+    "eval",
+    "let",
+    "fn",
+    "extern",
+    "type",
+    "rounds",
+    "from",
+    "run",
+    "if",
+    "else",
+    "true",
+    "false",
+    "x",
+    "sft",
+    "policy",
+    "_y2",
+    "Int",
+    "Float",
+    "List",
+    "0",
+    "7",
+    "1_000",
+    "1.5",
+    "2e-3",
+    "99999999999999999999",
+    "\"s\"",
+    "\"a\\nb\"",
+    "\"\\q\"",
+    "\"\\u{1F600}\"",
+    "\"open",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    ";",
+    "=",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "**",
+    "!",
+    "&&",
+    "||",
+    "|",
+    "..",
+    "..=",
+    ".",
+    "->",
+    "// note\n",
+    "/// doc\n",
+    "\n",
+    "\n\n",
+    "é",
 ];
 
 fn soup() -> impl Strategy<Value = String> {
-    prop::collection::vec((prop::sample::select(TOKENS), prop::sample::select(&[" ", "", "  ", "\n"][..])), 0..40)
-        .prop_map(|parts| parts.into_iter().map(|(t, s)| format!("{t}{s}")).collect())
+    prop::collection::vec(
+        (
+            prop::sample::select(TOKENS),
+            prop::sample::select(&[" ", "", "  ", "\n"][..]),
+        ),
+        0..40,
+    )
+    .prop_map(|parts| parts.into_iter().map(|(t, s)| format!("{t}{s}")).collect())
 }
 
 /// Source text of a well-formed expression.
@@ -41,22 +110,29 @@ fn expr_text() -> impl Strategy<Value = String> {
         let cmp = prop::sample::select(&["==", "!=", "<", "<=", ">", ">="][..]);
         prop_oneof![
             // A chain of associative operators over operands, some negated.
-            (inner.clone(), prop::collection::vec((op, inner.clone(), any::<bool>()), 1..4)).prop_map(|(first, rest)| {
-                let mut s = first;
-                for (op, operand, neg) in rest {
-                    let operand = if neg { format!("-{operand}") } else { operand };
-                    s = format!("{s} {op} {operand}");
-                }
-                s
-            }),
+            (
+                inner.clone(),
+                prop::collection::vec((op, inner.clone(), any::<bool>()), 1..4)
+            )
+                .prop_map(|(first, rest)| {
+                    let mut s = first;
+                    for (op, operand, neg) in rest {
+                        let operand = if neg { format!("-{operand}") } else { operand };
+                        s = format!("{s} {op} {operand}");
+                    }
+                    s
+                }),
             (inner.clone(), cmp, inner.clone()).prop_map(|(a, c, b)| format!("(({a}) {c} ({b}))")),
             inner.clone().prop_map(|e| format!("({e})")),
             inner.clone().prop_map(|e| format!("!({e})")),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("f({a}, // arg\n named = {b},)")),
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|xs| format!("[{}]", xs.join(", "))),
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| format!("f({a}, // arg\n named = {b},)")),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|xs| format!("[{}]", xs.join(", "))),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{{a: {a}, model: {b}}}")),
             inner.clone().prop_map(|e| format!("(|r, s: Int| {e})")),
-            (inner.clone(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("if {c} {{ {a} }} else {{ {b} }}")),
+            (inner.clone(), inner.clone(), inner.clone())
+                .prop_map(|(c, a, b)| format!("if {c} {{ {a} }} else {{ {b} }}")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{{ let v = {a}; {b} }}")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("(({a})..=({b}))")),
             inner.clone().prop_map(|e| format!("({e}).field")),

@@ -9,7 +9,9 @@ use libfuzzer_sys::fuzz_target;
 use recipe_compiler::diag::Source;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let source = Source::new("fuzz.recipe", text);
     let _ = recipe_compiler::compile(&source, &[]);
     match recipe_compiler::parse(&source) {
@@ -22,8 +24,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(!diagnostics.is_empty(), "parse failed without a diagnostic");
             for d in &diagnostics {
                 for label in &d.labels {
-                    assert!(label.span.start <= label.span.end, "{}: inverted span", d.code);
-                    assert!(label.span.end as usize <= text.len(), "{}: span past the end", d.code);
+                    assert!(
+                        label.span.start <= label.span.end,
+                        "{}: inverted span",
+                        d.code
+                    );
+                    assert!(
+                        label.span.end as usize <= text.len(),
+                        "{}: span past the end",
+                        d.code
+                    );
                 }
             }
         }

@@ -32,7 +32,11 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
     let attempts = error.parse_attempts();
     // pest places the error where the furthest *rule* was tried; a literal token (`=`, `:`)
     // may have been expected further on, which is where the user's mistake is.
-    if let Some(furthest) = attempts.as_ref().map(|a| a.max_position).filter(|&p| p > pos) {
+    if let Some(furthest) = attempts
+        .as_ref()
+        .map(|a| a.max_position)
+        .filter(|&p| p > pos)
+    {
         pos = furthest;
         positives.clear();
     }
@@ -54,7 +58,10 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
     }
     let (found_text, span) = match found {
         Some((word, span)) => (describe_token(word), span),
-        None => ("the end of the file".to_string(), Span::new(text.len(), text.len())),
+        None => (
+            "the end of the file".to_string(),
+            Span::new(text.len(), text.len()),
+        ),
     };
     let wanted = expected.words();
     let message = if wanted.is_empty() {
@@ -87,16 +94,24 @@ pub fn unclosed_diagnostic(text: &str, unclosed: Unclosed) -> Diagnostic {
         d => (format!("`{d}`"), lex::matching(d)),
     };
     Diagnostic::error("recipe::syntax::unclosed", format!("unclosed {what}"))
-        .with_primary(end, format!("expected `{closer}` before the end of the file"))
+        .with_primary(
+            end,
+            format!("expected `{closer}` before the end of the file"),
+        )
         .with_secondary(open, format!("{what} opened here"))
         .with_help(format!("add the closing `{closer}`"))
 }
 
 /// `recipe::syntax::reserved`: a keyword where a name belongs.
 pub fn reserved(word: &str, span: Span) -> Diagnostic {
-    Diagnostic::error("recipe::syntax::reserved", format!("`{word}` is a keyword, not a name"))
-        .with_primary(span, "reserved keyword")
-        .with_help(format!("choose another name, such as `{word}_` or `my_{word}`"))
+    Diagnostic::error(
+        "recipe::syntax::reserved",
+        format!("`{word}` is a keyword, not a name"),
+    )
+    .with_primary(span, "reserved keyword")
+    .with_help(format!(
+        "choose another name, such as `{word}_` or `my_{word}`"
+    ))
 }
 
 fn too_deep(text: &str, pos: usize) -> Diagnostic {
@@ -132,8 +147,12 @@ struct Expected {
 }
 
 /// Tokens that can start an expression: subsumed by "an expression".
-const EXPR_START: &[&str] = &["(", "[", "{", "-", "!", "|", "||", "\"", "if", "true", "false"];
-const ITEM_START: &[&str] = &["recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "run"];
+const EXPR_START: &[&str] = &[
+    "(", "[", "{", "-", "!", "|", "||", "\"", "if", "true", "false",
+];
+const ITEM_START: &[&str] = &[
+    "recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "run",
+];
 const PUNCTUATION: &[&str] = &[")", "]", "}", ",", ":", ";", "=", "->", "from", "else"];
 const OPERATORS: &[&str] = &[
     "+", "-", "*", "/", "%", "**", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "..", "..=", ".",
@@ -151,10 +170,16 @@ impl Expected {
             .iter()
             .map(String::as_str)
             .filter(|t| {
-                EXPR_START.contains(t) || ITEM_START.contains(t) || OPERATORS.contains(t) || PUNCTUATION.contains(t)
+                EXPR_START.contains(t)
+                    || ITEM_START.contains(t)
+                    || OPERATORS.contains(t)
+                    || PUNCTUATION.contains(t)
             })
             .collect();
-        if literals.iter().any(|t| OPERATORS.contains(t) && !EXPR_START.contains(t)) {
+        if literals
+            .iter()
+            .any(|t| OPERATORS.contains(t) && !EXPR_START.contains(t))
+        {
             e.operator = true;
         }
         for &token in &literals {
@@ -164,7 +189,8 @@ impl Expected {
                 e.operator = true;
             } else if token == "(" && e.operator {
                 // A call: covered by "an operator".
-            } else if !(e.expression && EXPR_START.contains(&token)) && !ITEM_START.contains(&token) {
+            } else if !(e.expression && EXPR_START.contains(&token)) && !ITEM_START.contains(&token)
+            {
                 e.tokens.insert(token.to_string());
             }
         }
@@ -173,17 +199,39 @@ impl Expected {
 
     fn rule(&mut self, rule: Rule) {
         match rule {
-            Rule::header | Rule::binding | Rule::fn_def | Rule::extern_fn | Rule::type_alias
-            | Rule::rounds | Rule::run | Rule::kw_recipe | Rule::binding_kw | Rule::kw_extern
-            | Rule::kw_type | Rule::kw_rounds | Rule::kw_run => self.item = true,
+            Rule::header
+            | Rule::binding
+            | Rule::fn_def
+            | Rule::extern_fn
+            | Rule::type_alias
+            | Rule::rounds
+            | Rule::run
+            | Rule::kw_recipe
+            | Rule::binding_kw
+            | Rule::kw_extern
+            | Rule::kw_type
+            | Rule::kw_rounds
+            | Rule::kw_run => self.item = true,
             Rule::name | Rule::binder => self.name = true,
-            Rule::label | Rule::named_arg | Rule::header_field | Rule::record_field => self.label = true,
-            Rule::type_expr | Rule::fn_type | Rule::record_type | Rule::applied_type
+            Rule::label | Rule::named_arg | Rule::header_field | Rule::record_field => {
+                self.label = true
+            }
+            Rule::type_expr
+            | Rule::fn_type
+            | Rule::record_type
+            | Rule::applied_type
             | Rule::named_type => self.ty = true,
             Rule::string => self.string = true,
             Rule::EOI => self.end = true,
-            Rule::range_op | Rule::or_op | Rule::and_op | Rule::cmp_op | Rule::add_op
-            | Rule::mul_op | Rule::pow_op | Rule::call_args | Rule::field_access => self.operator = true,
+            Rule::range_op
+            | Rule::or_op
+            | Rule::and_op
+            | Rule::cmp_op
+            | Rule::add_op
+            | Rule::mul_op
+            | Rule::pow_op
+            | Rule::call_args
+            | Rule::field_access => self.operator = true,
             Rule::kw_from => {
                 self.tokens.insert("from".to_string());
             }
@@ -236,7 +284,9 @@ impl Expected {
                 Some("items are separated by newlines; remove the `;`".to_string())
             }
             Some("=") if self.tokens.contains(":") => None,
-            Some("//") => Some("floor division is the builtin `div(a, b)`; `//` starts a comment".to_string()),
+            Some("//") => {
+                Some("floor division is the builtin `div(a, b)`; `//` starts a comment".to_string())
+            }
             _ if self.tokens.contains("else") => {
                 Some("`if` is an expression and needs an `else` branch".to_string())
             }

@@ -6,7 +6,7 @@
 //! (`recipe::syntax::argument_order`); an `if` branch without `let`s is its bare expression, a
 //! `{ ... }` block in expression position is always `ExprKind::Block`.
 
-use super::build::{child, ident, placeholder, Built, Builder, MAX_DEPTH};
+use super::build::{child, ident, placeholder, Builder, Built, MAX_DEPTH};
 use super::literal;
 use crate::ast::*;
 use crate::diag::Diagnostic;
@@ -25,7 +25,9 @@ impl Builder<'_> {
         match pair.as_rule() {
             Rule::lambda => self.lambda(pair, depth),
             Rule::range => self.range(pair, depth),
-            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => self.fold(pair, depth),
+            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => {
+                self.fold(pair, depth)
+            }
             Rule::cmp_expr => self.comparison(pair, depth),
             Rule::unary => self.unary(pair, depth),
             Rule::power => self.power(pair, depth),
@@ -46,15 +48,27 @@ impl Builder<'_> {
                 Some(ty) => Some(self.ty(ty)?),
                 None => None,
             };
-            params.push(Param { name, ty, default: None, span: pspan });
+            params.push(Param {
+                name,
+                ty,
+                default: None,
+                span: pspan,
+            });
         }
         let body = self.expr(child(&mut inner, span)?, depth + 1)?;
-        Ok(Expr { kind: ExprKind::Lambda(params, Box::new(body)), span })
+        Ok(Expr {
+            kind: ExprKind::Lambda(params, Box::new(body)),
+            span,
+        })
     }
 
     /// Operands and operators of one level, alternating; the operand depth accounts for the
     /// chain length because a left fold nests one level per operator.
-    fn operands(&mut self, pair: Pair<Rule>, depth: usize) -> Built<(Vec<Expr>, Vec<(String, Span)>)> {
+    fn operands(
+        &mut self,
+        pair: Pair<Rule>,
+        depth: usize,
+    ) -> Built<(Vec<Expr>, Vec<(String, Span)>)> {
         let children: Vec<Pair<Rule>> = pair.into_inner().collect();
         let chain = children.len() / 2;
         let mut operands = Vec::new();
@@ -72,7 +86,9 @@ impl Builder<'_> {
     fn fold(&mut self, pair: Pair<Rule>, depth: usize) -> Built<Expr> {
         let (operands, operators) = self.operands(pair, depth)?;
         let mut operands = operands.into_iter();
-        let Some(mut acc) = operands.next() else { return Err(super::build::internal(Span::default())) };
+        let Some(mut acc) = operands.next() else {
+            return Err(super::build::internal(Span::default()));
+        };
         for ((op, _), rhs) in operators.into_iter().zip(operands) {
             acc = binary(binop(&op), acc, rhs);
         }
@@ -83,7 +99,9 @@ impl Builder<'_> {
         let (operands, operators) = self.operands(pair, depth)?;
         self.non_associative(&operators, "comparisons", "a < b && b < c");
         let mut operands = operands.into_iter();
-        let Some(first) = operands.next() else { return Err(super::build::internal(Span::default())) };
+        let Some(first) = operands.next() else {
+            return Err(super::build::internal(Span::default()));
+        };
         match (operators.first(), operands.next()) {
             (Some((op, _)), Some(rhs)) => Ok(binary(binop(op), first, rhs)),
             _ => Ok(first),
@@ -94,12 +112,21 @@ impl Builder<'_> {
         let (operands, operators) = self.operands(pair, depth)?;
         self.non_associative(&operators, "ranges", "(a..b)");
         let mut operands = operands.into_iter();
-        let Some(start) = operands.next() else { return Err(super::build::internal(Span::default())) };
+        let Some(start) = operands.next() else {
+            return Err(super::build::internal(Span::default()));
+        };
         match (operators.first(), operands.next()) {
             (Some((op, _)), Some(end)) => {
                 let span = start.span.to(end.span);
                 let inclusive = op == "..=";
-                Ok(Expr { kind: ExprKind::Range { start: Box::new(start), end: Box::new(end), inclusive }, span })
+                Ok(Expr {
+                    kind: ExprKind::Range {
+                        start: Box::new(start),
+                        end: Box::new(end),
+                        inclusive,
+                    },
+                    span,
+                })
             }
             _ => Ok(start),
         }
@@ -114,7 +141,9 @@ impl Builder<'_> {
                 )
                 .with_primary(*second_span, "second operator in the chain")
                 .with_secondary(*first_span, "first operator")
-                .with_help(format!("{what} do not associate; write the intent explicitly, as in `{example}`")),
+                .with_help(format!(
+                    "{what} do not associate; write the intent explicitly, as in `{example}`"
+                )),
             );
         }
     }
@@ -126,16 +155,25 @@ impl Builder<'_> {
         let mut operand = None;
         for child in children {
             if child.as_rule() == Rule::prefix_op {
-                let op = if child.as_str() == "-" { UnOp::Neg } else { UnOp::Not };
+                let op = if child.as_str() == "-" {
+                    UnOp::Neg
+                } else {
+                    UnOp::Not
+                };
                 ops.push((op, self.span_of(&child)));
             } else {
                 operand = Some(self.expr(child, depth + prefixes)?);
             }
         }
-        let Some(mut expr) = operand else { return Err(super::build::internal(Span::default())) };
+        let Some(mut expr) = operand else {
+            return Err(super::build::internal(Span::default()));
+        };
         for (op, op_span) in ops.into_iter().rev() {
             let span = op_span.to(expr.span);
-            expr = Expr { kind: ExprKind::Unary(op, Box::new(expr)), span };
+            expr = Expr {
+                kind: ExprKind::Unary(op, Box::new(expr)),
+                span,
+            };
         }
         Ok(expr)
     }
@@ -156,7 +194,9 @@ impl Builder<'_> {
         let children: Vec<Pair<Rule>> = pair.into_inner().collect();
         let chain = children.len().saturating_sub(1);
         let mut children = children.into_iter();
-        let Some(first) = children.next() else { return Err(super::build::internal(span)) };
+        let Some(first) = children.next() else {
+            return Err(super::build::internal(span));
+        };
         let mut expr = self.expr(first, depth + chain)?;
         for suffix in children {
             let end = self.span_of(&suffix);
@@ -164,11 +204,17 @@ impl Builder<'_> {
             expr = match suffix.as_rule() {
                 Rule::field_access => {
                     let label = ident(&child(&mut suffix.into_inner(), end)?);
-                    Expr { kind: ExprKind::Field(Box::new(expr), label), span: whole }
+                    Expr {
+                        kind: ExprKind::Field(Box::new(expr), label),
+                        span: whole,
+                    }
                 }
                 _ => {
                     let args = self.call_args(suffix, depth + chain)?;
-                    Expr { kind: ExprKind::Call(Box::new(expr), args), span: whole }
+                    Expr {
+                        kind: ExprKind::Call(Box::new(expr), args),
+                        span: whole,
+                    }
                 }
             };
         }
@@ -186,7 +232,11 @@ impl Builder<'_> {
                 let name = ident(&child(&mut parts, span)?);
                 let value = self.expr(child(&mut parts, span)?, depth + 1)?;
                 first_named.get_or_insert(span);
-                Arg { name: Some(name), value, span }
+                Arg {
+                    name: Some(name),
+                    value,
+                    span,
+                }
             } else {
                 let value = self.expr(inner, depth + 1)?;
                 if let Some(named) = first_named {
@@ -197,10 +247,16 @@ impl Builder<'_> {
                         )
                         .with_primary(span, "positional argument")
                         .with_secondary(named, "named arguments start here")
-                        .with_help("put positional arguments first, or name this one (`name = value`)"),
+                        .with_help(
+                            "put positional arguments first, or name this one (`name = value`)",
+                        ),
                     );
                 }
-                Arg { name: None, value, span }
+                Arg {
+                    name: None,
+                    value,
+                    span,
+                }
             };
             args.push(arg);
         }
@@ -276,11 +332,19 @@ impl Builder<'_> {
                 let name = self.binder(&child(&mut inner, lspan)?);
                 let next = child(&mut inner, lspan)?;
                 let (ty, value) = if next.as_rule() == Rule::type_expr {
-                    (Some(self.ty(next)?), self.expr(child(&mut inner, lspan)?, depth + 1)?)
+                    (
+                        Some(self.ty(next)?),
+                        self.expr(child(&mut inner, lspan)?, depth + 1)?,
+                    )
                 } else {
                     (None, self.expr(next, depth + 1)?)
                 };
-                lets.push(LetStmt { name, ty, value, span: lspan });
+                lets.push(LetStmt {
+                    name,
+                    ty,
+                    value,
+                    span: lspan,
+                });
             } else {
                 value = Some(self.expr(part, depth + 1)?);
             }
@@ -304,7 +368,11 @@ impl Builder<'_> {
         } else {
             self.branch(otherwise_pair, depth + 1)?
         };
-        let kind = ExprKind::If { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) };
+        let kind = ExprKind::If {
+            cond: Box::new(cond),
+            then: Box::new(then),
+            otherwise: Box::new(otherwise),
+        };
         Ok(Expr { kind, span })
     }
 
@@ -315,7 +383,10 @@ impl Builder<'_> {
         if lets.is_empty() {
             Ok(value)
         } else {
-            Ok(Expr { kind: ExprKind::Block(lets, Box::new(value)), span })
+            Ok(Expr {
+                kind: ExprKind::Block(lets, Box::new(value)),
+                span,
+            })
         }
     }
 }
@@ -327,8 +398,17 @@ fn single_descendant(mut pair: Pair<Rule>) -> Pair<Rule> {
     loop {
         let wrapper = matches!(
             pair.as_rule(),
-            Rule::expr | Rule::arg | Rule::range | Rule::or_expr | Rule::and_expr | Rule::cmp_expr
-                | Rule::add_expr | Rule::mul_expr | Rule::unary | Rule::power | Rule::postfix
+            Rule::expr
+                | Rule::arg
+                | Rule::range
+                | Rule::or_expr
+                | Rule::and_expr
+                | Rule::cmp_expr
+                | Rule::add_expr
+                | Rule::mul_expr
+                | Rule::unary
+                | Rule::power
+                | Rule::postfix
         );
         if !wrapper {
             return pair;
@@ -344,7 +424,10 @@ fn single_descendant(mut pair: Pair<Rule>) -> Pair<Rule> {
 
 fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
     let span = lhs.span.to(rhs.span);
-    Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
+    Expr {
+        kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+        span,
+    }
 }
 
 fn is_operator(rule: Rule) -> bool {

@@ -53,11 +53,19 @@ fn run<T: Send>(
 ) -> Result<T, Vec<Diagnostic>> {
     let mut build = Some(build);
     let spawned = std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new().stack_size(PARSE_STACK).spawn_scoped(scope, || {
-            build.take().map(|build| run_here(source, rule, scan, build))
-        });
+        let worker = std::thread::Builder::new()
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || {
+                build
+                    .take()
+                    .map(|build| run_here(source, rule, scan, build))
+            });
         // A panic in the parser is a bug: let it surface on the caller's thread.
-        worker.ok().and_then(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        worker.ok().and_then(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     });
     match (spawned, build) {
         (Some(result), _) => result,
@@ -76,7 +84,11 @@ fn run_here<T>(
     let unclosed = scan.unclosed;
     // Needed for the literal tokens pest expected at a failure; a process-wide switch.
     pest::set_error_detail(true);
-    let attach = |ds: Vec<Diagnostic>| ds.into_iter().map(|d| d.with_source(source)).collect::<Vec<_>>();
+    let attach = |ds: Vec<Diagnostic>| {
+        ds.into_iter()
+            .map(|d| d.with_source(source))
+            .collect::<Vec<_>>()
+    };
     let mut pairs = match RecipeParser::parse(rule, text) {
         Ok(pairs) => pairs,
         Err(e) => return Err(attach(vec![error::from_pest(&e, text, unclosed)])),

@@ -1,0 +1,189 @@
+//! Batched, KV-cached generation: greedy, temperature and nucleus (top-p) sampling.
+//!
+//! Prompts are left-padded to a common length; each row keeps its own rotary positions
+//! (`0..len` for its real tokens) and its pad slots are masked out of attention, so a row
+//! generates the same tokens alone or in a batch. After the prefill, each step feeds one token
+//! per row and reuses the cached keys and values. Rows that hit EOS (when stopping on it) keep
+//! being fed PAD but their output is frozen; the loop ends when every row is done.
+//!
+//! Invariant: all randomness is drawn from the caller's `Rng`, one uniform per sampled token,
+//! rows in order, so a seeded run is reproducible.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+use super::llama::{CausalLm, KvCache, Positions};
+use super::ops::AttnMask;
+use super::ModelError;
+use crate::rng::Rng;
+
+/// How to pick new tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    /// 0 = greedy (argmax); otherwise logits are divided by it before sampling.
+    pub temperature: f64,
+    /// Nucleus sampling mass in (0, 1]; 1 disables it.
+    pub top_p: f64,
+    /// Stop a row when it emits EOS (the EOS is included in its output).
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_new_tokens: 64, temperature: 0.0, top_p: 1.0, stop_at_eos: true }
+    }
+}
+
+fn invalid(message: String) -> ModelError {
+    ModelError::Candle(candle_core::Error::Msg(message))
+}
+
+/// Generates up to `max_new_tokens` for each prompt; returns only the new tokens per prompt.
+pub fn generate(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    rng: &mut Rng,
+) -> Result<Vec<Vec<u32>>, ModelError> {
+    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
+        return Err(invalid(format!("temperature must be finite and >= 0, got {}", opts.temperature)));
+    }
+    if !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
+        return Err(invalid(format!("top_p must be in (0, 1], got {}", opts.top_p)));
+    }
+    if prompts.is_empty() || opts.max_new_tokens == 0 {
+        return Ok(vec![Vec::new(); prompts.len()]);
+    }
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(invalid("cannot generate from an empty prompt (the model has no BOS token)".into()));
+    }
+    let vocab = model.config().vocab_size as u32;
+    if let Some(&t) = prompts.iter().flatten().find(|&&t| t >= vocab) {
+        return Err(invalid(format!("prompt token {t} is outside the vocabulary of {vocab}")));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + opts.max_new_tokens > model.max_positions() {
+        return Err(invalid(format!(
+            "prompt of {longest} tokens + {} new tokens exceeds max_position_embeddings {}",
+            opts.max_new_tokens,
+            model.max_positions()
+        )));
+    }
+
+    let device = model.device();
+    let (batch, pad, eos) = (prompts.len(), model.tokenizer().pad_id(), model.tokenizer().eos_id());
+    let w = model.weights(false)?;
+    let mut cache: Vec<KvCache> = Vec::new();
+    let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let valid = |keys: usize| -> Arc<Vec<bool>> {
+        let offsets = &offsets;
+        Arc::new((0..batch).flat_map(|b| (0..keys).map(move |j| j >= offsets[b])).collect())
+    };
+
+    // Prefill: all prompt slots at once.
+    let mut ids = Vec::with_capacity(batch * longest);
+    let mut positions = Vec::with_capacity(batch * longest);
+    for (b, p) in prompts.iter().enumerate() {
+        ids.extend(std::iter::repeat_n(pad, offsets[b]).chain(p.iter().copied()));
+        positions.extend((0..longest).map(|j| j.saturating_sub(offsets[b]) as u32));
+    }
+    let pos = Positions {
+        positions: Arc::new(positions),
+        mask: AttnMask { batch, queries: longest, keys: longest, offset: 0, key_valid: Some(valid(longest)) },
+    };
+    let input = Tensor::from_vec(ids, (batch, longest), device)?;
+    let hidden = model.hidden(&w, &input, &pos, Some(&mut cache))?;
+    let last: Vec<u32> = (0..batch).map(|b| (b * longest + longest - 1) as u32).collect();
+    let mut logits = model.logits(&w, &hidden.index_select(&Tensor::from_vec(last, batch, device)?, 0)?)?;
+
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
+    let mut done = vec![false; batch];
+    for step in 0..opts.max_new_tokens {
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut next = vec![pad; batch];
+        for b in 0..batch {
+            if done[b] {
+                continue;
+            }
+            let tok = pick(&rows[b], opts, rng);
+            out[b].push(tok);
+            next[b] = tok;
+            if opts.stop_at_eos && tok == eos {
+                done[b] = true;
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+            break;
+        }
+        let keys = longest + step + 1;
+        let pos = Positions {
+            positions: Arc::new((0..batch).map(|b| (prompts[b].len() + step) as u32).collect()),
+            mask: AttnMask { batch, queries: 1, keys, offset: keys - 1, key_valid: Some(valid(keys)) },
+        };
+        let input = Tensor::from_vec(next, (batch, 1), device)?;
+        let hidden = model.hidden(&w, &input, &pos, Some(&mut cache))?;
+        logits = model.logits(&w, &hidden)?;
+    }
+    Ok(out)
+}
+
+/// Greedy argmax of a logits row (the first maximum, as torch's argmax).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// One token from a logits row under `opts`.
+fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut Rng) -> u32 {
+    if opts.temperature == 0.0 {
+        return argmax(row);
+    }
+    let t = opts.temperature;
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut probs: Vec<(u32, f64)> = row.iter().enumerate().map(|(i, &v)| (i as u32, ((v as f64 - m) / t).exp())).collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    probs.iter_mut().for_each(|p| p.1 /= total);
+    if opts.top_p < 1.0 {
+        // Keep the most probable tokens until their mass reaches top_p (at least one).
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut mass = 0.0;
+        let mut keep = 0;
+        for p in &probs {
+            keep += 1;
+            mass += p.1;
+            if mass >= opts.top_p {
+                break;
+            }
+        }
+        probs.truncate(keep);
+    }
+    let kept: f64 = probs.iter().map(|p| p.1).sum();
+    let mut u = rng.uniform() * kept;
+    for &(tok, p) in &probs {
+        if u < p {
+            return tok;
+        }
+        u -= p;
+    }
+    probs.last().map_or(0, |p| p.0)
+}
+
+/// Plain uncached greedy decoding of one prompt: the full forward pass per token. The reference
+/// the cached path is tested against; quadratic, so only for tests and tiny models.
+pub fn greedy_uncached(model: &CausalLm, prompt: &[u32], max_new_tokens: usize) -> Result<Vec<u32>, ModelError> {
+    let mut seq = prompt.to_vec();
+    for _ in 0..max_new_tokens {
+        let input = Tensor::from_vec(seq.clone(), (1, seq.len()), model.device())?;
+        let logits = model.forward(&input)?.squeeze(0)?;
+        let last: Vec<f32> = logits.get(seq.len() - 1)?.to_vec1()?;
+        seq.push(argmax(&last));
+    }
+    Ok(seq[prompt.len()..].to_vec())
+}

@@ -1,0 +1,450 @@
+//! Fused CPU kernels behind [`super::ops`], as candle custom ops with hand-written backward
+//! passes. Each backward is itself a custom op applied without a backward (second derivatives
+//! are out of scope), so one op costs one kernel forward and one backward.
+//!
+//! Invariants: inputs are contiguous f32 (the callers in `ops` make them so); row loops are
+//! split across rayon only when a call is large enough to repay the fork.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::ops::{AttnMask, HeadShape, RopeTables};
+use std::sync::Arc;
+
+/// Below this many output floats a kernel runs on the calling thread.
+const PAR_MIN: usize = 1 << 16;
+
+/// The contiguous f32 slice of a storage.
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("{op}: expects f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: expects a contiguous input"),
+    }
+}
+
+/// Runs `f(row_index, out_row)` over the rows of `out`, in parallel when it is large.
+fn for_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if row_len == 0 {
+        return;
+    }
+    if out.len() >= PAR_MIN {
+        let rows_per_task = (PAR_MIN / 4 / row_len).max(1);
+        out.par_chunks_mut(row_len * rows_per_task).enumerate().for_each(|(c, chunk)| {
+            for (k, row) in chunk.chunks_mut(row_len).enumerate() {
+                f(c * rows_per_task + k, row);
+            }
+        });
+    } else {
+        for (r, row) in out.chunks_mut(row_len).enumerate() {
+            f(r, row);
+        }
+    }
+}
+
+fn storage(v: Vec<f32>, shape: impl Into<Shape>) -> Result<(CpuStorage, Shape)> {
+    Ok((CpuStorage::F32(v), shape.into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+/// `y = w * x * rsqrt(mean(x²) + eps)` over rows of `x: [N, H]`, `w: [H]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RmsNorm {
+    pub eps: f32,
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "recipe-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32s(s1, l1, "rms_norm")?, f32s(s2, l2, "rms_norm")?);
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, h, |r, y| {
+            let xr = &x[r * h..(r + 1) * h];
+            let inv = inv_rms(xr, self.eps);
+            for ((y, &xv), &wv) in y.iter_mut().zip(xr).zip(w) {
+                *y = wv * (xv * inv);
+            }
+        });
+        storage(out, l1.shape().clone())
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, h) = x.dims2()?;
+        let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBwd { eps: self.eps })?;
+        let dx = both.narrow(0, 0, n * h)?.reshape((n, h))?;
+        let dw = both.narrow(0, n * h, h)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Backward of [`RmsNorm`]: `(x, w, dy) -> [dx (N·H) ‖ dw (H)]` flattened.
+struct RmsNormBwd {
+    eps: f32,
+}
+
+impl candle_core::CustomOp3 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "recipe-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, dy) = (f32s(s1, l1, "rms_norm_bwd")?, f32s(s2, l2, "rms_norm_bwd")?, f32s(s3, l3, "rms_norm_bwd")?);
+        let h = w.len();
+        let n = x.len() / h;
+        let mut out = vec![0f32; n * h + h];
+        let (dx, dw) = out.split_at_mut(n * h);
+        for_rows(dx, h, |r, dxr| {
+            let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
+            let inv = inv_rms(xr, self.eps);
+            let dot = xr.iter().zip(dyr).zip(w).map(|((&xv, &g), &wv)| g * wv * xv * inv).sum::<f32>() / h as f32;
+            for (((d, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
+                *d = inv * (g * wv - xv * inv * dot);
+            }
+        });
+        // dw = Σ_rows dy · x̂ (sequential over rows: a few hundred rows of H floats).
+        for r in 0..n {
+            let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
+            let inv = inv_rms(xr, self.eps);
+            for ((d, &xv), &g) in dw.iter_mut().zip(xr).zip(dyr) {
+                *d += g * xv * inv;
+            }
+        }
+        storage(out, n * h + h)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+/// `[N, 2I] gate‖up -> [N, I]`, `silu(gate) * up`.
+#[derive(Clone, Copy)]
+pub(crate) struct SwiGlu;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "recipe-swiglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let gu = f32s(s, l, "swiglu")?;
+        let dims = l.dims();
+        let two_i = dims[dims.len() - 1];
+        let i = two_i / 2;
+        let mut out = vec![0f32; gu.len() / 2];
+        for_rows(&mut out, i, |r, y| {
+            let (g, u) = gu[r * two_i..(r + 1) * two_i].split_at(i);
+            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                *y = g / (1.0 + (-g).exp()) * u;
+            }
+        });
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("swiglu input has a last dim") = i;
+        storage(out, shape)
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &SwiGluBwd)?))
+    }
+}
+
+/// Backward of [`SwiGlu`]: `(gate‖up, dy) -> d(gate‖up)`.
+struct SwiGluBwd;
+
+impl CustomOp2 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "recipe-swiglu-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (gu, dy) = (f32s(s1, l1, "swiglu_bwd")?, f32s(s2, l2, "swiglu_bwd")?);
+        let two_i = l1.dims()[l1.dims().len() - 1];
+        let i = two_i / 2;
+        let mut out = vec![0f32; gu.len()];
+        for_rows(&mut out, two_i, |r, d| {
+            let (g, u) = gu[r * two_i..(r + 1) * two_i].split_at(i);
+            let dyr = &dy[r * i..(r + 1) * i];
+            let (dg, du) = d.split_at_mut(i);
+            for k in 0..i {
+                let s = sigmoid(g[k]);
+                let silu = g[k] * s;
+                dg[k] = dyr[k] * u[k] * (s * (1.0 + g[k] * (1.0 - s)));
+                du[k] = dyr[k] * silu;
+            }
+        });
+        storage(out, l1.shape().clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Head split + rotary embeddings
+
+/// `[N, (H+2K)·hd] -> [H+2K, B, T, hd]`, rotating the q and k heads.
+#[derive(Clone)]
+pub(crate) struct SplitRope {
+    pub shape: HeadShape,
+    pub positions: Arc<Vec<u32>>,
+    pub rope: RopeTables,
+}
+
+impl SplitRope {
+    fn heads(&self) -> usize {
+        self.shape.heads + 2 * self.shape.kv_heads
+    }
+
+    /// Maps between the two layouts: `fwd` rotates by +θ from qkv rows into heads, otherwise
+    /// by −θ from heads back into qkv rows (the transpose of the rotation).
+    fn run(&self, src: &[f32], fwd: bool) -> Vec<f32> {
+        let HeadShape { batch, time, heads, kv_heads, head_dim: hd } = self.shape;
+        let all = self.heads();
+        let width = all * hd;
+        let half = hd / 2;
+        let n = batch * time;
+        let mut out = vec![0f32; n * width];
+        let sign = if fwd { 1.0f32 } else { -1.0 };
+        // One task per token row n = b·T + t: it touches every head of that token.
+        let work = |row: usize, chunk: &mut [f32]| {
+            let pos = self.positions[row] as usize;
+            let cos = &self.rope.cos[pos * half..(pos + 1) * half];
+            let sin = &self.rope.sin[pos * half..(pos + 1) * half];
+            for head in 0..all {
+                let qkv_at = row * width + head * hd;
+                let heads_at = (head * n + row) * hd;
+                let from = if fwd { qkv_at } else { heads_at };
+                let x = &src[from..from + hd];
+                let y = &mut chunk[head * hd..(head + 1) * hd];
+                if head < heads + kv_heads {
+                    for k in 0..half {
+                        let (c, s) = (cos[k], sign * sin[k]);
+                        y[k] = x[k] * c - x[k + half] * s;
+                        y[k + half] = x[k + half] * c + x[k] * s;
+                    }
+                } else {
+                    y.copy_from_slice(x);
+                }
+            }
+        };
+        // Compute per-token rows into a scratch laid out like qkv, then scatter if forward.
+        let mut rows = vec![0f32; n * width];
+        for_rows(&mut rows, width, work);
+        if fwd {
+            for row in 0..n {
+                for head in 0..all {
+                    let s = row * width + head * hd;
+                    let d = (head * n + row) * hd;
+                    out[d..d + hd].copy_from_slice(&rows[s..s + hd]);
+                }
+            }
+            out
+        } else {
+            rows
+        }
+    }
+}
+
+impl CustomOp1 for SplitRope {
+    fn name(&self) -> &'static str {
+        "recipe-split-rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32s(s, l, "split_rope")?;
+        let HeadShape { batch, time, head_dim, .. } = self.shape;
+        if l.dims() != [batch * time, self.heads() * head_dim] {
+            bail!("split_rope: input {:?} does not match {:?}", l.dims(), self.shape)
+        }
+        storage(self.run(qkv, true), (self.heads(), batch, time, head_dim))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&SplitRopeBwd(self.clone()))?))
+    }
+}
+
+/// Backward of [`SplitRope`]: heads back into qkv rows, rotated by −θ.
+struct SplitRopeBwd(SplitRope);
+
+impl CustomOp1 for SplitRopeBwd {
+    fn name(&self) -> &'static str {
+        "recipe-split-rope-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32s(s, l, "split_rope_bwd")?;
+        let HeadShape { batch, time, head_dim, .. } = self.0.shape;
+        storage(self.0.run(g, false), (batch * time, self.0.heads() * head_dim))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Masked softmax
+
+/// Softmax over keys of `scale * scores` with a causal / padding mask; `[heads, B, Tq, Tk]`.
+#[derive(Clone)]
+pub(crate) struct MaskedSoftmax {
+    pub scale: f32,
+    pub mask: AttnMask,
+}
+
+impl CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "recipe-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "masked_softmax")?;
+        let AttnMask { batch, queries, keys, .. } = self.mask;
+        let dims = l.dims();
+        if dims.len() != 4 || dims[1] != batch || dims[2] != queries || dims[3] != keys {
+            bail!("masked_softmax: scores {dims:?} do not match the mask {batch}×{queries}×{keys}")
+        }
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, keys, |r, y| {
+            let (b, i) = ((r / queries) % batch, r % queries);
+            let xr = &x[r * keys..(r + 1) * keys];
+            let mut m = f32::NEG_INFINITY;
+            for j in 0..keys {
+                if self.mask.visible(b, i, j) {
+                    m = m.max(xr[j] * self.scale);
+                }
+            }
+            if m == f32::NEG_INFINITY {
+                return; // no visible key: zeros
+            }
+            let mut sum = 0f32;
+            for j in 0..keys {
+                if self.mask.visible(b, i, j) {
+                    let e = (xr[j] * self.scale - m).exp();
+                    y[j] = e;
+                    sum += e;
+                }
+            }
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|v| *v *= inv);
+        });
+        storage(out, l.shape().clone())
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
+    }
+}
+
+/// Backward of a scaled softmax: `(y, dy) -> scale · y ⊙ (dy − Σ dy⊙y)`.
+struct SoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "recipe-softmax-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, dy) = (f32s(s1, l1, "softmax_bwd")?, f32s(s2, l2, "softmax_bwd")?);
+        let keys = l1.dims()[l1.dims().len() - 1];
+        let mut out = vec![0f32; y.len()];
+        for_rows(&mut out, keys, |r, d| {
+            let (yr, gr) = (&y[r * keys..(r + 1) * keys], &dy[r * keys..(r + 1) * keys]);
+            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for ((d, &yv), &g) in d.iter_mut().zip(yr).zip(gr) {
+                *d = self.scale * yv * (g - dot);
+            }
+        });
+        storage(out, l1.shape().clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token log-probabilities
+
+/// `[N, V] logits -> [N]`, `log_softmax(logits[n])[targets[n]]` (0 where the target is u32::MAX).
+#[derive(Clone)]
+pub(crate) struct TokenLogprob {
+    pub targets: Arc<Vec<u32>>,
+}
+
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    m + x.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+}
+
+impl CustomOp1 for TokenLogprob {
+    fn name(&self) -> &'static str {
+        "recipe-token-logprob"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "token_logprob")?;
+        let v = l.dims()[1];
+        let out: Vec<f32> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(n, &t)| {
+                if t == u32::MAX {
+                    return 0.0;
+                }
+                let row = &x[n * v..(n + 1) * v];
+                // (x_t − m) − ln Σ exp(x − m), the order torch's log_softmax uses.
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                (row[t as usize] - m) - row.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
+            })
+            .collect();
+        storage(out, self.targets.len())
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &TokenLogprobBwd(self.targets.clone()))?))
+    }
+}
+
+/// Backward of [`TokenLogprob`]: `(logits, dy) -> dy[n] · (onehot(t) − softmax(logits[n]))`.
+struct TokenLogprobBwd(Arc<Vec<u32>>);
+
+impl CustomOp2 for TokenLogprobBwd {
+    fn name(&self) -> &'static str {
+        "recipe-token-logprob-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (f32s(s1, l1, "token_logprob_bwd")?, f32s(s2, l2, "token_logprob_bwd")?);
+        let v = l1.dims()[1];
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, v, |n, d| {
+            let t = self.0[n];
+            if t == u32::MAX || dy[n] == 0.0 {
+                return;
+            }
+            let row = &x[n * v..(n + 1) * v];
+            let lse = log_sum_exp(row);
+            for (d, &xv) in d.iter_mut().zip(row) {
+                *d = -dy[n] * (xv - lse).exp();
+            }
+            d[t as usize] += dy[n];
+        });
+        storage(out, l1.shape().clone())
+    }
+}

@@ -11,6 +11,16 @@ pub mod jit;
 pub mod batch;
 pub mod parse;
 pub mod fmt;
+pub mod types;
+pub mod check;
+pub mod tensor;
+pub mod program;
+pub mod eval;
+pub mod lower;
+pub mod plan;
+mod compile;
 
 pub use fmt::format;
 pub use parse::{parse, parse_expr};
+pub use compile::compile;
+pub use program::Program;

@@ -1,0 +1,618 @@
+//! Lowering of closures to code: scalar closures (schedules, rewards, difficulty measures,
+//! filters, scheduler updates) to the typed scalar IR of [`crate::ir`], and losses to the tensor
+//! DAG of [`crate::tensor`].
+//!
+//! Both work by symbolic evaluation of the checked tree: parameters are symbolic, everything
+//! else (captured constants, top-level `let`s, arguments of the enclosing call) is known, calls
+//! of `fn`s and closures are inlined, and operations on constants are folded. A record
+//! parameter is flattened: each field the body reads becomes one IR parameter named like the
+//! field (the runtime matches it to the dataset column of that name). Scalar parameters come
+//! first, in order, then the fields in order of first use.
+
+use crate::ast::{BinOp, UnOp};
+use crate::check::typed::{Coercion, FileId, LocalId, TExpr, TKind};
+use crate::diag::Diagnostic;
+use crate::eval::{CVal, Closure, ClosureKind, Env, Evaluator};
+use crate::ir::{self, Expr};
+use crate::program::Value;
+use crate::tensor::{BinaryOp, Builder, Node, NodeId, Reduce, TensorFn, UnaryOp};
+use crate::types::Ty;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// The IR type of a scalar language type.
+fn ir_ty(ty: &Ty) -> Option<ir::Ty> {
+    Some(match ty {
+        Ty::Int => ir::Ty::Int,
+        Ty::Float => ir::Ty::Float,
+        Ty::Bool => ir::Ty::Bool,
+        Ty::String => ir::Ty::Str,
+        _ => return None,
+    })
+}
+
+fn unsupported(ev: &mut Evaluator<'_, '_>, e: &TExpr, what: &str) {
+    ev.diags.push((
+        e.file,
+        Diagnostic::error("recipe::eval::unsupported", format!("{what} cannot be compiled"))
+            .with_primary(e.span, "here")
+            .with_help("scalar code works on Int, Float, Bool and String values; losses on the batch's Tensors"),
+    ));
+}
+
+// ---- scalar ------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum SV {
+    Ir(Expr),
+    C(CVal),
+    /// A record parameter (its index among the closure's parameters).
+    Row(usize),
+}
+
+struct Scalar<'e, 'c, 'a> {
+    ev: &'e mut Evaluator<'c, 'a>,
+    params: Vec<ir::Param>,
+    /// (record parameter, field) → IR parameter index.
+    fields: HashMap<(usize, String), u32>,
+    next_local: u32,
+    failed: bool,
+}
+
+/// Lower a scalar closure to an IR function; `None` (with a diagnostic) if it cannot be.
+pub fn scalar(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<u32> {
+    let Ty::Fn(param_tys, ret) = &c.ty else { return None };
+    let ret_ty = ir_ty(ret)?;
+    let names: Vec<String> = match &c.kind {
+        ClosureKind::Lambda(l) => l.params.iter().map(|(n, _, _)| n.clone()).collect(),
+        ClosureKind::Fn(id) => ev.fn_info(*id).params.iter().map(|(n, _, _)| n.clone()).collect(),
+        ClosureKind::Extern(_) => (0..param_tys.len()).map(|i| format!("x{i}")).collect(),
+    };
+    let hint = match &c.kind {
+        ClosureKind::Fn(id) => ev.fn_info(*id).name.clone(),
+        ClosureKind::Extern(n) => n.clone(),
+        ClosureKind::Lambda(_) => "lambda".to_string(),
+    };
+    let mut s = Scalar { ev, params: Vec::new(), fields: HashMap::new(), next_local: 0, failed: false };
+    let mut args = Vec::new();
+    for (i, (name, ty)) in names.iter().zip(param_tys).enumerate() {
+        match ir_ty(ty) {
+            Some(t) => {
+                s.params.push(ir::Param { name: name.clone(), ty: t });
+                args.push(SV::Ir(Expr::param(s.params.len() as u32 - 1, t)));
+            }
+            None => args.push(SV::Row(i)),
+        }
+    }
+    let body = s.apply(SV::C(CVal::Closure(c.clone())), args, None);
+    let body = s.to_ir(body, None)?;
+    let body = if ret_ty == ir::Ty::Float { body.to_float() } else { body };
+    if s.failed {
+        return None;
+    }
+    let name = s.ev.function_name(&hint);
+    let f = ir::Function { name, params: s.params, ret: ret_ty, body };
+    Some(s.ev.push_function(f))
+}
+
+impl Scalar<'_, '_, '_> {
+    fn fail(&mut self, e: Option<&TExpr>, what: &str) {
+        if !self.failed {
+            if let Some(e) = e {
+                unsupported(self.ev, e, what);
+            } else {
+                self.ev.diags.push((
+                    FileId::USER,
+                    Diagnostic::error("recipe::eval::unsupported", format!("{what} cannot be compiled")),
+                ));
+            }
+        }
+        self.failed = true;
+    }
+
+    /// A value as IR, if it is a scalar.
+    fn to_ir(&mut self, v: SV, at: Option<&TExpr>) -> Option<Expr> {
+        match v {
+            SV::Ir(e) => Some(e),
+            SV::C(CVal::V(Value::Int(x))) => Some(Expr::int(x)),
+            SV::C(CVal::V(Value::Float(x))) => Some(Expr::float(x)),
+            SV::C(CVal::V(Value::Bool(x))) => Some(Expr::bool(x)),
+            SV::C(CVal::V(Value::Str(s))) => Some(Expr::str(self.ev.module.string(&s))),
+            SV::C(CVal::Error) => {
+                self.failed = true;
+                None
+            }
+            _ => {
+                self.fail(at, "a non-scalar value in scalar code");
+                None
+            }
+        }
+    }
+
+    fn ir_result(&mut self, r: Result<Expr, ir::IrError>, at: &TExpr) -> SV {
+        match r {
+            Ok(e) => SV::Ir(e),
+            Err(err) => {
+                self.fail(Some(at), &format!("this operation ({err})"));
+                SV::C(CVal::Error)
+            }
+        }
+    }
+
+    fn apply(&mut self, f: SV, args: Vec<SV>, at: Option<&TExpr>) -> SV {
+        let SV::C(f) = f else {
+            self.fail(at, "a call of an unknown function");
+            return SV::C(CVal::Error);
+        };
+        // Constant arguments: evaluate at compile time.
+        if args.iter().all(|a| matches!(a, SV::C(_))) && !matches!(f, CVal::Closure(_)) {
+            let args = args.into_iter().map(|a| if let SV::C(c) = a { c } else { CVal::Error }).collect();
+            return match at {
+                Some(at) => SV::C(self.ev.apply(f, args, at)),
+                None => SV::C(CVal::Error),
+            };
+        }
+        match f {
+            CVal::V(v @ (Value::Float(_) | Value::Int(_))) => SV::C(CVal::V(v)),
+            CVal::Closure(c) => match &c.kind {
+                ClosureKind::Lambda(l) => {
+                    let mut env: HashMap<LocalId, SV> = c.env.iter().map(|(k, v)| (*k, SV::C(v.clone()))).collect();
+                    for ((_, local, _), a) in l.params.iter().zip(args) {
+                        env.insert(*local, a);
+                    }
+                    let l = l.clone();
+                    self.sx(&l.body, &env)
+                }
+                ClosureKind::Fn(id) => {
+                    let info = self.ev.fn_info(*id);
+                    let params = info.params.clone();
+                    let Some(body) = info.body.clone() else { return SV::C(CVal::Error) };
+                    let env: HashMap<LocalId, SV> = params.iter().map(|(_, l, _)| *l).zip(args).collect();
+                    self.sx(&body, &env)
+                }
+                ClosureKind::Extern(name) => {
+                    let name = name.clone();
+                    self.builtin(&name, args, at)
+                }
+            },
+            _ => {
+                self.fail(at, "a call of a non-function");
+                SV::C(CVal::Error)
+            }
+        }
+    }
+
+    fn builtin(&mut self, name: &str, args: Vec<SV>, at: Option<&TExpr>) -> SV {
+        let mut irs = Vec::new();
+        for a in args {
+            match self.to_ir(a, at) {
+                Some(e) => irs.push(e),
+                None => return SV::C(CVal::Error),
+            }
+        }
+        // Builtins the IR does not have natively, by their definitions.
+        let zero = Expr::float(0.0);
+        let result = match (name, irs.as_slice()) {
+            ("relu", [x]) => self.ev.module.call("max", vec![x.clone(), zero]),
+            ("softplus", [x]) => softplus(&mut self.ev.module, x.clone()),
+            ("log_sigmoid", [x]) => {
+                ir::unary(UnOp::Neg, x.clone().to_float()).and_then(|nx| softplus(&mut self.ev.module, nx)).and_then(|s| ir::unary(UnOp::Neg, s))
+            }
+            _ => self.ev.module.call(name, irs),
+        };
+        match (result, at) {
+            (Ok(e), _) => SV::Ir(e),
+            (Err(err), Some(at)) => self.ir_result(Err(err), at),
+            (Err(err), None) => {
+                self.fail(None, &format!("`{name}` ({err})"));
+                SV::C(CVal::Error)
+            }
+        }
+    }
+
+    fn sx(&mut self, e: &TExpr, env: &HashMap<LocalId, SV>) -> SV {
+        if self.failed {
+            return SV::C(CVal::Error);
+        }
+        match &e.kind {
+            TKind::Local(id) => env.get(id).cloned().unwrap_or(SV::C(CVal::Error)),
+            TKind::Field(base, field) => match self.sx(base, env) {
+                SV::Row(r) => self.field_param(r, field, e),
+                SV::C(c) => {
+                    let v = match c {
+                        CVal::Record(fs) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| v),
+                        CVal::V(Value::Record(fs)) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| CVal::V(v)),
+                        _ => None,
+                    };
+                    SV::C(v.unwrap_or(CVal::Error))
+                }
+                SV::Ir(_) => {
+                    self.fail(Some(e), "this field access");
+                    SV::C(CVal::Error)
+                }
+            },
+            TKind::CallFn(id, args) => {
+                let info = self.ev.fn_info(*id);
+                let params = info.params.clone();
+                let defaults = info.defaults.clone();
+                let Some(body) = info.body.clone() else { return SV::C(CVal::Error) };
+                let mut inner = HashMap::new();
+                for (i, ((_, local, _), a)) in params.iter().zip(args).enumerate() {
+                    let v = match a {
+                        Some(a) => self.sx(a, env),
+                        None => match &defaults[i] {
+                            Some(d) => self.sx(d, &inner),
+                            None => SV::C(CVal::Error),
+                        },
+                    };
+                    inner.insert(*local, v);
+                }
+                self.sx(&body, &inner)
+            }
+            TKind::CallExtern(name, args) => {
+                let vals: Vec<SV> = args.iter().map(|(_, _, a)| self.sx(a, env)).collect();
+                if vals.iter().all(|v| matches!(v, SV::C(_))) {
+                    return SV::C(self.ev.eval(e, &constants(env)));
+                }
+                self.builtin(name, vals, Some(e))
+            }
+            TKind::CallValue(f, args) => {
+                let f = self.sx(f, env);
+                let args = args.iter().map(|a| self.sx(a, env)).collect();
+                self.apply(f, args, Some(e))
+            }
+            TKind::Unary(op, a) => match self.sx(a, env) {
+                SV::C(_) => SV::C(self.ev.eval(e, &constants(env))),
+                v => match self.to_ir(v, Some(e)) {
+                    Some(x) => self.ir_result(ir::unary(*op, x), e),
+                    None => SV::C(CVal::Error),
+                },
+            },
+            TKind::Binary(op, a, b) => {
+                let (x, y) = (self.sx(a, env), self.sx(b, env));
+                if let (SV::C(_), SV::C(_)) = (&x, &y) {
+                    return SV::C(self.ev.eval(e, &constants(env)));
+                }
+                match (self.to_ir(x, Some(e)), self.to_ir(y, Some(e))) {
+                    (Some(x), Some(y)) => self.ir_result(ir::binary(*op, x, y), e),
+                    _ => SV::C(CVal::Error),
+                }
+            }
+            TKind::If(c, t, o) => match self.sx(c, env) {
+                SV::C(CVal::V(Value::Bool(b))) => self.sx(if b { t } else { o }, env),
+                cond => {
+                    let (tv, ov) = (self.sx(t, env), self.sx(o, env));
+                    match (self.to_ir(cond, Some(e)), self.to_ir(tv, Some(e)), self.to_ir(ov, Some(e))) {
+                        (Some(c), Some(mut t), Some(mut o)) => {
+                            if t.ty != o.ty {
+                                t = t.to_float();
+                                o = o.to_float();
+                            }
+                            SV::Ir(Expr::if_(c, t, o))
+                        }
+                        _ => SV::C(CVal::Error),
+                    }
+                }
+            },
+            TKind::Block(lets, result) => {
+                let mut inner = env.clone();
+                let mut bound = Vec::new();
+                for (local, value) in lets {
+                    match self.sx(value, &inner) {
+                        SV::Ir(x) if !matches!(x.kind, ir::ExprKind::Param(_) | ir::ExprKind::Const(_)) => {
+                            let id = self.next_local;
+                            self.next_local += 1;
+                            inner.insert(*local, SV::Ir(Expr::local(id, x.ty)));
+                            bound.push((id, x));
+                        }
+                        v => {
+                            inner.insert(*local, v);
+                        }
+                    }
+                }
+                let r = self.sx(result, &inner);
+                if bound.is_empty() {
+                    return r;
+                }
+                let Some(mut body) = self.to_ir(r, Some(e)) else { return SV::C(CVal::Error) };
+                for (id, value) in bound.into_iter().rev() {
+                    body = Expr::let_(id, value, body);
+                }
+                SV::Ir(body)
+            }
+            TKind::Coerce(Coercion::IntToFloat, a) => match self.sx(a, env) {
+                SV::Ir(x) => SV::Ir(x.to_float()),
+                SV::C(CVal::V(Value::Int(i))) => SV::C(CVal::V(Value::Float(i as f64))),
+                v => v,
+            },
+            TKind::Coerce(_, a) => self.sx(a, env),
+            TKind::Lambda(_) => {
+                if env.values().all(|v| matches!(v, SV::C(_))) {
+                    SV::C(self.ev.eval(e, &constants(env)))
+                } else {
+                    self.fail(Some(e), "a lambda that captures a parameter");
+                    SV::C(CVal::Error)
+                }
+            }
+            _ => SV::C(self.ev.eval(e, &constants(env))),
+        }
+    }
+
+    fn field_param(&mut self, record: usize, field: &str, e: &TExpr) -> SV {
+        if let Some(&i) = self.fields.get(&(record, field.to_string())) {
+            return SV::Ir(Expr::param(i, self.params[i as usize].ty));
+        }
+        let Some(ty) = ir_ty(&e.ty) else {
+            self.fail(Some(e), "a field that is not Int, Float, Bool or String");
+            return SV::C(CVal::Error);
+        };
+        let mut name = field.to_string();
+        if self.params.iter().any(|p| p.name == name) {
+            name = format!("{record}.{field}");
+        }
+        self.params.push(ir::Param { name, ty });
+        let i = self.params.len() as u32 - 1;
+        self.fields.insert((record, field.to_string()), i);
+        SV::Ir(Expr::param(i, ty))
+    }
+}
+
+/// softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable for large |x|.
+fn softplus(m: &mut ir::Module, x: ir::Expr) -> Result<Expr, ir::IrError> {
+    let x = x.to_float();
+    let pos = m.call("max", vec![x.clone(), Expr::float(0.0)])?;
+    let abs = m.call("abs", vec![x])?;
+    let neg = ir::unary(UnOp::Neg, abs)?;
+    let e = m.call("exp", vec![neg])?;
+    let l = m.call("log1p", vec![e])?;
+    ir::binary(BinOp::Add, pos, l)
+}
+
+/// The constant part of a symbolic environment.
+fn constants<V: AsConst>(env: &HashMap<LocalId, V>) -> Env {
+    env.iter().filter_map(|(k, v)| v.as_const().map(|c| (*k, c))).collect()
+}
+
+trait AsConst {
+    fn as_const(&self) -> Option<CVal>;
+}
+
+impl AsConst for SV {
+    fn as_const(&self) -> Option<CVal> {
+        if let SV::C(c) = self { Some(c.clone()) } else { None }
+    }
+}
+
+impl AsConst for TV {
+    fn as_const(&self) -> Option<CVal> {
+        if let TV::C(c) = self { Some(c.clone()) } else { None }
+    }
+}
+
+// ---- tensor ------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum TV {
+    Node(NodeId),
+    /// The batch record parameter.
+    Batch,
+    /// A scalar field of the batch (`step`, `total`).
+    BatchScalar(String),
+    C(CVal),
+}
+
+struct Tensor<'e, 'c, 'a> {
+    ev: &'e mut Evaluator<'c, 'a>,
+    b: Builder,
+    failed: bool,
+}
+
+/// Lower a weighted sum of losses to one tensor function.
+pub fn tensor(ev: &mut Evaluator<'_, '_>, terms: &[(f64, Rc<Closure>)]) -> TensorFn {
+    let mut t = Tensor { ev, b: Builder::default(), failed: false };
+    let mut total: Option<NodeId> = None;
+    for (w, c) in terms {
+        let v = t.apply(TV::C(CVal::Closure(c.clone())), vec![TV::Batch], None);
+        let Some(mut node) = t.node(v, None) else { continue };
+        if *w != 1.0 {
+            let wn = t.b.constant(*w);
+            node = t.b.add(Node::Binary(BinaryOp::Mul, wn, node));
+        }
+        total = Some(match total {
+            None => node,
+            Some(acc) => t.b.add(Node::Binary(BinaryOp::Add, acc, node)),
+        });
+    }
+    let out = total.unwrap_or_else(|| t.b.constant(0.0));
+    t.b.finish(out)
+}
+
+impl Tensor<'_, '_, '_> {
+    fn fail(&mut self, e: Option<&TExpr>, what: &str) {
+        if !self.failed {
+            if let Some(e) = e {
+                unsupported(self.ev, e, what);
+            }
+        }
+        self.failed = true;
+    }
+
+    fn node(&mut self, v: TV, at: Option<&TExpr>) -> Option<NodeId> {
+        match v {
+            TV::Node(n) => Some(n),
+            TV::C(CVal::V(Value::Float(x))) => Some(self.b.constant(x)),
+            TV::C(CVal::V(Value::Int(x))) => Some(self.b.constant(x as f64)),
+            _ => {
+                self.fail(at, "a non-numeric value in a loss");
+                None
+            }
+        }
+    }
+
+    fn apply(&mut self, f: TV, args: Vec<TV>, at: Option<&TExpr>) -> TV {
+        match f {
+            TV::C(CVal::V(v @ (Value::Float(_) | Value::Int(_)))) => TV::C(CVal::V(v)),
+            TV::C(CVal::Closure(c)) => {
+                // A scalar closure of the batch's scalar fields: a per-batch scalar node.
+                if !c.ty.is_tensor_fn() && args.iter().all(|a| matches!(a, TV::BatchScalar(_))) {
+                    let names: Vec<String> = args.iter().filter_map(|a| if let TV::BatchScalar(n) = a { Some(n.clone()) } else { None }).collect();
+                    return match scalar(self.ev, &c) {
+                        Some(func) => TV::Node(self.b.add(Node::Scalar { func, args: names })),
+                        None => TV::C(CVal::Error),
+                    };
+                }
+                match &c.kind {
+                    ClosureKind::Lambda(l) => {
+                        let mut env: HashMap<LocalId, TV> = c.env.iter().map(|(k, v)| (*k, TV::C(v.clone()))).collect();
+                        for ((_, local, _), a) in l.params.iter().zip(args) {
+                            env.insert(*local, a);
+                        }
+                        let l = l.clone();
+                        self.tx(&l.body, &env)
+                    }
+                    ClosureKind::Fn(id) => {
+                        let info = self.ev.fn_info(*id);
+                        let params = info.params.clone();
+                        let Some(body) = info.body.clone() else { return TV::C(CVal::Error) };
+                        let env: HashMap<LocalId, TV> = params.iter().map(|(_, l, _)| *l).zip(args).collect();
+                        self.tx(&body, &env)
+                    }
+                    ClosureKind::Extern(name) => {
+                        let name = name.clone();
+                        self.builtin(&name, args, at)
+                    }
+                }
+            }
+            _ => {
+                self.fail(at, "this call");
+                TV::C(CVal::Error)
+            }
+        }
+    }
+
+    fn builtin(&mut self, name: &str, args: Vec<TV>, at: Option<&TExpr>) -> TV {
+        let mut nodes = Vec::new();
+        for a in args {
+            match self.node(a, at) {
+                Some(n) => nodes.push(n),
+                None => return TV::C(CVal::Error),
+            }
+        }
+        let node = match (name, nodes.as_slice()) {
+            ("mean", [x]) => Node::Reduce(Reduce::Mean, *x),
+            ("sum", [x]) => Node::Reduce(Reduce::Sum, *x),
+            ("stop_gradient", [x]) => Node::StopGradient(*x),
+            ("min", [x, y]) => Node::Binary(BinaryOp::Min, *x, *y),
+            ("max", [x, y]) => Node::Binary(BinaryOp::Max, *x, *y),
+            ("pow", [x, y]) => Node::Binary(BinaryOp::Pow, *x, *y),
+            ("clamp", [x, lo, hi]) => {
+                let m = self.b.add(Node::Binary(BinaryOp::Max, *x, *lo));
+                Node::Binary(BinaryOp::Min, m, *hi)
+            }
+            (n, [x]) if UnaryOp::from_builtin(n).is_some() => {
+                Node::Unary(UnaryOp::from_builtin(n).unwrap_or(UnaryOp::Neg), *x)
+            }
+            _ => {
+                self.fail(at, &format!("`{name}` in a loss"));
+                return TV::C(CVal::Error);
+            }
+        };
+        TV::Node(self.b.add(node))
+    }
+
+    fn tx(&mut self, e: &TExpr, env: &HashMap<LocalId, TV>) -> TV {
+        if self.failed {
+            return TV::C(CVal::Error);
+        }
+        match &e.kind {
+            TKind::Local(id) => env.get(id).cloned().unwrap_or(TV::C(CVal::Error)),
+            TKind::Field(base, field) => match self.tx(base, env) {
+                TV::Batch if e.ty == Ty::Tensor => TV::Node(self.b.add(Node::Input(field.clone()))),
+                TV::Batch => TV::BatchScalar(field.clone()),
+                TV::C(_) => TV::C(self.ev.eval(e, &constants(env))),
+                _ => {
+                    self.fail(Some(e), "this field access");
+                    TV::C(CVal::Error)
+                }
+            },
+            TKind::CallFn(id, args) => {
+                let info = self.ev.fn_info(*id);
+                let params = info.params.clone();
+                let defaults = info.defaults.clone();
+                let Some(body) = info.body.clone() else { return TV::C(CVal::Error) };
+                let mut inner = HashMap::new();
+                for (i, ((_, local, _), a)) in params.iter().zip(args).enumerate() {
+                    let v = match a {
+                        Some(a) => self.tx(a, env),
+                        None => match &defaults[i] {
+                            Some(d) => self.tx(d, &inner),
+                            None => TV::C(CVal::Error),
+                        },
+                    };
+                    inner.insert(*local, v);
+                }
+                self.tx(&body, &inner)
+            }
+            TKind::CallExtern(name, args) => {
+                let vals: Vec<TV> = args.iter().map(|(_, _, a)| self.tx(a, env)).collect();
+                if vals.iter().all(|v| matches!(v, TV::C(_))) {
+                    return TV::C(self.ev.eval(e, &constants(env)));
+                }
+                self.builtin(name, vals, Some(e))
+            }
+            TKind::CallValue(f, args) => {
+                let f = self.tx(f, env);
+                let args: Vec<TV> = args.iter().map(|a| self.tx(a, env)).collect();
+                if let (TV::C(_), true) = (&f, args.iter().all(|a| matches!(a, TV::C(_)))) {
+                    return TV::C(self.ev.eval(e, &constants(env)));
+                }
+                self.apply(f, args, Some(e))
+            }
+            TKind::Unary(UnOp::Neg, a) => match self.tx(a, env) {
+                TV::C(_) => TV::C(self.ev.eval(e, &constants(env))),
+                v => match self.node(v, Some(e)) {
+                    Some(n) => TV::Node(self.b.add(Node::Unary(UnaryOp::Neg, n))),
+                    None => TV::C(CVal::Error),
+                },
+            },
+            TKind::Binary(op, a, b) => {
+                let (x, y) = (self.tx(a, env), self.tx(b, env));
+                if let (TV::C(_), TV::C(_)) = (&x, &y) {
+                    return TV::C(self.ev.eval(e, &constants(env)));
+                }
+                let bop = match op {
+                    BinOp::Add => BinaryOp::Add,
+                    BinOp::Sub => BinaryOp::Sub,
+                    BinOp::Mul => BinaryOp::Mul,
+                    BinOp::Div => BinaryOp::Div,
+                    BinOp::Pow => BinaryOp::Pow,
+                    _ => {
+                        self.fail(Some(e), &format!("`{}` on Tensors", op.symbol()));
+                        return TV::C(CVal::Error);
+                    }
+                };
+                match (self.node(x, Some(e)), self.node(y, Some(e))) {
+                    (Some(x), Some(y)) => TV::Node(self.b.add(Node::Binary(bop, x, y))),
+                    _ => TV::C(CVal::Error),
+                }
+            }
+            TKind::If(c, t, o) => match self.tx(c, env) {
+                TV::C(CVal::V(Value::Bool(b))) => self.tx(if b { t } else { o }, env),
+                _ => {
+                    self.fail(Some(e), "an `if` on a batch value");
+                    TV::C(CVal::Error)
+                }
+            },
+            TKind::Block(lets, result) => {
+                let mut inner = env.clone();
+                for (local, value) in lets {
+                    let v = self.tx(value, &inner);
+                    inner.insert(*local, v);
+                }
+                self.tx(result, &inner)
+            }
+            TKind::Coerce(_, a) => self.tx(a, env),
+            _ => TV::C(self.ev.eval(e, &constants(env))),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The checked, resolved program: what the runtime executes and `recipe plan` prints.
+//!
+//! Every top-level declaration is evaluated at compile time into a [`Value`] tree. A `model`,
+//! `data`, `stage` or `eval` is a call of a builtin ([`Value::Call`]) with *every* argument
+//! present, by parameter name, in parameter order (defaults filled in). Values refer to other
+//! declarations by name ([`Value::Model`], [`Value::Data`], [`Value::Stage`]), never by copy,
+//! so the runtime builds each model and dataset once. Code becomes data: a scalar function
+//! (schedule, reward, difficulty, filter, scheduler update) is a [`Value::Scalar`] index into
+//! `scalar.functions` (typed scalar IR, closures specialised with their captured constants,
+//! record parameters flattened to the fields used); a loss is a [`Value::Tensor`]
+//! expression DAG. A constant where a schedule is expected stays a number: a schedule is either
+//! `Value::Float` (constant) or `Value::Scalar` of type `fn(Int, Int) -> Float`.
+//!
+//! Invariants: there are no closures, no unresolved names and no type variables left; `run`
+//! lists stage and rounds names in execution order and every stage a step reads runs earlier.
+//! Hashing the canonical source is left to the runtime (the compiler has no hash dependency).
+
+use crate::ir;
+use crate::tensor::TensorFn;
+use serde::Serialize;
+
+/// A compiled recipe.
+#[derive(Clone, Debug, Serialize)]
+pub struct Program {
+    /// The header's name: `recipe "name" { ... }`.
+    pub name: String,
+    /// The header's `seed` (0 when absent).
+    pub seed: i64,
+    /// Every header field as given (after overrides), `seed` included when set.
+    pub header: Vec<(String, Value)>,
+    /// Top-level `model`, `data`, `stage`, `eval` and `let` declarations in source order.
+    pub decls: Vec<Decl>,
+    /// `rounds` blocks in source order.
+    pub rounds: Vec<Rounds>,
+    /// Stage and rounds names in execution order.
+    pub run: Vec<String>,
+    /// The recipe's canonical (formatted) text; hash it for the lock file.
+    pub source: String,
+    /// The overrides applied (`--set key=value`), in order, as written.
+    pub overrides: Vec<(String, String)>,
+    /// Every scalar function the values refer to (`Value::Scalar(i)` is `scalar.functions[i]`).
+    #[serde(skip)]
+    pub scalar: ir::Module,
+    /// The scalar functions' signatures and text, for `plan --json` and the lock file.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// A named declaration and its value.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decl {
+    pub kind: DeclKind,
+    pub name: String,
+    /// The declaration's type as the language writes it.
+    pub ty: String,
+    pub value: Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeclKind {
+    Model,
+    Data,
+    Stage,
+    Eval,
+    Let,
+}
+
+/// `rounds name = count from model { stages }`: the stages run `count` times; round r starts
+/// from round r-1's final model (round 1 from `from`), which the stages see as
+/// `Value::RoundInput(name)`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rounds {
+    pub name: String,
+    pub count: i64,
+    pub from: Value,
+    pub stages: Vec<Decl>,
+}
+
+/// A scalar function's signature and IR text.
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub params: Vec<(String, String)>,
+    pub ret: String,
+    pub text: String,
+}
+
+/// A compile-time value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    List(Vec<Value>),
+    Record(Vec<(String, Value)>),
+    Range { start: i64, end: i64, inclusive: bool },
+    /// An enum constant: `Enum { ty: "Order", name: "easy_first" }`.
+    Enum { ty: String, name: String },
+    /// The model declared `model name = ...`.
+    Model(String),
+    /// The dataset declared `data name = ...`.
+    Data(String),
+    /// A stage's (or rounds block's) result, or one of its fields (`model`, `data`).
+    Stage { stage: String, field: Option<String> },
+    /// Inside a rounds block: the model the current round starts from.
+    RoundInput(String),
+    /// A builtin call, every argument named and present (defaults resolved).
+    Call { name: String, args: Vec<(String, Value)> },
+    /// A scalar function: an index into `Program::scalar.functions`.
+    Scalar(u32),
+    /// A batch-tensor function (a loss).
+    Tensor(TensorFn),
+}
+
+/// One step of the run order.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'p> {
+    Stage(&'p Decl),
+    Rounds(&'p Rounds),
+}
+
+impl Program {
+    /// The steps of the `run` line, in order.
+    pub fn stage_order(&self) -> Vec<Step<'_>> {
+        self.run
+            .iter()
+            .filter_map(|name| {
+                if let Some(r) = self.rounds.iter().find(|r| &r.name == name) {
+                    return Some(Step::Rounds(r));
+                }
+                self.decl(name).map(Step::Stage)
+            })
+            .collect()
+    }
+
+    /// A top-level declaration by name.
+    pub fn decl(&self, name: &str) -> Option<&Decl> {
+        self.decls.iter().find(|d| d.name == name)
+    }
+
+    /// The declarations of one kind, in source order.
+    pub fn decls_of(&self, kind: DeclKind) -> impl Iterator<Item = &Decl> {
+        self.decls.iter().filter(move |d| d.kind == kind)
+    }
+
+    /// A header field's value.
+    pub fn header_field(&self, name: &str) -> Option<&Value> {
+        self.header.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl Value {
+    /// A call's argument by parameter name.
+    pub fn arg(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Call { args, .. } => args.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The builtin a call value calls.
+    pub fn call_name(&self) -> Option<&str> {
+        match self {
+            Value::Call { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// A number as f64 (Int or Float).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(v) => Some(*v as f64),
+            Value::Float(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}

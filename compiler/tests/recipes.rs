@@ -1,0 +1,153 @@
+//! Examples are tests: every file in `recipes/` compiles, is already in canonical format, plans
+//! (text and JSON), and every ```recipe block of `docs/language.md` compiles.
+
+use recipe_compiler::diag::{Diagnostic, Source};
+use recipe_compiler::{compile, format, parse, plan};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn describe(errors: &[Diagnostic]) -> String {
+    errors
+        .iter()
+        .map(|d| {
+            let at = match (&d.source, d.span()) {
+                (Some(s), Some(span)) => {
+                    let (l, c) = s.line_col(span.start);
+                    format!("{}:{l}:{c}", s.name)
+                }
+                _ => String::from("?"),
+            };
+            format!("{at}: {} {}{}", d.code, d.message, d.help.as_ref().map_or(String::new(), |h| format!(" (help: {h})")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn recipe_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("recipes"))
+        .expect("recipes/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "recipe"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_quickstart_and_the_twelve_methods_exist() {
+    let names: Vec<String> = recipe_files()
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    for want in [
+        "quickstart",
+        "curry_dpo",
+        "temple_pre_sft",
+        "wpo",
+        "mixed_po",
+        "iterative_rpo",
+        "ref_guided_subset",
+        "pacing_warmup",
+        "online_difficulty_filter",
+        "vcrl",
+        "self_evolving_curriculum",
+        "adaptive_target_difficulty",
+        "length_budget",
+    ] {
+        assert!(names.iter().any(|n| n == want), "recipes/{want}.recipe is missing");
+    }
+}
+
+#[test]
+fn every_recipe_compiles_formats_to_itself_and_plans() {
+    let mut failures = Vec::new();
+    for path in recipe_files() {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let source = Source::new(path.display().to_string(), text.clone());
+        match compile(&source, &[]) {
+            Ok(program) => {
+                let text_plan = plan::render_text(&program);
+                assert!(text_plan.contains("run "), "{}: plan has no run line", path.display());
+                let json: serde_json::Value =
+                    serde_json::from_str(&plan::render_json(&program)).expect("plan JSON parses");
+                assert_eq!(json["name"], program.name);
+                assert!(!program.run.is_empty());
+            }
+            Err(errors) => failures.push(describe(&errors)),
+        }
+        match parse(&source) {
+            Ok(module) => {
+                let formatted = format(&module, &source);
+                if formatted != text {
+                    failures.push(format!("{}: not in canonical format (run `recipe fmt --write`)", path.display()));
+                }
+            }
+            Err(errors) => failures.push(describe(&errors)),
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A recipe's control is one flag away: `--set curriculum=uniform()` and friends compile.
+#[test]
+fn controls_are_one_flag_away() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("curry_dpo", "curriculum", "uniform()"),
+        ("pacing_warmup", "curriculum", "uniform()"),
+        ("online_difficulty_filter", "curriculum", "uniform()"),
+        ("vcrl", "curriculum", "uniform()"),
+        ("self_evolving_curriculum", "curriculum", "uniform()"),
+        ("adaptive_target_difficulty", "curriculum", "uniform()"),
+        ("wpo", "loss", "dpo()"),
+        ("mixed_po", "loss", "dpo()"),
+        ("iterative_rpo", "iterations", "1"),
+        ("ref_guided_subset", "select", "random"),
+        ("temple_pre_sft", "align_first", "false"),
+        ("length_budget", "budget", "constant(6.0)"),
+        ("quickstart", "seed", "8"),
+    ];
+    let mut failures = Vec::new();
+    for (file, key, value) in cases {
+        let path = root().join("recipes").join(format!("{file}.recipe"));
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let source = Source::new(path.display().to_string(), text);
+        let overrides = vec![(key.to_string(), value.to_string())];
+        if let Err(errors) = compile(&source, &overrides) {
+            failures.push(format!("{file} --set {key}={value}:\n{}", describe(&errors)));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_recipe_block_in_the_language_reference_compiles() {
+    let text = std::fs::read_to_string(root().join("docs/language.md")).expect("docs/language.md exists");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l.starts_with("```recipe") => current = Some(String::new()),
+            (Some(block), l) if l.starts_with("```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(blocks.len() >= 5, "expected examples in docs/language.md, found {}", blocks.len());
+    let mut failures = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let source = Source::new(format!("language.md block {}", i + 1), block.clone());
+        if let Err(errors) = compile(&source, &[]) {
+            failures.push(format!("block {}:\n{block}\n{}", i + 1, describe(&errors)));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}

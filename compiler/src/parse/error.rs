@@ -50,7 +50,8 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
         .map(|a| a.expected_tokens().iter().map(|t| t.to_string()).collect())
         .unwrap_or_default();
     let expected = Expected::new(&positives, &tokens);
-    let found = lex::token_at(text, pos);
+    // Name the next real token, not the whitespace or comment before it.
+    let found = lex::token_at(text, lex::skip_trivia(text, pos));
     if let Some((word, span)) = found {
         if lex::is_keyword(word) && (expected.name || expected.expression) {
             return reserved(word, span);

@@ -12,6 +12,7 @@ use crate::ast::{BinOp, BindingKind, UnOp};
 use crate::check::typed::{Coercion, FileId, FnId, Lambda, LocalId, TExpr, TKind};
 use crate::check::{CheckedProgram, FnInfo};
 use crate::diag::Diagnostic;
+use crate::interp::ops;
 use crate::ir;
 use crate::lower;
 use crate::program::{Decl, DeclKind, FunctionInfo, Program, Rounds, Value};
@@ -472,8 +473,8 @@ fn closure(kind: ClosureKind, env: Env, ty: Ty) -> CVal {
     CVal::Closure(Rc::new(Closure { kind, env, ty }))
 }
 
-/// Fold a binary operation on constants (the language's scalar semantics: wrapping Ints,
-/// `/` always Float, total `%`).
+/// Fold a binary operation on constants, with the scalar semantics of `interp::ops` (wrapping
+/// Ints, `/` always Float, total `%` with the divisor's sign).
 pub fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
     use BinOp::*;
     use Value::{Bool as B, Float as F, Int as I, Str as S};
@@ -481,7 +482,7 @@ pub fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
         (Add, I(x), I(y)) => I(x.wrapping_add(*y)),
         (Sub, I(x), I(y)) => I(x.wrapping_sub(*y)),
         (Mul, I(x), I(y)) => I(x.wrapping_mul(*y)),
-        (Rem, I(x), I(y)) => I(if *y == 0 { 0 } else { x.wrapping_rem(*y).wrapping_add(*y).wrapping_rem(*y) }),
+        (Rem, I(x), I(y)) => I(ops::irem(*x, *y)),
         (Add, S(x), S(y)) => S(format!("{x}{y}")),
         (Eq, S(x), S(y)) => B(x == y),
         (Ne, S(x), S(y)) => B(x != y),
@@ -502,8 +503,8 @@ pub fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
                 Sub => F(x - y),
                 Mul => F(x * y),
                 Div => F(x / y),
-                Rem => F(x - y * (x / y).floor()),
-                Pow => F(x.powf(y)),
+                Rem => F(ops::frem(x, y)),
+                Pow => F(ops::pow(x, y)),
                 Eq => B(x == y),
                 Ne => B(x != y),
                 Lt => B(x < y),
@@ -516,21 +517,28 @@ pub fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
     })
 }
 
-/// Floor division, total: `div(a, 0) = 0`, `div(i64::MIN, -1) = i64::MIN` (wrapping).
-fn floor_div(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        return 0;
-    }
-    let q = a.wrapping_div(b);
-    if a.wrapping_rem(b) != 0 && ((a < 0) != (b < 0)) {
-        q - 1
-    } else {
-        q
-    }
-}
-
-/// Fold a math builtin on constant arguments.
+/// Fold a scalar builtin on constant arguments (the interpreter's semantics).
 fn fold_builtin(name: &str, args: &[(String, CVal)]) -> Option<CVal> {
+    let vals: Vec<&Value> = args.iter().map(|(_, v)| if let CVal::V(v) = v { Some(v) } else { None }).collect::<Option<_>>()?;
+    let text = |i: usize| vals.get(i).and_then(|v| v.as_str());
+    let folded = match (name, vals.as_slice()) {
+        ("len", [Value::Str(s)]) => Some(Value::Int(s.chars().count() as i64)),
+        ("contains", [Value::Str(s), Value::Str(t)]) => Some(Value::Bool(s.contains(t.as_str()))),
+        ("starts_with", [Value::Str(s), Value::Str(t)]) => Some(Value::Bool(s.starts_with(t.as_str()))),
+        ("ends_with", [Value::Str(s), Value::Str(t)]) => Some(Value::Bool(s.ends_with(t.as_str()))),
+        ("trim", [Value::Str(s)]) => Some(Value::Str(s.trim().to_string())),
+        ("parse_int", [Value::Str(s), Value::Int(d)]) => Some(Value::Int(s.trim().parse().unwrap_or(*d))),
+        ("parse_float", [Value::Str(s), d]) => Some(Value::Float(s.trim().parse().unwrap_or(d.as_f64()?))),
+        ("matches", [Value::Str(s), Value::Str(p)]) => Some(Value::Bool(regex::Regex::new(p).ok()?.is_match(s))),
+        ("is_nan", [x]) => Some(Value::Bool(x.as_f64()?.is_nan())),
+        _ => None,
+    };
+    if let Some(v) = folded {
+        return Some(CVal::V(v));
+    }
+    if text(0).is_some() {
+        return None;
+    }
     let nums: Option<Vec<f64>> = args
         .iter()
         .map(|(_, v)| match v {
@@ -546,21 +554,23 @@ fn fold_builtin(name: &str, args: &[(String, CVal)]) -> Option<CVal> {
         ("min", [_, _]) if all_int => Some(CVal::V(Value::Int(ints[0].min(ints[1])))),
         ("max", [_, _]) if all_int => Some(CVal::V(Value::Int(ints[0].max(ints[1])))),
         ("abs", [_]) if all_int => Some(CVal::V(Value::Int(ints[0].wrapping_abs()))),
-        ("div", [_, _]) if all_int => Some(CVal::V(Value::Int(floor_div(ints[0], ints[1])))),
+        ("div", [_, _]) if all_int => Some(CVal::V(Value::Int(ops::idiv(ints[0], ints[1])))),
         ("float", [a]) => f(*a),
         ("int", [a]) => Some(CVal::V(Value::Int(*a as i64))),
-        ("min", [a, b]) => f(if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(*b) }),
-        ("max", [a, b]) => f(if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(*b) }),
+        ("min", [a, b]) => f(ops::fmin(*a, *b)),
+        ("max", [a, b]) => f(ops::fmax(*a, *b)),
         ("abs", [a]) => f(a.abs()),
         ("sqrt", [a]) => f(a.sqrt()),
-        ("exp", [a]) => f(a.exp()),
-        ("log", [a]) => f(a.ln()),
-        ("pow", [a, b]) => f(a.powf(*b)),
+        ("exp", [a]) => f(ops::exp(*a)),
+        ("log", [a]) => f(ops::log(*a)),
+        ("pow", [a, b]) => f(ops::pow(*a, *b)),
         ("floor", [a]) => f(a.floor()),
         ("ceil", [a]) => f(a.ceil()),
-        ("round", [a]) => f(a.round()),
-        ("tanh", [a]) => f(a.tanh()),
-        ("clamp", [x, lo, hi]) => f(x.max(*lo).min(*hi)),
+        ("round", [a]) => f(ops::round(*a)),
+        ("tanh", [a]) => f(ops::tanh(*a)),
+        ("log1p", [a]) => f(ops::log1p(*a)),
+        ("sigmoid", [a]) => f(ops::sigmoid(*a)),
+        ("clamp", [x, lo, hi]) => f(ops::fclamp(*x, *lo, *hi)),
         _ => None,
     }
 }

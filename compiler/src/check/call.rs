@@ -82,6 +82,8 @@ impl<'a> Checker<'a> {
     }
 
     /// Match arguments to parameters. Returns, per parameter, the index of its argument.
+    /// Unmatched arguments are checked without an expectation (so their own errors show), and the
+    /// call is then an error: `None`.
     fn match_args(&mut self, callee: &str, callee_span: Span, params: &[ParamSpec<'_>], args: &'a [Arg]) -> Option<Vec<Option<usize>>> {
         let mut slots: Vec<Option<usize>> = vec![None; params.len()];
         let mut ok = true;
@@ -155,6 +157,20 @@ impl<'a> Checker<'a> {
             );
             ok = false;
         }
+        if !ok {
+            for (i, a) in args.iter().enumerate() {
+                match slots.iter().position(|s| *s == Some(i)) {
+                    Some(p) => {
+                        let want = params[p].ty.clone();
+                        let t = self.expr(&a.value, Some(&want));
+                        self.coerce(t, &want, None);
+                    }
+                    None => {
+                        self.expr(&a.value, None);
+                    }
+                }
+            }
+        }
         ok.then_some(slots)
     }
 
@@ -176,9 +192,6 @@ impl<'a> Checker<'a> {
             params.iter().map(|(n, t, d)| ParamSpec { name: n, has_default: *d, ty: t.clone() }).collect();
         let ret = self.fns[id].ret.clone().unwrap_or(Ty::Error);
         let Some(slots) = self.match_args(&name, callee_span, &specs, args) else {
-            for a in args {
-                self.expr(&a.value, None);
-            }
             return TExpr::error(e.span, file);
         };
         let mut out = Vec::new();
@@ -248,9 +261,6 @@ impl<'a> Checker<'a> {
             .map(|(p, t)| ParamSpec { name: &p.name.name, has_default: p.default.is_some(), ty: t.clone() })
             .collect();
         let Some(slots) = self.match_args(&display, callee_span, &specs, args) else {
-            for a in args {
-                self.expr(&a.value, None);
-            }
             return TExpr::error(e.span, file);
         };
         // Elementwise builtins lift to Tensors; min/max/abs/clamp stay Int on Ints.

@@ -107,7 +107,11 @@ impl<'a> Checker<'a> {
         let annotated = b.ty.as_ref().map(|t| (self.resolve_type(t, &HashMap::new()), t.span));
         let kind_ty = kind_type(b.kind, self);
         let mut value = match (&annotated, &kind_ty) {
-            (Some((t, span)), _) => self.check_against(&b.value, t, Some(*span)),
+            (Some((t, span)), _) => {
+                let mut v = self.check_against(&b.value, t, Some(*span));
+                v.ty = t.clone();
+                v
+            }
             (None, Some(k)) => {
                 let v = self.expr(&b.value, Some(k));
                 let found = self.subst.resolve(&v.ty);

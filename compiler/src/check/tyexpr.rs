@@ -216,8 +216,17 @@ impl<'a> Checker<'a> {
         if let Some((enum_name, _)) = types::ENUMS.iter().find(|(n, _)| *n == name) {
             return Ty::Enum(enum_name);
         }
-        if let Some((_, 0)) = types::OPAQUE.iter().find(|(n, _)| *n == name) {
+        let arity = types::OPAQUE.iter().find(|(n, _)| *n == name).map(|(_, a)| *a);
+        if arity == Some(0) {
             return Ty::opaque(name, Vec::new());
+        }
+        if let Some(n) = arity.or((name == "List").then_some(1)) {
+            self.report(
+                Diagnostic::error("recipe::resolve::type_arity", format!("`{name}` takes {n} type argument(s)"))
+                    .with_primary(ident.span, "type arguments missing")
+                    .with_help(format!("write `{name}[...]`, e.g. `{name}[Arith]`")),
+            );
+            return Ty::Error;
         }
         if let Some(&(alias, file)) = self.aliases.get(name) {
             if depth > 32 {

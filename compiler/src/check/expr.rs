@@ -246,7 +246,8 @@ impl<'a> Checker<'a> {
         let base = self.expr(base, None);
         let ty = self.subst.resolve(&base.ty);
         if ty.is_error() {
-            return TExpr::error(e.span, file);
+            // Keep the reference, so the run order is still checked.
+            return TExpr::new(TKind::Field(Box::new(base), field.to_string()), Ty::Error, e.span, file);
         }
         if let Some(ft) = ty.field(field) {
             let ft = ft.clone();

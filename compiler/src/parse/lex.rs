@@ -21,6 +21,9 @@ pub fn is_keyword(word: &str) -> bool {
 pub struct Scan {
     pub comments: Vec<Comment>,
     pub unclosed: Option<Unclosed>,
+    /// An upper bound on how deeply the parser may recurse: the deepest bracket nesting plus
+    /// every token that nests without brackets (`**`, `|` of a lambda, `if`).
+    pub nesting_bound: usize,
 }
 
 /// An opening delimiter (or string quote) that is never closed.
@@ -39,6 +42,8 @@ pub fn scan(text: &str) -> Scan {
     let mut stack: Vec<(usize, char)> = Vec::new();
     let mut tracking = true;
     let mut unclosed_string = None;
+    let mut deepest = 0;
+    let mut unbracketed = 0;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -67,8 +72,23 @@ pub fn scan(text: &str) -> Scan {
             open @ (b'(' | b'[' | b'{') => {
                 if tracking {
                     stack.push((i, open as char));
+                    deepest = deepest.max(stack.len());
                 }
                 i += 1;
+            }
+            b'*' | b'|' => {
+                unbracketed += 1;
+                i += 1;
+            }
+            b'i' if bytes.get(i + 1) == Some(&b'f') => {
+                unbracketed += 1;
+                i += 2;
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                // Skip the rest of a word, so `if` inside `diff` does not count.
+                while bytes.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
+                    i += 1;
+                }
             }
             close @ (b')' | b']' | b'}') => {
                 if tracking {
@@ -93,7 +113,9 @@ pub fn scan(text: &str) -> Scan {
             None
         }
     });
-    Scan { comments, unclosed }
+    // A mismatched closer stops the bracket count: assume the worst.
+    let nesting_bound = if tracking { deepest + unbracketed } else { text.len() };
+    Scan { comments, unclosed, nesting_bound }
 }
 
 /// The offset just past the closing quote of the string starting at `start`, if it is closed.

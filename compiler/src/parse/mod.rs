@@ -43,14 +43,22 @@ pub fn parse_expr(source: &Source) -> Result<Expr, Vec<Diagnostic>> {
 /// whatever thread the caller runs (test threads have 2 MiB). Pages are only touched as used.
 const PARSE_STACK: usize = 256 << 20;
 
+/// Inputs that cannot nest deeper than this parse on the caller's thread: a few hundred KiB of
+/// stack at most, even unoptimised.
+const SHALLOW: usize = 32;
+
 /// Runs pest from `rule`, then `build` over the single top pair, collecting every diagnostic;
-/// on a thread with a large stack when one can be started.
+/// on a thread with a large stack when the input may nest deeply (starting a thread costs more
+/// than parsing a small input, which matters to the fuzzer and to `--set` values).
 fn run<T: Send>(
     source: &Source,
     rule: Rule,
     scan: &lex::Scan,
     build: impl FnOnce(&mut build::Builder, pest::iterators::Pair<Rule>) -> Result<T, Diagnostic> + Send,
 ) -> Result<T, Vec<Diagnostic>> {
+    if scan.nesting_bound <= SHALLOW {
+        return run_here(source, rule, scan, build);
+    }
     let mut build = Some(build);
     let spawned = std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()

@@ -61,6 +61,9 @@ pub struct Evaluator<'c, 'a> {
     kinds: HashMap<String, BindingKind>,
     /// The name of the declaration being evaluated, to name its functions.
     pub context: String,
+    /// Closures already compiled (a `let` used twice is one function). Holding the `Rc` keeps
+    /// the address from being reused by another closure.
+    compiled: HashMap<*const Closure, (Rc<Closure>, u32)>,
 }
 
 /// Evaluate a checked program. `source` is the canonical text.
@@ -73,6 +76,7 @@ pub fn evaluate(checked: &CheckedProgram<'_>, source: String, overrides: &[(Stri
         lets: HashMap::new(),
         kinds: HashMap::new(),
         context: String::new(),
+        compiled: HashMap::new(),
     };
     for item in &checked.items {
         ev.kinds.insert(item.name.clone(), item.kind);
@@ -421,10 +425,20 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             }
             CVal::Closure(c) if c.ty.is_tensor_fn() => Value::Tensor(lower::tensor(self, &[(1.0, c)])),
             CVal::Loss(terms) => Value::Tensor(lower::tensor(self, &terms)),
-            CVal::Closure(c) => match lower::scalar(self, &c) {
-                Some(id) => Value::Scalar(id),
-                None => Value::Bool(false),
-            },
+            CVal::Closure(c) => {
+                if let Some((_, id)) = self.compiled.get(&Rc::as_ptr(&c)) {
+                    return Value::Scalar(*id);
+                }
+                match lower::scalar(self, &c) {
+                    Some(id) => {
+                        self.compiled.insert(Rc::as_ptr(&c), (c.clone(), id));
+                        Value::Scalar(id)
+                    }
+                    // A diagnostic was reported: no Program is returned, so the placeholder
+                    // is never seen.
+                    None => Value::Bool(false),
+                }
+            }
             CVal::Error => Value::Bool(false),
         }
     }

@@ -90,6 +90,23 @@ impl UnaryOp {
         })
     }
 
+    /// The builtin's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Log => "log",
+            UnaryOp::Log1p => "log1p",
+            UnaryOp::Exp => "exp",
+            UnaryOp::LogSigmoid => "log_sigmoid",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Tanh => "tanh",
+        }
+    }
+
     /// The reference meaning, in f64. log_sigmoid and softplus are computed stably.
     pub fn apply(self, x: f64) -> f64 {
         match self {
@@ -237,7 +254,7 @@ impl fmt::Display for TensorFn {
                     f.write_str(")")
                 }
                 Node::Unary(op, a) => {
-                    write!(f, "{}(", format!("{op:?}").to_lowercase())?;
+                    write!(f, "{}(", op.name())?;
                     write(t, *a, f)?;
                     f.write_str(")")
                 }

@@ -155,3 +155,24 @@ fn every_recipe_block_in_the_language_reference_compiles() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
 }
+
+/// The reference lists every builtin and prelude function.
+#[test]
+fn the_language_reference_lists_the_whole_stdlib() {
+    let doc = std::fs::read_to_string(root().join("docs/language.md")).expect("docs/language.md exists");
+    let mut missing = Vec::new();
+    for (file, text) in [("builtins", recipe_stdlib::BUILTINS), ("prelude", recipe_stdlib::PRELUDE)] {
+        let module = parse(&Source::new(file, text)).expect("the stdlib parses");
+        for item in &module.items {
+            let name = match item {
+                recipe_compiler::ast::Item::Extern(e) => e.name.name.replacen("synth_", "synth.", 1),
+                recipe_compiler::ast::Item::Fn(f) if f.name.name != "cos_pi" => f.name.name.clone(),
+                _ => continue,
+            };
+            if !doc.contains(&format!("`{name}")) && !doc.contains(&format!(" {name}(")) && !doc.contains(&format!("`{name}`")) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/language.md does not mention: {missing:?}");
+}

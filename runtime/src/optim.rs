@@ -22,7 +22,11 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// PyTorch's defaults.
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 }
 
@@ -50,8 +54,14 @@ impl AdamW {
     pub fn new(params: &[(String, Var)], cfg: AdamWConfig) -> candle_core::Result<AdamW> {
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         Ok(AdamW {
-            exp_avg: params.iter().map(|(_, v)| zeros(v)).collect::<candle_core::Result<_>>()?,
-            exp_avg_sq: params.iter().map(|(_, v)| zeros(v)).collect::<candle_core::Result<_>>()?,
+            exp_avg: params
+                .iter()
+                .map(|(_, v)| zeros(v))
+                .collect::<candle_core::Result<_>>()?,
+            exp_avg_sq: params
+                .iter()
+                .map(|(_, v)| zeros(v))
+                .collect::<candle_core::Result<_>>()?,
             params: params.to_vec(),
             steps: 0,
             cfg,
@@ -79,7 +89,12 @@ impl AdamW {
 
     /// One update with `grads` (parameter order): decoupled weight decay `p ← p(1 − lr·wd)`, then
     /// the bias-corrected Adam step `p ← p − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + eps)`.
-    pub fn step(&mut self, grads: &[Tensor], lr: f64, weight_decay: f64) -> candle_core::Result<()> {
+    pub fn step(
+        &mut self,
+        grads: &[Tensor],
+        lr: f64,
+        weight_decay: f64,
+    ) -> candle_core::Result<()> {
         if grads.len() != self.params.len() {
             return Err(candle_core::Error::Msg(format!(
                 "AdamW got {} gradients for {} parameters",
@@ -95,9 +110,14 @@ impl AdamW {
         for (i, (_, var)) in self.params.iter().enumerate() {
             let g = grads[i].detach();
             let m = (self.exp_avg[i].affine(beta1, 0.0)? + g.affine(1.0 - beta1, 0.0)?)?;
-            let v = (self.exp_avg_sq[i].affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+            let v =
+                (self.exp_avg_sq[i].affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
             let p = var.as_tensor().detach();
-            let p = if weight_decay != 0.0 { p.affine(1.0 - lr * weight_decay, 0.0)? } else { p };
+            let p = if weight_decay != 0.0 {
+                p.affine(1.0 - lr * weight_decay, 0.0)?
+            } else {
+                p
+            };
             let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, eps)?;
             let p = (p - (m.div(&denom)?.affine(step_size, 0.0))?)?;
             var.set(&p)?;
@@ -118,12 +138,21 @@ impl AdamW {
     }
 
     /// Restores moments saved by `state_tensors` and the step count.
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<(), OptimError> {
+    pub fn load_state(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        steps: u64,
+    ) -> Result<(), OptimError> {
         let device = self.params.first().map(|(_, v)| v.device().clone());
         for (i, (name, var)) in self.params.iter().enumerate() {
-            for (prefix, slot) in [("exp_avg", &mut self.exp_avg[i]), ("exp_avg_sq", &mut self.exp_avg_sq[i])] {
+            for (prefix, slot) in [
+                ("exp_avg", &mut self.exp_avg[i]),
+                ("exp_avg_sq", &mut self.exp_avg_sq[i]),
+            ] {
                 let key = format!("{prefix}.{name}");
-                let t = tensors.get(&key).ok_or(OptimError::MissingMoment { name: key.clone() })?;
+                let t = tensors
+                    .get(&key)
+                    .ok_or(OptimError::MissingMoment { name: key.clone() })?;
                 if t.dims() != var.dims() {
                     return Err(candle_core::Error::ShapeMismatchBinaryOp {
                         lhs: t.shape().clone(),
@@ -146,7 +175,10 @@ impl AdamW {
 
 /// The gradients of `params` from a backward pass, in parameter order; zeros where a parameter
 /// did not take part in the loss.
-pub fn collect_grads(store: &GradStore, params: &[(String, Var)]) -> candle_core::Result<Vec<Tensor>> {
+pub fn collect_grads(
+    store: &GradStore,
+    params: &[(String, Var)],
+) -> candle_core::Result<Vec<Tensor>> {
     params
         .iter()
         .map(|(_, v)| match store.get(v.as_tensor()) {
@@ -160,7 +192,11 @@ pub fn collect_grads(store: &GradStore, params: &[(String, Var)]) -> candle_core
 pub fn global_norm(grads: &[Tensor]) -> candle_core::Result<f64> {
     let mut total = 0.0f64;
     for g in grads {
-        total += g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        total += g
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
     }
     Ok(total.sqrt())
 }
@@ -190,7 +226,11 @@ impl GradAccumulator {
     pub fn add(&mut self, grads: Vec<Tensor>) -> candle_core::Result<()> {
         self.sum = Some(match self.sum.take() {
             None => grads,
-            Some(sum) => sum.iter().zip(&grads).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
+            Some(sum) => sum
+                .iter()
+                .zip(&grads)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()?,
         });
         Ok(())
     }
@@ -223,10 +263,16 @@ mod tests {
         let step1 = [0.899f32, -1.898];
         let step2 = [0.871467f32, -1.932712];
         for (g, expected) in [([0.5f32, -1.0], step1), ([-0.25, 2.0], step2)] {
-            opt.step(&[Tensor::from_slice(&g, 2, &dev).unwrap()], 0.1, 0.01).unwrap();
+            opt.step(&[Tensor::from_slice(&g, 2, &dev).unwrap()], 0.1, 0.01)
+                .unwrap();
             let got = var.as_tensor().to_vec1::<f32>().unwrap();
             for i in 0..2 {
-                assert!((got[i] - expected[i]).abs() < 2e-6, "param {i}: {} vs {}", got[i], expected[i]);
+                assert!(
+                    (got[i] - expected[i]).abs() < 2e-6,
+                    "param {i}: {} vs {}",
+                    got[i],
+                    expected[i]
+                );
             }
         }
         assert_eq!(opt.steps(), 2);
@@ -250,7 +296,10 @@ mod tests {
         for k in [-3.0, 0.5] {
             oc.step(&[g(k)], 0.01, 0.1).unwrap();
         }
-        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), b.as_tensor().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            a.as_tensor().to_vec1::<f32>().unwrap(),
+            b.as_tensor().to_vec1::<f32>().unwrap()
+        );
         assert!(matches!(
             oc.load_state(&HashMap::new(), 0),
             Err(OptimError::MissingMoment { .. })
@@ -276,9 +325,14 @@ mod tests {
     fn accumulation_sums() {
         let dev = Device::Cpu;
         let mut acc = GradAccumulator::default();
-        acc.add(vec![Tensor::from_slice(&[1.0f32, 2.0], 2, &dev).unwrap()]).unwrap();
-        acc.add(vec![Tensor::from_slice(&[0.5f32, -1.0], 2, &dev).unwrap()]).unwrap();
-        assert_eq!(acc.take().unwrap()[0].to_vec1::<f32>().unwrap(), vec![1.5, 1.0]);
+        acc.add(vec![Tensor::from_slice(&[1.0f32, 2.0], 2, &dev).unwrap()])
+            .unwrap();
+        acc.add(vec![Tensor::from_slice(&[0.5f32, -1.0], 2, &dev).unwrap()])
+            .unwrap();
+        assert_eq!(
+            acc.take().unwrap()[0].to_vec1::<f32>().unwrap(),
+            vec![1.5, 1.0]
+        );
         assert!(acc.take().is_none());
     }
 }

@@ -55,7 +55,11 @@ impl SftConfig {
     }
 
     pub fn adam(&self) -> AdamWConfig {
-        AdamWConfig { beta1: self.betas.0, beta2: self.betas.1, eps: self.eps }
+        AdamWConfig {
+            beta1: self.betas.0,
+            beta2: self.betas.1,
+            eps: self.eps,
+        }
     }
 
     /// The loop settings for stage `stage` at position `stage_index` of the run.
@@ -92,8 +96,16 @@ pub struct SftObjective {
 
 impl SftObjective {
     /// An objective over `data`'s `prompt` and `completion` fields.
-    pub fn new(stage: &str, data: &Dataset, batch: usize, seed: u64) -> Result<SftObjective, TrainError> {
-        let config_err = |message: String| TrainError::Config { stage: stage.to_string(), message };
+    pub fn new(
+        stage: &str,
+        data: &Dataset,
+        batch: usize,
+        seed: u64,
+    ) -> Result<SftObjective, TrainError> {
+        let config_err = |message: String| TrainError::Config {
+            stage: stage.to_string(),
+            message,
+        };
         if batch == 0 {
             return Err(config_err("`batch` must be at least 1".into()));
         }
@@ -117,7 +129,8 @@ impl SftObjective {
 
     fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.prompts.len()).collect();
-        Rng::derive(self.seed, &format!("stage/{}/shuffle/{epoch}", self.stage)).shuffle(&mut order);
+        Rng::derive(self.seed, &format!("stage/{}/shuffle/{epoch}", self.stage))
+            .shuffle(&mut order);
         order
     }
 
@@ -145,13 +158,23 @@ impl Objective for SftObjective {
     }
 
     fn loss(&mut self, model: &CausalLm, batch: &Batch) -> Result<LossOutput, TrainError> {
-        let pairs: Vec<(&str, &str)> =
-            batch.rows.iter().map(|&r| (&*self.prompts[r], &*self.completions[r])).collect();
+        let pairs: Vec<(&str, &str)> = batch
+            .rows
+            .iter()
+            .map(|&r| (&*self.prompts[r], &*self.completions[r]))
+            .collect();
         let tokens_batch = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device())?;
         let loss = model::sft_loss(model, &tokens_batch)?;
-        let prompt_tokens: usize = pairs.iter().map(|(p, _)| model.tokenizer().encode(p).len()).sum();
+        let prompt_tokens: usize = pairs
+            .iter()
+            .map(|(p, _)| model.tokenizer().encode(p).len())
+            .sum();
         let tokens = prompt_tokens + tokens_batch.completion_lens.iter().sum::<usize>();
-        Ok(LossOutput { loss, tokens, metrics: Vec::new() })
+        Ok(LossOutput {
+            loss,
+            tokens,
+            metrics: Vec::new(),
+        })
     }
 
     fn state(&self) -> Value {
@@ -169,7 +192,10 @@ impl Objective for SftObjective {
         if pos as usize > self.prompts.len() {
             return Err(TrainError::Restore {
                 stage: self.stage.clone(),
-                message: format!("position {pos} is past the dataset's {} rows", self.prompts.len()),
+                message: format!(
+                    "position {pos} is past the dataset's {} rows",
+                    self.prompts.len()
+                ),
             });
         }
         self.epoch = epoch;

@@ -9,3 +9,5 @@ pub mod data;
 pub mod optim;
 pub mod progress;
 pub mod train;
+pub mod report;
+pub mod exec;

@@ -1,0 +1,245 @@
+//! Building the values a program declares: models (`tiny_lm`, `load`) and datasets (`synth.*`,
+//! `jsonl`, `split`, `take`, `filter`). Each declaration is built once, on first use, and cached
+//! by name; file paths resolve against the recipe's folder and the data roots only.
+
+use super::args::{Call, Functions};
+use super::ExecError;
+use crate::artifact::FileDigest;
+use crate::data::{jsonl, synth, BadRowPolicy, Dataset, FieldType, Schema};
+use crate::model::{CausalLm, Device, LlamaConfig};
+use crate::rng::Rng;
+use recipe_compiler::batch;
+use recipe_compiler::column::Column;
+use recipe_compiler::program::{Program, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Models and datasets built so far, plus every input file's digest for the lock.
+pub struct Builder<'p> {
+    pub program: &'p Program,
+    pub device: Device,
+    pub seed: u64,
+    /// Folders a recipe may read: its own folder first, then `--data-root`s.
+    pub roots: Vec<PathBuf>,
+    pub functions: Arc<Functions>,
+    datasets: HashMap<String, Dataset>,
+    pub inputs: Vec<FileDigest>,
+    /// Rows skipped by `on_error = skip`, per dataset, for the run summary.
+    pub skipped: Vec<(String, usize)>,
+}
+
+impl<'p> Builder<'p> {
+    pub fn new(program: &'p Program, device: Device, roots: Vec<PathBuf>, functions: Arc<Functions>) -> Builder<'p> {
+        Builder {
+            program,
+            device,
+            seed: program.seed as u64,
+            roots,
+            functions,
+            datasets: HashMap::new(),
+            inputs: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The model declared as `model name = ...`, freshly built (stages train their own copy).
+    pub fn model(&mut self, name: &str) -> Result<CausalLm, ExecError> {
+        let decl = self
+            .program
+            .decl(name)
+            .ok_or_else(|| ExecError::Internal(format!("no model declaration `{name}`")))?;
+        let call = Call::of(&decl.value)?;
+        match call.name {
+            "tiny_lm" => {
+                let d_model = call.count("d_model")? as usize;
+                let heads = call.count("heads")? as usize;
+                let kv_heads = match call.count("kv_heads")? as usize {
+                    0 => heads,
+                    n => n,
+                };
+                // SwiGLU keeps the parameter count of a 4x MLP at 8/3 x, rounded to 16.
+                let ffn = match call.count("ffn")? as usize {
+                    0 => (d_model * 8 / 3).div_ceil(16) * 16,
+                    n => n,
+                };
+                let cfg = LlamaConfig {
+                    vocab_size: 256,
+                    hidden_size: d_model,
+                    intermediate_size: ffn,
+                    num_hidden_layers: call.count("layers")? as usize,
+                    num_attention_heads: heads,
+                    num_key_value_heads: kv_heads,
+                    max_position_embeddings: call.count("context")? as usize,
+                    ..LlamaConfig::default()
+                };
+                cfg.validate().map_err(|message| ExecError::Config(format!("model `{name}`: {message}")))?;
+                let mut rng = Rng::derive(self.seed, &format!("model/{name}/init"));
+                Ok(CausalLm::tiny(cfg, &mut rng, &self.device)?)
+            }
+            "load" => {
+                let dir = self.resolve(call.str("path")?)?;
+                let model = CausalLm::load(&dir, &self.device)?;
+                for digest in FileDigest::of_dir(&dir).map_err(|e| ExecError::io(&dir, e))? {
+                    self.record(digest);
+                }
+                Ok(model)
+            }
+            other => Err(ExecError::Unsupported(format!("model builtin `{other}`"))),
+        }
+    }
+
+    /// The dataset a `Value::Data` names, or an inline dataset call.
+    pub fn dataset(&mut self, value: &Value) -> Result<Dataset, ExecError> {
+        match value {
+            Value::Data(name) => {
+                if let Some(d) = self.datasets.get(name) {
+                    return Ok(d.clone());
+                }
+                let decl = self
+                    .program
+                    .decl(name)
+                    .ok_or_else(|| ExecError::Internal(format!("no data declaration `{name}`")))?;
+                let data = self.build_dataset(&decl.value, Some(&decl.ty))?;
+                self.datasets.insert(name.clone(), data.clone());
+                Ok(data)
+            }
+            Value::Call { .. } => self.build_dataset(value, None),
+            Value::Stage { stage, .. } => Err(ExecError::Unsupported(format!(
+                "datasets produced by stages (`{stage}.data`) need the stage kinds of a later runtime issue"
+            ))),
+            other => Err(ExecError::Internal(format!("expected a dataset, found {other:?}"))),
+        }
+    }
+
+    fn build_dataset(&mut self, value: &Value, declared: Option<&str>) -> Result<Dataset, ExecError> {
+        let call = Call::of(value)?;
+        let seeded = |call: &Call<'_>| -> Result<(usize, u64), ExecError> {
+            Ok((call.count("count")? as usize, call.int("seed")? as u64))
+        };
+        let data = match call.name {
+            "synth_addition" => {
+                let (count, seed) = seeded(&call)?;
+                synth::addition(call.range("digits")?, count, seed)?
+            }
+            "synth_multiplication" => {
+                let (count, seed) = seeded(&call)?;
+                synth::multiplication(call.range("digits")?, count, seed)?
+            }
+            "synth_reverse" => {
+                let (count, seed) = seeded(&call)?;
+                synth::reverse(call.range("length")?, count, seed)?
+            }
+            "synth_chain" => {
+                let (count, seed) = seeded(&call)?;
+                synth::chain(call.range("steps")?, count, seed)?
+            }
+            "jsonl" => {
+                let path = self.resolve(call.str("path")?)?;
+                let schema = declared.map(schema_of).transpose()?.unwrap_or_else(Schema::prompt_completion);
+                let policy = match call.enum_name("on_error")? {
+                    "skip" => BadRowPolicy::Skip,
+                    _ => BadRowPolicy::Fail,
+                };
+                let (data, report) = jsonl::read_jsonl(&path, &schema, policy)?;
+                for digest in &data.sources {
+                    self.record(digest.clone());
+                }
+                if report.skipped > 0 {
+                    self.skipped.push((path.display().to_string(), report.skipped));
+                }
+                data
+            }
+            "take" => {
+                let data = self.dataset(call.get("data")?)?;
+                let n = (call.count("count")? as usize).min(data.len());
+                data.select(&(0..n).collect::<Vec<_>>())
+            }
+            "split" => {
+                let data = self.dataset(call.get("data")?)?;
+                let fraction = call.float("fraction")?;
+                if !(0.0..=1.0).contains(&fraction) {
+                    return Err(ExecError::Config(format!("`split`: fraction must be in [0, 1], got {fraction}")));
+                }
+                let mut order: Vec<usize> = (0..data.len()).collect();
+                Rng::derive(call.int("seed")? as u64, "data/split").shuffle(&mut order);
+                let cut = (data.len() as f64 * fraction).round() as usize;
+                let mut rows = if call.bool("rest")? { order[cut..].to_vec() } else { order[..cut].to_vec() };
+                rows.sort_unstable();
+                data.select(&rows)
+            }
+            "filter" => {
+                let data = self.dataset(call.get("data")?)?;
+                let Value::Scalar(index) = call.get("keep")? else {
+                    return Err(ExecError::Internal("`filter`: `keep` is not a scalar function".into()));
+                };
+                let func = self.functions.func(*index)?;
+                let columns: Vec<(&str, &Column)> = data.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
+                let keep = batch::eval_batch(func, &columns).map_err(|e| ExecError::Config(format!("`filter`: {e}")))?;
+                let Column::Bool(keep) = keep else {
+                    return Err(ExecError::Internal("`filter`: `keep` did not return Bool".into()));
+                };
+                let rows: Vec<usize> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+                data.select(&rows)
+            }
+            other => return Err(ExecError::Unsupported(format!("data builtin `{other}`"))),
+        };
+        Ok(data)
+    }
+
+    fn record(&mut self, digest: FileDigest) {
+        if !self.inputs.iter().any(|d| d.path == digest.path) {
+            self.inputs.push(digest);
+        }
+    }
+
+    /// A relative path against the roots (first existing wins); absolute paths must lie inside
+    /// a root. Nothing outside the recipe's folder and the data roots is read.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, ExecError> {
+        let p = Path::new(path);
+        let candidates: Vec<PathBuf> =
+            if p.is_absolute() { vec![p.to_path_buf()] } else { self.roots.iter().map(|r| r.join(p)).collect() };
+        for c in &candidates {
+            if let Ok(canonical) = c.canonicalize() {
+                let inside = self.roots.iter().any(|r| r.canonicalize().is_ok_and(|r| canonical.starts_with(r)));
+                if inside {
+                    return Ok(canonical);
+                }
+                return Err(ExecError::Input(format!(
+                    "`{path}` lies outside the recipe's folder and the data roots (add --data-root)"
+                )));
+            }
+        }
+        let searched: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+        Err(ExecError::Input(format!("`{path}` not found (searched {})", searched.join(", "))))
+    }
+}
+
+/// The row schema of a `Dataset[{...}]` type as the compiler prints it.
+fn schema_of(ty: &str) -> Result<Schema, ExecError> {
+    let inner = ty
+        .trim()
+        .strip_prefix("Dataset[{")
+        .and_then(|s| s.strip_suffix("}]"))
+        .ok_or_else(|| ExecError::Config(format!("`jsonl` needs a record row type, found `{ty}`")))?;
+    let mut fields = Vec::new();
+    for field in inner.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (name, ty) = field
+            .split_once(':')
+            .ok_or_else(|| ExecError::Internal(format!("cannot read row type `{ty}`")))?;
+        let ty = match ty.trim() {
+            "String" => FieldType::Str,
+            "Int" => FieldType::Int,
+            "Float" => FieldType::Float,
+            "Bool" => FieldType::Bool,
+            other => {
+                return Err(ExecError::Config(format!(
+                    "JSONL field `{}` has type `{other}`; rows may hold String, Int, Float or Bool",
+                    name.trim()
+                )))
+            }
+        };
+        fields.push((name.trim().to_string(), ty));
+    }
+    Ok(Schema::new(fields))
+}

@@ -1,0 +1,175 @@
+//! Executing a compiled `Program`: build its models and datasets, run its stages in the `run`
+//! order through the one step loop, and leave a run folder (lock, metrics, checkpoints, report).
+//!
+//! Invariants: everything that can be checked without compute — stage kinds this runtime
+//! executes, datasets, model configurations, schedules — is checked before the first step, so a
+//! bad recipe fails in seconds; the lock is written before training starts; a stage's output
+//! model is a separate copy, so a stage that trains never changes a model another stage reads.
+
+pub mod args;
+pub mod build;
+mod stages;
+
+use crate::artifact::{self, ArtifactError, RecipeLock, RunDir};
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::data::DataError;
+use crate::model::{Device, ModelError};
+use crate::progress::Progress;
+use crate::train::{StageSummary, TrainError};
+use args::Functions;
+use build::Builder;
+use recipe_compiler::program::Program;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a run writes.
+pub enum Target {
+    /// A new folder: exactly `dir`, or `<runs>/<recipe name>-<UTC time>`.
+    New { runs: PathBuf, dir: Option<PathBuf> },
+    /// Continue the run in this folder from its latest checkpoint.
+    Resume(PathBuf),
+}
+
+pub struct RunOptions {
+    pub target: Target,
+    pub device: Device,
+    /// Folders the recipe may read: the recipe's own folder first, then `--data-root`s.
+    pub roots: Vec<PathBuf>,
+}
+
+/// What a finished run reports.
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub stages: Vec<(String, StageSummary)>,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// An input file is missing, unreadable or outside the allowed folders.
+    #[error("{0}")]
+    Input(String),
+    /// A value the type checker cannot rule out is unusable (a negative count, an empty range).
+    #[error("{0}")]
+    Config(String),
+    /// The recipe uses a builtin this runtime cannot execute yet.
+    #[error("{0} cannot be executed by this version of the runtime")]
+    Unsupported(String),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A disagreement between compiler and runtime, or another fault of ours.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What kind of failure an error is, for exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: data, files, configuration values.
+    Input,
+    /// Training stopped on a non-finite value.
+    Diverged,
+    /// Not supported by this runtime.
+    Unsupported,
+    /// A bug.
+    Internal,
+}
+
+impl ExecError {
+    pub fn io(path: &Path, e: std::io::Error) -> ExecError {
+        ExecError::Input(format!("{}: {e}", path.display()))
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ExecError::Input(_) | ExecError::Config(_) | ExecError::Data(_) => ErrorKind::Input,
+            ExecError::Unsupported(_) => ErrorKind::Unsupported,
+            ExecError::Train(TrainError::NonFinite { .. }) => ErrorKind::Diverged,
+            ExecError::Train(e) if e.is_user_error() => ErrorKind::Input,
+            ExecError::Model(ModelError::Io { .. } | ModelError::Config { .. } | ModelError::MissingTensor { .. }) => {
+                ErrorKind::Input
+            }
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Runs `program`. `plan` is the compiler's JSON plan, recorded in the lock.
+pub fn run(
+    program: &Program,
+    plan: Value,
+    options: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome, ExecError> {
+    let functions = Arc::new(Functions::new(&program.scalar)?);
+    let mut builder = Builder::new(program, options.device.clone(), options.roots.clone(), functions);
+    let plan_steps = stages::prepare(program, &mut builder)?;
+
+    let device = device_name(&options.device);
+    let (mut dir, resume) = match &options.target {
+        Target::New { runs, dir } => {
+            let run = match dir {
+                Some(dir) => RunDir::create_at(dir)?,
+                None => RunDir::create_in(runs, &program.name)?,
+            };
+            let lock = RecipeLock::new(program.source.clone(), plan, program.seed as u64, builder.inputs.clone(), device);
+            run.write_lock(&lock)?;
+            (run, None)
+        }
+        Target::Resume(path) => {
+            let lock = artifact::read_lock(path)?;
+            if lock.inputs != builder.inputs {
+                return Err(ExecError::Input(format!(
+                    "the inputs of `{}` changed since the run started (their sha256 differs from recipe.lock)",
+                    path.display()
+                )));
+            }
+            let checkpoints = path.join(artifact::CHECKPOINTS_DIR);
+            Checkpoint::remove_stale(&checkpoints)?;
+            let latest = Checkpoint::latest(&checkpoints)?;
+            let lines = latest.as_ref().map_or(0, |c| c.state.metrics_lines);
+            (RunDir::reopen(path, lines)?, latest)
+        }
+    };
+    for (file, skipped) in &builder.skipped {
+        progress.note(&format!("skipped {skipped} malformed rows in {file}"));
+    }
+    let stages = stages::execute(&plan_steps, &mut builder, &mut dir, progress, resume)?;
+    write_report(program, dir.root())?;
+    Ok(RunOutcome { dir: dir.root().to_path_buf(), stages })
+}
+
+/// (Re)writes `report.html` from the run folder's metrics.
+pub fn write_report(program: &Program, dir: &Path) -> Result<(), ExecError> {
+    let metrics = artifact::read_metrics(dir)?;
+    let summary = vec![
+        ("recipe".to_string(), program.name.clone()),
+        ("seed".to_string(), program.seed.to_string()),
+        ("stages".to_string(), program.run.join(" -> ")),
+    ];
+    let html = crate::report::render(&program.name, &metrics, &summary);
+    let path = dir.join("report.html");
+    artifact::write_atomic(&path, html.as_bytes()).map_err(|e| ExecError::io(&path, e))
+}
+
+fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda:0".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}
+

@@ -217,3 +217,39 @@ impl Checkpoint {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(checkpoints: &Path, name: &str, stage_index: usize, step: u64) {
+        let dir = checkpoints.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let state = TrainState {
+            stage: "s".into(),
+            stage_index,
+            step,
+            total_steps: 10,
+            optimizer_steps: step,
+            objective: Value::Null,
+            metrics_lines: step,
+        };
+        fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn latest_orders_by_stage_then_step_and_ignores_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(Checkpoint::latest(&root.join("none")).unwrap().is_none());
+        fake(root, "00-s-step000009", 0, 9);
+        fake(root, "01-s-step000002", 1, 2);
+        fake(root, "01-s-step000004.tmp-1-2", 1, 4);
+        let latest = Checkpoint::latest(root).unwrap().unwrap();
+        assert_eq!((latest.state.stage_index, latest.state.step), (1, 2));
+        assert!(!latest.state.complete());
+        Checkpoint::remove_stale(root).unwrap();
+        assert!(!root.join("01-s-step000004.tmp-1-2").exists());
+        assert!(root.join("01-s-step000002").exists());
+    }
+}

@@ -204,3 +204,48 @@ impl Objective for SftObjective {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth;
+
+    #[test]
+    fn epochs_cover_every_row_once_and_restore_continues() {
+        let data = synth::addition(1..=2, 10, 0).unwrap();
+        let mut a = SftObjective::new("s", &data, 4, 9).unwrap();
+        let drawn: Vec<usize> = (0..5)
+            .flat_map(|s| a.next_batch(s, 5).unwrap().rows)
+            .collect();
+        let mut first_epoch = drawn[..10].to_vec();
+        first_epoch.sort_unstable();
+        assert_eq!(first_epoch, (0..10).collect::<Vec<_>>());
+        assert_ne!(drawn[..10], drawn[10..20], "each epoch has its own order");
+        assert_eq!(a.position(), (1, 10));
+
+        let mut b = SftObjective::new("s", &data, 4, 9).unwrap();
+        (0..2).for_each(|s| drop(b.next_batch(s, 5).unwrap()));
+        let mut c = SftObjective::new("s", &data, 4, 9).unwrap();
+        c.restore(&b.state()).unwrap();
+        let rest: Vec<usize> = (2..5)
+            .flat_map(|s| c.next_batch(s, 5).unwrap().rows)
+            .collect();
+        assert_eq!(rest, drawn[8..]);
+        assert!(c.restore(&json!({"epoch": 0})).is_err());
+        assert!(c.restore(&json!({"epoch": 0, "position": 11})).is_err());
+    }
+
+    #[test]
+    fn needs_prompt_and_completion() {
+        let data = synth::addition(1..=1, 3, 0).unwrap().select(&[]);
+        assert!(matches!(
+            SftObjective::new("s", &data, 2, 0),
+            Err(TrainError::Config { .. })
+        ));
+        let data = synth::addition(1..=1, 3, 0).unwrap();
+        assert!(matches!(
+            SftObjective::new("s", &data, 0, 0),
+            Err(TrainError::Config { .. })
+        ));
+    }
+}

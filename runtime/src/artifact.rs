@@ -1,5 +1,6 @@
 //! The run folder a `recipe run` leaves behind: `recipe.lock` (what was run, on what inputs),
-//! `metrics.jsonl` (one line per logged step) and `checkpoints/`.
+//! `metrics.jsonl` (one line per logged step), `checkpoints/`, and a `README.md` that explains
+//! them to whoever opens the folder.
 //!
 //! Invariants: every metrics line is written whole and flushed before the step that produced it
 //! is considered done, so a crash loses no logged step; wall-clock measurements live only under the
@@ -21,6 +22,27 @@ pub const TIMING_KEY: &str = "timing";
 pub const LOCK_FILE: &str = "recipe.lock";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub const README_FILE: &str = "README.md";
+
+/// What every run folder says about itself.
+const RUN_README: &str = "\
+# A `recipe run` folder
+
+- `recipe.lock` (JSON): the recipe's canonical text and its sha256, the resolved plan (every
+  default filled in), the seed, the sha256 of every data file and model file read, the
+  `recipe-runtime` version and the device. `recipe verify` re-runs from it.
+- `metrics.jsonl`: one JSON object per logged step: `stage`, `step` (completed optimiser
+  steps), `loss` and `grad_norm` (pre-clipping; means since the previous line), `lr` (this
+  step's), `tokens`, objective metrics, `eval` (per evaluator: `accuracy`, `correct`, `total`)
+  on evaluation steps, and `timing` (`tokens_per_s`, `elapsed_s`). Everything except `timing`
+  is identical when the same recipe runs again on the same device.
+- `checkpoints/NN-STAGE-stepSSSSSS/`: `model/` is a Hugging Face folder (config.json,
+  model.safetensors, tokenizer.json, generation_config.json) that transformers opens unchanged;
+  `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (stage, step, data position,
+  metrics lines written) let `recipe run --resume` continue bit for bit. Folders named
+  `*.tmp-*` are unfinished writes from a crash and are ignored.
+- `report.html`: plots of the metrics (when written).
+";
 
 /// The sha256 of one file that a run read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +110,10 @@ pub struct RecipeLock {
     pub version: String,
     /// The device the run used (`cpu`, `cuda:0`).
     pub device: String,
+    /// The folders the recipe could read (its own folder, then the data roots), so `verify` and
+    /// `--resume` resolve relative paths as the original run did.
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
 }
 
 impl RecipeLock {
@@ -107,6 +133,7 @@ impl RecipeLock {
             inputs,
             version: env!("CARGO_PKG_VERSION").to_string(),
             device,
+            roots: Vec::new(),
         }
     }
 }
@@ -171,6 +198,8 @@ impl RunDir {
             });
         }
         fs::create_dir_all(dir.join(CHECKPOINTS_DIR)).map_err(io_err(dir))?;
+        let readme = dir.join(README_FILE);
+        write_atomic(&readme, RUN_README.as_bytes()).map_err(io_err(&readme))?;
         let path = dir.join(METRICS_FILE);
         let metrics = File::create(&path).map_err(io_err(&path))?;
         Ok(RunDir {
@@ -404,6 +433,9 @@ mod tests {
         assert_eq!(steps, vec![0, 1, 2]);
         assert_eq!(without_timing(&lines[0]), serde_json::json!({"step": 0}));
         assert!(RunDir::reopen(&root, 9).is_err());
+        assert!(fs::read_to_string(root.join(README_FILE))
+            .unwrap()
+            .contains("metrics.jsonl"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::exit::{self, Failure};
 use crate::render;
+use crate::runs;
 use clap::{Parser, Subcommand};
 use recipe_compiler::diag::Source;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,74 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Run a recipe into a run folder (lock, metrics, checkpoints, report).
+    Run {
+        /// The recipe; omitted with --resume.
+        #[arg(required_unless_present = "resume")]
+        file: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// The run folder to create (default: RUNS/<recipe name>-<UTC time>).
+        #[arg(long, conflicts_with = "resume")]
+        out: Option<PathBuf>,
+        /// Where new run folders go.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+        /// Continue the run in this folder from its latest checkpoint.
+        #[arg(long, value_name = "RUN", conflicts_with = "file")]
+        resume: Option<PathBuf>,
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+        /// A folder the recipe may read data from, besides its own.
+        #[arg(long = "data-root", value_name = "DIR")]
+        data_roots: Vec<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Progress and results as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-execute a run from its recipe.lock and check that the metric trace is identical.
+    Verify {
+        run: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Rebuild a run folder's report.html from its metrics.
+    Report { run: PathBuf },
+    /// Log-probabilities of completions: one JSON line per `prompt`/`completion` row.
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+    },
+    /// Continue a prompt with a model folder.
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print token ids instead of text.
+        #[arg(long)]
+        ids: bool,
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+    },
 }
 
 pub fn dispatch(args: Args) -> Result<u8, Failure> {
@@ -48,6 +117,15 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Check { files, overrides } => check(&files, &parse_overrides(&overrides)?),
         Command::Fmt { file, check, write } => fmt(&file, check, write),
         Command::Plan { file, json, overrides } => plan(&file, json, &parse_overrides(&overrides)?),
+        Command::Run { file, overrides, out, runs, resume, device, data_roots, quiet, json } => {
+            runs::run(runs::RunArgs { file, overrides, out, runs, resume, device, data_roots, quiet, json })
+        }
+        Command::Verify { run, quiet } => runs::verify(&run, quiet),
+        Command::Report { run } => runs::report(&run),
+        Command::Score { model, data, batch, device } => runs::score(&model, &data, batch, &device),
+        Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, ids, device } => {
+            runs::generate(runs::GenerateArgs { model, prompt, max_tokens, temperature, top_p, seed, ids, device })
+        }
     }
 }
 
@@ -112,7 +190,7 @@ fn fmt(path: &Path, check: bool, write: bool) -> Result<u8, Failure> {
                 .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?;
         }
     } else {
-        print!("{formatted}");
+        render::out(&formatted);
     }
     Ok(exit::OK)
 }
@@ -120,9 +198,9 @@ fn fmt(path: &Path, check: bool, write: bool) -> Result<u8, Failure> {
 fn plan(path: &Path, json: bool, overrides: &[(String, String)]) -> Result<u8, Failure> {
     let (program, _) = compile(path, overrides)?;
     if json {
-        println!("{}", recipe_compiler::plan::render_json(&program));
+        render::out_line(recipe_compiler::plan::render_json(&program));
     } else {
-        print!("{}", recipe_compiler::plan::render_text(&program));
+        render::out(&recipe_compiler::plan::render_text(&program));
     }
     Ok(exit::OK)
 }

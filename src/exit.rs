@@ -14,6 +14,8 @@ pub const INPUT: u8 = 3;
 pub const DIVERGED: u8 = 4;
 /// `recipe verify` re-executed the run and the metric trace differs.
 pub const MISMATCH: u8 = 5;
+/// The recipe uses a builtin this build of the runtime cannot execute.
+pub const UNSUPPORTED: u8 = 6;
 /// A fault of ours, not of the input: please report it.
 pub const INTERNAL: u8 = 70;
 
@@ -24,6 +26,7 @@ pub enum Failure {
     Input(String),
     Diverged(String),
     Mismatch(String),
+    Unsupported(String),
     Internal(String),
 }
 
@@ -35,6 +38,7 @@ impl Failure {
             Failure::Input(_) => INPUT,
             Failure::Diverged(_) => DIVERGED,
             Failure::Mismatch(_) => MISMATCH,
+            Failure::Unsupported(_) => UNSUPPORTED,
             Failure::Internal(_) => INTERNAL,
         }
     }

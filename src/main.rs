@@ -3,7 +3,9 @@
 
 mod cli;
 mod exit;
+mod progress;
 mod render;
+mod runs;
 
 use clap::Parser;
 use std::process::ExitCode;

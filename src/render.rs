@@ -33,11 +33,33 @@ pub fn failure(failure: &Failure) {
     match failure {
         Failure::Recipe(list, source) => eprint!("{}", diagnostics(list, source, colour())),
         Failure::Usage(message) => eprintln!("error: {message}\n\nFor more information, try '--help'."),
-        Failure::Input(message) | Failure::Diverged(message) | Failure::Mismatch(message) => {
+        Failure::Input(message)
+        | Failure::Diverged(message)
+        | Failure::Mismatch(message)
+        | Failure::Unsupported(message) => {
             eprintln!("error: {message}")
         }
         Failure::Internal(message) => eprintln!(
             "internal error: {message}\nThis is a bug in recipe, not in your input; please report it."
         ),
     }
+}
+
+/// Writes to stdout. A closed pipe (`recipe plan x | head`) ends the command quietly, as in
+/// other Unix tools, instead of panicking as `println!` does.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(i32::from(crate::exit::INTERNAL));
+    }
+}
+
+/// `out` with a line break.
+pub fn out_line(text: impl std::fmt::Display) {
+    out(&format!("{text}\n"));
 }

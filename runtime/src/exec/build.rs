@@ -118,19 +118,19 @@ impl<'p> Builder<'p> {
             Ok((call.count("count")? as usize, call.int("seed")? as u64))
         };
         let data = match call.name {
-            "synth_addition" => {
+            "synth.addition" => {
                 let (count, seed) = seeded(&call)?;
                 synth::addition(call.range("digits")?, count, seed)?
             }
-            "synth_multiplication" => {
+            "synth.multiplication" => {
                 let (count, seed) = seeded(&call)?;
                 synth::multiplication(call.range("digits")?, count, seed)?
             }
-            "synth_reverse" => {
+            "synth.reverse" => {
                 let (count, seed) = seeded(&call)?;
                 synth::reverse(call.range("length")?, count, seed)?
             }
-            "synth_chain" => {
+            "synth.chain" => {
                 let (count, seed) = seeded(&call)?;
                 synth::chain(call.range("steps")?, count, seed)?
             }
@@ -151,12 +151,12 @@ impl<'p> Builder<'p> {
                 data
             }
             "take" => {
-                let data = self.dataset(call.get("data")?)?;
+                let data = self.dataset(call.get("dataset")?)?;
                 let n = (call.count("count")? as usize).min(data.len());
                 data.select(&(0..n).collect::<Vec<_>>())
             }
             "split" => {
-                let data = self.dataset(call.get("data")?)?;
+                let data = self.dataset(call.get("dataset")?)?;
                 let fraction = call.float("fraction")?;
                 if !(0.0..=1.0).contains(&fraction) {
                     return Err(ExecError::Config(format!("`split`: fraction must be in [0, 1], got {fraction}")));
@@ -169,7 +169,7 @@ impl<'p> Builder<'p> {
                 data.select(&rows)
             }
             "filter" => {
-                let data = self.dataset(call.get("data")?)?;
+                let data = self.dataset(call.get("dataset")?)?;
                 let Value::Scalar(index) = call.get("keep")? else {
                     return Err(ExecError::Internal("`filter`: `keep` is not a scalar function".into()));
                 };

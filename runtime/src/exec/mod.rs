@@ -125,7 +125,9 @@ pub fn run(
                 Some(dir) => RunDir::create_at(dir)?,
                 None => RunDir::create_in(runs, &program.name)?,
             };
-            let lock = RecipeLock::new(program.source.clone(), plan, program.seed as u64, builder.inputs.clone(), device);
+            let mut lock =
+                RecipeLock::new(program.source.clone(), plan, program.seed as u64, builder.inputs.clone(), device);
+            lock.roots = options.roots.clone();
             run.write_lock(&lock)?;
             (run, None)
         }

@@ -63,7 +63,7 @@ pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Ve
             let kind = curriculum.call_name().unwrap_or("?");
             return Err(ExecError::Unsupported(format!("the `{kind}` curriculum of stage `{}`", decl.name)));
         }
-        let model = match call.get("model")? {
+        let model = match call.get("policy")? {
             Value::Model(name) => ModelSource::Declared(name.clone()),
             Value::Stage { stage, .. } => ModelSource::Stage(stage.clone()),
             other => return Err(ExecError::Internal(format!("stage `{}`: model is {other:?}", decl.name))),
@@ -71,7 +71,7 @@ pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Ve
         if let ModelSource::Declared(name) = &model {
             builder.model(name)?; // Validates the configuration (or loads the folder) up front.
         }
-        let data = builder.dataset(call.get("data")?)?;
+        let data = builder.dataset(call.get("dataset")?)?;
         for field in ["prompt", "completion"] {
             if data.column(field).is_none() {
                 return Err(ExecError::Config(format!(
@@ -116,7 +116,7 @@ fn prepare_evals(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Eva
         if call.name != "accuracy" {
             return Err(ExecError::Unsupported(format!("eval `{}` of kind `{}`", decl.name, call.name)));
         }
-        let data = builder.dataset(call.get("data")?)?;
+        let data = builder.dataset(call.get("dataset")?)?;
         evals.push(EvalSpec { name: decl.name.clone(), data, every: call.count("every")? });
     }
     Ok(evals)

@@ -1,0 +1,207 @@
+//! The commands that execute: `run` (new or `--resume`), `verify`, `report`, and the model
+//! utilities `score` and `generate`.
+
+use crate::cli::{self, compile};
+use crate::render;
+use crate::exit::{self, Failure};
+use crate::progress::{Mode, Reporter};
+use recipe_compiler::diag::Source;
+use recipe_runtime::artifact::{self, RecipeLock};
+use recipe_runtime::data::{jsonl, BadRowPolicy, Schema};
+use recipe_runtime::exec::{self, ErrorKind, ExecError, RunOptions, Target};
+use recipe_runtime::model::{self, CausalLm, Device, GenerateOptions, TokenBatch};
+use recipe_runtime::rng::Rng;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+pub struct RunArgs {
+    pub file: Option<PathBuf>,
+    pub overrides: Vec<String>,
+    pub out: Option<PathBuf>,
+    pub runs: PathBuf,
+    pub resume: Option<PathBuf>,
+    pub device: String,
+    pub data_roots: Vec<PathBuf>,
+    pub quiet: bool,
+    pub json: bool,
+}
+
+pub fn device(name: &str) -> Result<Device, Failure> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            Failure::Usage(format!(
+                "--device cuda: {e} (build with `cargo build --release --features cuda` on a machine with the NVIDIA driver)"
+            ))
+        }),
+        other => Err(Failure::Usage(format!("unknown device `{other}`: use cpu or cuda"))),
+    }
+}
+
+fn exec_failure(e: ExecError) -> Failure {
+    let message = match &e {
+        ExecError::Train(t) => t.to_diagnostic().to_string(),
+        _ => e.to_string(),
+    };
+    match e.kind() {
+        ErrorKind::Input => Failure::Input(message),
+        ErrorKind::Diverged => Failure::Diverged(format!(
+            "{message}\n  metrics and checkpoints written so far are intact; fix the cause and resume with --resume"
+        )),
+        ErrorKind::Unsupported => Failure::Unsupported(message),
+        ErrorKind::Internal => Failure::Internal(message),
+    }
+}
+
+/// A recipe recompiled from a run folder's lock (for `--resume` and `verify`).
+fn from_lock(dir: &Path) -> Result<(recipe_compiler::Program, RecipeLock), Failure> {
+    let lock = artifact::read_lock(dir).map_err(|e| Failure::Input(e.to_string()))?;
+    let overrides: Vec<(String, String)> =
+        serde_json::from_value(lock.plan.get("overrides").cloned().unwrap_or(json!([]))).unwrap_or_default();
+    let source = Source::new(format!("{}/recipe.lock", dir.display()), lock.recipe.clone());
+    let program = recipe_compiler::compile(&source, &overrides).map_err(|d| Failure::Recipe(d, source))?;
+    Ok((program, lock))
+}
+
+pub fn run(args: RunArgs) -> Result<u8, Failure> {
+    let device = device(&args.device)?;
+    let mut reporter = Reporter::new(Mode::choose(args.quiet, args.json));
+    let (program, target, roots) = match (&args.resume, &args.file) {
+        (Some(dir), _) => {
+            let (program, lock) = from_lock(dir)?;
+            (program, Target::Resume(dir.clone()), lock.roots)
+        }
+        (None, Some(file)) => {
+            let (program, _) = compile(file, &cli::parse_overrides(&args.overrides)?)?;
+            let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut roots = vec![folder.to_path_buf()];
+            roots.extend(args.data_roots.iter().cloned());
+            (program, Target::New { runs: args.runs.clone(), dir: args.out.clone() }, roots)
+        }
+        (None, None) => return Err(Failure::Usage("`recipe run` needs a recipe FILE or --resume RUN".into())),
+    };
+    let plan = serde_json::from_str(&recipe_compiler::plan::render_json(&program))
+        .map_err(|e| Failure::Internal(format!("plan JSON: {e}")))?;
+    let options = RunOptions { target, device, roots };
+    let outcome = exec::run(&program, plan, &options, &mut reporter).map_err(exec_failure)?;
+    if args.json {
+        render::out_line(json!({"event": "finished", "run": outcome.dir}));
+    } else if !args.quiet {
+        for (stage, summary) in &outcome.stages {
+            let evals: Vec<String> = summary
+                .eval
+                .iter()
+                .flat_map(|(name, m)| m.iter().map(move |(k, v)| format!("{name}.{k} = {v:.4}")))
+                .collect();
+            eprintln!("{stage}: {} steps, final loss {:.4}; {}", summary.steps, summary.final_loss, evals.join(", "));
+        }
+        eprintln!("run folder: {}", outcome.dir.display());
+    }
+    Ok(exit::OK)
+}
+
+/// Re-executes a run from its lock into a scratch folder and compares the metric traces.
+pub fn verify(dir: &Path, quiet: bool) -> Result<u8, Failure> {
+    let (program, lock) = from_lock(dir)?;
+    let scratch = std::env::temp_dir().join(format!("recipe-verify-{}", artifact::temp_suffix()));
+    let options = RunOptions {
+        target: Target::New { runs: scratch.clone(), dir: Some(scratch.join("run")) },
+        device: device(lock.device.split(':').next().unwrap_or("cpu"))?,
+        roots: lock.roots.clone(),
+    };
+    let mut reporter = Reporter::new(Mode::choose(quiet, false));
+    let outcome = exec::run(&program, lock.plan.clone(), &options, &mut reporter);
+    let result = outcome.map_err(exec_failure).and_then(|outcome| {
+        let read = |d: &Path| artifact::read_metrics(d).map_err(|e| Failure::Input(e.to_string()));
+        let (original, replay) = (read(dir)?, read(&outcome.dir)?);
+        let strip = |v: &[serde_json::Value]| v.iter().map(artifact::without_timing).collect::<Vec<_>>();
+        let (original, replay) = (strip(&original), strip(&replay));
+        if let Some(i) = (0..original.len().max(replay.len())).find(|&i| original.get(i) != replay.get(i)) {
+            return Err(Failure::Mismatch(format!(
+                "metrics line {} differs:\n  recorded: {}\n  replayed: {}",
+                i + 1,
+                original.get(i).map_or("(none)".into(), |v| v.to_string()),
+                replay.get(i).map_or("(none)".into(), |v| v.to_string()),
+            )));
+        }
+        if !quiet {
+            eprintln!("verified: {} metrics lines replay identically", original.len());
+        }
+        Ok(exit::OK)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Rebuilds `report.html` of a run folder.
+pub fn report(dir: &Path) -> Result<u8, Failure> {
+    let (program, _) = from_lock(dir)?;
+    exec::write_report(&program, dir).map_err(exec_failure)?;
+    render::out_line(dir.join("report.html").display());
+    Ok(exit::OK)
+}
+
+fn load_model(dir: &Path, device_name: &str) -> Result<CausalLm, Failure> {
+    CausalLm::load(dir, &device(device_name)?).map_err(|e| Failure::Input(e.to_string()))
+}
+
+/// One JSONL line per row: summed and mean log-probability of the completion (EOS appended).
+pub fn score(model_dir: &Path, data: &Path, batch: usize, device_name: &str) -> Result<u8, Failure> {
+    let model = load_model(model_dir, device_name)?;
+    let (rows, _) = jsonl::read_jsonl(data, &Schema::prompt_completion(), BadRowPolicy::Fail)
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    let prompts = rows.strings("prompt").map_err(|e| Failure::Input(e.to_string()))?;
+    let completions = rows.strings("completion").map_err(|e| Failure::Input(e.to_string()))?;
+    let internal = |e: candle_core::Error| Failure::Internal(e.to_string());
+    for start in (0..rows.len()).step_by(batch.max(1)) {
+        let end = (start + batch.max(1)).min(rows.len());
+        let pairs: Vec<(&str, &str)> = (start..end).map(|i| (&*prompts[i], &*completions[i])).collect();
+        let tokens = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device()).map_err(internal)?;
+        let (sum, count) = model::completion_logprobs(&model, &tokens).map_err(internal)?;
+        let sum = sum.to_vec1::<f32>().map_err(internal)?;
+        let count = count.to_dtype(candle_core::DType::F32).and_then(|c| c.to_vec1::<f32>()).map_err(internal)?;
+        for (i, (s, n)) in sum.iter().zip(&count).enumerate() {
+            render::out_line(json!({
+                "id": rows.ids[start + i],
+                "logprob_sum": s,
+                "logprob_mean": s / n.max(1.0),
+                "tokens": n,
+            }));
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub struct GenerateArgs {
+    pub model: PathBuf,
+    pub prompt: String,
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    pub ids: bool,
+    pub device: String,
+}
+
+pub fn generate(args: GenerateArgs) -> Result<u8, Failure> {
+    let model = load_model(&args.model, &args.device)?;
+    let prompt = model.tokenizer().encode(&args.prompt);
+    let options = GenerateOptions {
+        max_new_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        stop_at_eos: true,
+    };
+    let mut rng = Rng::derive(args.seed, "generate");
+    let out = model::generate(&model, &[prompt], &options, &mut rng).map_err(|e| Failure::Internal(e.to_string()))?;
+    let tokens = out.into_iter().next().unwrap_or_default();
+    if args.ids {
+        let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
+        render::out_line(ids.join(" "));
+    } else {
+        let eos = model.tokenizer().eos_id();
+        let text: Vec<u32> = tokens.into_iter().take_while(|&t| t != eos).collect();
+        render::out_line(model.tokenizer().decode(&text));
+    }
+    Ok(exit::OK)
+}

@@ -13,6 +13,10 @@ pub const KEYWORDS: &[&str] = &[
     "run", "if", "else", "true", "false",
 ];
 
+/// The keywords that start an item.
+const ITEM_KEYWORDS: &[&str] =
+    &["recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "run"];
+
 pub fn is_keyword(word: &str) -> bool {
     KEYWORDS.contains(&word)
 }
@@ -22,7 +26,7 @@ pub struct Scan {
     pub comments: Vec<Comment>,
     pub unclosed: Option<Unclosed>,
     /// An upper bound on how deeply the parser may recurse: the deepest bracket nesting plus
-    /// every token that nests without brackets (`**`, `|` of a lambda, `if`).
+    /// the most tokens that nest without brackets (`**`, `|` of a lambda, `if`) in one item.
     pub nesting_bound: usize,
 }
 
@@ -44,6 +48,7 @@ pub fn scan(text: &str) -> Scan {
     let mut unclosed_string = None;
     let mut deepest = 0;
     let mut unbracketed = 0;
+    let mut worst_item = 0;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -76,18 +81,27 @@ pub fn scan(text: &str) -> Scan {
                 }
                 i += 1;
             }
-            b'*' | b'|' => {
-                unbracketed += 1;
-                i += 1;
-            }
-            b'i' if bytes.get(i + 1) == Some(&b'f') => {
+            b'*' if bytes.get(i + 1) == Some(&b'*') => {
                 unbracketed += 1;
                 i += 2;
             }
+            b'|' => {
+                unbracketed += 1;
+                i += 1;
+            }
             c if c.is_ascii_alphanumeric() || c == b'_' => {
-                // Skip the rest of a word, so `if` inside `diff` does not count.
+                let start = i;
                 while bytes.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
                     i += 1;
+                }
+                match &text[start..i] {
+                    "if" => unbracketed += 1,
+                    // A new item: nesting does not carry over from the previous one.
+                    word if stack.is_empty() && ITEM_KEYWORDS.contains(&word) => {
+                        worst_item = worst_item.max(unbracketed);
+                        unbracketed = 0;
+                    }
+                    _ => {}
                 }
             }
             close @ (b')' | b']' | b'}') => {
@@ -114,7 +128,7 @@ pub fn scan(text: &str) -> Scan {
         }
     });
     // A mismatched closer stops the bracket count: assume the worst.
-    let nesting_bound = if tracking { deepest + unbracketed } else { text.len() };
+    let nesting_bound = if tracking { deepest + worst_item.max(unbracketed) } else { text.len() };
     Scan { comments, unclosed, nesting_bound }
 }
 
@@ -205,6 +219,13 @@ mod tests {
             Some('"')
         );
         assert!(super::scan("f(a]").unclosed.is_none());
+    }
+
+    #[test]
+    fn bounds_nesting_per_item() {
+        assert_eq!(scan("let a = 1 * 2\nlet b = [(x)]").nesting_bound, 2);
+        assert_eq!(scan("fn f() = |x| if x { 2 ** y } else { z }").nesting_bound, 1 + 4);
+        assert_eq!(scan("let a = |x| x\nlet b = |y| y").nesting_bound, 2);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::ast::{Expr, Module, Span};
 use crate::diag::{Diagnostic, Source};
 use pest::Parser;
 use recipe_grammar::{RecipeParser, Rule};
+use std::sync::Mutex;
 
 /// Parses a whole `.recipe` file.
 pub fn parse(source: &Source) -> Result<Module, Vec<Diagnostic>> {
@@ -45,7 +46,7 @@ const PARSE_STACK: usize = 256 << 20;
 
 /// Inputs that cannot nest deeper than this parse on the caller's thread: a few hundred KiB of
 /// stack at most, even unoptimised.
-const SHALLOW: usize = 32;
+const SHALLOW: usize = 64;
 
 /// Runs pest from `rule`, then `build` over the single top pair, collecting every diagnostic;
 /// on a thread with a large stack when the input may nest deeply (starting a thread costs more
@@ -82,6 +83,19 @@ fn run<T: Send>(
     }
 }
 
+/// Parses again, with pest recording the literal tokens it expected at the failure (which the
+/// error message names). That recording doubles the cost of a parse, so it is only switched on
+/// to explain a failure. The switch is process-wide: the lock keeps concurrent explanations
+/// from switching it off under each other; ordinary parses meanwhile only run slower.
+fn parse_with_detail(rule: Rule, text: &str) -> Option<pest::error::Error<Rule>> {
+    static DETAIL: Mutex<()> = Mutex::new(());
+    let _guard = DETAIL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pest::set_error_detail(true);
+    let result = RecipeParser::parse(rule, text).map(drop);
+    pest::set_error_detail(false);
+    result.err()
+}
+
 fn run_here<T>(
     source: &Source,
     rule: Rule,
@@ -90,8 +104,6 @@ fn run_here<T>(
 ) -> Result<T, Vec<Diagnostic>> {
     let text: &str = &source.text;
     let unclosed = scan.unclosed;
-    // Needed for the literal tokens pest expected at a failure; a process-wide switch.
-    pest::set_error_detail(true);
     let attach = |ds: Vec<Diagnostic>| {
         ds.into_iter()
             .map(|d| d.with_source(source))
@@ -99,7 +111,10 @@ fn run_here<T>(
     };
     let mut pairs = match RecipeParser::parse(rule, text) {
         Ok(pairs) => pairs,
-        Err(e) => return Err(attach(vec![error::from_pest(&e, text, unclosed)])),
+        Err(first) => {
+            let e = parse_with_detail(rule, text).unwrap_or(first);
+            return Err(attach(vec![error::from_pest(&e, text, unclosed)]));
+        }
     };
     let Some(top) = pairs.next() else {
         return Err(attach(vec![build::internal(Span::new(0, text.len()))]));

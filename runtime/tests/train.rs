@@ -345,10 +345,9 @@ fn non_finite_values_stop_with_an_error_and_keep_earlier_output() {
     let mut objective = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
     let err = sft_stage(&model, &cfg, &mut run, &mut objective, None).unwrap_err();
     assert_eq!(err.code(), "recipe::train::non_finite");
-    assert!(
-        err.to_string()
-            .starts_with("stage `sft`, step 1: the learning rate is NaN"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "stage `sft`, step 1: the learning rate is NaN"
     );
 
     // An infinite loss at step 4 names the step and the batch's examples; the checkpoint of
@@ -381,6 +380,15 @@ fn non_finite_values_stop_with_an_error_and_keep_earlier_output() {
         } => {
             assert_eq!((stage.as_str(), *step, *quantity), ("sft", 4, "the loss"));
             assert_eq!(example_ids, &expected_ids);
+            let listed = format!(
+                "(examples {})",
+                expected_ids
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            assert!(err.to_string().ends_with(&listed), "{err}");
         }
         other => panic!("expected a non-finite error, got {other:?}"),
     }

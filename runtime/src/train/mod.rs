@@ -171,7 +171,7 @@ pub struct StageSummary {
 pub enum TrainError {
     /// A loss, gradient norm or scheduled value was NaN or infinite.
     #[error(
-        "stage `{stage}`, step {step}: {quantity} is {value} (examples {})",
+        "stage `{stage}`, step {step}: {quantity} is {value}{}",
         ids(example_ids)
     )]
     NonFinite {
@@ -201,13 +201,17 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
 }
 
+/// ` (examples 3, 17, …)` for an error message; empty when no batch was involved.
 fn ids(ids: &[u64]) -> String {
     const SHOWN: usize = 16;
+    if ids.is_empty() {
+        return String::new();
+    }
     let mut s: Vec<String> = ids.iter().take(SHOWN).map(u64::to_string).collect();
     if ids.len() > SHOWN {
         s.push(format!("… {} more", ids.len() - SHOWN));
     }
-    s.join(", ")
+    format!(" (examples {})", s.join(", "))
 }
 
 impl TrainError {

@@ -85,7 +85,7 @@ pub fn scalar(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<u32> {
         }
     }
     let body = s.apply(SV::C(CVal::Closure(c.clone())), args, None);
-    let body = s.to_ir(body, None)?;
+    let body = s.as_ir(body, None)?;
     let body = if ret_ty == ir::Ty::Float { body.to_float() } else { body };
     if s.failed {
         return None;
@@ -111,7 +111,7 @@ impl Scalar<'_, '_, '_> {
     }
 
     /// A value as IR, if it is a scalar.
-    fn to_ir(&mut self, v: SV, at: Option<&TExpr>) -> Option<Expr> {
+    fn as_ir(&mut self, v: SV, at: Option<&TExpr>) -> Option<Expr> {
         match v {
             SV::Ir(e) => Some(e),
             SV::C(CVal::V(Value::Int(x))) => Some(Expr::int(x)),
@@ -185,7 +185,7 @@ impl Scalar<'_, '_, '_> {
     fn builtin(&mut self, name: &str, args: Vec<SV>, at: Option<&TExpr>) -> SV {
         let mut irs = Vec::new();
         for a in args {
-            match self.to_ir(a, at) {
+            match self.as_ir(a, at) {
                 Some(e) => irs.push(e),
                 None => return SV::C(CVal::Error),
             }
@@ -263,7 +263,7 @@ impl Scalar<'_, '_, '_> {
             }
             TKind::Unary(op, a) => match self.sx(a, env) {
                 SV::C(_) => SV::C(self.ev.eval(e, &constants(env))),
-                v => match self.to_ir(v, Some(e)) {
+                v => match self.as_ir(v, Some(e)) {
                     Some(x) => self.ir_result(ir::unary(*op, x), e),
                     None => SV::C(CVal::Error),
                 },
@@ -273,7 +273,7 @@ impl Scalar<'_, '_, '_> {
                 if let (SV::C(_), SV::C(_)) = (&x, &y) {
                     return SV::C(self.ev.eval(e, &constants(env)));
                 }
-                match (self.to_ir(x, Some(e)), self.to_ir(y, Some(e))) {
+                match (self.as_ir(x, Some(e)), self.as_ir(y, Some(e))) {
                     (Some(x), Some(y)) => self.ir_result(ir::binary(*op, x, y), e),
                     _ => SV::C(CVal::Error),
                 }
@@ -282,7 +282,7 @@ impl Scalar<'_, '_, '_> {
                 SV::C(CVal::V(Value::Bool(b))) => self.sx(if b { t } else { o }, env),
                 cond => {
                     let (tv, ov) = (self.sx(t, env), self.sx(o, env));
-                    match (self.to_ir(cond, Some(e)), self.to_ir(tv, Some(e)), self.to_ir(ov, Some(e))) {
+                    match (self.as_ir(cond, Some(e)), self.as_ir(tv, Some(e)), self.as_ir(ov, Some(e))) {
                         (Some(c), Some(mut t), Some(mut o)) => {
                             if t.ty != o.ty {
                                 t = t.to_float();
@@ -314,7 +314,7 @@ impl Scalar<'_, '_, '_> {
                 if bound.is_empty() {
                     return r;
                 }
-                let Some(mut body) = self.to_ir(r, Some(e)) else { return SV::C(CVal::Error) };
+                let Some(mut body) = self.as_ir(r, Some(e)) else { return SV::C(CVal::Error) };
                 for (id, value) in bound.into_iter().rev() {
                     body = Expr::let_(id, value, body);
                 }

@@ -2,6 +2,9 @@
 //! formulas, schedules through the reference interpreter, inference of lambda parameters from
 //! the data, defaults filled, overrides, and several errors in one run.
 
+// Parallel columns are indexed together in the hand-computed formulas.
+#![allow(clippy::needless_range_loop)]
+
 use recipe_compiler::diag::Source;
 use recipe_compiler::interp::{Interp, Value as IV};
 use recipe_compiler::ir::FuncId;

@@ -35,7 +35,7 @@ impl<'a> Checker<'a> {
                 let (span, file) = (texpr.span, texpr.file);
                 TExpr::new(TKind::Coerce(coercion, Box::new(texpr)), ty, span, file)
             }
-            Err(()) => {
+            Err(_) => {
                 self.mismatch(&texpr, expected, why);
                 TExpr::error(texpr.span, texpr.file)
             }

@@ -92,7 +92,9 @@ impl<'a> Checker<'a> {
             GlobalKind::RoundStage(b, r) => (b, Some(r)),
             GlobalKind::Rounds(_) => return,
         };
-        self.globals.get_mut(name).map(|g| g.state = State::InProgress);
+        if let Some(g) = self.globals.get_mut(name) {
+            g.state = State::InProgress;
+        }
         let next = rounds.or(self.rounds);
         let saved_rounds = std::mem::replace(&mut self.rounds, next);
         let (ty, value) = self.isolated(FileId::USER, |c| c.check_binding(binding));
@@ -228,7 +230,7 @@ impl<'a> Checker<'a> {
     }
 
     fn check_rounds(&mut self, r: &'a ast::Rounds) -> CheckedRounds {
-        let saved = std::mem::replace(&mut self.rounds, Some(r));
+        let saved = self.rounds.replace(r);
         let (count, from) = self.isolated(FileId::USER, |c| {
             let count = c.check_against(&r.count, &Ty::Int, None);
             let from = c.check_against(&r.from, &Ty::opaque("Model", vec![]), None);

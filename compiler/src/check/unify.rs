@@ -11,6 +11,10 @@
 use super::typed::Coercion;
 use crate::types::Ty;
 
+/// A value that is not usable where it is wanted (the caller reports why).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotAccepted;
+
 /// The substitution of inference variables.
 #[derive(Clone, Debug, Default)]
 pub struct Subst {
@@ -48,7 +52,7 @@ impl Subst {
 
     /// Whether a `found` value is usable as `expected`, converting if needed. Binds variables on
     /// success; leaves the substitution untouched on failure.
-    pub fn accept(&mut self, found: &Ty, expected: &Ty) -> Result<Option<Coercion>, ()> {
+    pub fn accept(&mut self, found: &Ty, expected: &Ty) -> Result<Option<Coercion>, NotAccepted> {
         let (f, e) = (self.resolve(found), self.resolve(expected));
         let conversion = match (&f, &e) {
             (Ty::Int, Ty::Float) => Some(Coercion::IntToFloat),
@@ -56,7 +60,7 @@ impl Subst {
             (Ty::Int | Ty::Float, sched) if *sched == Ty::schedule() => Some(Coercion::ToSchedule),
             (Ty::Opaque(stage, _), Ty::Opaque(want, _)) if stage == "Stage" && want != "Stage" => {
                 let field = if want == "Dataset" { "data" } else { "model" };
-                let inner = f.field(field).cloned().ok_or(())?;
+                let inner = f.field(field).cloned().ok_or(NotAccepted)?;
                 return self.accept(&inner, &e).map(|_| Some(Coercion::StageField(field)));
             }
             _ => None,
@@ -69,7 +73,7 @@ impl Subst {
             Ok(None)
         } else {
             self.restore(snapshot);
-            Err(())
+            Err(NotAccepted)
         }
     }
 
@@ -165,7 +169,7 @@ mod tests {
         let mut s = Subst::default();
         assert_eq!(s.accept(&Ty::Int, &Ty::Float), Ok(Some(Coercion::IntToFloat)));
         assert_eq!(s.accept(&Ty::Float, &Ty::schedule()), Ok(Some(Coercion::ToSchedule)));
-        assert_eq!(s.accept(&Ty::Tensor, &Ty::Float), Err(()));
+        assert_eq!(s.accept(&Ty::Tensor, &Ty::Float), Err(NotAccepted));
         let stage = Ty::opaque("Stage", vec![rec(&[("model", Ty::opaque("Model", vec![]))])]);
         assert_eq!(
             s.accept(&stage, &Ty::opaque("Model", vec![])),

@@ -86,19 +86,21 @@ enum Engine {
     Jit(Box<JitModule>),
 }
 
-/// A module prepared for evaluation on one backend. `Sync`: share it across threads.
-pub struct Program {
+/// A scalar [`Module`] prepared for evaluation on one backend (not to be confused with the
+/// front end's `program::Program`, whose `scalar` field is the module). `Sync`: share it across
+/// threads.
+pub struct Compiled {
     engine: Engine,
 }
 
-impl Program {
+impl Compiled {
     /// Validates `module` and compiles it (JIT) or prepares it (interpreter).
-    pub fn new(module: &Module, backend: Backend) -> Result<Program, CompileError> {
+    pub fn new(module: &Module, backend: Backend) -> Result<Compiled, CompileError> {
         let engine = match backend {
             Backend::Interp => Engine::Interp(Interp::new(module)?),
             Backend::Jit => Engine::Jit(Box::new(JitModule::compile(module)?)),
         };
-        Ok(Program { engine })
+        Ok(Compiled { engine })
     }
 
     pub fn backend(&self) -> Backend {
@@ -125,10 +127,10 @@ impl Program {
     }
 }
 
-/// A function of a [`Program`].
+/// A function of a [`Compiled`].
 #[derive(Clone, Copy)]
 pub struct Func<'p> {
-    program: &'p Program,
+    program: &'p Compiled,
     id: FuncId,
 }
 
@@ -421,7 +423,7 @@ mod tests {
         ];
         let mut results = Vec::new();
         for backend in [Backend::Interp, Backend::Jit] {
-            let program = Program::new(&m, backend).unwrap();
+            let program = Compiled::new(&m, backend).unwrap();
             for threads in [1, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -451,7 +453,7 @@ mod tests {
     #[test]
     fn binding_errors_are_typed() {
         let m = module();
-        let program = Program::new(&m, Backend::Jit).unwrap();
+        let program = Compiled::new(&m, Backend::Jit).unwrap();
         let f = program.func("score").unwrap();
         let (digits, prompt, margin) = data(4);
         let short = Column::Float(vec![1.0]);
@@ -517,7 +519,7 @@ mod tests {
     fn empty_columns_give_empty_results() {
         let m = module();
         for backend in [Backend::Interp, Backend::Jit] {
-            let program = Program::new(&m, backend).unwrap();
+            let program = Compiled::new(&m, backend).unwrap();
             let empty = Column::Str(Vec::new());
             let out = eval_batch(program.func("echo").unwrap(), &[("prompt", &empty)]).unwrap();
             assert_eq!(out, Column::Str(Vec::new()));

@@ -8,7 +8,7 @@
 #[path = "differential/random.rs"]
 mod random;
 
-use recipe_compiler::batch::{eval_batch, Backend, Program};
+use recipe_compiler::batch::{eval_batch, Backend, Compiled};
 use recipe_compiler::column::Column;
 use recipe_compiler::interp::Value;
 use recipe_compiler::ir::{self, Expr, Function, Module, Param, Ty};
@@ -173,8 +173,8 @@ pub fn assert_agree(module: &Module, cols: &[Column]) -> Column {
         keep_clif: false,
     };
     JitModule::compile_with(module, options).unwrap_or_else(|e| panic!("{e}\n{module}"));
-    let interp = Program::new(module, Backend::Interp).unwrap();
-    let jit = Program::new(module, Backend::Jit).unwrap();
+    let interp = Compiled::new(module, Backend::Interp).unwrap();
+    let jit = Compiled::new(module, Backend::Jit).unwrap();
     let names: Vec<String> = (0..cols.len()).map(|i| format!("p{i}")).collect();
     let named: Vec<(&str, &Column)> = names.iter().map(String::as_str).zip(cols).collect();
     let expected = eval_batch(interp.func("f").unwrap(), &named).unwrap();
@@ -443,8 +443,8 @@ fn constant_functions_and_many_functions() {
             body,
         });
     }
-    let interp = Program::new(&m, Backend::Interp).unwrap();
-    let jit = Program::new(&m, Backend::Jit).unwrap();
+    let interp = Compiled::new(&m, Backend::Interp).unwrap();
+    let jit = Compiled::new(&m, Backend::Jit).unwrap();
     let x = Column::Int(vec![1, 2, 3]);
     for f in &m.functions {
         let a = eval_batch(interp.func(&f.name).unwrap(), &[("x", &x)]).unwrap();

@@ -97,7 +97,8 @@ fn dpo_step0_loss_is_ln2_and_grad_norm_matches() {
     let reference = json("dpo_step0_reference.json");
     let beta = reference["beta"].as_f64().unwrap();
     let policy = tiny_llama();
-    let frozen = policy.snapshot().unwrap();
+    let frozen = policy.frozen().unwrap();
+    assert!(frozen.is_frozen() && !policy.snapshot().unwrap().is_frozen());
     let batch = dpo_batch(&reference);
     let n = batch.completion_lens.len() / 2;
     let (policy_lp, _) = completion_logprobs(&policy, &batch).unwrap();

@@ -90,6 +90,8 @@ pub struct CausalLm {
     tokenizer: Tokenizer,
     device: Device,
     rope: RopeTables,
+    /// Made by [`CausalLm::frozen`]: forward passes never record a graph.
+    frozen: bool,
 }
 
 /// Every parameter name and shape the configuration implies, sorted by name.
@@ -235,6 +237,7 @@ impl CausalLm {
             tokenizer,
             device: device.clone(),
             rope,
+            frozen: false,
         })
     }
 
@@ -257,10 +260,24 @@ impl CausalLm {
         Ok(())
     }
 
-    /// A frozen copy: same weights in new `Var`s, so training `self` leaves it unchanged.
+    /// A copy with the same weights in new `Var`s, so training either leaves the other unchanged
+    /// (a reference model, or the starting point of a next stage; the copy is trainable).
     pub fn snapshot(&self) -> Result<CausalLm, ModelError> {
         let tensors = self.params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<CResult<_>>()?;
         CausalLm::from_tensors(self.cfg.clone(), tensors, self.tokenizer.clone(), &self.device, Path::new("<snapshot>"))
+    }
+
+    /// A frozen copy for reference models: like [`CausalLm::snapshot`], but its forward passes
+    /// are detached, so it never records a backward graph and never receives gradients.
+    pub fn frozen(&self) -> Result<CausalLm, ModelError> {
+        let mut copy = self.snapshot()?;
+        copy.frozen = true;
+        Ok(copy)
+    }
+
+    /// Whether this model is a frozen copy (see [`CausalLm::frozen`]).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     /// Logits `[B, T, V]` (f32) of `[B, T]` u32 ids, positions `0..T`, causal attention.
@@ -296,6 +313,7 @@ impl CausalLm {
     /// The parameters as tensors for one pass; `grad == false` detaches them (generation,
     /// frozen references), which also keeps candle from recording a graph.
     pub(crate) fn weights(&self, grad: bool) -> CResult<Weights> {
+        let grad = grad && !self.frozen;
         let t = |v: &Var| if grad { v.as_tensor().clone() } else { v.as_detached_tensor() };
         let cat = |vs: &[Var]| -> CResult<Tensor> { Tensor::cat(&vs.iter().map(t).collect::<Vec<_>>(), 0) };
         let blocks = self

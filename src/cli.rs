@@ -63,6 +63,9 @@ pub enum Command {
         /// A folder the recipe may read data from, besides its own.
         #[arg(long = "data-root", value_name = "DIR")]
         data_roots: Vec<PathBuf>,
+        /// Cap every stage at N steps (a smoke test of the whole recipe).
+        #[arg(long, value_name = "N", conflicts_with = "resume")]
+        max_steps: Option<u64>,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -117,8 +120,8 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Check { files, overrides } => check(&files, &parse_overrides(&overrides)?),
         Command::Fmt { file, check, write } => fmt(&file, check, write),
         Command::Plan { file, json, overrides } => plan(&file, json, &parse_overrides(&overrides)?),
-        Command::Run { file, overrides, out, runs, resume, device, data_roots, quiet, json } => {
-            runs::run(runs::RunArgs { file, overrides, out, runs, resume, device, data_roots, quiet, json })
+        Command::Run { file, overrides, out, runs, resume, device, data_roots, max_steps, quiet, json } => {
+            runs::run(runs::RunArgs { file, overrides, out, runs, resume, device, data_roots, max_steps, quiet, json })
         }
         Command::Verify { run, quiet } => runs::verify(&run, quiet),
         Command::Report { run } => runs::report(&run),

@@ -22,6 +22,7 @@ pub struct RunArgs {
     pub resume: Option<PathBuf>,
     pub device: String,
     pub data_roots: Vec<PathBuf>,
+    pub max_steps: Option<u64>,
     pub quiet: bool,
     pub json: bool,
 }
@@ -66,23 +67,23 @@ fn from_lock(dir: &Path) -> Result<(recipe_compiler::Program, RecipeLock), Failu
 pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let device = device(&args.device)?;
     let mut reporter = Reporter::new(Mode::choose(args.quiet, args.json));
-    let (program, target, roots) = match (&args.resume, &args.file) {
+    let (program, target, roots, max_steps) = match (&args.resume, &args.file) {
         (Some(dir), _) => {
             let (program, lock) = from_lock(dir)?;
-            (program, Target::Resume(dir.clone()), lock.roots)
+            (program, Target::Resume(dir.clone()), lock.roots, lock.max_steps)
         }
         (None, Some(file)) => {
             let (program, _) = compile(file, &cli::parse_overrides(&args.overrides)?)?;
             let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let mut roots = vec![folder.to_path_buf()];
             roots.extend(args.data_roots.iter().cloned());
-            (program, Target::New { runs: args.runs.clone(), dir: args.out.clone() }, roots)
+            (program, Target::New { runs: args.runs.clone(), dir: args.out.clone() }, roots, args.max_steps)
         }
         (None, None) => return Err(Failure::Usage("`recipe run` needs a recipe FILE or --resume RUN".into())),
     };
     let plan = serde_json::from_str(&recipe_compiler::plan::render_json(&program))
         .map_err(|e| Failure::Internal(format!("plan JSON: {e}")))?;
-    let options = RunOptions { target, device, roots };
+    let options = RunOptions { target, device, roots, max_steps };
     let outcome = exec::run(&program, plan, &options, &mut reporter).map_err(exec_failure)?;
     if args.json {
         render::out_line(json!({"event": "finished", "run": outcome.dir}));
@@ -108,6 +109,7 @@ pub fn verify(dir: &Path, quiet: bool) -> Result<u8, Failure> {
         target: Target::New { runs: scratch.clone(), dir: Some(scratch.join("run")) },
         device: device(lock.device.split(':').next().unwrap_or("cpu"))?,
         roots: lock.roots.clone(),
+        max_steps: lock.max_steps,
     };
     let mut reporter = Reporter::new(Mode::choose(quiet, false));
     let outcome = exec::run(&program, lock.plan.clone(), &options, &mut reporter);

@@ -114,6 +114,9 @@ pub struct RecipeLock {
     /// `--resume` resolve relative paths as the original run did.
     #[serde(default)]
     pub roots: Vec<PathBuf>,
+    /// `recipe run --max-steps N`: every stage was capped at N steps.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
 }
 
 impl RecipeLock {
@@ -134,6 +137,7 @@ impl RecipeLock {
             version: env!("CARGO_PKG_VERSION").to_string(),
             device,
             roots: Vec::new(),
+            max_steps: None,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub device: Device,
     /// Folders the recipe may read: the recipe's own folder first, then `--data-root`s.
     pub roots: Vec<PathBuf>,
+    /// Cap every stage at this many steps (smoke tests); schedules see the capped total.
+    pub max_steps: Option<u64>,
 }
 
 /// What a finished run reports.
@@ -116,7 +118,7 @@ pub fn run(
 ) -> Result<RunOutcome, ExecError> {
     let functions = Arc::new(Functions::new(&program.scalar)?);
     let mut builder = Builder::new(program, options.device.clone(), options.roots.clone(), functions);
-    let plan_steps = stages::prepare(program, &mut builder)?;
+    let plan_steps = stages::prepare(program, &mut builder, options.max_steps)?;
 
     let device = device_name(&options.device);
     let (mut dir, resume) = match &options.target {
@@ -128,6 +130,7 @@ pub fn run(
             let mut lock =
                 RecipeLock::new(program.source.clone(), plan, program.seed as u64, builder.inputs.clone(), device);
             lock.roots = options.roots.clone();
+            lock.max_steps = options.max_steps;
             run.write_lock(&lock)?;
             (run, None)
         }

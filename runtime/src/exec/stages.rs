@@ -44,7 +44,11 @@ pub(super) struct Prepared {
 }
 
 /// Checks and configures every stage of the run order before any training.
-pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Prepared>, ExecError> {
+pub(super) fn prepare(
+    program: &Program,
+    builder: &mut Builder<'_>,
+    max_steps: Option<u64>,
+) -> Result<Vec<Prepared>, ExecError> {
     let evals = prepare_evals(program, builder)?;
     let mut prepared = Vec::new();
     for (index, step) in program.stage_order().into_iter().enumerate() {
@@ -81,7 +85,7 @@ pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Ve
             }
         }
         let batch = call.count("batch")? as usize;
-        let steps = call.count("steps")?;
+        let steps = call.count("steps")?.min(max_steps.unwrap_or(u64::MAX));
         let mut config = SftConfig::new(steps, batch, args::schedule(&call, "lr", &builder.functions)?);
         config.weight_decay = Schedule::constant(call.float("weight_decay")?);
         config.clip = Some(call.float("max_grad_norm")?).filter(|c| *c > 0.0);

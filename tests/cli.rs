@@ -1,0 +1,231 @@
+//! End-to-end tests of the `recipe` command: exit codes, every example recipe, the run folder,
+//! determinism, kill -9 and `--resume`, `verify`, bad data and divergence, `score` and
+//! `generate` on the Hugging Face fixture.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const RECIPE: &str = env!("CARGO_BIN_EXE_recipe");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn recipe(args: &[&str]) -> Output {
+    Command::new(RECIPE).args(args).current_dir(root()).env("NO_COLOR", "1").output().expect("spawn recipe")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("recipe-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The metrics lines without their timing fields.
+fn trace(run: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("metrics line is JSON");
+            v.as_object_mut().expect("object").remove("timing");
+            v
+        })
+        .collect()
+}
+
+fn final_weights(run: &Path) -> Vec<u8> {
+    std::fs::read(run.join("checkpoints/00-sft-step000006/model/model.safetensors")).expect("final checkpoint")
+}
+
+#[test]
+fn every_example_recipe_checks_and_formats() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("recipes"))
+        .expect("recipes/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "recipe"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 13, "the quickstart and twelve methods");
+    for file in &files {
+        let path = file.to_str().expect("utf-8 path");
+        let out = recipe(&["check", path]);
+        assert_eq!(code(&out), 0, "{path}: {}", stderr(&out));
+        let out = recipe(&["fmt", "--check", path]);
+        assert_eq!(code(&out), 0, "{path} is not formatted: {}", stderr(&out));
+        let out = recipe(&["plan", "--json", path]);
+        assert_eq!(code(&out), 0, "{path}: {}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).expect("plan --json prints JSON");
+    }
+}
+
+/// Every example runs a few steps of every stage, or — where it uses a stage kind this runtime
+/// does not execute yet — says so before any compute, with its own exit code.
+#[test]
+fn every_example_recipe_runs_a_few_steps() {
+    for entry in std::fs::read_dir(root().join("recipes")).expect("recipes/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
+        let out_dir = scratch(&format!("example-{name}"));
+        let started = Instant::now();
+        let out = recipe(&[
+            "run",
+            path.to_str().expect("utf-8"),
+            "--max-steps",
+            "2",
+            "--quiet",
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ]);
+        match code(&out) {
+            0 => assert_eq!(trace(&out_dir).last().and_then(|l| l["step"].as_u64()), Some(2), "{name}"),
+            6 => {
+                assert!(stderr(&out).contains("cannot be executed by this version"), "{name}: {}", stderr(&out));
+                assert!(started.elapsed() < Duration::from_secs(20), "{name}: refused only after compute");
+                assert!(name != "quickstart", "the quickstart must run");
+            }
+            other => panic!("{name}: exit {other}: {}", stderr(&out)),
+        }
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
+}
+
+#[test]
+fn user_errors_have_distinct_exit_codes() {
+    let bad = scratch("bad-recipe");
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    let file = bad.join("bad.recipe");
+    std::fs::write(&file, "recipe \"x\" { seed = 1 }\nmodel m = tiny_lm(layrs = 2)\n").expect("write");
+    let out = recipe(&["check", file.to_str().expect("utf-8")]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("recipe::call::unknown_argument") && err.contains("layers"), "{err}");
+
+    assert_eq!(code(&recipe(&["run"])), 2, "a missing FILE is a usage error");
+    assert_eq!(code(&recipe(&["check", "recipes/quickstart.recipe", "--set", "novalue"])), 2);
+    assert_eq!(code(&recipe(&["check", "does/not/exist.recipe"])), 3);
+
+    let out = recipe(&["run", "tests/e2e/bad_data.recipe", "--quiet", "--out", scratch("bad-data").to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("rows.jsonl:3") && stderr(&out).contains("completion"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_nan_stops_training_and_keeps_what_was_written() {
+    let run = scratch("diverge");
+    let out = recipe(&["run", "tests/e2e/diverge.recipe", "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("step 4") && stderr(&out).contains("NaN"), "{}", stderr(&out));
+    assert_eq!(trace(&run).len(), 3, "the three healthy steps stay logged");
+    assert!(run.join("recipe.lock").exists());
+}
+
+#[test]
+fn runs_are_deterministic_verifiable_and_self_describing() {
+    let (a, b) = (scratch("det-a"), scratch("det-b"));
+    for dir in [&a, &b] {
+        let out = recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", dir.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert_eq!(trace(&a), trace(&b));
+    assert_eq!(final_weights(&a), final_weights(&b));
+    for file in ["recipe.lock", "report.html", "README.md"] {
+        assert!(a.join(file).exists(), "{file}");
+    }
+    let lock: Value = serde_json::from_slice(&std::fs::read(a.join("recipe.lock")).unwrap()).unwrap();
+    assert_eq!(lock["seed"], 3);
+    assert_eq!(lock["recipe_sha256"].as_str().map(str::len), Some(64));
+    let evals = trace(&a).iter().filter(|l| l.get("eval").is_some()).count();
+    assert_eq!(evals, 2, "eval every 3 steps of 6");
+
+    let out = recipe(&["verify", a.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // A tampered trace is caught.
+    let metrics = a.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).unwrap().replacen("\"step\":2", "\"step\":20", 1);
+    std::fs::write(&metrics, text).unwrap();
+    let out = recipe(&["verify", a.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+}
+
+#[test]
+fn resume_after_kill_matches_an_uninterrupted_run() {
+    let whole = scratch("whole");
+    let out = recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", whole.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Kill at several points; wherever the kill lands, resuming must give the same result.
+    for wait_for_step in [1, 3, 5] {
+        let run = scratch(&format!("killed-{wait_for_step}"));
+        let mut child = Command::new(RECIPE)
+            .args(["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", run.to_str().unwrap()])
+            .current_dir(root())
+            .spawn()
+            .expect("spawn");
+        let marker = run.join(format!("checkpoints/00-sft-step{wait_for_step:06}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !marker.exists() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = recipe(&["run", "--resume", run.to_str().unwrap(), "--quiet"]);
+        assert_eq!(code(&out), 0, "resume after step {wait_for_step}: {}", stderr(&out));
+        assert_eq!(trace(&run), trace(&whole), "trace after a kill near step {wait_for_step}");
+        assert_eq!(final_weights(&run), final_weights(&whole), "weights after a kill near step {wait_for_step}");
+    }
+}
+
+fn fixture(name: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("RECIPE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/fixtures"));
+    let path = base.join(name);
+    path.exists().then_some(path)
+}
+
+#[test]
+fn score_and_generate_work_on_a_hugging_face_folder() {
+    let model = fixture("tiny-llama").expect("../shared/fixtures/tiny-llama (set RECIPE_FIXTURES)");
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(model.join("dpo_step0_reference.json")).unwrap()).unwrap();
+    let dir = scratch("score");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("pairs.jsonl");
+    let pairs = reference["pairs"].as_array().expect("pairs");
+    let rows: Vec<String> = pairs
+        .iter()
+        // The fixture's texts end in the EOS byte; `score` appends EOS itself, as TRL does.
+        .map(|p| {
+            let completion = p["chosen"].as_str().expect("chosen").trim_end_matches('\n');
+            serde_json::json!({"prompt": p["prompt"], "completion": completion}).to_string()
+        })
+        .collect();
+    std::fs::write(&data, rows.join("\n") + "\n").unwrap();
+    let out = recipe(&["score", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), pairs.len());
+    let expected = reference["all16"]["plain_f64"]["policy_chosen_logps"].as_array().expect("reference logps");
+    for (line, want) in lines.iter().zip(expected) {
+        let (got, want) = (line["logprob_sum"].as_f64().unwrap(), want.as_f64().unwrap());
+        assert!((got - want).abs() < 1e-4, "summed log-prob {got} vs reference {want}");
+    }
+
+    let out = recipe(&["generate", "--model", model.to_str().unwrap(), "--prompt", "12+34=", "--max-tokens", "8", "--ids"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ids = String::from_utf8_lossy(&out.stdout);
+    let count = ids.split_whitespace().map(|t| t.parse::<u32>().expect("token id")).count();
+    assert!((1..=8).contains(&count), "{ids}");
+}

@@ -195,8 +195,13 @@ impl<'a> Checker<'a> {
             return TExpr::error(e.span, file);
         };
         let mut out = Vec::new();
-        for ((_, ty, _), slot) in params.iter().zip(slots) {
-            out.push(slot.map(|i| self.check_against(&args[i].value, ty, None)));
+        for ((pname, ty, _), slot) in params.iter().zip(slots) {
+            out.push(slot.map(|i| {
+                let saved = self.param_hint.replace(format!("`{name}` takes `{pname}: {ty}`"));
+                let t = self.check_against(&args[i].value, ty, None);
+                self.param_hint = saved;
+                t
+            }));
         }
         TExpr::new(TKind::CallFn(id, out), ret, e.span, file)
     }
@@ -301,10 +306,13 @@ impl<'a> Checker<'a> {
             for (p, slot) in slots.iter().enumerate() {
                 if let Some(i) = *slot {
                     if is_lambda(i) == pass {
+                        let want = self.subst.resolve(&ptys[p]);
+                        let saved = self.param_hint.replace(format!("`{display}` takes `{}: {want}`", ext.params[p].name.name));
                         values[p] = Some(match checked.remove(&i) {
                             Some(t) => self.coerce(t, &ptys[p], None),
                             None => self.check_against(&args[i].value, &ptys[p], None),
                         });
+                        self.param_hint = saved;
                     }
                 }
             }

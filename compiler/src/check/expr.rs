@@ -58,6 +58,8 @@ impl<'a> Checker<'a> {
             }
             if let (Ty::Float, Ty::Int) = (&found_ty, &expected) {
                 d = d.with_help("use `int(x)` to truncate a Float to an Int");
+            } else if let Some(hint) = &self.param_hint {
+                d = d.with_help(hint.clone());
             }
             d
         };

@@ -91,6 +91,9 @@ pub struct Checker<'a> {
     rounds: Option<&'a ast::Rounds>,
     /// Overridden `let` values and header fields (`--set`), by key.
     overrides: HashMap<String, (&'a ast::Expr, FileId)>,
+    /// The parameter an argument is being checked against, for mismatch help (the parameter
+    /// may be declared in the stdlib, another file than the label could point into).
+    param_hint: Option<String>,
 }
 
 /// Check a parsed recipe against the parsed stdlib. `sources` are indexed by `FileId`
@@ -118,6 +121,7 @@ pub fn check<'a>(
         fn_stack: Vec::new(),
         rounds: None,
         overrides: HashMap::new(),
+        param_hint: None,
     };
     checker.collect_stdlib(builtins, FileId::BUILTINS);
     checker.collect_stdlib(prelude, FileId::PRELUDE);

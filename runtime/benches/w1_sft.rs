@@ -72,16 +72,25 @@ fn main() {
 
     let mut opt = AdamW::new(model.params(), AdamWConfig::default()).expect("optimiser");
     let (mut times, mut toks, mut padded, mut losses) = (vec![], vec![], vec![], vec![]);
+    // Per-phase wall times (forward incl. collation, backward, clip, optimiser step).
+    let mut phases: [Vec<f64>; 4] = Default::default();
     for step in 0..steps {
         let t0 = Instant::now();
         let rows: Vec<(&str, &str)> =
             examples[step * batch..(step + 1) * batch].iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
         let tb = TokenBatch::collate(model.tokenizer(), &rows, true, &device).expect("collate");
         let loss = sft_loss(&model, &tb).expect("loss");
+        let t1 = Instant::now();
         let grads = loss.backward().expect("backward");
         let mut grads = collect_grads(&grads, model.params()).expect("grads");
+        let t2 = Instant::now();
         clip_grad_norm(&mut grads, 1.0).expect("clip");
+        let t3 = Instant::now();
         opt.step(&grads, 1e-3, 0.0).expect("adamw");
+        let t4 = Instant::now();
+        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
+            phases[k].push((b - a).as_secs_f64());
+        }
         let loss: f32 = loss.to_scalar().expect("loss value");
         times.push(t0.elapsed().as_secs_f64());
         let (b, t) = tb.dims().expect("dims");
@@ -102,6 +111,14 @@ fn main() {
         toks.iter().sum::<f64>() / toks.len() as f64
     );
     println!("[w1] padded tokens/s median {ptps:.0} ({:.1}/step)", padded.iter().sum::<f64>() / padded.len() as f64);
+    let phase = |k: usize| median(phases[k][w..].to_vec()) * 1000.0;
+    println!(
+        "[w1] phases (median ms): forward {:.2}, backward {:.2}, clip {:.2}, adamw {:.2}",
+        phase(0),
+        phase(1),
+        phase(2),
+        phase(3)
+    );
     let windows: Vec<String> =
         losses.chunks(10).filter(|c| c.len() == 10).map(|c| format!("{:.3}", c.iter().sum::<f32>() / 10.0)).collect();
     println!("[w1] loss (mean over each 10 steps) [{}]", windows.join(", "));

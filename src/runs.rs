@@ -81,6 +81,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         (None, None) => return Err(Failure::Usage("`recipe run` needs a recipe FILE or --resume RUN".into())),
     };
+    if let Some(threads) = program.header_field("threads").and_then(|v| v.as_int()).filter(|&n| n > 0) {
+        // Read by candle's CPU kernels and rayon when they first start their pools; nothing
+        // has started them yet.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let plan = serde_json::from_str(&recipe_compiler::plan::render_json(&program))
         .map_err(|e| Failure::Internal(format!("plan JSON: {e}")))?;
     let options = RunOptions { target, device, roots, max_steps };

@@ -107,19 +107,15 @@ impl AdamW {
         let t = self.steps as i32;
         let step_size = lr / (1.0 - beta1.powi(t));
         let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
+        let cpu = self.params.iter().all(|(_, v)| v.device().is_cpu() && v.dtype() == DType::F32);
+        let update = Update { beta1, beta2, eps, lr, weight_decay, step_size, bias_correction2_sqrt };
         for (i, (_, var)) in self.params.iter().enumerate() {
             let g = grads[i].detach();
-            let m = (self.exp_avg[i].affine(beta1, 0.0)? + g.affine(1.0 - beta1, 0.0)?)?;
-            let v =
-                (self.exp_avg_sq[i].affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-            let p = var.as_tensor().detach();
-            let p = if weight_decay != 0.0 {
-                p.affine(1.0 - lr * weight_decay, 0.0)?
+            let (p, m, v) = if cpu {
+                update.fused_cpu(var.as_tensor(), &g, &self.exp_avg[i], &self.exp_avg_sq[i])?
             } else {
-                p
+                update.composed(var.as_tensor(), &g, &self.exp_avg[i], &self.exp_avg_sq[i])?
             };
-            let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, eps)?;
-            let p = (p - (m.div(&denom)?.affine(step_size, 0.0))?)?;
             var.set(&p)?;
             self.exp_avg[i] = m;
             self.exp_avg_sq[i] = v;
@@ -170,6 +166,58 @@ impl AdamW {
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// One AdamW update's constants, applied per parameter.
+struct Update {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    lr: f64,
+    weight_decay: f64,
+    step_size: f64,
+    bias_correction2_sqrt: f64,
+}
+
+impl Update {
+    /// With candle ops: any device (about ten allocating kernels per parameter).
+    fn composed(&self, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let m = (m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
+        let v = (v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
+        let p = p.detach();
+        let p = if self.weight_decay != 0.0 { p.affine(1.0 - self.lr * self.weight_decay, 0.0)? } else { p };
+        let denom = v.sqrt()?.affine(1.0 / self.bias_correction2_sqrt, self.eps)?;
+        let p = (p - (m.div(&denom)?.affine(self.step_size, 0.0))?)?;
+        Ok((p, m, v))
+    }
+
+    /// The same arithmetic in one pass over f32 slices on the CPU: on the fixture model the
+    /// composed form costs as much as the backward pass.
+    fn fused_cpu(&self, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+        let (mut p_data, g_data, mut m_data, mut v_data) = (flat(p)?, flat(g)?, flat(m)?, flat(v)?);
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        let (one_b1, one_b2) = ((1.0 - self.beta1) as f32, (1.0 - self.beta2) as f32);
+        let decay = (1.0 - self.lr * self.weight_decay) as f32;
+        let inv_bc2 = (1.0 / self.bias_correction2_sqrt) as f32;
+        let (eps, step_size) = (self.eps as f32, self.step_size as f32);
+        for i in 0..p_data.len() {
+            let gi = g_data[i];
+            let mi = b1 * m_data[i] + one_b1 * gi;
+            let vi = b2 * v_data[i] + one_b2 * (gi * gi);
+            let pi = if self.weight_decay != 0.0 { p_data[i] * decay } else { p_data[i] };
+            let denom = vi.sqrt() * inv_bc2 + eps;
+            p_data[i] = pi - (mi / denom) * step_size;
+            m_data[i] = mi;
+            v_data[i] = vi;
+        }
+        let (shape, device) = (p.shape(), p.device());
+        Ok((
+            Tensor::from_vec(p_data, shape, device)?,
+            Tensor::from_vec(m_data, shape, device)?,
+            Tensor::from_vec(v_data, shape, device)?,
+        ))
     }
 }
 

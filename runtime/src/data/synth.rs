@@ -26,13 +26,11 @@ impl Rows {
         self.completion.push(completion.into());
     }
 
-    fn finish(
-        self,
-        origin: String,
-        answer: Column,
-        fields: Vec<(&str, Vec<i64>)>,
-    ) -> Result<Dataset, DataError> {
+    /// The dataset: `completion` is what SFT trains on, `answer` the same text for judges and
+    /// rewards to compare a generated completion with (`|r| r.completion == r.answer`).
+    fn finish(self, origin: String, fields: Vec<(&str, Vec<i64>)>) -> Result<Dataset, DataError> {
         let n = self.prompt.len();
+        let answer = Column::Str(self.completion.clone());
         let mut columns = vec![
             ("prompt".to_string(), Column::Str(self.prompt)),
             ("completion".to_string(), Column::Str(self.completion)),
@@ -101,7 +99,7 @@ pub fn carries(mut a: i64, mut b: i64) -> i64 {
 }
 
 /// `a+b=` → `a+b`, both operands with `digits` digits; fields
-/// `{prompt, completion, answer: Int, digits: Int, carries: Int}`.
+/// `{prompt, completion, answer: String, digits: Int, carries: Int}`.
 pub fn addition(
     digits: RangeInclusive<u32>,
     count: usize,
@@ -110,25 +108,20 @@ pub fn addition(
     check_range("addition", "digits", &digits, 18)?;
     let mut rng = Rng::derive(seed, "synth/addition");
     let mut rows = Rows::default();
-    let (mut answer, mut level_of, mut carry_of) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut level_of, mut carry_of) = (Vec::new(), Vec::new());
     for _ in 0..count {
         let d = level(&mut rng, &digits);
         let (a, b) = (number(&mut rng, d), number(&mut rng, d));
         rows.push(format!("{a}+{b}="), (a + b).to_string());
-        answer.push(a + b);
         level_of.push(i64::from(d));
         carry_of.push(carries(a, b));
     }
     let origin = origin("addition", "digits", &digits, count, seed);
-    rows.finish(
-        origin,
-        Column::Int(answer),
-        vec![("digits", level_of), ("carries", carry_of)],
-    )
+    rows.finish(origin, vec![("digits", level_of), ("carries", carry_of)])
 }
 
 /// `a*b=` → `a*b`, both operands with `digits` digits; fields
-/// `{prompt, completion, answer: Int, digits: Int}`.
+/// `{prompt, completion, answer: String, digits: Int}`.
 pub fn multiplication(
     digits: RangeInclusive<u32>,
     count: usize,
@@ -137,16 +130,15 @@ pub fn multiplication(
     check_range("multiplication", "digits", &digits, 9)?;
     let mut rng = Rng::derive(seed, "synth/multiplication");
     let mut rows = Rows::default();
-    let (mut answer, mut level_of) = (Vec::new(), Vec::new());
+    let mut level_of = Vec::new();
     for _ in 0..count {
         let d = level(&mut rng, &digits);
         let (a, b) = (number(&mut rng, d), number(&mut rng, d));
         rows.push(format!("{a}*{b}="), (a * b).to_string());
-        answer.push(a * b);
         level_of.push(i64::from(d));
     }
     let origin = origin("multiplication", "digits", &digits, count, seed);
-    rows.finish(origin, Column::Int(answer), vec![("digits", level_of)])
+    rows.finish(origin, vec![("digits", level_of)])
 }
 
 /// `reverse(abc)=` → `cba` for lowercase strings of `length` letters; fields
@@ -155,28 +147,27 @@ pub fn reverse(length: RangeInclusive<u32>, count: usize, seed: u64) -> Result<D
     check_range("reverse", "length", &length, 64)?;
     let mut rng = Rng::derive(seed, "synth/reverse");
     let mut rows = Rows::default();
-    let (mut answer, mut level_of) = (Vec::new(), Vec::new());
+    let mut level_of = Vec::new();
     for _ in 0..count {
         let n = level(&mut rng, &length);
         let word: String = (0..n)
             .map(|_| char::from(b'a' + rng.below(26) as u8))
             .collect();
         let reversed: String = word.chars().rev().collect();
-        answer.push(Arc::from(reversed.as_str()));
         rows.push(format!("reverse({word})="), reversed);
         level_of.push(i64::from(n));
     }
     let origin = origin("reverse", "length", &length, count, seed);
-    rows.finish(origin, Column::Str(answer), vec![("length", level_of)])
+    rows.finish(origin, vec![("length", level_of)])
 }
 
 /// `7+3-5=` → `5`: a one-digit start followed by `steps` additions or subtractions of one-digit
-/// numbers, evaluated left to right; fields `{prompt, completion, answer: Int, steps: Int}`.
+/// numbers, evaluated left to right; fields `{prompt, completion, answer: String, steps: Int}`.
 pub fn chain(steps: RangeInclusive<u32>, count: usize, seed: u64) -> Result<Dataset, DataError> {
     check_range("chain", "steps", &steps, 32)?;
     let mut rng = Rng::derive(seed, "synth/chain");
     let mut rows = Rows::default();
-    let (mut answer, mut level_of) = (Vec::new(), Vec::new());
+    let mut level_of = Vec::new();
     for _ in 0..count {
         let n = level(&mut rng, &steps);
         let mut value = rng.range_inclusive(0, 9);
@@ -193,11 +184,10 @@ pub fn chain(steps: RangeInclusive<u32>, count: usize, seed: u64) -> Result<Data
         }
         prompt.push('=');
         rows.push(prompt, value.to_string());
-        answer.push(value);
         level_of.push(i64::from(n));
     }
     let origin = origin("chain", "steps", &steps, count, seed);
-    rows.finish(origin, Column::Int(answer), vec![("steps", level_of)])
+    rows.finish(origin, vec![("steps", level_of)])
 }
 
 #[cfg(test)]
@@ -220,7 +210,7 @@ mod tests {
             a.column("prompt"),
             addition(1..=3, 300, 6).unwrap().column("prompt")
         );
-        let (Some(Column::Int(ans)), Some(Column::Int(dig)), Some(Column::Int(car))) =
+        let (Some(Column::Str(ans)), Some(Column::Int(dig)), Some(Column::Int(car))) =
             (a.column("answer"), a.column("digits"), a.column("carries"))
         else {
             panic!("addition columns have the wrong types: {:?}", a.schema())
@@ -228,7 +218,7 @@ mod tests {
         for (r, p) in strings(&a, "prompt").iter().enumerate() {
             let (x, y) = p.trim_end_matches('=').split_once('+').unwrap();
             let (x, y): (i64, i64) = (x.parse().unwrap(), y.parse().unwrap());
-            assert_eq!(x + y, ans[r]);
+            assert_eq!((x + y).to_string(), ans[r].to_string());
             assert_eq!(strings(&a, "completion")[r], ans[r].to_string());
             assert_eq!(x.to_string().len() as i64, dig[r]);
             assert_eq!(y.to_string().len() as i64, dig[r]);

@@ -229,3 +229,13 @@ fn score_and_generate_work_on_a_hugging_face_folder() {
     let count = ids.split_whitespace().map(|t| t.parse::<u32>().expect("token id")).count();
     assert!((1..=8).contains(&count), "{ids}");
 }
+
+#[test]
+fn the_readme_recipe_is_the_quickstart_and_checks() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let block = readme.split("```recipe\n").nth(1).and_then(|b| b.split("```").next()).expect("a recipe block");
+    let quickstart = std::fs::read_to_string(root().join("recipes/quickstart.recipe")).expect("quickstart");
+    let without_comments: String =
+        quickstart.lines().filter(|l| !l.starts_with("// ")).collect::<Vec<_>>().join("\n");
+    assert_eq!(block.trim(), without_comments.trim(), "README shows recipes/quickstart.recipe");
+}

@@ -161,12 +161,10 @@ impl<'p> Builder<'p> {
                 if !(0.0..=1.0).contains(&fraction) {
                     return Err(ExecError::Config(format!("`split`: fraction must be in [0, 1], got {fraction}")));
                 }
-                let mut order: Vec<usize> = (0..data.len()).collect();
-                Rng::derive(call.int("seed")? as u64, "data/split").shuffle(&mut order);
-                let cut = (data.len() as f64 * fraction).round() as usize;
-                let mut rows = if call.bool("rest")? { order[cut..].to_vec() } else { order[..cut].to_vec() };
-                rows.sort_unstable();
-                data.select(&rows)
+                // Split the distinct prompts, so a prompt seen in training is never held out.
+                let mut rng = Rng::derive(call.int("seed")? as u64, "data/split");
+                let (train, held) = data.split_by_key("prompt", 1.0 - fraction, &mut rng)?;
+                if call.bool("rest")? { held } else { train }
             }
             "filter" => {
                 let data = self.dataset(call.get("dataset")?)?;

@@ -8,8 +8,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// Keys that are bookkeeping, not curves.
-const NOT_PLOTTED: &[&str] = &["stage", "step", "round", "elapsed_s", "time"];
+/// Keys that are bookkeeping, not curves (timing varies run to run and lives under `timing`).
+const NOT_PLOTTED: &[&str] = &["stage", "step", "round", "timing"];
 
 /// One metric's points, per stage: `series[metric][stage] = [(global step, value)]`.
 type Series = BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>;
@@ -49,15 +49,29 @@ fn collect(metrics: &[Value]) -> Series {
         let stage = fields.get("stage").and_then(Value::as_str).unwrap_or("run").to_string();
         let step = fields.get("step").and_then(Value::as_f64).unwrap_or(index as f64);
         for (key, value) in fields {
-            if NOT_PLOTTED.contains(&key.as_str()) {
-                continue;
-            }
-            if let Some(y) = value.as_f64().filter(|y| y.is_finite()) {
-                series.entry(key.clone()).or_default().entry(stage.clone()).or_default().push((step, y));
+            if !NOT_PLOTTED.contains(&key.as_str()) {
+                add_points(&mut series, key, value, &stage, step);
             }
         }
     }
     series
+}
+
+/// Numbers become points of the curve `key`; nested objects (`eval.held_acc.accuracy`) are
+/// flattened into dotted keys.
+fn add_points(series: &mut Series, key: &str, value: &Value, stage: &str, step: f64) {
+    match value {
+        Value::Object(inner) => {
+            for (k, v) in inner {
+                add_points(series, &format!("{key}.{k}"), v, stage, step);
+            }
+        }
+        _ => {
+            if let Some(y) = value.as_f64().filter(|y| y.is_finite()) {
+                series.entry(key.to_string()).or_default().entry(stage.to_string()).or_default().push((step, y));
+            }
+        }
+    }
 }
 
 const COLOURS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
@@ -144,11 +158,14 @@ mod tests {
         let lines = vec![
             json!({"stage": "sft", "step": 1, "loss": 2.0, "lr": 1e-3}),
             json!({"stage": "sft", "step": 2, "loss": 1.5, "lr": 1e-3}),
-            json!({"stage": "dpo", "step": 3, "loss": 0.7, "accuracy": 0.5}),
+            json!({"stage": "dpo", "step": 3, "loss": 0.7, "eval": {"held": {"accuracy": 0.5}},
+                   "timing": {"tokens_per_s": 10.0}}),
         ];
         let html = render("demo <run>", &lines, &[("seed".into(), "7".into())]);
         assert!(html.contains("demo &lt;run&gt;"));
-        assert_eq!(html.matches("<figure>").count(), 3, "loss, lr, accuracy");
+        assert_eq!(html.matches("<figure>").count(), 3, "loss, lr, eval.held.accuracy");
+        assert!(html.contains("<figcaption>eval.held.accuracy"));
+        assert!(!html.contains("tokens_per_s"), "timing is not plotted");
         assert!(html.contains("■ sft") && html.contains("■ dpo"));
         assert!(!html.contains("<figcaption>step"));
     }

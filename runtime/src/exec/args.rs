@@ -112,10 +112,6 @@ impl Functions {
             .ok_or_else(|| ExecError::Internal(format!("no scalar function #{index}")))?;
         self.program.func(&name).map_err(|e| ExecError::Internal(e.to_string()))
     }
-
-    pub fn program(&self) -> &batch::Compiled {
-        &self.program
-    }
 }
 
 /// A numeric argument that may be a constant or a `fn(step: Int, total: Int) -> Float`.

@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::interp::ops;
 use crate::ir;
 use crate::lower;
-use crate::program::{Decl, DeclKind, FunctionInfo, Program, Rounds, Value};
+use crate::program::{Decl, DeclKind, FunctionInfo, Program, Rounds, RowSchema, Value};
 use crate::types::Ty;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -99,7 +99,13 @@ pub fn evaluate(checked: &CheckedProgram<'_>, source: String, overrides: &[(Stri
         ev.context = item.name.clone();
         let v = ev.eval(&item.value, &Env::new());
         let value = ev.finalize(v, &item.ty);
-        decls.push(Decl { kind: decl_kind(item.kind), name: item.name.clone(), ty: item.ty.to_string(), value });
+        decls.push(Decl {
+            kind: decl_kind(item.kind),
+            name: item.name.clone(),
+            ty: item.ty.to_string(),
+            row: RowSchema::of_dataset(&item.ty),
+            value,
+        });
     }
     let mut rounds = Vec::new();
     for r in &checked.rounds {
@@ -118,7 +124,13 @@ pub fn evaluate(checked: &CheckedProgram<'_>, source: String, overrides: &[(Stri
             ev.context = format!("{}.{}", r.name, s.name);
             let v = ev.eval(&s.value, &Env::new());
             let value = ev.finalize(v, &s.ty);
-            stages.push(Decl { kind: DeclKind::Stage, name: s.name.clone(), ty: s.ty.to_string(), value });
+            stages.push(Decl {
+                kind: DeclKind::Stage,
+                name: s.name.clone(),
+                ty: s.ty.to_string(),
+                row: RowSchema::of_dataset(&s.ty),
+                value,
+            });
         }
         rounds.push(Rounds { name: r.name.clone(), count, from, stages });
     }

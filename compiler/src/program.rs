@@ -17,6 +17,7 @@
 
 use crate::ir;
 use crate::tensor::TensorFn;
+use crate::types::Ty;
 use serde::Serialize;
 
 /// A compiled recipe.
@@ -52,7 +53,58 @@ pub struct Decl {
     pub name: String,
     /// The declaration's type as the language writes it.
     pub ty: String,
+    /// For a `Dataset[{...}]` declaration, its row type field by field, so the runtime can read
+    /// a declared JSONL layout without parsing `ty`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<RowSchema>,
     pub value: Value,
+}
+
+/// The fields of a dataset's record row type, sorted by name (as record types keep them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RowSchema {
+    pub fields: Vec<(String, FieldKind)>,
+}
+
+/// A row field's type: the scalars a data file can hold, or any other type by its printed
+/// name (kept for the error that rejects it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum FieldKind {
+    Str,
+    Int,
+    Float,
+    Bool,
+    Other(String),
+}
+
+impl RowSchema {
+    /// The row schema of `Dataset[{...}]`; `None` for any other type.
+    pub fn of_dataset(ty: &Ty) -> Option<RowSchema> {
+        match ty {
+            Ty::Opaque(name, args) if name == "Dataset" => match args.as_slice() {
+                [Ty::Record(fields)] => Some(RowSchema {
+                    fields: fields
+                        .iter()
+                        .map(|(n, t)| (n.clone(), FieldKind::of(t)))
+                        .collect(),
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl FieldKind {
+    fn of(ty: &Ty) -> FieldKind {
+        match ty {
+            Ty::String => FieldKind::Str,
+            Ty::Int => FieldKind::Int,
+            Ty::Float => FieldKind::Float,
+            Ty::Bool => FieldKind::Bool,
+            other => FieldKind::Other(other.to_string()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -188,5 +240,70 @@ impl Value {
             Value::Str(s) => Some(s),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Source;
+
+    #[test]
+    fn dataset_row_schema_comes_from_the_checked_type() {
+        let src = Source::new(
+            "t.recipe",
+            "recipe \"t\" { seed = 1 }\n\
+             type Row = {prompt: String, completion: String, n: Int, w: Float, ok: Bool, \
+             tags: List[String], meta: {source: String}}\n\
+             model m = tiny_lm()\n\
+             data rows: Dataset[Row] = jsonl(\"rows.jsonl\")\n\
+             data sums = synth.addition()\n\
+             stage s = sft(m, sums)\n\
+             run s\n",
+        );
+        let program = crate::compile(&src, &[])
+            .unwrap_or_else(|e| panic!("{:#?}", e.iter().map(|d| &d.message).collect::<Vec<_>>()));
+        let field = |n: &str, k: FieldKind| (n.to_string(), k);
+        assert_eq!(
+            program.decl("rows").and_then(|d| d.row.clone()),
+            Some(RowSchema {
+                fields: vec![
+                    field("completion", FieldKind::Str),
+                    field("meta", FieldKind::Other("{source: String}".into())),
+                    field("n", FieldKind::Int),
+                    field("ok", FieldKind::Bool),
+                    field("prompt", FieldKind::Str),
+                    field("tags", FieldKind::Other("List[String]".into())),
+                    field("w", FieldKind::Float),
+                ],
+            })
+        );
+        let sums = program
+            .decl("sums")
+            .and_then(|d| d.row.clone())
+            .expect("synth rows are records");
+        let names: Vec<&str> = sums.fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["answer", "carries", "completion", "digits", "prompt"]
+        );
+        assert_eq!(program.decl("m").and_then(|d| d.row.clone()), None);
+        assert_eq!(program.decl("s").and_then(|d| d.row.clone()), None);
+    }
+
+    #[test]
+    fn only_a_dataset_of_records_has_a_row_schema() {
+        assert_eq!(
+            RowSchema::of_dataset(&Ty::opaque("Dataset", vec![Ty::Int])),
+            None
+        );
+        assert_eq!(
+            RowSchema::of_dataset(&Ty::opaque("Curriculum", vec![Ty::record(vec![])])),
+            None
+        );
+        assert_eq!(
+            RowSchema::of_dataset(&Ty::opaque("Dataset", vec![Ty::record(vec![])])),
+            Some(RowSchema { fields: vec![] })
+        );
     }
 }

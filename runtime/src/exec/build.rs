@@ -10,7 +10,7 @@ use crate::model::{CausalLm, Device, LlamaConfig};
 use crate::rng::Rng;
 use recipe_compiler::batch;
 use recipe_compiler::column::Column;
-use recipe_compiler::program::{Program, Value};
+use recipe_compiler::program::{Decl, FieldKind, Program, RowSchema, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,7 +100,7 @@ impl<'p> Builder<'p> {
                     .program
                     .decl(name)
                     .ok_or_else(|| ExecError::Internal(format!("no data declaration `{name}`")))?;
-                let data = self.build_dataset(&decl.value, Some(&decl.ty))?;
+                let data = self.build_dataset(&decl.value, Some(decl))?;
                 self.datasets.insert(name.clone(), data.clone());
                 Ok(data)
             }
@@ -112,7 +112,9 @@ impl<'p> Builder<'p> {
         }
     }
 
-    fn build_dataset(&mut self, value: &Value, declared: Option<&str>) -> Result<Dataset, ExecError> {
+    /// `declared` is the `data` declaration `value` belongs to: its row type is the layout `jsonl`
+    /// reads (an inline `jsonl(...)`, inside `take` or `split`, reads prompt/completion).
+    fn build_dataset(&mut self, value: &Value, declared: Option<&Decl>) -> Result<Dataset, ExecError> {
         let call = Call::of(value)?;
         let seeded = |call: &Call<'_>| -> Result<(usize, u64), ExecError> {
             Ok((call.count("count")? as usize, call.int("seed")? as u64))
@@ -136,7 +138,16 @@ impl<'p> Builder<'p> {
             }
             "jsonl" => {
                 let path = self.resolve(call.str("path")?)?;
-                let schema = declared.map(schema_of).transpose()?.unwrap_or_else(Schema::prompt_completion);
+                let schema = match declared {
+                    None => Schema::prompt_completion(),
+                    Some(Decl { row: Some(row), .. }) => jsonl_schema(row)?,
+                    Some(decl) => {
+                        return Err(ExecError::Config(format!(
+                            "`jsonl` needs a record row type, found `{}`",
+                            decl.ty
+                        )))
+                    }
+                };
                 let policy = match call.enum_name("on_error")? {
                     "skip" => BadRowPolicy::Skip,
                     _ => BadRowPolicy::Fail,
@@ -213,31 +224,109 @@ impl<'p> Builder<'p> {
     }
 }
 
-/// The row schema of a `Dataset[{...}]` type as the compiler prints it.
-fn schema_of(ty: &str) -> Result<Schema, ExecError> {
-    let inner = ty
-        .trim()
-        .strip_prefix("Dataset[{")
-        .and_then(|s| s.strip_suffix("}]"))
-        .ok_or_else(|| ExecError::Config(format!("`jsonl` needs a record row type, found `{ty}`")))?;
-    let mut fields = Vec::new();
-    for field in inner.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        let (name, ty) = field
-            .split_once(':')
-            .ok_or_else(|| ExecError::Internal(format!("cannot read row type `{ty}`")))?;
-        let ty = match ty.trim() {
-            "String" => FieldType::Str,
-            "Int" => FieldType::Int,
-            "Float" => FieldType::Float,
-            "Bool" => FieldType::Bool,
-            other => {
+/// The JSONL schema of a declared row type: the scalar fields a data file can hold.
+fn jsonl_schema(row: &RowSchema) -> Result<Schema, ExecError> {
+    let field = |(name, kind): &(String, FieldKind)| {
+        let ty = match kind {
+            FieldKind::Str => FieldType::Str,
+            FieldKind::Int => FieldType::Int,
+            FieldKind::Float => FieldType::Float,
+            FieldKind::Bool => FieldType::Bool,
+            FieldKind::Other(ty) => {
                 return Err(ExecError::Config(format!(
-                    "JSONL field `{}` has type `{other}`; rows may hold String, Int, Float or Bool",
-                    name.trim()
+                    "JSONL field `{name}` has type `{ty}`; rows may hold String, Int, Float or Bool"
                 )))
             }
         };
-        fields.push((name.trim().to_string(), ty));
+        Ok((name.clone(), ty))
+    };
+    Ok(Schema {
+        fields: row.fields.iter().map(field).collect::<Result<_, _>>()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recipe_compiler::diag::Source;
+
+    fn row(fields: &[(&str, FieldKind)]) -> RowSchema {
+        RowSchema {
+            fields: fields
+                .iter()
+                .map(|(n, k)| (n.to_string(), k.clone()))
+                .collect(),
+        }
     }
-    Ok(Schema::new(fields))
+
+    #[test]
+    fn jsonl_schema_keeps_scalar_fields_in_order() {
+        let row = row(&[
+            ("label", FieldKind::Bool),
+            ("n", FieldKind::Int),
+            ("prompt", FieldKind::Str),
+            ("w", FieldKind::Float),
+        ]);
+        let expected = Schema::new([
+            ("label", FieldType::Bool),
+            ("n", FieldType::Int),
+            ("prompt", FieldType::Str),
+            ("w", FieldType::Float),
+        ]);
+        assert_eq!(jsonl_schema(&row).unwrap(), expected);
+    }
+
+    #[test]
+    fn jsonl_schema_rejects_a_non_scalar_field_by_name_and_type() {
+        let row = row(&[
+            ("prompt", FieldKind::Str),
+            ("tags", FieldKind::Other("List[String]".into())),
+        ]);
+        match jsonl_schema(&row) {
+            Err(ExecError::Config(message)) => {
+                assert!(
+                    message.contains("`tags`") && message.contains("`List[String]`"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    /// The declared row type reaches `jsonl` through the compiled program, nested types included.
+    #[test]
+    fn a_declared_row_type_types_the_jsonl_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rows.jsonl"),
+            "{\"prompt\": \"a\", \"n\": 2}\n",
+        )
+        .unwrap();
+        let recipe = "recipe \"t\" { seed = 1 }\n\
+                      model m = tiny_lm()\n\
+                      data rows: Dataset[{prompt: String, n: Int}] = jsonl(\"rows.jsonl\")\n\
+                      data nested: Dataset[{prompt: String, meta: {n: Int}}] = jsonl(\"rows.jsonl\")\n\
+                      stage s = sft(m, rows)\n\
+                      run s\n";
+        let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();
+        let functions = Arc::new(Functions::new(&program.scalar).unwrap());
+        let mut builder = Builder::new(
+            &program,
+            Device::Cpu,
+            vec![dir.path().to_path_buf()],
+            functions,
+        );
+
+        let rows = builder.dataset(&Value::Data("rows".into())).unwrap();
+        assert_eq!(rows.column("n"), Some(&Column::Int(vec![2])));
+        match builder.dataset(&Value::Data("nested".into())) {
+            Err(ExecError::Config(message)) => {
+                assert!(
+                    message.contains("`meta`") && message.contains("`{n: Int}`"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
 }

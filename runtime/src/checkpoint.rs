@@ -93,7 +93,7 @@ pub fn write(
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
 
     model.save(&tmp.join(MODEL_DIR))?;
-    let moments: HashMap<String, Tensor> = optim.state_tensors().into_iter().collect();
+    let moments: HashMap<String, Tensor> = optim.state_tensors()?.into_iter().collect();
     let optim_path = tmp.join(OPTIMIZER_FILE);
     candle_core::safetensors::save(&moments, &optim_path)?;
     let state_text = serde_json::to_vec_pretty(state).map_err(|e| CheckpointError::Corrupt {

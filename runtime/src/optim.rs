@@ -6,9 +6,11 @@
 //! zero tensor; the optimiser state is exactly the step count plus the two moment tensors per
 //! parameter, so saving and restoring them continues a run bit for bit.
 
-use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
+use rayon::prelude::*;
 
 /// Hyper-parameters that stay fixed for a stage (the learning rate and weight decay are given per
 /// step, since recipes schedule them).
@@ -33,10 +35,69 @@ impl Default for AdamWConfig {
 /// AdamW over a fixed list of parameters.
 pub struct AdamW {
     params: Vec<(String, Var)>,
-    exp_avg: Vec<Tensor>,
-    exp_avg_sq: Vec<Tensor>,
+    moments: Vec<Moments>,
     steps: u64,
     cfg: AdamWConfig,
+}
+
+/// The two Adam moments of one parameter. On the CPU they are plain vectors, updated in place
+/// together with the parameter in one pass (the allocating tensor form cost as much as the
+/// backward pass on the fixture model); elsewhere they are tensors.
+#[derive(Clone)]
+enum Moments {
+    Host {
+        exp_avg: Vec<f32>,
+        exp_avg_sq: Vec<f32>,
+    },
+    Device {
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+    },
+}
+
+impl Moments {
+    fn zeros(var: &Var) -> candle_core::Result<Moments> {
+        Moments::from_tensors(
+            var.as_tensor().zeros_like()?,
+            var.as_tensor().zeros_like()?,
+            var,
+        )
+    }
+
+    fn from_tensors(
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+        var: &Var,
+    ) -> candle_core::Result<Moments> {
+        if var.device().is_cpu() && var.dtype() == DType::F32 {
+            let host = |t: Tensor| t.flatten_all()?.to_vec1::<f32>();
+            Ok(Moments::Host {
+                exp_avg: host(exp_avg)?,
+                exp_avg_sq: host(exp_avg_sq)?,
+            })
+        } else {
+            Ok(Moments::Device {
+                exp_avg,
+                exp_avg_sq,
+            })
+        }
+    }
+
+    fn tensors(&self, var: &Var) -> candle_core::Result<(Tensor, Tensor)> {
+        match self {
+            Moments::Host {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((
+                Tensor::from_slice(exp_avg, var.shape(), var.device())?,
+                Tensor::from_slice(exp_avg_sq, var.shape(), var.device())?,
+            )),
+            Moments::Device {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((exp_avg.clone(), exp_avg_sq.clone())),
+        }
+    }
 }
 
 /// A problem restoring optimiser state.
@@ -52,15 +113,10 @@ pub enum OptimError {
 impl AdamW {
     /// Fresh state (zero moments, step 0) for `params`.
     pub fn new(params: &[(String, Var)], cfg: AdamWConfig) -> candle_core::Result<AdamW> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
         Ok(AdamW {
-            exp_avg: params
+            moments: params
                 .iter()
-                .map(|(_, v)| zeros(v))
-                .collect::<candle_core::Result<_>>()?,
-            exp_avg_sq: params
-                .iter()
-                .map(|(_, v)| zeros(v))
+                .map(|(_, v)| Moments::zeros(v))
                 .collect::<candle_core::Result<_>>()?,
             params: params.to_vec(),
             steps: 0,
@@ -107,30 +163,54 @@ impl AdamW {
         let t = self.steps as i32;
         let step_size = lr / (1.0 - beta1.powi(t));
         let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-        let cpu = self.params.iter().all(|(_, v)| v.device().is_cpu() && v.dtype() == DType::F32);
-        let update = Update { beta1, beta2, eps, lr, weight_decay, step_size, bias_correction2_sqrt };
-        for (i, (_, var)) in self.params.iter().enumerate() {
-            let g = grads[i].detach();
-            let (p, m, v) = if cpu {
-                update.fused_cpu(var.as_tensor(), &g, &self.exp_avg[i], &self.exp_avg_sq[i])?
-            } else {
-                update.composed(var.as_tensor(), &g, &self.exp_avg[i], &self.exp_avg_sq[i])?
-            };
-            var.set(&p)?;
-            self.exp_avg[i] = m;
-            self.exp_avg_sq[i] = v;
-        }
-        Ok(())
+        let update = Update {
+            beta1,
+            beta2,
+            eps,
+            lr,
+            weight_decay,
+            step_size,
+            bias_correction2_sqrt,
+        };
+        // Parameters are independent: update them in parallel (each one's arithmetic is fixed).
+        self.params
+            .par_iter()
+            .zip(self.moments.par_iter_mut())
+            .zip(grads.par_iter())
+            .try_for_each(|(((_, var), moments), g)| match moments {
+                Moments::Host {
+                    exp_avg,
+                    exp_avg_sq,
+                } => {
+                    let op = InPlaceUpdate {
+                        update: &update,
+                        exp_avg: Mutex::new(exp_avg),
+                        exp_avg_sq: Mutex::new(exp_avg_sq),
+                    };
+                    var.as_tensor().inplace_op2(&g.detach().contiguous()?, &op)
+                }
+                Moments::Device {
+                    exp_avg,
+                    exp_avg_sq,
+                } => {
+                    let (p, m, v) =
+                        update.composed(var.as_tensor(), &g.detach(), exp_avg, exp_avg_sq)?;
+                    var.set(&p)?;
+                    (*exp_avg, *exp_avg_sq) = (m, v);
+                    Ok(())
+                }
+            })
     }
 
     /// The moments as named tensors (`exp_avg.<param>`, `exp_avg_sq.<param>`), for a checkpoint.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+    pub fn state_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.params.len());
-        for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("exp_avg.{name}"), self.exp_avg[i].clone()));
-            out.push((format!("exp_avg_sq.{name}"), self.exp_avg_sq[i].clone()));
+        for ((name, var), moments) in self.params.iter().zip(&self.moments) {
+            let (m, v) = moments.tensors(var)?;
+            out.push((format!("exp_avg.{name}"), m));
+            out.push((format!("exp_avg_sq.{name}"), v));
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments saved by `state_tensors` and the step count.
@@ -139,12 +219,8 @@ impl AdamW {
         tensors: &HashMap<String, Tensor>,
         steps: u64,
     ) -> Result<(), OptimError> {
-        let device = self.params.first().map(|(_, v)| v.device().clone());
-        for (i, (name, var)) in self.params.iter().enumerate() {
-            for (prefix, slot) in [
-                ("exp_avg", &mut self.exp_avg[i]),
-                ("exp_avg_sq", &mut self.exp_avg_sq[i]),
-            ] {
+        for ((name, var), slot) in self.params.iter().zip(self.moments.iter_mut()) {
+            let moment = |prefix: &str| -> Result<Tensor, OptimError> {
                 let key = format!("{prefix}.{name}");
                 let t = tensors
                     .get(&key)
@@ -157,12 +233,9 @@ impl AdamW {
                     }
                     .into());
                 }
-                let t = t.to_dtype(var.dtype())?;
-                *slot = match &device {
-                    Some(d) => t.to_device(d)?,
-                    None => t,
-                };
-            }
+                Ok(t.to_dtype(var.dtype())?.to_device(var.device())?)
+            };
+            *slot = Moments::from_tensors(moment("exp_avg")?, moment("exp_avg_sq")?, var)?;
         }
         self.steps = steps;
         Ok(())
@@ -182,58 +255,86 @@ struct Update {
 
 impl Update {
     /// With candle ops: any device (about ten allocating kernels per parameter).
-    fn composed(&self, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    fn composed(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let m = (m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
         let v = (v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
         let p = p.detach();
-        let p = if self.weight_decay != 0.0 { p.affine(1.0 - self.lr * self.weight_decay, 0.0)? } else { p };
-        let denom = v.sqrt()?.affine(1.0 / self.bias_correction2_sqrt, self.eps)?;
+        let p = if self.weight_decay != 0.0 {
+            p.affine(1.0 - self.lr * self.weight_decay, 0.0)?
+        } else {
+            p
+        };
+        let denom = v
+            .sqrt()?
+            .affine(1.0 / self.bias_correction2_sqrt, self.eps)?;
         let p = (p - (m.div(&denom)?.affine(self.step_size, 0.0))?)?;
         Ok((p, m, v))
     }
 
-    /// The same arithmetic in one pass over f32 slices on the CPU: on the fixture model the
-    /// composed form costs as much as the backward pass.
-    fn fused_cpu(&self, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
-        let (mut p_data, g_data, mut m_data, mut v_data) = (flat(p)?, flat(g)?, flat(m)?, flat(v)?);
+    /// The same arithmetic in one pass over f32 slices, in place.
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         let (one_b1, one_b2) = ((1.0 - self.beta1) as f32, (1.0 - self.beta2) as f32);
         let decay = (1.0 - self.lr * self.weight_decay) as f32;
         let inv_bc2 = (1.0 / self.bias_correction2_sqrt) as f32;
         let (eps, step_size) = (self.eps as f32, self.step_size as f32);
-        for i in 0..p_data.len() {
-            let gi = g_data[i];
-            let mi = b1 * m_data[i] + one_b1 * gi;
-            let vi = b2 * v_data[i] + one_b2 * (gi * gi);
-            let pi = if self.weight_decay != 0.0 { p_data[i] * decay } else { p_data[i] };
-            let denom = vi.sqrt() * inv_bc2 + eps;
-            p_data[i] = pi - (mi / denom) * step_size;
-            m_data[i] = mi;
-            v_data[i] = vi;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let mi = b1 * *m + one_b1 * g;
+            let vi = b2 * *v + one_b2 * (g * g);
+            let pi = if self.weight_decay != 0.0 {
+                *p * decay
+            } else {
+                *p
+            };
+            *p = pi - (mi / (vi.sqrt() * inv_bc2 + eps)) * step_size;
+            *m = mi;
+            *v = vi;
         }
-        let (shape, device) = (p.shape(), p.device());
-        Ok((
-            Tensor::from_vec(p_data, shape, device)?,
-            Tensor::from_vec(m_data, shape, device)?,
-            Tensor::from_vec(v_data, shape, device)?,
-        ))
     }
 }
 
-/// The gradients of `params` from a backward pass, in parameter order; zeros where a parameter
-/// did not take part in the loss.
-pub fn collect_grads(
-    store: &GradStore,
-    params: &[(String, Var)],
-) -> candle_core::Result<Vec<Tensor>> {
-    params
-        .iter()
-        .map(|(_, v)| match store.get(v.as_tensor()) {
-            Some(g) => Ok(g.detach()),
-            None => v.as_tensor().zeros_like(),
-        })
-        .collect()
+/// [`Update::apply`] as a candle in-place op on the parameter's storage (what `Var::set` would
+/// write, without the copies).
+struct InPlaceUpdate<'a> {
+    update: &'a Update,
+    exp_avg: Mutex<&'a mut Vec<f32>>,
+    exp_avg_sq: Mutex<&'a mut Vec<f32>>,
+}
+
+impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "recipe-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        p: &mut CpuStorage,
+        lp: &Layout,
+        g: &CpuStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (p, g) else {
+            candle_core::bail!("AdamW on the CPU expects f32")
+        };
+        let (Some((p0, p1)), Some((g0, g1))) = (lp.contiguous_offsets(), lg.contiguous_offsets())
+        else {
+            candle_core::bail!("AdamW expects contiguous parameters and gradients")
+        };
+        let mut m = self.exp_avg.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = self.exp_avg_sq.lock().unwrap_or_else(|e| e.into_inner());
+        if p1 - p0 != g1 - g0 || m.len() != p1 - p0 || v.len() != p1 - p0 {
+            candle_core::bail!("AdamW: parameter, gradient and moments differ in size")
+        }
+        self.update
+            .apply(&mut p[p0..p1], &g[g0..g1], &mut m, &mut v);
+        Ok(())
+    }
 }
 
 /// The global L2 norm over all gradients (computed in f64 from per-tensor f32 sums of squares).
@@ -338,7 +439,7 @@ mod tests {
         }
         let mut ob = AdamW::new(&[("p".into(), b.clone())], AdamWConfig::default()).unwrap();
         ob.step(&[g(1.0)], 0.01, 0.1).unwrap();
-        let saved: HashMap<String, Tensor> = ob.state_tensors().into_iter().collect();
+        let saved: HashMap<String, Tensor> = ob.state_tensors().unwrap().into_iter().collect();
         let mut oc = AdamW::new(&[("p".into(), b.clone())], AdamWConfig::default()).unwrap();
         oc.load_state(&saved, ob.steps()).unwrap();
         for k in [-3.0, 0.5] {

@@ -171,7 +171,7 @@ pub(super) fn execute(
                 };
                 let mut optim = AdamW::new(model.params(), cfg.adam)?;
                 if let (true, Some(previous)) = (stage.keep_optimizer, previous) {
-                    let moments = previous.state_tensors().into_iter().collect();
+                    let moments = previous.state_tensors()?.into_iter().collect();
                     optim.load_state(&moments, previous.steps())?;
                 }
                 (model, optim, None)

@@ -16,7 +16,9 @@ const PAR_MIN: usize = 1 << 16;
 
 /// The contiguous f32 slice of a storage.
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { bail!("{op}: expects f32") };
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: expects f32")
+    };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => bail!("{op}: expects a contiguous input"),
@@ -24,17 +26,19 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 }
 
 /// Runs `f(row_index, out_row)` over the rows of `out`, in parallel when it is large.
-fn for_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn for_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if row_len == 0 {
         return;
     }
     if out.len() >= PAR_MIN {
         let rows_per_task = (PAR_MIN / 4 / row_len).max(1);
-        out.par_chunks_mut(row_len * rows_per_task).enumerate().for_each(|(c, chunk)| {
-            for (k, row) in chunk.chunks_mut(row_len).enumerate() {
-                f(c * rows_per_task + k, row);
-            }
-        });
+        out.par_chunks_mut(row_len * rows_per_task)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (k, row) in chunk.chunks_mut(row_len).enumerate() {
+                    f(c * rows_per_task + k, row);
+                }
+            });
     } else {
         for (r, row) in out.chunks_mut(row_len).enumerate() {
             f(r, row);
@@ -65,21 +69,26 @@ impl CustomOp2 for RmsNorm {
         "recipe-rms-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (f32s(s1, l1, "rms_norm")?, f32s(s2, l2, "rms_norm")?);
-        let h = w.len();
         let mut out = vec![0f32; x.len()];
-        for_rows(&mut out, h, |r, y| {
-            let xr = &x[r * h..(r + 1) * h];
-            let inv = inv_rms(xr, self.eps);
-            for ((y, &xv), &wv) in y.iter_mut().zip(xr).zip(w) {
-                *y = wv * (xv * inv);
-            }
-        });
+        rms_norm_rows(x, w, self.eps, &mut out);
         storage(out, l1.shape().clone())
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, h) = x.dims2()?;
         let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBwd { eps: self.eps })?;
         let dx = both.narrow(0, 0, n * h)?.reshape((n, h))?;
@@ -107,28 +116,64 @@ impl candle_core::CustomOp3 for RmsNormBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, dy) = (f32s(s1, l1, "rms_norm_bwd")?, f32s(s2, l2, "rms_norm_bwd")?, f32s(s3, l3, "rms_norm_bwd")?);
-        let h = w.len();
-        let n = x.len() / h;
-        let mut out = vec![0f32; n * h + h];
-        let (dx, dw) = out.split_at_mut(n * h);
-        for_rows(dx, h, |r, dxr| {
-            let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
-            let inv = inv_rms(xr, self.eps);
-            let dot = xr.iter().zip(dyr).zip(w).map(|((&xv, &g), &wv)| g * wv * xv * inv).sum::<f32>() / h as f32;
-            for (((d, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
-                *d = inv * (g * wv - xv * inv * dot);
-            }
-        });
-        // dw = Σ_rows dy · x̂ (sequential over rows: a few hundred rows of H floats).
-        for r in 0..n {
-            let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
-            let inv = inv_rms(xr, self.eps);
-            for ((d, &xv), &g) in dw.iter_mut().zip(xr).zip(dyr) {
-                *d += g * xv * inv;
-            }
+        let (x, w, dy) = (
+            f32s(s1, l1, "rms_norm_bwd")?,
+            f32s(s2, l2, "rms_norm_bwd")?,
+            f32s(s3, l3, "rms_norm_bwd")?,
+        );
+        let n = x.len() / w.len();
+        let mut out = vec![0f32; x.len() + w.len()];
+        let (dx, dw) = out.split_at_mut(x.len());
+        rms_norm_bwd_rows(x, w, dy, self.eps, dx, dw);
+        storage(out, n * w.len() + w.len())
+    }
+}
+
+/// RMSNorm of each `w.len()`-wide row of `x` into `out`.
+pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    for_rows(out, h, |r, y| {
+        let xr = &x[r * h..(r + 1) * h];
+        let inv = inv_rms(xr, eps);
+        for ((y, &xv), &wv) in y.iter_mut().zip(xr).zip(w) {
+            *y = wv * (xv * inv);
         }
-        storage(out, n * h + h)
+    });
+}
+
+/// Backward of [`rms_norm_rows`]: adds the input gradient into `dx` and the weight gradient
+/// into `dw`.
+pub(crate) fn rms_norm_bwd_rows(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dw: &mut [f32],
+) {
+    let h = w.len();
+    let n = x.len() / h;
+    for_rows(dx, h, |r, dxr| {
+        let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
+        let inv = inv_rms(xr, eps);
+        let dot = xr
+            .iter()
+            .zip(dyr)
+            .zip(w)
+            .map(|((&xv, &g), &wv)| g * wv * xv * inv)
+            .sum::<f32>()
+            / h as f32;
+        for (((d, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
+            *d += inv * (g * wv - xv * inv * dot);
+        }
+    });
+    // dw = Σ_rows dy · x̂ (sequential over rows, so the sum's order never depends on threads).
+    for r in 0..n {
+        let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
+        let inv = inv_rms(xr, eps);
+        for ((d, &xv), &g) in dw.iter_mut().zip(xr).zip(dyr) {
+            *d += g * xv * inv;
+        }
     }
 }
 
@@ -151,15 +196,9 @@ impl CustomOp1 for SwiGlu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let gu = f32s(s, l, "swiglu")?;
         let dims = l.dims();
-        let two_i = dims[dims.len() - 1];
-        let i = two_i / 2;
+        let i = dims[dims.len() - 1] / 2;
         let mut out = vec![0f32; gu.len() / 2];
-        for_rows(&mut out, i, |r, y| {
-            let (g, u) = gu[r * two_i..(r + 1) * two_i].split_at(i);
-            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                *y = g / (1.0 + (-g).exp()) * u;
-            }
-        });
+        swiglu_rows(gu, i, &mut out);
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("swiglu input has a last dim") = i;
         storage(out, shape)
@@ -178,24 +217,44 @@ impl CustomOp2 for SwiGluBwd {
         "recipe-swiglu-bwd"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (gu, dy) = (f32s(s1, l1, "swiglu_bwd")?, f32s(s2, l2, "swiglu_bwd")?);
-        let two_i = l1.dims()[l1.dims().len() - 1];
-        let i = two_i / 2;
+        let i = l1.dims()[l1.dims().len() - 1] / 2;
         let mut out = vec![0f32; gu.len()];
-        for_rows(&mut out, two_i, |r, d| {
-            let (g, u) = gu[r * two_i..(r + 1) * two_i].split_at(i);
-            let dyr = &dy[r * i..(r + 1) * i];
-            let (dg, du) = d.split_at_mut(i);
-            for k in 0..i {
-                let s = sigmoid(g[k]);
-                let silu = g[k] * s;
-                dg[k] = dyr[k] * u[k] * (s * (1.0 + g[k] * (1.0 - s)));
-                du[k] = dyr[k] * silu;
-            }
-        });
+        swiglu_bwd_rows(gu, dy, i, &mut out);
         storage(out, l1.shape().clone())
     }
+}
+
+/// `silu(gate) * up` of each `2i`-wide gate‖up row into an `i`-wide row of `out`.
+pub(crate) fn swiglu_rows(gu: &[f32], i: usize, out: &mut [f32]) {
+    for_rows(out, i, |r, y| {
+        let (g, u) = gu[r * 2 * i..(r + 1) * 2 * i].split_at(i);
+        for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+            *y = g / (1.0 + (-g).exp()) * u;
+        }
+    });
+}
+
+/// Backward of [`swiglu_rows`]: writes d(gate‖up) of `dy` into `out`.
+pub(crate) fn swiglu_bwd_rows(gu: &[f32], dy: &[f32], i: usize, out: &mut [f32]) {
+    for_rows(out, 2 * i, |r, d| {
+        let (g, u) = gu[r * 2 * i..(r + 1) * 2 * i].split_at(i);
+        let dyr = &dy[r * i..(r + 1) * i];
+        let (dg, du) = d.split_at_mut(i);
+        for k in 0..i {
+            let s = sigmoid(g[k]);
+            let silu = g[k] * s;
+            dg[k] = dyr[k] * u[k] * (s * (1.0 + g[k] * (1.0 - s)));
+            du[k] = dyr[k] * silu;
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,14 +269,20 @@ pub(crate) struct SplitRope {
 }
 
 impl SplitRope {
-    fn heads(&self) -> usize {
+    pub(crate) fn heads(&self) -> usize {
         self.shape.heads + 2 * self.shape.kv_heads
     }
 
     /// Maps between the two layouts: `fwd` rotates by +θ from qkv rows into heads, otherwise
     /// by −θ from heads back into qkv rows (the transpose of the rotation).
-    fn run(&self, src: &[f32], fwd: bool) -> Vec<f32> {
-        let HeadShape { batch, time, heads, kv_heads, head_dim: hd } = self.shape;
+    pub(crate) fn run(&self, src: &[f32], fwd: bool) -> Vec<f32> {
+        let HeadShape {
+            batch,
+            time,
+            heads,
+            kv_heads,
+            head_dim: hd,
+        } = self.shape;
         let all = self.heads();
         let width = all * hd;
         let half = hd / 2;
@@ -271,15 +336,27 @@ impl CustomOp1 for SplitRope {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = f32s(s, l, "split_rope")?;
-        let HeadShape { batch, time, head_dim, .. } = self.shape;
+        let HeadShape {
+            batch,
+            time,
+            head_dim,
+            ..
+        } = self.shape;
         if l.dims() != [batch * time, self.heads() * head_dim] {
-            bail!("split_rope: input {:?} does not match {:?}", l.dims(), self.shape)
+            bail!(
+                "split_rope: input {:?} does not match {:?}",
+                l.dims(),
+                self.shape
+            )
         }
         storage(self.run(qkv, true), (self.heads(), batch, time, head_dim))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&SplitRopeBwd(self.clone()))?))
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&SplitRopeBwd(self.clone()))?,
+        ))
     }
 }
 
@@ -293,8 +370,16 @@ impl CustomOp1 for SplitRopeBwd {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32s(s, l, "split_rope_bwd")?;
-        let HeadShape { batch, time, head_dim, .. } = self.0.shape;
-        storage(self.0.run(g, false), (batch * time, self.0.heads() * head_dim))
+        let HeadShape {
+            batch,
+            time,
+            head_dim,
+            ..
+        } = self.0.shape;
+        storage(
+            self.0.run(g, false),
+            (batch * time, self.0.heads() * head_dim),
+        )
     }
 }
 
@@ -315,7 +400,12 @@ impl CustomOp1 for MaskedSoftmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, "masked_softmax")?;
-        let AttnMask { batch, queries, keys, .. } = self.mask;
+        let AttnMask {
+            batch,
+            queries,
+            keys,
+            ..
+        } = self.mask;
         let dims = l.dims();
         if dims.len() != 4 || dims[1] != batch || dims[2] != queries || dims[3] != keys {
             bail!("masked_softmax: scores {dims:?} do not match the mask {batch}×{queries}×{keys}")
@@ -348,7 +438,10 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxBwd { scale: self.scale },
+        )?))
     }
 }
 
@@ -362,7 +455,13 @@ impl CustomOp2 for SoftmaxBwd {
         "recipe-softmax-bwd"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (y, dy) = (f32s(s1, l1, "softmax_bwd")?, f32s(s2, l2, "softmax_bwd")?);
         let keys = l1.dims()[l1.dims().len() - 1];
         let mut out = vec![0f32; y.len()];
@@ -407,17 +506,17 @@ impl CustomOp1 for TokenLogprob {
                 if t == u32::MAX {
                     return 0.0;
                 }
-                let row = &x[n * v..(n + 1) * v];
-                // (x_t − m) − ln Σ exp(x − m), the order torch's log_softmax uses.
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                (row[t as usize] - m) - row.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
+                token_logprob(&x[n * v..(n + 1) * v], t)
             })
             .collect();
         storage(out, self.targets.len())
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &TokenLogprobBwd(self.targets.clone()))?))
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &TokenLogprobBwd(self.targets.clone()),
+        )?))
     }
 }
 
@@ -429,8 +528,17 @@ impl CustomOp2 for TokenLogprobBwd {
         "recipe-token-logprob-bwd"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (f32s(s1, l1, "token_logprob_bwd")?, f32s(s2, l2, "token_logprob_bwd")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (
+            f32s(s1, l1, "token_logprob_bwd")?,
+            f32s(s2, l2, "token_logprob_bwd")?,
+        );
         let v = l1.dims()[1];
         let mut out = vec![0f32; x.len()];
         for_rows(&mut out, v, |n, d| {
@@ -438,13 +546,23 @@ impl CustomOp2 for TokenLogprobBwd {
             if t == u32::MAX || dy[n] == 0.0 {
                 return;
             }
-            let row = &x[n * v..(n + 1) * v];
-            let lse = log_sum_exp(row);
-            for (d, &xv) in d.iter_mut().zip(row) {
-                *d = -dy[n] * (xv - lse).exp();
-            }
-            d[t as usize] += dy[n];
+            token_logprob_bwd(&x[n * v..(n + 1) * v], t, dy[n], d);
         });
         storage(out, l1.shape().clone())
     }
+}
+
+/// `log_softmax(logits)[target]`, as `(x_t − m) − ln Σ exp(x − m)` (the order torch uses).
+pub(crate) fn token_logprob(logits: &[f32], target: u32) -> f32 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (logits[target as usize] - m) - logits.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
+}
+
+/// Backward of [`token_logprob`] scaled by `dy`: writes `dy · (onehot(target) − softmax)`.
+pub(crate) fn token_logprob_bwd(logits: &[f32], target: u32, dy: f32, out: &mut [f32]) {
+    let lse = log_sum_exp(logits);
+    for (d, &xv) in out.iter_mut().zip(logits) {
+        *d = -dy * (xv - lse).exp();
+    }
+    out[target as usize] += dy;
 }

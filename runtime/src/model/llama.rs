@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{Device, Result as CResult, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Result as CResult, Tensor, Var};
 use serde_json::json;
 
 use super::config::LlamaConfig;
+use super::cpu::{self, BlockIndex, Dims, GradSink, ParamIndex, Tokens, TrainPass};
 use super::ops::{self, AttnMask, HeadShape, RopeTables};
 use super::tokenizer::Tokenizer;
 use super::weights::{self, write_atomic};
@@ -66,7 +68,13 @@ impl Positions {
         let positions = (0..batch).flat_map(|_| 0..time as u32).collect();
         Positions {
             positions: Arc::new(positions),
-            mask: AttnMask { batch, queries: time, keys: time, offset: 0, key_valid: None },
+            mask: AttnMask {
+                batch,
+                queries: time,
+                keys: time,
+                offset: 0,
+                key_valid: None,
+            },
         }
     }
 }
@@ -92,6 +100,13 @@ pub struct CausalLm {
     rope: RopeTables,
     /// Made by [`CausalLm::frozen`]: forward passes never record a graph.
     frozen: bool,
+    /// Positions of the parameters by role, for the CPU training pass.
+    index: Arc<ParamIndex>,
+    /// Parameter gradients from CPU training passes, until [`CausalLm::take_grads`].
+    sink: Arc<GradSink>,
+    /// The argument of the CPU training pass's candle op: a constant that makes candle's
+    /// backward visit the op (see `model::cpu`); never a parameter.
+    placeholder: Var,
 }
 
 /// Every parameter name and shape the configuration implies, sorted by name.
@@ -99,7 +114,10 @@ fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let hd = cfg.head_dim();
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h]), ("model.norm.weight".into(), vec![h])];
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![v, h]),
+        ("model.norm.weight".into(), vec![h]),
+    ];
     if !cfg.tie_word_embeddings {
         out.push(("lm_head.weight".into(), vec![v, h]));
     }
@@ -139,7 +157,10 @@ impl CausalLm {
     /// embeddings; byte-level tokenizer.
     pub fn tiny(cfg: LlamaConfig, rng: &mut Rng, device: &Device) -> Result<CausalLm, ModelError> {
         let path = PathBuf::from("<tiny>");
-        cfg.validate().map_err(|message| ModelError::Config { path: path.clone(), message })?;
+        cfg.validate().map_err(|message| ModelError::Config {
+            path: path.clone(),
+            message,
+        })?;
         let mut tensors = HashMap::new();
         for (name, shape) in param_shapes(&cfg) {
             let n: usize = shape.iter().product();
@@ -166,10 +187,19 @@ impl CausalLm {
     /// tokenizer.json (the byte tokenizer when the folder has none).
     pub fn load(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.clone(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: cfg_path.clone(), message: e.to_string() })?;
-        let cfg = LlamaConfig::from_hf(&value).map_err(|message| ModelError::Config { path: cfg_path, message })?;
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config {
+                path: cfg_path.clone(),
+                message: e.to_string(),
+            })?;
+        let cfg = LlamaConfig::from_hf(&value).map_err(|message| ModelError::Config {
+            path: cfg_path,
+            message,
+        })?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = if tok_path.is_file() {
             Tokenizer::from_file(&tok_path, cfg.eos_token_id, cfg.pad_token_id)?
@@ -178,7 +208,10 @@ impl CausalLm {
         } else {
             return Err(ModelError::Io {
                 path: tok_path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json and the vocabulary is not byte-level"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no tokenizer.json and the vocabulary is not byte-level",
+                ),
             });
         };
         let tensors = weights::read_weights(dir, device)?;
@@ -197,7 +230,10 @@ impl CausalLm {
         for (name, shape) in param_shapes(&cfg) {
             let t = tensors
                 .remove(&name)
-                .ok_or_else(|| ModelError::MissingTensor { path: path.to_path_buf(), name: name.clone() })?;
+                .ok_or_else(|| ModelError::MissingTensor {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                })?;
             if t.dims() != shape.as_slice() {
                 return Err(ModelError::Shape {
                     path: path.to_path_buf(),
@@ -217,7 +253,9 @@ impl CausalLm {
                 Block {
                     input_norm: get(&format!("{p}.input_layernorm.weight")),
                     qkv: ["q", "k", "v"].map(|w| get(&attn(w, "weight"))),
-                    qkv_bias: cfg.attention_bias.then(|| ["q", "k", "v"].map(|w| get(&attn(w, "bias")))),
+                    qkv_bias: cfg
+                        .attention_bias
+                        .then(|| ["q", "k", "v"].map(|w| get(&attn(w, "bias")))),
                     o: get(&attn("o", "weight")),
                     o_bias: opt(&attn("o", "bias")),
                     post_norm: get(&format!("{p}.post_attention_layernorm.weight")),
@@ -227,7 +265,47 @@ impl CausalLm {
             })
             .collect();
         let rope = RopeTables::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings);
+        let at = |n: &str| {
+            params
+                .iter()
+                .position(|(name, _)| name == n)
+                .expect("every role names a parameter")
+        };
+        let embed = at("model.embed_tokens.weight");
+        let index = ParamIndex {
+            embed,
+            norm: at("model.norm.weight"),
+            lm_head: if cfg.tie_word_embeddings {
+                embed
+            } else {
+                at("lm_head.weight")
+            },
+            blocks: (0..cfg.num_hidden_layers)
+                .map(|l| {
+                    let p = format!("model.layers.{l}");
+                    let attn = |w: &str, kind: &str| at(&format!("{p}.self_attn.{w}_proj.{kind}"));
+                    BlockIndex {
+                        input_norm: at(&format!("{p}.input_layernorm.weight")),
+                        q: attn("q", "weight"),
+                        k: attn("k", "weight"),
+                        v: attn("v", "weight"),
+                        qkv_bias: cfg
+                            .attention_bias
+                            .then(|| ["q", "k", "v"].map(|w| attn(w, "bias"))),
+                        o: attn("o", "weight"),
+                        o_bias: cfg.o_bias().then(|| attn("o", "bias")),
+                        post_norm: at(&format!("{p}.post_attention_layernorm.weight")),
+                        gate: at(&format!("{p}.mlp.gate_proj.weight")),
+                        up: at(&format!("{p}.mlp.up_proj.weight")),
+                        down: at(&format!("{p}.mlp.down_proj.weight")),
+                    }
+                })
+                .collect(),
+        };
         Ok(CausalLm {
+            index: Arc::new(index),
+            sink: Arc::default(),
+            placeholder: Var::zeros(1, DType::F32, device)?,
             embed: get("model.embed_tokens.weight"),
             norm: get("model.norm.weight"),
             lm_head: opt("lm_head.weight"),
@@ -244,10 +322,18 @@ impl CausalLm {
     /// Writes a Hugging Face folder (config.json, model.safetensors in F32, tokenizer.json,
     /// tokenizer_config.json, generation_config.json); each file atomically.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.into(), source })?;
-        let tensors: Vec<(String, Tensor)> = self.params.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect();
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        let tensors: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
+            .collect();
         weights::write_weights(dir, &tensors)?;
-        let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("json values serialise");
+        let pretty =
+            |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("json values serialise");
         write_atomic(&dir.join("config.json"), &pretty(&self.cfg.to_hf()))?;
         let generation = json!({
             "eos_token_id": self.cfg.eos_token_id,
@@ -255,16 +341,32 @@ impl CausalLm {
             "use_cache": true,
         });
         write_atomic(&dir.join("generation_config.json"), &pretty(&generation))?;
-        write_atomic(&dir.join("tokenizer.json"), self.tokenizer.to_json().as_bytes())?;
-        write_atomic(&dir.join("tokenizer_config.json"), &pretty(&self.tokenizer.config_json()))?;
+        write_atomic(
+            &dir.join("tokenizer.json"),
+            self.tokenizer.to_json().as_bytes(),
+        )?;
+        write_atomic(
+            &dir.join("tokenizer_config.json"),
+            &pretty(&self.tokenizer.config_json()),
+        )?;
         Ok(())
     }
 
     /// A copy with the same weights in new `Var`s, so training either leaves the other unchanged
     /// (a reference model, or the starting point of a next stage; the copy is trainable).
     pub fn snapshot(&self) -> Result<CausalLm, ModelError> {
-        let tensors = self.params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<CResult<_>>()?;
-        CausalLm::from_tensors(self.cfg.clone(), tensors, self.tokenizer.clone(), &self.device, Path::new("<snapshot>"))
+        let tensors = self
+            .params
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .collect::<CResult<_>>()?;
+        CausalLm::from_tensors(
+            self.cfg.clone(),
+            tensors,
+            self.tokenizer.clone(),
+            &self.device,
+            Path::new("<snapshot>"),
+        )
     }
 
     /// A frozen copy for reference models: like [`CausalLm::snapshot`], but its forward passes
@@ -285,7 +387,74 @@ impl CausalLm {
         let (b, t) = input_ids.dims2()?;
         let w = self.weights(true)?;
         let hidden = self.hidden(&w, input_ids, &Positions::causal(b, t), None)?;
-        self.logits(&w, &hidden)?.reshape((b, t, self.cfg.vocab_size))
+        self.logits(&w, &hidden)?
+            .reshape((b, t, self.cfg.vocab_size))
+    }
+
+    /// Per-token log-probs `[B, T]` of `tokens.targets` on the CPU: the hand-written training
+    /// pass of `model::cpu`. Differentiable (through [`CausalLm::take_grads`]) unless frozen.
+    pub(crate) fn cpu_token_logprobs(&self, tokens: Tokens) -> CResult<Tensor> {
+        let cfg = &self.cfg;
+        let dims = Dims {
+            hidden: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim(),
+            intermediate: cfg.intermediate_size,
+            vocab: cfg.vocab_size,
+            eps: cfg.rms_norm_eps as f32,
+        };
+        if tokens.time > self.rope.max_positions {
+            candle_core::bail!(
+                "position {} is beyond max_position_embeddings {}",
+                tokens.time - 1,
+                self.rope.max_positions
+            )
+        }
+        let params: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, v)| v.as_detached_tensor())
+            .collect();
+        let shape = (tokens.batch, tokens.time);
+        if self.frozen {
+            let (lp, _) = cpu::with_slices(&params, |w| {
+                cpu::forward(w, &self.index, &dims, &self.rope, &tokens, false)
+            })?;
+            return Tensor::from_vec(TrainPass::scatter(&tokens, &lp), shape, &self.device);
+        }
+        let pass = TrainPass {
+            params,
+            index: self.index.clone(),
+            dims,
+            rope: self.rope.clone(),
+            tokens,
+            sink: self.sink.clone(),
+            saved: Default::default(),
+        };
+        self.placeholder.as_tensor().apply_op1(pass)
+    }
+
+    /// The gradients of a backward pass for every parameter, in [`CausalLm::params`] order:
+    /// those candle's `store` holds plus those the CPU training passes deposited (which this
+    /// takes, so the next backward starts from zero); zeros for parameters without any.
+    pub fn take_grads(&self, store: &GradStore) -> CResult<Vec<Tensor>> {
+        let mut deposited = self.sink.take().map(|g| g.into_iter());
+        self.params
+            .iter()
+            .map(|(_, var)| {
+                let cpu = deposited.as_mut().and_then(|g| g.next());
+                let cpu = cpu
+                    .map(|g| Tensor::from_vec(g, var.shape(), var.device()))
+                    .transpose()?;
+                match (cpu, store.get(var.as_tensor())) {
+                    (Some(a), Some(b)) => a + b.detach(),
+                    (Some(a), None) => Ok(a),
+                    (None, Some(b)) => Ok(b.detach()),
+                    (None, None) => var.as_tensor().zeros_like(),
+                }
+            })
+            .collect()
     }
 
     /// Trainable parameters under their Hugging Face names, sorted by name.
@@ -314,8 +483,16 @@ impl CausalLm {
     /// frozen references), which also keeps candle from recording a graph.
     pub(crate) fn weights(&self, grad: bool) -> CResult<Weights> {
         let grad = grad && !self.frozen;
-        let t = |v: &Var| if grad { v.as_tensor().clone() } else { v.as_detached_tensor() };
-        let cat = |vs: &[Var]| -> CResult<Tensor> { Tensor::cat(&vs.iter().map(t).collect::<Vec<_>>(), 0) };
+        let t = |v: &Var| {
+            if grad {
+                v.as_tensor().clone()
+            } else {
+                v.as_detached_tensor()
+            }
+        };
+        let cat = |vs: &[Var]| -> CResult<Tensor> {
+            Tensor::cat(&vs.iter().map(t).collect::<Vec<_>>(), 0)
+        };
         let blocks = self
             .blocks
             .iter()
@@ -351,8 +528,18 @@ impl CausalLm {
     ) -> CResult<Tensor> {
         let (batch, time) = input_ids.dims2()?;
         let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
-        let shape = HeadShape { batch, time, heads: nh, kv_heads: nkv, head_dim: hd };
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+        let shape = HeadShape {
+            batch,
+            time,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+        };
         let n = batch * time;
         let eps = cfg.rms_norm_eps;
         let scale = 1.0 / (hd as f64).sqrt();
@@ -369,7 +556,10 @@ impl CausalLm {
                     k = Tensor::cat(&[&c.k, &k], 2)?;
                     v = Tensor::cat(&[&c.v, &v], 2)?;
                 }
-                let entry = KvCache { k: k.clone(), v: v.clone() };
+                let entry = KvCache {
+                    k: k.clone(),
+                    v: v.clone(),
+                };
                 if l < caches.len() {
                     caches[l] = entry;
                 } else {
@@ -405,7 +595,10 @@ fn repeat_kv(x: Tensor, rep: usize) -> CResult<Tensor> {
         return Ok(x);
     }
     let (k, b, s, hd) = x.dims4()?;
-    x.unsqueeze(1)?.broadcast_as((k, rep, b, s, hd))?.contiguous()?.reshape((k * rep, b, s, hd))
+    x.unsqueeze(1)?
+        .broadcast_as((k, rep, b, s, hd))?
+        .contiguous()?
+        .reshape((k * rep, b, s, hd))
 }
 
 impl std::fmt::Debug for CausalLm {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Result, Tensor};
 
+use super::cpu::Tokens;
 use super::llama::{CausalLm, Positions};
 use super::ops;
 use super::tokenizer::Tokenizer;
@@ -27,7 +28,12 @@ pub struct TokenBatch {
 impl TokenBatch {
     /// Tokenises `(prompt, completion)` rows (prompt and completion separately, then joined, as
     /// TRL does), appending EOS to each completion when `append_eos`.
-    pub fn collate(tok: &Tokenizer, rows: &[(&str, &str)], append_eos: bool, device: &Device) -> Result<TokenBatch> {
+    pub fn collate(
+        tok: &Tokenizer,
+        rows: &[(&str, &str)],
+        append_eos: bool,
+        device: &Device,
+    ) -> Result<TokenBatch> {
         let ids: Vec<(Vec<u32>, Vec<u32>)> = rows
             .iter()
             .map(|(p, c)| {
@@ -42,15 +48,29 @@ impl TokenBatch {
     }
 
     /// Collates already-tokenised `(prompt_ids, completion_ids)` rows.
-    pub fn from_ids(rows: &[(Vec<u32>, Vec<u32>)], pad: u32, device: &Device) -> Result<TokenBatch> {
+    pub fn from_ids(
+        rows: &[(Vec<u32>, Vec<u32>)],
+        pad: u32,
+        device: &Device,
+    ) -> Result<TokenBatch> {
         if rows.is_empty() {
             candle_core::bail!("TokenBatch: no rows")
         }
-        let t = rows.iter().map(|(p, c)| p.len() + c.len()).max().unwrap_or(0).max(1);
+        let t = rows
+            .iter()
+            .map(|(p, c)| p.len() + c.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut ids = Vec::with_capacity(rows.len() * t);
         let mut mask = Vec::with_capacity(rows.len() * t);
         for (p, c) in rows {
-            ids.extend(p.iter().chain(c).copied().chain(std::iter::repeat_n(pad, t - p.len() - c.len())));
+            ids.extend(
+                p.iter()
+                    .chain(c)
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, t - p.len() - c.len())),
+            );
             mask.extend(std::iter::repeat_n(0f32, p.len()));
             mask.extend(std::iter::repeat_n(1f32, c.len()));
             mask.extend(std::iter::repeat_n(0f32, t - p.len() - c.len()));
@@ -69,36 +89,70 @@ impl TokenBatch {
 }
 
 /// Per-token log-probabilities `[B, T]`: entry `(b, t)` is `log p(x_t | x_<t)` at completion
-/// positions and 0 elsewhere (position 0 is never a completion target). Differentiable.
+/// positions and 0 elsewhere (position 0 is never a completion target). Differentiable: on the
+/// CPU through the hand-written pass of `model::cpu` (gradients via `CausalLm::take_grads`),
+/// elsewhere through candle's autograd.
 pub fn completion_token_logprobs(model: &CausalLm, batch: &TokenBatch) -> Result<Tensor> {
+    let tokens = scored_tokens(batch)?;
+    if tokens.rows.is_empty() {
+        return Tensor::zeros(
+            (tokens.batch, tokens.time),
+            candle_core::DType::F32,
+            model.device(),
+        );
+    }
+    if model.device().is_cpu() {
+        return model.cpu_token_logprobs(tokens);
+    }
+    candle_token_logprobs(model, batch, &tokens)
+}
+
+/// The batch's ids and the positions that predict a completion token: position
+/// `n = b·T + s` predicts token `s + 1` of its row.
+pub(super) fn scored_tokens(batch: &TokenBatch) -> Result<Tokens> {
     let (b, t) = batch.dims()?;
     let ids: Vec<u32> = batch.input_ids.flatten_all()?.to_vec1()?;
     let mask: Vec<f32> = batch.completion_mask.flatten_all()?.to_vec1()?;
-    // Position n = b·T + s predicts token s+1 of its row; keep those that are completion tokens.
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for r in 0..b {
         for s in 0..t.saturating_sub(1) {
             let next = r * t + s + 1;
             if mask[next] != 0.0 {
-                rows.push((r * t + s) as u32);
+                rows.push(r * t + s);
                 targets.push(ids[next]);
             }
         }
     }
+    Ok(Tokens {
+        ids,
+        batch: b,
+        time: t,
+        rows,
+        targets,
+    })
+}
+
+/// [`completion_token_logprobs`] through candle's ops and autograd (any device).
+pub(super) fn candle_token_logprobs(
+    model: &CausalLm,
+    batch: &TokenBatch,
+    tokens: &Tokens,
+) -> Result<Tensor> {
+    let (b, t) = (tokens.batch, tokens.time);
     let device = model.device();
-    if rows.is_empty() {
-        return Tensor::zeros((b, t), candle_core::DType::F32, device);
-    }
     let w = model.weights(true)?;
     let hidden = model.hidden(&w, &batch.input_ids, &Positions::causal(b, t), None)?;
+    let rows: Vec<u32> = tokens.rows.iter().map(|&r| r as u32).collect();
     let picked = Tensor::from_vec(rows.clone(), rows.len(), device)?;
     let logits = model.logits(&w, &hidden.index_select(&picked, 0)?)?;
-    let lp = ops::token_logprobs(&logits, &Arc::new(targets))?;
+    let lp = ops::token_logprobs(&logits, &Arc::new(tokens.targets.clone()))?;
     // Scatter back to the target positions (row + 1 in the flattened layout).
     let dest: Vec<u32> = rows.iter().map(|r| r + 1).collect();
     let dest = Tensor::from_vec(dest, rows.len(), device)?;
-    Tensor::zeros(b * t, candle_core::DType::F32, device)?.index_add(&dest, &lp, 0)?.reshape((b, t))
+    Tensor::zeros(b * t, candle_core::DType::F32, device)?
+        .index_add(&dest, &lp, 0)?
+        .reshape((b, t))
 }
 
 /// Summed completion log-probabilities `[B]` and completion token counts `[B]` (f32).
@@ -114,5 +168,7 @@ pub fn sft_loss(model: &CausalLm, batch: &TokenBatch) -> Result<Tensor> {
     if total == 0 {
         candle_core::bail!("sft_loss: the batch has no completion tokens")
     }
-    completion_token_logprobs(model, batch)?.sum_all()?.affine(-1.0 / total as f64, 0.0)
+    completion_token_logprobs(model, batch)?
+        .sum_all()?
+        .affine(-1.0 / total as f64, 0.0)
 }

@@ -9,6 +9,8 @@
 //! - [`llama`]: `CausalLm` — parameters, forward pass, `tiny` init, `load`, `save`, `snapshot`;
 //! - [`weights`]: safetensors reading (single file or shards) and atomic writing;
 //! - [`tokenizer`]: byte-level or `tokenizers`-backed `Tokenizer`;
+//! - `cpu`: the hand-written forward and backward used for training on the CPU (candle's
+//!   autograd cost as much as the arithmetic there); checked against the candle path;
 //! - [`logprob`]: `TokenBatch` collation, `completion_logprobs`, `sft_loss`;
 //! - [`generate`]: batched KV-cached greedy / temperature / top-p generation.
 //!
@@ -16,6 +18,7 @@
 //! Face tensor names and kept sorted by name; all randomness comes from [`crate::rng::Rng`].
 
 pub mod config;
+mod cpu;
 pub mod generate;
 mod kernels;
 pub mod llama;

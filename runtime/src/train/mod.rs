@@ -399,7 +399,7 @@ fn train_step(
             out.loss.affine(scale, 0.0)?
         };
         let grads = scaled.backward()?;
-        acc.add(optim::collect_grads(&grads, optim.params())?)?;
+        acc.add(model.take_grads(&grads)?)?;
         loss_sum += loss * scale;
         tokens += out.tokens;
         for (k, v) in out.metrics {

@@ -136,25 +136,20 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
 pub fn parse_overrides(raw: &[String]) -> Result<Vec<(String, String)>, Failure> {
     raw.iter()
         .map(|item| match item.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                Ok((key.trim().to_string(), value.trim().to_string()))
-            }
+            Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.trim().to_string())),
             _ => Err(Failure::Usage(format!("`--set {item}` must have the form KEY=VALUE"))),
         })
         .collect()
 }
 
 pub fn read_source(path: &Path) -> Result<Source, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
     Ok(Source::new(path.display().to_string(), text))
 }
 
 /// Compile one recipe, turning diagnostics into a `Failure` that renders them.
-pub fn compile(
-    path: &Path,
-    overrides: &[(String, String)],
-) -> Result<(recipe_compiler::Program, Source), Failure> {
+pub fn compile(path: &Path, overrides: &[(String, String)]) -> Result<(recipe_compiler::Program, Source), Failure> {
     let source = read_source(path)?;
     match recipe_compiler::compile(&source, overrides) {
         Ok(program) => Ok((program, source)),
@@ -179,8 +174,7 @@ fn check(files: &[PathBuf], overrides: &[(String, String)]) -> Result<u8, Failur
 
 fn fmt(path: &Path, check: bool, write: bool) -> Result<u8, Failure> {
     let source = read_source(path)?;
-    let module = recipe_compiler::parse(&source)
-        .map_err(|diagnostics| Failure::Recipe(diagnostics, source.clone()))?;
+    let module = recipe_compiler::parse(&source).map_err(|diagnostics| Failure::Recipe(diagnostics, source.clone()))?;
     let formatted = recipe_compiler::format(&module, &source);
     if check {
         if formatted.as_str() != &*source.text {

@@ -55,7 +55,9 @@ impl Reporter {
 
 impl Progress for Reporter {
     fn stage_started(&mut self, stage: &str, total_steps: u64, start_step: u64) {
-        self.emit(json!({"event": "stage_started", "stage": stage, "total_steps": total_steps, "start_step": start_step}));
+        self.emit(
+            json!({"event": "stage_started", "stage": stage, "total_steps": total_steps, "start_step": start_step}),
+        );
         if self.mode != Mode::Bars {
             return;
         }

@@ -39,9 +39,9 @@ pub fn failure(failure: &Failure) {
         | Failure::Unsupported(message) => {
             eprintln!("error: {message}")
         }
-        Failure::Internal(message) => eprintln!(
-            "internal error: {message}\nThis is a bug in recipe, not in your input; please report it."
-        ),
+        Failure::Internal(message) => {
+            eprintln!("internal error: {message}\nThis is a bug in recipe, not in your input; please report it.")
+        }
     }
 }
 

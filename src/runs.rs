@@ -2,9 +2,9 @@
 //! utilities `score` and `generate`.
 
 use crate::cli::{self, compile};
-use crate::render;
 use crate::exit::{self, Failure};
 use crate::progress::{Mode, Reporter};
+use crate::render;
 use recipe_compiler::diag::Source;
 use recipe_runtime::artifact::{self, RecipeLock};
 use recipe_runtime::data::{jsonl, BadRowPolicy, Schema};

@@ -187,9 +187,8 @@ fn resume_after_kill_matches_an_uninterrupted_run() {
 }
 
 fn fixture(name: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("RECIPE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/fixtures"));
+    let base =
+        std::env::var_os("RECIPE_FIXTURES").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/fixtures"));
     let path = base.join(name);
     path.exists().then_some(path)
 }
@@ -223,7 +222,8 @@ fn score_and_generate_work_on_a_hugging_face_folder() {
         assert!((got - want).abs() < 1e-4, "summed log-prob {got} vs reference {want}");
     }
 
-    let out = recipe(&["generate", "--model", model.to_str().unwrap(), "--prompt", "12+34=", "--max-tokens", "8", "--ids"]);
+    let out =
+        recipe(&["generate", "--model", model.to_str().unwrap(), "--prompt", "12+34=", "--max-tokens", "8", "--ids"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let ids = String::from_utf8_lossy(&out.stdout);
     let count = ids.split_whitespace().map(|t| t.parse::<u32>().expect("token id")).count();
@@ -235,7 +235,6 @@ fn the_readme_recipe_is_the_quickstart_and_checks() {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let block = readme.split("```recipe\n").nth(1).and_then(|b| b.split("```").next()).expect("a recipe block");
     let quickstart = std::fs::read_to_string(root().join("recipes/quickstart.recipe")).expect("quickstart");
-    let without_comments: String =
-        quickstart.lines().filter(|l| !l.starts_with("// ")).collect::<Vec<_>>().join("\n");
+    let without_comments: String = quickstart.lines().filter(|l| !l.starts_with("// ")).collect::<Vec<_>>().join("\n");
     assert_eq!(block.trim(), without_comments.trim(), "README shows recipes/quickstart.recipe");
 }

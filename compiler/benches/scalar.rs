@@ -35,82 +35,37 @@ fn difficulty(m: &mut Module, name: &str) -> Function {
     let carries = Expr::param(1, Ty::Int);
     let prompt = Expr::param(2, Ty::Str);
     let margin = Expr::param(3, Ty::Float);
-    let decay = m
-        .call("exp", vec![bin(B::Mul, Expr::float(-0.1), carries.clone())])
-        .unwrap();
+    let decay = m.call("exp", vec![bin(B::Mul, Expr::float(-0.1), carries.clone())]).unwrap();
     let base = bin(
         B::Add,
         bin(B::Mul, Expr::float(1.5), digits.clone()),
-        bin(
-            B::Mul,
-            bin(B::Mul, Expr::float(0.75), carries.clone()),
-            decay,
-        ),
+        bin(B::Mul, bin(B::Mul, Expr::float(0.75), carries.clone()), decay),
     );
     let nan = m.call("is_nan", vec![margin.clone()]).unwrap();
-    let clamped = m
-        .call("clamp", vec![margin, Expr::float(-5.0), Expr::float(5.0)])
-        .unwrap();
+    let clamped = m.call("clamp", vec![margin, Expr::float(-5.0), Expr::float(5.0)]).unwrap();
     let mval = Expr::if_(nan, Expr::float(0.0), clamped);
     let (b, mm) = (Expr::local(0, Ty::Float), Expr::local(1, Ty::Float));
     let len = m.call("len", vec![prompt]).unwrap();
-    let hard = bin(
-        B::And,
-        bin(B::Gt, digits, Expr::int(3)),
-        bin(B::Gt, carries, Expr::int(0)),
-    );
+    let hard = bin(B::And, bin(B::Gt, digits, Expr::int(3)), bin(B::Gt, carries, Expr::int(0)));
     let then = bin(
         B::Sub,
-        bin(
-            B::Add,
-            b.clone(),
-            m.call("log1p", vec![len.clone()]).unwrap(),
-        ),
-        bin(
-            B::Mul,
-            Expr::float(0.5),
-            m.call("tanh", vec![mm.clone()]).unwrap(),
-        ),
+        bin(B::Add, b.clone(), m.call("log1p", vec![len.clone()]).unwrap()),
+        bin(B::Mul, Expr::float(0.5), m.call("tanh", vec![mm.clone()]).unwrap()),
     );
     let neg = ir::unary(recipe_compiler::ast::UnOp::Neg, mm).unwrap();
-    let otherwise = bin(
-        B::Add,
-        bin(B::Mul, b, m.call("sigmoid", vec![neg]).unwrap()),
-        bin(B::Div, len, Expr::int(40)),
-    );
-    let body = Expr::let_(
-        0,
-        base,
-        Expr::let_(1, mval, Expr::if_(hard, then, otherwise)),
-    );
-    let params = [
-        ("digits", Ty::Int),
-        ("carries", Ty::Int),
-        ("prompt", Ty::Str),
-        ("margin", Ty::Float),
-    ]
-    .iter()
-    .map(|(n, t)| Param {
-        name: (*n).into(),
-        ty: *t,
-    })
-    .collect();
-    Function {
-        name: name.into(),
-        params,
-        ret: Ty::Float,
-        body,
-    }
+    let otherwise = bin(B::Add, bin(B::Mul, b, m.call("sigmoid", vec![neg]).unwrap()), bin(B::Div, len, Expr::int(40)));
+    let body = Expr::let_(0, base, Expr::let_(1, mval, Expr::if_(hard, then, otherwise)));
+    let params = [("digits", Ty::Int), ("carries", Ty::Int), ("prompt", Ty::Str), ("margin", Ty::Float)]
+        .iter()
+        .map(|(n, t)| Param { name: (*n).into(), ty: *t })
+        .collect();
+    Function { name: name.into(), params, ret: Ty::Float, body }
 }
 
 /// The same measure written by hand in Rust.
 fn closure(digits: i64, carries: i64, prompt: &str, margin: f64) -> f64 {
     let base = 1.5 * digits as f64 + 0.75 * carries as f64 * (-0.1 * carries as f64).exp();
-    let m = if margin.is_nan() {
-        0.0
-    } else {
-        margin.clamp(-5.0, 5.0)
-    };
+    let m = if margin.is_nan() { 0.0 } else { margin.clamp(-5.0, 5.0) };
     let len = prompt.chars().count() as f64;
     if digits > 3 && carries > 0 {
         base + len.ln_1p() - 0.5 * m.tanh()
@@ -136,15 +91,8 @@ fn data(rows: usize) -> Data {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
-    let prompts: Vec<Arc<str>> = (0..4096)
-        .map(|i| {
-            Arc::from(format!(
-                "What is {} + {}? Answer briefly.",
-                i * 37 % 1000,
-                i % 97
-            ))
-        })
-        .collect();
+    let prompts: Vec<Arc<str>> =
+        (0..4096).map(|i| Arc::from(format!("What is {} + {}? Answer briefly.", i * 37 % 1000, i % 97))).collect();
     let (mut d, mut c, mut p, mut m) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rows {
         let r = next();
@@ -152,18 +100,9 @@ fn data(rows: usize) -> Data {
         d.push(digits);
         c.push(((r >> 8) % (digits as u64 + 1)) as i64);
         p.push(prompts[((r >> 16) % 4096) as usize].clone());
-        m.push(if r % 1000 == 0 {
-            f64::NAN
-        } else {
-            ((r >> 32) as f64 / 4.3e9) * 12.0 - 6.0
-        });
+        m.push(if r % 1000 == 0 { f64::NAN } else { ((r >> 32) as f64 / 4.3e9) * 12.0 - 6.0 });
     }
-    Data {
-        digits: Column::Int(d),
-        carries: Column::Int(c),
-        prompt: Column::Str(p),
-        margin: Column::Float(m),
-    }
+    Data { digits: Column::Int(d), carries: Column::Int(c), prompt: Column::Str(p), margin: Column::Float(m) }
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -180,10 +119,7 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
             start.elapsed()
         })
         .collect();
-    (
-        median(times),
-        out.unwrap_or_else(|| unreachable!("runs > 0")),
-    )
+    (median(times), out.unwrap_or_else(|| unreachable!("runs > 0")))
 }
 
 fn run_closure(d: &Data, parallel: bool) -> Vec<f64> {
@@ -212,10 +148,7 @@ fn per_row(t: Duration, rows: usize) -> f64 {
 }
 
 fn main() {
-    let rows = std::env::var("SCALAR_BENCH_ROWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_000);
+    let rows = std::env::var("SCALAR_BENCH_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
     let threads = rayon::current_num_threads();
     println!("scalar benchmark: {rows} rows, median of {RUNS} runs, {threads} rayon threads");
     let d = data(rows);
@@ -224,16 +157,8 @@ fn main() {
     m.push(f);
     let jit = Compiled::new(&m, Backend::Jit).expect("the benchmark module compiles");
     let interp = Compiled::new(&m, Backend::Interp).expect("the benchmark module is valid");
-    let cols = [
-        ("digits", &d.digits),
-        ("carries", &d.carries),
-        ("prompt", &d.prompt),
-        ("margin", &d.margin),
-    ];
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("a thread pool");
+    let cols = [("digits", &d.digits), ("carries", &d.carries), ("prompt", &d.prompt), ("margin", &d.margin)];
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
 
     let mut results = Vec::new();
     for parallel in [false, true] {
@@ -250,10 +175,7 @@ fn main() {
         let (t_jit, by_jit) = time(RUNS, || eval(&jit));
         let (t_interp, by_interp) = time(RUNS, || eval(&interp));
         let same = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(
-            same(floats(&by_jit), floats(&by_interp)),
-            "JIT and interpreter disagree"
-        );
+        assert!(same(floats(&by_jit), floats(&by_interp)), "JIT and interpreter disagree");
         let agree = same(floats(&by_jit), &by_hand);
         println!(
             "[{label}] closure {:7.2} ns/row | JIT {:7.2} ns/row | interpreter {:7.2} ns/row",
@@ -277,10 +199,7 @@ fn main() {
         big.push(f);
     }
     let (t, _) = time(RUNS.max(11), || JitModule::compile(&big).expect("compiles"));
-    println!(
-        "compile 50 functions: {:.2} ms (target < 5 ms)",
-        t.as_secs_f64() * 1e3
-    );
+    println!("compile 50 functions: {:.2} ms (target < 5 ms)", t.as_secs_f64() * 1e3);
     recipes();
 }
 
@@ -294,10 +213,7 @@ fn recipes() {
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     let mut largest = (0, String::new(), Duration::ZERO);
-    for path in paths
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "recipe"))
-    {
+    for path in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "recipe")) {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
@@ -305,26 +221,14 @@ fn recipes() {
         let program = match recipe_compiler::compile(&source, &[]) {
             Ok(p) => p,
             Err(diags) => {
-                println!(
-                    "recipes: {} does not compile ({} diagnostics)",
-                    path.display(),
-                    diags.len()
-                );
+                println!("recipes: {} does not compile ({} diagnostics)", path.display(), diags.len());
                 continue;
             }
         };
         let n = program.scalar.functions.len();
-        let (t, _) = time(RUNS.max(11), || {
-            JitModule::compile(&program.scalar).expect("lowered IR compiles")
-        });
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        println!(
-            "compile {name}: {n} scalar functions in {:.3} ms",
-            t.as_secs_f64() * 1e3
-        );
+        let (t, _) = time(RUNS.max(11), || JitModule::compile(&program.scalar).expect("lowered IR compiles"));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        println!("compile {name}: {n} scalar functions in {:.3} ms", t.as_secs_f64() * 1e3);
         if n >= largest.0 {
             largest = (n, name, t);
         }

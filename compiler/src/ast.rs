@@ -228,13 +228,21 @@ pub enum ExprKind {
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `if c { a } else { b }`; `else if` chains nest in `otherwise`.
-    If { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    If {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
     /// `|r| r.completion == r.answer`, `|step: Int, total: Int| ...`
     Lambda(Vec<Param>, Box<Expr>),
     List(Vec<Expr>),
     Record(Vec<Field>),
     /// `1..=3` (inclusive) or `0..10` (exclusive end).
-    Range { start: Box<Expr>, end: Box<Expr>, inclusive: bool },
+    Range {
+        start: Box<Expr>,
+        end: Box<Expr>,
+        inclusive: bool,
+    },
     /// `{ let a = 1; let b = a * 2; a + b }`
     Block(Vec<LetStmt>, Box<Expr>),
 }

@@ -35,37 +35,19 @@ pub enum EvalError {
     UnknownFunction(String),
     /// A call passed the wrong number of arguments.
     #[error("`{func}` takes {expected} argument(s), given {found}")]
-    Arity {
-        func: String,
-        expected: usize,
-        found: usize,
-    },
+    Arity { func: String, expected: usize, found: usize },
     /// A call passed an argument of the wrong type.
     #[error("argument `{param}` of `{func}` must be {}, given {}", expected.name(), found.name())]
-    ArgType {
-        func: String,
-        param: String,
-        expected: Ty,
-        found: Ty,
-    },
+    ArgType { func: String, param: String, expected: Ty, found: Ty },
     /// No column is named like a parameter of the function.
     #[error("`{func}` needs a column `{param}`, which the data does not have")]
     MissingColumn { func: String, param: String },
     /// A column has the wrong element type for its parameter.
     #[error("column `{column}` holds {}, but `{func}` takes it as {}", found.name(), expected.name())]
-    ColumnType {
-        func: String,
-        column: String,
-        expected: Ty,
-        found: Ty,
-    },
+    ColumnType { func: String, column: String, expected: Ty, found: Ty },
     /// Columns of different lengths.
     #[error("column `{column}` has {found} rows, expected {expected}")]
-    LengthMismatch {
-        column: String,
-        expected: usize,
-        found: usize,
-    },
+    LengthMismatch { column: String, expected: usize, found: usize },
     /// No columns at all, so the number of rows is unknown.
     #[error("`{func}` evaluated over no columns: the number of rows is unknown")]
     NoColumns { func: String },
@@ -119,10 +101,7 @@ impl Compiled {
 
     /// The function of that name.
     pub fn func(&self, name: &str) -> Result<Func<'_>, EvalError> {
-        let id = self
-            .module()
-            .find(name)
-            .ok_or_else(|| EvalError::UnknownFunction(name.into()))?;
+        let id = self.module().find(name).ok_or_else(|| EvalError::UnknownFunction(name.into()))?;
         Ok(Func { program: self, id })
     }
 }
@@ -151,11 +130,7 @@ impl<'p> Func<'p> {
 /// Checks call arguments against a function's parameters.
 pub(crate) fn check_args(func: &Function, args: &[Value]) -> Result<(), EvalError> {
     if args.len() != func.params.len() {
-        return Err(EvalError::Arity {
-            func: func.name.clone(),
-            expected: func.params.len(),
-            found: args.len(),
-        });
+        return Err(EvalError::Arity { func: func.name.clone(), expected: func.params.len(), found: args.len() });
     }
     for (p, a) in func.params.iter().zip(args) {
         if p.ty != a.ty() {
@@ -180,32 +155,20 @@ fn column_ty(c: &Column) -> Ty {
 }
 
 /// Finds each parameter's column and the common row count.
-fn bind<'c>(
-    func: &Function,
-    columns: &[(&str, &'c Column)],
-) -> Result<(Vec<&'c Column>, usize), EvalError> {
+fn bind<'c>(func: &Function, columns: &[(&str, &'c Column)]) -> Result<(Vec<&'c Column>, usize), EvalError> {
     let Some((_, first)) = columns.first() else {
-        return Err(EvalError::NoColumns {
-            func: func.name.clone(),
-        });
+        return Err(EvalError::NoColumns { func: func.name.clone() });
     };
     let rows = first.len();
     for (name, col) in columns {
         if col.len() != rows {
-            return Err(EvalError::LengthMismatch {
-                column: (*name).to_owned(),
-                expected: rows,
-                found: col.len(),
-            });
+            return Err(EvalError::LengthMismatch { column: (*name).to_owned(), expected: rows, found: col.len() });
         }
     }
     let mut bound = Vec::with_capacity(func.params.len());
     for p in &func.params {
         let Some((name, col)) = columns.iter().find(|(n, _)| *n == p.name) else {
-            return Err(EvalError::MissingColumn {
-                func: func.name.clone(),
-                param: p.name.clone(),
-            });
+            return Err(EvalError::MissingColumn { func: func.name.clone(), param: p.name.clone() });
         };
         if column_ty(col) != p.ty {
             return Err(EvalError::ColumnType {
@@ -340,9 +303,7 @@ fn jit_batch(jit: &JitModule, f: FuncId, ret: Ty, cols: &[&Column], rows: usize)
             run(s, e, out.as_mut_ptr() as *mut u8, &mut arena);
             // SAFETY: every result points into a column, a module constant or `arena`, all of
             // which are alive here; `arena` is dropped only after the copies.
-            out.iter()
-                .map(|r| Arc::from(unsafe { r.as_str() }))
-                .collect()
+            out.iter().map(|r| Arc::from(unsafe { r.as_str() })).collect()
         })),
     }
 }
@@ -364,47 +325,21 @@ mod tests {
         let margin = Expr::param(2, Ty::Float);
         let body = crate::ir::binary(crate::ast::BinOp::Sub, sum, margin).unwrap();
         let params = vec![
-            Param {
-                name: "digits".into(),
-                ty: Ty::Int,
-            },
-            Param {
-                name: "prompt".into(),
-                ty: Ty::Str,
-            },
-            Param {
-                name: "margin".into(),
-                ty: Ty::Float,
-            },
+            Param { name: "digits".into(), ty: Ty::Int },
+            Param { name: "prompt".into(), ty: Ty::Str },
+            Param { name: "margin".into(), ty: Ty::Float },
         ];
-        m.push(Function {
-            name: "score".into(),
-            params,
-            ret: Ty::Float,
-            body,
-        });
+        m.push(Function { name: "score".into(), params, ret: Ty::Float, body });
         let trimmed = m.call("trim", vec![Expr::param(0, Ty::Str)]).unwrap();
         let body = m.call("upper", vec![trimmed]).unwrap();
-        let params = vec![Param {
-            name: "prompt".into(),
-            ty: Ty::Str,
-        }];
-        m.push(Function {
-            name: "echo".into(),
-            params,
-            ret: Ty::Str,
-            body,
-        });
+        let params = vec![Param { name: "prompt".into(), ty: Ty::Str }];
+        m.push(Function { name: "echo".into(), params, ret: Ty::Str, body });
         m
     }
 
     fn data(n: usize) -> (Column, Column, Column) {
         let digits = Column::Int((0..n as i64).map(|i| i % 17 - 3).collect());
-        let prompt = Column::Str(
-            (0..n)
-                .map(|i| Arc::from(format!(" q{}é ", i % 101).as_str()))
-                .collect(),
-        );
+        let prompt = Column::Str((0..n).map(|i| Arc::from(format!(" q{}é ", i % 101).as_str())).collect());
         let margin = Column::Float((0..n).map(|i| (i as f64).sin()).collect());
         (digits, prompt, margin)
     }
@@ -415,20 +350,12 @@ mod tests {
         let (digits, prompt, margin) = data(3 * CHUNK + 17);
         // Column order and extra columns do not matter: parameters bind by name.
         let extra = Column::Bool(vec![true; digits.len()]);
-        let cols = [
-            ("margin", &margin),
-            ("unused", &extra),
-            ("prompt", &prompt),
-            ("digits", &digits),
-        ];
+        let cols = [("margin", &margin), ("unused", &extra), ("prompt", &prompt), ("digits", &digits)];
         let mut results = Vec::new();
         for backend in [Backend::Interp, Backend::Jit] {
             let program = Compiled::new(&m, backend).unwrap();
             for threads in [1, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 for name in ["score", "echo"] {
                     let f = program.func(name).unwrap();
                     results.push((name, pool.install(|| eval_batch(f, &cols)).unwrap()));
@@ -439,13 +366,9 @@ mod tests {
             assert_eq!(pair[0], results[0]);
             assert_eq!(pair[1], results[1]);
         }
-        let Column::Float(score) = &results[0].1 else {
-            panic!("score is Float")
-        };
+        let Column::Float(score) = &results[0].1 else { panic!("score is Float") };
         assert_eq!(score[5], (2 * 2 + 5) as f64 - 5f64.sin());
-        let Column::Str(echo) = &results[1].1 else {
-            panic!("echo is Str")
-        };
+        let Column::Str(echo) = &results[1].1 else { panic!("echo is Str") };
         assert_eq!(&*echo[5], "Q5É");
         assert_eq!(echo.len(), digits.len());
     }
@@ -457,61 +380,18 @@ mod tests {
         let f = program.func("score").unwrap();
         let (digits, prompt, margin) = data(4);
         let short = Column::Float(vec![1.0]);
-        let err = eval_batch(
-            f,
-            &[("digits", &digits), ("prompt", &prompt), ("margin", &short)],
-        );
-        assert_eq!(
-            err,
-            Err(EvalError::LengthMismatch {
-                column: "margin".into(),
-                expected: 4,
-                found: 1
-            })
-        );
+        let err = eval_batch(f, &[("digits", &digits), ("prompt", &prompt), ("margin", &short)]);
+        assert_eq!(err, Err(EvalError::LengthMismatch { column: "margin".into(), expected: 4, found: 1 }));
         let err = eval_batch(f, &[("digits", &digits), ("margin", &margin)]);
-        assert_eq!(
-            err,
-            Err(EvalError::MissingColumn {
-                func: "score".into(),
-                param: "prompt".into()
-            })
-        );
-        let err = eval_batch(
-            f,
-            &[
-                ("digits", &margin),
-                ("prompt", &prompt),
-                ("margin", &margin),
-            ],
-        );
-        assert!(matches!(
-            err,
-            Err(EvalError::ColumnType {
-                expected: Ty::Int,
-                found: Ty::Float,
-                ..
-            })
-        ));
-        assert!(matches!(
-            eval_batch(f, &[]),
-            Err(EvalError::NoColumns { .. })
-        ));
-        assert!(matches!(
-            program.func("nope"),
-            Err(EvalError::UnknownFunction(_))
-        ));
-        assert!(matches!(
-            f.call(&[Value::Int(1)]),
-            Err(EvalError::Arity { .. })
-        ));
+        assert_eq!(err, Err(EvalError::MissingColumn { func: "score".into(), param: "prompt".into() }));
+        let err = eval_batch(f, &[("digits", &margin), ("prompt", &prompt), ("margin", &margin)]);
+        assert!(matches!(err, Err(EvalError::ColumnType { expected: Ty::Int, found: Ty::Float, .. })));
+        assert!(matches!(eval_batch(f, &[]), Err(EvalError::NoColumns { .. })));
+        assert!(matches!(program.func("nope"), Err(EvalError::UnknownFunction(_))));
+        assert!(matches!(f.call(&[Value::Int(1)]), Err(EvalError::Arity { .. })));
         let args = [Value::Int(1), Value::Int(2), Value::Float(0.0)];
         assert!(matches!(f.call(&args), Err(EvalError::ArgType { .. })));
-        let args = [
-            Value::Int(1),
-            Value::Str(Arc::from("ab")),
-            Value::Float(0.5),
-        ];
+        let args = [Value::Int(1), Value::Str(Arc::from("ab")), Value::Float(0.5)];
         assert_eq!(f.call(&args), Ok(Value::Float(3.5)));
     }
 

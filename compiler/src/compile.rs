@@ -51,7 +51,9 @@ pub fn compile(source: &Source, overrides: &[(String, String)]) -> Result<Progra
         sources.push(src.clone());
         let value_src = Source::new(format!("--set {key}"), format!("{}{value}", " ".repeat(prefix.len())));
         match crate::parse_expr(&value_src) {
-            Ok(expr) => parsed.push(Override { key: key.clone(), key_span: Span::new(6, 6 + key.len()), value: expr, file }),
+            Ok(expr) => {
+                parsed.push(Override { key: key.clone(), key_span: Span::new(6, 6 + key.len()), value: expr, file })
+            }
             Err(diags) => errors.extend(diags.into_iter().map(|d| {
                 let mut d = d;
                 d.source = Some(src.clone());
@@ -64,9 +66,8 @@ pub fn compile(source: &Source, overrides: &[(String, String)]) -> Result<Progra
     }
     let checked = check::check(&module, &std.prelude, &std.builtins, &parsed, sources.clone())?;
     let canonical = crate::format(&module, source);
-    eval::evaluate(&checked, canonical, overrides).map_err(|diags| {
-        diags.into_iter().map(|(file, d)| d.with_source(&sources[file.0 as usize])).collect()
-    })
+    eval::evaluate(&checked, canonical, overrides)
+        .map_err(|diags| diags.into_iter().map(|(file, d)| d.with_source(&sources[file.0 as usize])).collect())
 }
 
 #[cfg(test)]
@@ -75,8 +76,12 @@ mod tests {
 
     #[test]
     fn stdlib_parses_and_checks() {
-        let src = Source::new("t.recipe", "recipe \"t\" { seed = 1 }\nmodel m = tiny_lm()\ndata d = synth.addition()\nstage s = sft(m, d)\nrun s\n");
-        let program = compile(&src, &[]).unwrap_or_else(|e| panic!("{:#?}", e.iter().map(|d| (&d.code, &d.message, &d.help)).collect::<Vec<_>>()));
+        let src = Source::new(
+            "t.recipe",
+            "recipe \"t\" { seed = 1 }\nmodel m = tiny_lm()\ndata d = synth.addition()\nstage s = sft(m, d)\nrun s\n",
+        );
+        let program = compile(&src, &[])
+            .unwrap_or_else(|e| panic!("{:#?}", e.iter().map(|d| (&d.code, &d.message, &d.help)).collect::<Vec<_>>()));
         assert_eq!(program.seed, 1);
         assert_eq!(program.run, vec!["s".to_string()]);
     }

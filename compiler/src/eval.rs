@@ -67,7 +67,11 @@ pub struct Evaluator<'c, 'a> {
 }
 
 /// Evaluate a checked program. `source` is the canonical text.
-pub fn evaluate(checked: &CheckedProgram<'_>, source: String, overrides: &[(String, String)]) -> Result<Program, Vec<(FileId, Diagnostic)>> {
+pub fn evaluate(
+    checked: &CheckedProgram<'_>,
+    source: String,
+    overrides: &[(String, String)],
+) -> Result<Program, Vec<(FileId, Diagnostic)>> {
     let mut ev = Evaluator {
         checked,
         module: ir::Module::new(),
@@ -291,7 +295,9 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 let v = self.eval(inner, env);
                 match (c, v) {
                     (Coercion::IntToFloat, CVal::V(Value::Int(x))) => CVal::V(Value::Float(x as f64)),
-                    (Coercion::ToTensor | Coercion::ToSchedule, CVal::V(Value::Int(x))) => CVal::V(Value::Float(x as f64)),
+                    (Coercion::ToTensor | Coercion::ToSchedule, CVal::V(Value::Int(x))) => {
+                        CVal::V(Value::Float(x as f64))
+                    }
                     (Coercion::StageField(f), CVal::V(Value::Stage { stage, field: None })) => {
                         CVal::V(Value::Stage { stage, field: Some(f.to_string()) })
                     }
@@ -346,7 +352,8 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                     }
                 }
                 ClosureKind::Extern(name) => {
-                    let named: Vec<(String, CVal)> = args.into_iter().enumerate().map(|(i, a)| (i.to_string(), a)).collect();
+                    let named: Vec<(String, CVal)> =
+                        args.into_iter().enumerate().map(|(i, a)| (i.to_string(), a)).collect();
                     fold_builtin(name, &named).unwrap_or_else(|| {
                         self.not_constant(at, "this call");
                         CVal::Error
@@ -463,7 +470,9 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 self.finalize(v, &ty)
             }
             CVal::List(items) => Value::List(items.into_iter().map(|i| self.finalize_untyped(i)).collect()),
-            CVal::Record(fields) => Value::Record(fields.into_iter().map(|(n, v)| (n, self.finalize_untyped(v))).collect()),
+            CVal::Record(fields) => {
+                Value::Record(fields.into_iter().map(|(n, v)| (n, self.finalize_untyped(v))).collect())
+            }
             other => self.finalize(other, &Ty::Error),
         }
     }
@@ -545,7 +554,8 @@ pub fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
 
 /// Fold a scalar builtin on constant arguments (the interpreter's semantics).
 fn fold_builtin(name: &str, args: &[(String, CVal)]) -> Option<CVal> {
-    let vals: Vec<&Value> = args.iter().map(|(_, v)| if let CVal::V(v) = v { Some(v) } else { None }).collect::<Option<_>>()?;
+    let vals: Vec<&Value> =
+        args.iter().map(|(_, v)| if let CVal::V(v) = v { Some(v) } else { None }).collect::<Option<_>>()?;
     let text = |i: usize| vals.get(i).and_then(|v| v.as_str());
     let folded = match (name, vals.as_slice()) {
         ("len", [Value::Str(s)]) => Some(Value::Int(s.chars().count() as i64)),
@@ -573,7 +583,8 @@ fn fold_builtin(name: &str, args: &[(String, CVal)]) -> Option<CVal> {
         })
         .collect();
     let all_int = args.iter().all(|(_, v)| matches!(v, CVal::V(Value::Int(_))));
-    let ints: Vec<i64> = args.iter().filter_map(|(_, v)| if let CVal::V(Value::Int(i)) = v { Some(*i) } else { None }).collect();
+    let ints: Vec<i64> =
+        args.iter().filter_map(|(_, v)| if let CVal::V(Value::Int(i)) = v { Some(*i) } else { None }).collect();
     let n = nums?;
     let f = |x: f64| Some(CVal::V(Value::Float(x)));
     match (name, n.as_slice()) {

@@ -42,26 +42,16 @@ pub fn format_checked(module: &Module, source: &Source) -> Result<String, String
     let text = format(module, source);
     let again_source = Source::new(source.name.clone(), text.as_str());
     let again = crate::parse::parse(&again_source).map_err(|ds| {
-        let messages: Vec<String> = ds
-            .iter()
-            .map(|d| format!("{} ({})", d.message, d.code))
-            .collect();
-        format!(
-            "formatted text does not parse: {}\n{text}",
-            messages.join("; ")
-        )
+        let messages: Vec<String> = ds.iter().map(|d| format!("{} ({})", d.message, d.code)).collect();
+        format!("formatted text does not parse: {}\n{text}", messages.join("; "))
     })?;
     if erase_spans(&again) != erase_spans(module) {
-        return Err(format!(
-            "formatted text parses to a different tree:\n{text}"
-        ));
+        return Err(format!("formatted text parses to a different tree:\n{text}"));
     }
     let before: Vec<&str> = module.comments.iter().map(|c| c.text.as_str()).collect();
     let after: Vec<&str> = again.comments.iter().map(|c| c.text.as_str()).collect();
     if before != after {
-        return Err(format!(
-            "comments changed: {before:?} became {after:?}\n{text}"
-        ));
+        return Err(format!("comments changed: {before:?} became {after:?}\n{text}"));
     }
     let twice = format(&again, &again_source);
     if twice != text {
@@ -101,11 +91,7 @@ impl<'a> Printer<'a> {
 
     /// A printer for measuring: same source, no comments, one line.
     fn measurer(&self) -> Printer<'a> {
-        Printer {
-            flat: true,
-            comments: &[],
-            ..Printer::new(self.text, &[])
-        }
+        Printer { flat: true, comments: &[], ..Printer::new(self.text, &[]) }
     }
 
     fn write(&mut self, s: &str) {
@@ -153,10 +139,7 @@ impl<'a> Printer<'a> {
 
     /// Whether a comment not yet written starts inside `span`: such a container must break.
     fn has_comment(&self, span: Span) -> bool {
-        !self.flat
-            && self.comments[self.next..]
-                .iter()
-                .any(|c| c.span.start >= span.start && c.span.start < span.end)
+        !self.flat && self.comments[self.next..].iter().any(|c| c.span.start >= span.start && c.span.start < span.end)
     }
 
     fn write_comment(&mut self, c: &Comment) {
@@ -194,17 +177,10 @@ impl<'a> Printer<'a> {
 
     /// Writes every pending comment that starts before `pos`, each on its own line.
     fn own_line_comments(&mut self, pos: usize, blank_lines: bool) {
-        while let Some(c) = self
-            .comments
-            .get(self.next)
-            .filter(|c| (c.span.start as usize) < pos)
-        {
+        while let Some(c) = self.comments.get(self.next).filter(|c| (c.span.start as usize) < pos) {
             self.next += 1;
             self.ensure_line_start();
-            if blank_lines
-                && self.blank_allowed()
-                && self.blank_between(self.last_end, c.span.start as usize)
-            {
+            if blank_lines && self.blank_allowed() && self.blank_between(self.last_end, c.span.start as usize) {
                 self.newline();
             }
             self.write_comment(c);
@@ -221,12 +197,8 @@ impl<'a> Printer<'a> {
         };
         let start = c.span.start as usize;
         let inside = start < end;
-        let same_line = start >= end
-            && start < limit
-            && self
-                .text
-                .get(end..start)
-                .is_some_and(|gap| !gap.contains('\n'));
+        let same_line =
+            start >= end && start < limit && self.text.get(end..start).is_some_and(|gap| !gap.contains('\n'));
         if inside || same_line {
             self.next += 1;
             self.write(" ");
@@ -256,9 +228,7 @@ impl<'a> Printer<'a> {
             }
             print(self, elem);
             self.write(sep);
-            let limit = elems
-                .get(i + 1)
-                .map_or(close, |next| span_of(next).start as usize);
+            let limit = elems.get(i + 1).map_or(close, |next| span_of(next).start as usize);
             self.last_end = self.last_end.max(span.end as usize);
             self.trailing_comment(span.end as usize, limit);
             self.newline();
@@ -285,8 +255,7 @@ impl<'a> Printer<'a> {
         let breaks = !self.flat
             && (self.has_comment(span)
                 || !elems.is_empty() && {
-                    let flat =
-                        self.measure(|m| m.delimited_flat(open, close, pad, elems, &mut print));
+                    let flat = self.measure(|m| m.delimited_flat(open, close, pad, elems, &mut print));
                     !self.fits(flat.chars().count())
                 });
         if !breaks {
@@ -328,9 +297,7 @@ impl<'a> Printer<'a> {
 
     fn module(&mut self, module: &Module) {
         let end = self.text.len();
-        self.lines(&module.items, item_span, end, "", true, |p, item| {
-            p.item(item)
-        });
+        self.lines(&module.items, item_span, end, "", true, |p, item| p.item(item));
         self.ensure_line_start();
     }
 
@@ -415,14 +382,7 @@ impl<'a> Printer<'a> {
 
     /// `{ name = value, ... }` (header, `pad`) or `{name: value, ...}` (record), `{}` when
     /// empty.
-    pub(crate) fn braces_fields(
-        &mut self,
-        fields: &[Field],
-        span: Span,
-        close: usize,
-        sep: &str,
-        pad: bool,
-    ) {
+    pub(crate) fn braces_fields(&mut self, fields: &[Field], span: Span, close: usize, sep: &str, pad: bool) {
         self.delimited(
             "{",
             "}",

@@ -93,19 +93,10 @@ impl Interp {
         let regexes = module
             .regexes
             .iter()
-            .map(|p| {
-                Regex::new(p).map_err(|e| IrError::InvalidRegex {
-                    pattern: p.clone(),
-                    message: e.to_string(),
-                })
-            })
+            .map(|p| Regex::new(p).map_err(|e| IrError::InvalidRegex { pattern: p.clone(), message: e.to_string() }))
             .collect::<Result<_, _>>()?;
         let local_counts = module.functions.iter().map(|f| f.local_count()).collect();
-        Ok(Interp {
-            module: module.clone(),
-            regexes,
-            local_counts,
-        })
+        Ok(Interp { module: module.clone(), regexes, local_counts })
     }
 
     pub fn module(&self) -> &Module {
@@ -140,18 +131,9 @@ impl Interp {
     }
 
     /// Evaluates function `f` on one row. Float results are NaN-canonicalised.
-    pub(crate) fn eval_row<'a>(
-        &'a self,
-        f: FuncId,
-        params: &[Val<'a>],
-        locals: &mut [Val<'a>],
-    ) -> Val<'a> {
+    pub(crate) fn eval_row<'a>(&'a self, f: FuncId, params: &[Val<'a>], locals: &mut [Val<'a>]) -> Val<'a> {
         let body = &self.module.function(f).body;
-        let mut frame = Frame {
-            interp: self,
-            params,
-            locals,
-        };
+        let mut frame = Frame { interp: self, params, locals };
         match frame.eval(body) {
             Val::Float(x) => Val::Float(ops::canonical(x)),
             v => v,
@@ -213,11 +195,7 @@ impl<'a> Frame<'a, '_> {
                     _ => unreachable!("validated: Int operator"),
                 }
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 if self.boolean(cond) {
                     self.int(then)
                 } else {
@@ -267,11 +245,7 @@ impl<'a> Frame<'a, '_> {
                     _ => unreachable!("validated: Float operator"),
                 }
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 if self.boolean(cond) {
                     self.float(then)
                 } else {
@@ -331,11 +305,7 @@ impl<'a> Frame<'a, '_> {
             ExprKind::Binary(BinOp::BNe, a, b) => self.boolean(a) != self.boolean(b),
             ExprKind::Binary(BinOp::ICmp(c), a, b) => compare(*c, &self.int(a), &self.int(b)),
             ExprKind::Binary(BinOp::FCmp(c), a, b) => compare(*c, &self.float(a), &self.float(b)),
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 if self.boolean(cond) {
                     self.boolean(then)
                 } else {
@@ -364,9 +334,7 @@ impl<'a> Frame<'a, '_> {
 
     fn string(&mut self, e: &'a Expr) -> Text<'a> {
         match &e.kind {
-            ExprKind::Const(Const::Str(id)) => {
-                Text::Borrowed(&self.interp.module.strings[id.0 as usize])
-            }
+            ExprKind::Const(Const::Str(id)) => Text::Borrowed(&self.interp.module.strings[id.0 as usize]),
             k @ (ExprKind::Param(_) | ExprKind::Local(_)) => match self.slot(k) {
                 Val::Str(s) => s.clone(),
                 _ => unreachable!("validated: Str slot"),
@@ -375,11 +343,7 @@ impl<'a> Frame<'a, '_> {
                 self.bind(*local, value);
                 self.string(body)
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 if self.boolean(cond) {
                     self.string(then)
                 } else {

@@ -319,9 +319,7 @@ impl Builtin {
             AbsInt => (&[I], I),
             MinInt | MaxInt => (&[I, I], I),
             ClampInt => (&[I, I, I], I),
-            AbsFloat | Floor | Ceil | Round | Sqrt | Exp | Log | Log1p | Tanh | Sigmoid => {
-                (&[F], F)
-            }
+            AbsFloat | Floor | Ceil | Round | Sqrt | Exp | Log | Log1p | Tanh | Sigmoid => (&[F], F),
             MinFloat | MaxFloat | Pow => (&[F, F], F),
             ClampFloat => (&[F, F, F], F),
             IsNan => (&[F], B),
@@ -339,58 +337,33 @@ impl Builtin {
 
 impl Expr {
     pub fn int(v: i64) -> Expr {
-        Expr {
-            ty: Ty::Int,
-            kind: ExprKind::Const(Const::Int(v)),
-        }
+        Expr { ty: Ty::Int, kind: ExprKind::Const(Const::Int(v)) }
     }
 
     pub fn float(v: f64) -> Expr {
-        Expr {
-            ty: Ty::Float,
-            kind: ExprKind::Const(Const::Float(v)),
-        }
+        Expr { ty: Ty::Float, kind: ExprKind::Const(Const::Float(v)) }
     }
 
     pub fn bool(v: bool) -> Expr {
-        Expr {
-            ty: Ty::Bool,
-            kind: ExprKind::Const(Const::Bool(v)),
-        }
+        Expr { ty: Ty::Bool, kind: ExprKind::Const(Const::Bool(v)) }
     }
 
     /// A string constant already in the module's table (see [`Module::string`]).
     pub fn str(id: StrId) -> Expr {
-        Expr {
-            ty: Ty::Str,
-            kind: ExprKind::Const(Const::Str(id)),
-        }
+        Expr { ty: Ty::Str, kind: ExprKind::Const(Const::Str(id)) }
     }
 
     pub fn param(index: u32, ty: Ty) -> Expr {
-        Expr {
-            ty,
-            kind: ExprKind::Param(index),
-        }
+        Expr { ty, kind: ExprKind::Param(index) }
     }
 
     pub fn local(index: u32, ty: Ty) -> Expr {
-        Expr {
-            ty,
-            kind: ExprKind::Local(index),
-        }
+        Expr { ty, kind: ExprKind::Local(index) }
     }
 
     /// `let local = value; body`; the node has the body's type.
     pub fn let_(local: u32, value: Expr, body: Expr) -> Expr {
-        Expr {
-            ty: body.ty,
-            kind: ExprKind::Let {
-                local,
-                value: Box::new(value),
-                body: Box::new(body),
-            },
-        }
+        Expr { ty: body.ty, kind: ExprKind::Let { local, value: Box::new(value), body: Box::new(body) } }
     }
 
     /// A typed unary operation; the result has the operand's type.
@@ -400,38 +373,25 @@ impl Expr {
             UnOp::FNeg => Ty::Float,
             UnOp::Not => Ty::Bool,
         };
-        Expr {
-            ty,
-            kind: ExprKind::Unary(op, Box::new(operand)),
-        }
+        Expr { ty, kind: ExprKind::Unary(op, Box::new(operand)) }
     }
 
     /// A typed binary operation; the result type follows from `op` (checked by `validate`).
     pub fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
-        Expr {
-            ty: op.signature().1,
-            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-        }
+        Expr { ty: op.signature().1, kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)) }
     }
 
     /// `if cond { then } else { otherwise }`; the node has the `then` branch's type.
     pub fn if_(cond: Expr, then: Expr, otherwise: Expr) -> Expr {
         Expr {
             ty: then.ty,
-            kind: ExprKind::If {
-                cond: Box::new(cond),
-                then: Box::new(then),
-                otherwise: Box::new(otherwise),
-            },
+            kind: ExprKind::If { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) },
         }
     }
 
     /// A typed builtin call; the result type follows from the builtin.
     pub fn call(builtin: Builtin, args: Vec<Expr>) -> Expr {
-        Expr {
-            ty: builtin.signature().1,
-            kind: ExprKind::Call(builtin, args),
-        }
+        Expr { ty: builtin.signature().1, kind: ExprKind::Call(builtin, args) }
     }
 
     /// Int → Float if `self` is an Int; otherwise unchanged. The language's only implicit
@@ -465,10 +425,8 @@ impl Module {
         if let Some(i) = self.regexes.iter().position(|s| s == pattern) {
             return Ok(RegexId(i as u32));
         }
-        regex::Regex::new(pattern).map_err(|e| IrError::InvalidRegex {
-            pattern: pattern.to_owned(),
-            message: e.to_string(),
-        })?;
+        regex::Regex::new(pattern)
+            .map_err(|e| IrError::InvalidRegex { pattern: pattern.to_owned(), message: e.to_string() })?;
         self.regexes.push(pattern.to_owned());
         Ok(RegexId(self.regexes.len() as u32 - 1))
     }
@@ -481,10 +439,7 @@ impl Module {
 
     /// Finds a function by name.
     pub fn find(&self, name: &str) -> Option<FuncId> {
-        self.functions
-            .iter()
-            .position(|f| f.name == name)
-            .map(|i| FuncId(i as u32))
+        self.functions.iter().position(|f| f.name == name).map(|i| FuncId(i as u32))
     }
 
     pub fn function(&self, id: FuncId) -> &Function {
@@ -508,11 +463,7 @@ impl Function {
                     walk(a, max);
                     walk(b, max);
                 }
-                ExprKind::If {
-                    cond,
-                    then,
-                    otherwise,
-                } => {
+                ExprKind::If { cond, then, otherwise } => {
                     walk(cond, max);
                     walk(then, max);
                     walk(otherwise, max);

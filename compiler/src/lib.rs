@@ -3,24 +3,24 @@
 //! checked here and handed to the runtime as data.
 
 pub mod ast;
-pub mod diag;
-pub mod column;
-pub mod ir;
-pub mod interp;
-pub mod jit;
 pub mod batch;
-pub mod parse;
-pub mod fmt;
-pub mod types;
 pub mod check;
-pub mod tensor;
-pub mod program;
-pub mod eval;
-pub mod lower;
-pub mod plan;
+pub mod column;
 mod compile;
+pub mod diag;
+pub mod eval;
+pub mod fmt;
+pub mod interp;
+pub mod ir;
+pub mod jit;
+pub mod lower;
+pub mod parse;
+pub mod plan;
+pub mod program;
+pub mod tensor;
+pub mod types;
 
+pub use compile::compile;
 pub use fmt::format;
 pub use parse::{parse, parse_expr};
-pub use compile::compile;
 pub use program::Program;

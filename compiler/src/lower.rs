@@ -195,9 +195,9 @@ impl Scalar<'_, '_, '_> {
         let result = match (name, irs.as_slice()) {
             ("relu", [x]) => self.ev.module.call("max", vec![x.clone(), zero]),
             ("softplus", [x]) => softplus(&mut self.ev.module, x.clone()),
-            ("log_sigmoid", [x]) => {
-                ir::unary(UnOp::Neg, x.clone().to_float()).and_then(|nx| softplus(&mut self.ev.module, nx)).and_then(|s| ir::unary(UnOp::Neg, s))
-            }
+            ("log_sigmoid", [x]) => ir::unary(UnOp::Neg, x.clone().to_float())
+                .and_then(|nx| softplus(&mut self.ev.module, nx))
+                .and_then(|s| ir::unary(UnOp::Neg, s)),
             _ => self.ev.module.call(name, irs),
         };
         match (result, at) {
@@ -379,13 +379,21 @@ trait AsConst {
 
 impl AsConst for SV {
     fn as_const(&self) -> Option<CVal> {
-        if let SV::C(c) = self { Some(c.clone()) } else { None }
+        if let SV::C(c) = self {
+            Some(c.clone())
+        } else {
+            None
+        }
     }
 }
 
 impl AsConst for TV {
     fn as_const(&self) -> Option<CVal> {
-        if let TV::C(c) = self { Some(c.clone()) } else { None }
+        if let TV::C(c) = self {
+            Some(c.clone())
+        } else {
+            None
+        }
     }
 }
 
@@ -455,7 +463,10 @@ impl Tensor<'_, '_, '_> {
             TV::C(CVal::Closure(c)) => {
                 // A scalar closure of the batch's scalar fields: a per-batch scalar node.
                 if !c.ty.is_tensor_fn() && args.iter().all(|a| matches!(a, TV::BatchScalar(_))) {
-                    let names: Vec<String> = args.iter().filter_map(|a| if let TV::BatchScalar(n) = a { Some(n.clone()) } else { None }).collect();
+                    let names: Vec<String> = args
+                        .iter()
+                        .filter_map(|a| if let TV::BatchScalar(n) = a { Some(n.clone()) } else { None })
+                        .collect();
                     return match scalar(self.ev, &c) {
                         Some(func) => TV::Node(self.b.add(Node::Scalar { func, args: names })),
                         None => TV::C(CVal::Error),

@@ -82,12 +82,9 @@ impl RowSchema {
     pub fn of_dataset(ty: &Ty) -> Option<RowSchema> {
         match ty {
             Ty::Opaque(name, args) if name == "Dataset" => match args.as_slice() {
-                [Ty::Record(fields)] => Some(RowSchema {
-                    fields: fields
-                        .iter()
-                        .map(|(n, t)| (n.clone(), FieldKind::of(t)))
-                        .collect(),
-                }),
+                [Ty::Record(fields)] => {
+                    Some(RowSchema { fields: fields.iter().map(|(n, t)| (n.clone(), FieldKind::of(t))).collect() })
+                }
                 _ => None,
             },
             _ => None,
@@ -146,19 +143,32 @@ pub enum Value {
     Str(String),
     List(Vec<Value>),
     Record(Vec<(String, Value)>),
-    Range { start: i64, end: i64, inclusive: bool },
+    Range {
+        start: i64,
+        end: i64,
+        inclusive: bool,
+    },
     /// An enum constant: `Enum { ty: "Order", name: "easy_first" }`.
-    Enum { ty: String, name: String },
+    Enum {
+        ty: String,
+        name: String,
+    },
     /// The model declared `model name = ...`.
     Model(String),
     /// The dataset declared `data name = ...`.
     Data(String),
     /// A stage's (or rounds block's) result, or one of its fields (`model`, `data`).
-    Stage { stage: String, field: Option<String> },
+    Stage {
+        stage: String,
+        field: Option<String>,
+    },
     /// Inside a rounds block: the model the current round starts from.
     RoundInput(String),
     /// A builtin call, every argument named and present (defaults resolved).
-    Call { name: String, args: Vec<(String, Value)> },
+    Call {
+        name: String,
+        args: Vec<(String, Value)>,
+    },
     /// A scalar function: an index into `Program::scalar.functions`.
     Scalar(u32),
     /// A batch-tensor function (a loss).
@@ -278,29 +288,17 @@ mod tests {
                 ],
             })
         );
-        let sums = program
-            .decl("sums")
-            .and_then(|d| d.row.clone())
-            .expect("synth rows are records");
+        let sums = program.decl("sums").and_then(|d| d.row.clone()).expect("synth rows are records");
         let names: Vec<&str> = sums.fields.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["answer", "carries", "completion", "digits", "prompt"]
-        );
+        assert_eq!(names, ["answer", "carries", "completion", "digits", "prompt"]);
         assert_eq!(program.decl("m").and_then(|d| d.row.clone()), None);
         assert_eq!(program.decl("s").and_then(|d| d.row.clone()), None);
     }
 
     #[test]
     fn only_a_dataset_of_records_has_a_row_schema() {
-        assert_eq!(
-            RowSchema::of_dataset(&Ty::opaque("Dataset", vec![Ty::Int])),
-            None
-        );
-        assert_eq!(
-            RowSchema::of_dataset(&Ty::opaque("Curriculum", vec![Ty::record(vec![])])),
-            None
-        );
+        assert_eq!(RowSchema::of_dataset(&Ty::opaque("Dataset", vec![Ty::Int])), None);
+        assert_eq!(RowSchema::of_dataset(&Ty::opaque("Curriculum", vec![Ty::record(vec![])])), None);
         assert_eq!(
             RowSchema::of_dataset(&Ty::opaque("Dataset", vec![Ty::record(vec![])])),
             Some(RowSchema { fields: vec![] })

@@ -31,7 +31,10 @@ pub enum Node {
     /// A scalar function of the batch's scalar fields (`step`, `total`), evaluated once per
     /// batch by the runtime and broadcast: `Scalar { func: 3, args: ["step", "total"] }` is
     /// `program.scalar.functions[3](step, total)`.
-    Scalar { func: u32, args: Vec<String> },
+    Scalar {
+        func: u32,
+        args: Vec<String>,
+    },
     Unary(UnaryOp, NodeId),
     Binary(BinaryOp, NodeId, NodeId),
     /// Mean or sum over the batch: a scalar.
@@ -200,10 +203,7 @@ impl Builder {
 impl TensorFn {
     /// The batch inputs this function reads, in node order.
     pub fn inputs(&self) -> Vec<&str> {
-        self.nodes
-            .iter()
-            .filter_map(|n| if let Node::Input(name) = n { Some(name.as_str()) } else { None })
-            .collect()
+        self.nodes.iter().filter_map(|n| if let Node::Input(name) = n { Some(name.as_str()) } else { None }).collect()
     }
 
     /// Reference evaluation over f64 vectors (every input the same length `B`); `scalars`
@@ -212,7 +212,8 @@ impl TensorFn {
     pub fn eval(&self, inputs: &HashMap<String, Vec<f64>>, scalars: &dyn Fn(u32) -> f64) -> Vec<f64> {
         let batch = inputs.values().map(Vec::len).max().unwrap_or(0);
         let mut values: Vec<Vec<f64>> = Vec::with_capacity(self.nodes.len());
-        let broadcast = |v: &Vec<f64>, i: usize| if v.len() == 1 { v[0] } else { v.get(i).copied().unwrap_or(f64::NAN) };
+        let broadcast =
+            |v: &Vec<f64>, i: usize| if v.len() == 1 { v[0] } else { v.get(i).copied().unwrap_or(f64::NAN) };
         for node in &self.nodes {
             let v = match node {
                 Node::Input(name) => inputs.get(name).cloned().unwrap_or_default(),

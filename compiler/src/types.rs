@@ -69,8 +69,20 @@ pub const NAMESPACES: &[&str] = &["synth"];
 /// Builtins whose `Float` parameters also accept a `Tensor`; the result is then a `Tensor`
 /// (elementwise lifting). They are declared with their scalar signature in builtins.recipe.
 pub const ELEMENTWISE: &[&str] = &[
-    "log", "exp", "log_sigmoid", "sigmoid", "softplus", "relu", "abs", "sqrt", "tanh", "min",
-    "max", "clamp", "pow", "log1p",
+    "log",
+    "exp",
+    "log_sigmoid",
+    "sigmoid",
+    "softplus",
+    "relu",
+    "abs",
+    "sqrt",
+    "tanh",
+    "min",
+    "max",
+    "clamp",
+    "pow",
+    "log1p",
 ];
 
 /// The enum type that has `constant`, if exactly one has it.
@@ -127,9 +139,7 @@ impl Ty {
     pub fn field_names(&self) -> Vec<&str> {
         match self {
             Ty::Record(fields) => fields.iter().map(|(n, _)| n.as_str()).collect(),
-            Ty::Opaque(stage, args) if stage == "Stage" => {
-                args.first().map_or_else(Vec::new, |r| r.field_names())
-            }
+            Ty::Opaque(stage, args) if stage == "Stage" => args.first().map_or_else(Vec::new, |r| r.field_names()),
             _ => Vec::new(),
         }
     }
@@ -150,13 +160,9 @@ impl Ty {
     pub fn map_vars(&self, f: &mut impl FnMut(u32) -> Ty) -> Ty {
         match self {
             Ty::Var(v) => f(*v),
-            Ty::Record(fields) => {
-                Ty::Record(fields.iter().map(|(n, t)| (n.clone(), t.map_vars(f))).collect())
-            }
+            Ty::Record(fields) => Ty::Record(fields.iter().map(|(n, t)| (n.clone(), t.map_vars(f))).collect()),
             Ty::List(t) => Ty::List(Box::new(t.map_vars(f))),
-            Ty::Fn(ps, r) => {
-                Ty::Fn(ps.iter().map(|p| p.map_vars(f)).collect(), Box::new(r.map_vars(f)))
-            }
+            Ty::Fn(ps, r) => Ty::Fn(ps.iter().map(|p| p.map_vars(f)).collect(), Box::new(r.map_vars(f))),
             Ty::Opaque(n, args) => Ty::Opaque(n.clone(), args.iter().map(|a| a.map_vars(f)).collect()),
             other => other.clone(),
         }
@@ -183,12 +189,8 @@ impl fmt::Display for Ty {
                 f.write_str("}")
             }
             Ty::List(t) => write!(f, "List[{t}]"),
-            Ty::Fn(ps, r) if **r == Ty::Tensor && ps.len() == 1 && is_pref_batch(&ps[0]) => {
-                f.write_str("Loss")
-            }
-            Ty::Fn(ps, r) if **r == Ty::Float && ps[..] == [Ty::Int, Ty::Int] => {
-                f.write_str("Schedule")
-            }
+            Ty::Fn(ps, r) if **r == Ty::Tensor && ps.len() == 1 && is_pref_batch(&ps[0]) => f.write_str("Loss"),
+            Ty::Fn(ps, r) if **r == Ty::Float && ps[..] == [Ty::Int, Ty::Int] => f.write_str("Schedule"),
             Ty::Fn(ps, r) => {
                 f.write_str("fn(")?;
                 for (i, p) in ps.iter().enumerate() {

@@ -51,23 +51,7 @@ fn floats() -> Vec<f64> {
 }
 
 fn ints() -> Vec<i64> {
-    vec![
-        0,
-        1,
-        -1,
-        2,
-        -2,
-        3,
-        -3,
-        7,
-        -7,
-        100,
-        1 << 53,
-        (1 << 53) + 1,
-        i64::MAX,
-        i64::MIN,
-        i64::MIN + 1,
-    ]
+    vec![0, 1, -1, 2, -2, 3, -3, 7, -7, 100, 1 << 53, (1 << 53) + 1, i64::MAX, i64::MIN, i64::MIN + 1]
 }
 
 fn strings() -> Vec<&'static str> {
@@ -142,36 +126,17 @@ fn value_at(c: &Column, r: usize) -> Value {
 /// Builds the one-function module of a case: params `p0, p1, …` of the given types.
 fn module_of(tys: &[Ty], build: &dyn Fn(&mut Module, Vec<Expr>) -> Expr) -> Module {
     let mut m = Module::new();
-    let args = tys
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Expr::param(i as u32, *t))
-        .collect();
+    let args = tys.iter().enumerate().map(|(i, t)| Expr::param(i as u32, *t)).collect();
     let body = build(&mut m, args);
-    let params = tys
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Param {
-            name: format!("p{i}"),
-            ty: *t,
-        })
-        .collect();
-    m.push(Function {
-        name: "f".into(),
-        params,
-        ret: body.ty,
-        body,
-    });
+    let params = tys.iter().enumerate().map(|(i, t)| Param { name: format!("p{i}"), ty: *t }).collect();
+    m.push(Function { name: "f".into(), params, ret: body.ty, body });
     m
 }
 
 /// Runs `module`'s function `f` over `cols` on both backends, batch and row by row, and asserts
 /// bit-identical results. Returns the interpreter's results.
 pub fn assert_agree(module: &Module, cols: &[Column]) -> Column {
-    let options = JitOptions {
-        verify: true,
-        keep_clif: false,
-    };
+    let options = JitOptions { verify: true, keep_clif: false };
     JitModule::compile_with(module, options).unwrap_or_else(|e| panic!("{e}\n{module}"));
     let interp = Compiled::new(module, Backend::Interp).unwrap();
     let jit = Compiled::new(module, Backend::Jit).unwrap();
@@ -181,20 +146,12 @@ pub fn assert_agree(module: &Module, cols: &[Column]) -> Column {
     let got = eval_batch(jit.func("f").unwrap(), &named).unwrap();
     for r in 0..expected.len() {
         let (want, have) = (value_at(&expected, r), value_at(&got, r));
-        assert_eq!(
-            want,
-            have,
-            "batch row {r}, args {:?}\n{module}",
-            row(cols, r)
-        );
+        assert_eq!(want, have, "batch row {r}, args {:?}\n{module}", row(cols, r));
         let args = row(cols, r);
         let once = jit.func("f").unwrap().call(&args).unwrap();
         assert_eq!(want, once, "call, args {args:?}\n{module}");
         let reference = interp.func("f").unwrap().call(&args).unwrap();
-        assert_eq!(
-            want, reference,
-            "interp call vs batch, args {args:?}\n{module}"
-        );
+        assert_eq!(want, reference, "interp call vs batch, args {args:?}\n{module}");
     }
     expected
 }
@@ -228,9 +185,7 @@ fn float_arithmetic_and_comparisons() {
     for op in [B::Eq, B::Ne, B::Lt, B::Le, B::Gt, B::Ge] {
         case(&[TF, TF], binop(op));
     }
-    case(&[TF], |_, a| {
-        ir::unary(recipe_compiler::ast::UnOp::Neg, a[0].clone()).unwrap()
-    });
+    case(&[TF], |_, a| ir::unary(recipe_compiler::ast::UnOp::Neg, a[0].clone()).unwrap());
 }
 
 #[test]
@@ -254,9 +209,7 @@ fn int_arithmetic_and_comparisons() {
             assert_eq!(*q, want, "div({a}, {b})");
         }
     }
-    case(&[TI], |_, a| {
-        ir::unary(recipe_compiler::ast::UnOp::Neg, a[0].clone()).unwrap()
-    });
+    case(&[TI], |_, a| ir::unary(recipe_compiler::ast::UnOp::Neg, a[0].clone()).unwrap());
 }
 
 #[test]
@@ -269,9 +222,7 @@ fn mixed_int_float_promotion() {
 
 #[test]
 fn numeric_builtins() {
-    for name in [
-        "abs", "floor", "ceil", "round", "sqrt", "exp", "log", "log1p", "tanh", "sigmoid",
-    ] {
+    for name in ["abs", "floor", "ceil", "round", "sqrt", "exp", "log", "log1p", "tanh", "sigmoid"] {
         case(&[TF], call(name));
     }
     for name in ["is_nan", "int", "float"] {
@@ -296,11 +247,7 @@ fn documented_float_edge_cases() {
     if let (Column::Float(a), Column::Float(b), Column::Float(m)) = (&cols[0], &cols[1], &min) {
         for ((a, b), m) in a.iter().zip(b).zip(m) {
             if a.is_nan() || b.is_nan() {
-                assert_eq!(
-                    m.to_bits(),
-                    0x7ff8_0000_0000_0000,
-                    "min({a}, {b}) is the canonical NaN"
-                );
+                assert_eq!(m.to_bits(), 0x7ff8_0000_0000_0000, "min({a}, {b}) is the canonical NaN");
             } else if *a == 0.0 && *b == 0.0 && (a.is_sign_negative() || b.is_sign_negative()) {
                 assert_eq!(m.to_bits(), (-0.0f64).to_bits(), "min({a}, {b}) is -0");
             }
@@ -331,9 +278,7 @@ fn booleans() {
     for op in [B::And, B::Or, B::Eq, B::Ne] {
         case(&[TB, TB], binop(op));
     }
-    case(&[TB], |_, a| {
-        ir::unary(recipe_compiler::ast::UnOp::Not, a[0].clone()).unwrap()
-    });
+    case(&[TB], |_, a| ir::unary(recipe_compiler::ast::UnOp::Not, a[0].clone()).unwrap());
     // Short-circuit with an expensive right side (a call, so the JIT branches).
     case(&[TB, TS], |m, a| {
         let b = Expr::str(m.string("b"));
@@ -375,14 +320,7 @@ fn strings_builtins() {
 
 #[test]
 fn regex_matches() {
-    for pattern in [
-        r"^\d+$",
-        r"[A-Z]",
-        r"(?i)nan|inf",
-        r"^\s*[-+]?\d+\s*$",
-        "é",
-        "",
-    ] {
+    for pattern in [r"^\d+$", r"[A-Z]", r"(?i)nan|inf", r"^\s*[-+]?\d+\s*$", "é", ""] {
         case(&[TS], |m, a| {
             let p = Expr::str(m.string(pattern));
             m.call("matches", vec![a[0].clone(), p]).unwrap()
@@ -409,11 +347,7 @@ fn branches_lets_and_string_results() {
         let sq = ir::binary(B::Mul, x.clone(), x.clone()).unwrap();
         let big = ir::binary(B::Gt, a[0].clone(), Expr::int(2)).unwrap();
         let then = Expr::let_(1, m.call("log1p", vec![sq]).unwrap(), Expr::local(1, TF));
-        let other = Expr::let_(
-            1,
-            Expr::float(-1.0),
-            ir::binary(B::Sub, Expr::local(1, TF), x).unwrap(),
-        );
+        let other = Expr::let_(1, Expr::float(-1.0), ir::binary(B::Sub, Expr::local(1, TF), x).unwrap());
         let value = ir::binary(B::Add, a[1].clone(), a[0].clone()).unwrap();
         Expr::let_(0, value, Expr::if_(big, then, other))
     });
@@ -432,16 +366,8 @@ fn constant_functions_and_many_functions() {
         ("c_str", Expr::str(s)),
     ];
     for (name, body) in bodies {
-        let params = vec![Param {
-            name: "x".into(),
-            ty: TI,
-        }];
-        m.push(Function {
-            name: name.into(),
-            params,
-            ret: body.ty,
-            body,
-        });
+        let params = vec![Param { name: "x".into(), ty: TI }];
+        m.push(Function { name: name.into(), params, ret: body.ty, body });
     }
     let interp = Compiled::new(&m, Backend::Interp).unwrap();
     let jit = Compiled::new(&m, Backend::Jit).unwrap();

@@ -34,10 +34,7 @@ enum Expect {
 fn expectation(path: &Path, text: &str) -> Expect {
     let first = text.lines().next().unwrap_or("");
     let Some(rest) = first.strip_prefix("// expect:") else {
-        panic!(
-            "{}: the first line must be `// expect: pass` or `// expect: error CODE`",
-            path.display()
-        )
+        panic!("{}: the first line must be `// expect: pass` or `// expect: error CODE`", path.display())
     };
     let rest = rest.trim();
     if rest == "pass" {
@@ -46,22 +43,13 @@ fn expectation(path: &Path, text: &str) -> Expect {
     let Some(codes) = rest.strip_prefix("error") else {
         panic!("{}: cannot read the expectation `{rest}`", path.display())
     };
-    let codes: BTreeSet<String> = codes
-        .split(',')
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .collect();
-    assert!(
-        !codes.is_empty(),
-        "{}: `// expect: error` names no code",
-        path.display()
-    );
+    let codes: BTreeSet<String> = codes.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    assert!(!codes.is_empty(), "{}: `// expect: error` names no code", path.display());
     Expect::Errors(codes)
 }
 
 fn render(diagnostics: &[Diagnostic]) -> String {
-    let handler =
-        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
     let mut out = String::new();
     for diagnostic in diagnostics {
         if handler.render_report(&mut out, diagnostic).is_err() {
@@ -96,47 +84,26 @@ fn golden() {
     let filter = std::env::var("GOLDEN_FILTER").unwrap_or_default();
     let files: Vec<PathBuf> = golden_files(&root)
         .into_iter()
-        .filter(|p| {
-            p.strip_prefix(&root)
-                .is_ok_and(|r| r.to_string_lossy().starts_with(&filter))
-        })
+        .filter(|p| p.strip_prefix(&root).is_ok_and(|r| r.to_string_lossy().starts_with(&filter)))
         .collect();
-    assert!(
-        !files.is_empty(),
-        "no golden files under {} match `{filter}`",
-        root.display()
-    );
+    assert!(!files.is_empty(), "no golden files under {} match `{filter}`", root.display());
     let mut failures = Vec::new();
     for path in &files {
         let relative = path.strip_prefix(&root).unwrap_or(path);
         // Forward slashes, so snapshots do not depend on the platform.
-        let name = relative
-            .with_extension("")
-            .to_string_lossy()
-            .replace('\\', "/");
-        let text =
-            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = relative.with_extension("").to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let source = Source::new(format!("{name}.recipe"), text.as_str());
         let expect = expectation(path, &text);
         let phase = name.split('/').next().unwrap_or("");
         let diagnostics = run_front_end(phase, &source);
-        let codes: BTreeSet<String> = diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.code.to_string())
-            .collect();
+        let codes: BTreeSet<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code.to_string()).collect();
         match &expect {
             Expect::Pass if !codes.is_empty() => {
-                failures.push(format!(
-                    "{name}: expected to pass, got {codes:?}\n{}",
-                    render(&diagnostics)
-                ));
+                failures.push(format!("{name}: expected to pass, got {codes:?}\n{}", render(&diagnostics)));
             }
             Expect::Errors(wanted) if *wanted != codes => {
-                failures.push(format!(
-                    "{name}: expected {wanted:?}, got {codes:?}\n{}",
-                    render(&diagnostics)
-                ));
+                failures.push(format!("{name}: expected {wanted:?}, got {codes:?}\n{}", render(&diagnostics)));
             }
             _ => {}
         }
@@ -151,10 +118,5 @@ fn golden() {
             });
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} golden file(s) failed:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} golden file(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }

@@ -22,7 +22,12 @@ fn describe(errors: &[Diagnostic]) -> String {
                 }
                 _ => String::from("?"),
             };
-            format!("{at}: {} {}{}", d.code, d.message, d.help.as_ref().map_or(String::new(), |h| format!(" (help: {h})")))
+            format!(
+                "{at}: {} {}{}",
+                d.code,
+                d.message,
+                d.help.as_ref().map_or(String::new(), |h| format!(" (help: {h})"))
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -40,10 +45,8 @@ fn recipe_files() -> Vec<PathBuf> {
 
 #[test]
 fn the_quickstart_and_the_twelve_methods_exist() {
-    let names: Vec<String> = recipe_files()
-        .iter()
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect();
+    let names: Vec<String> =
+        recipe_files().iter().filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
     for want in [
         "quickstart",
         "curry_dpo",
@@ -169,7 +172,10 @@ fn the_language_reference_lists_the_whole_stdlib() {
                 recipe_compiler::ast::Item::Fn(f) if f.name.name != "cos_pi" => f.name.name.clone(),
                 _ => continue,
             };
-            if !doc.contains(&format!("`{name}")) && !doc.contains(&format!(" {name}(")) && !doc.contains(&format!("`{name}`")) {
+            if !doc.contains(&format!("`{name}"))
+                && !doc.contains(&format!(" {name}("))
+                && !doc.contains(&format!("`{name}`"))
+            {
                 missing.push(name);
             }
         }

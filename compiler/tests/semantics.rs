@@ -5,12 +5,12 @@
 // Parallel columns are indexed together in the hand-computed formulas.
 #![allow(clippy::needless_range_loop)]
 
+use recipe_compiler::compile;
 use recipe_compiler::diag::Source;
 use recipe_compiler::interp::{Interp, Value as IV};
 use recipe_compiler::ir::FuncId;
 use recipe_compiler::program::{Program, Value};
 use recipe_compiler::tensor::TensorFn;
-use recipe_compiler::compile;
 use std::collections::HashMap;
 
 const HEAD: &str = "recipe \"t\" { seed = 3 }\nmodel m = tiny_lm()\ndata d = synth.addition(digits = 1..=2, count = 10)\ndata prefs = best_worst_pairs(synth.rated_responses())\n";
@@ -69,7 +69,8 @@ fn mixed_loss_is_the_weighted_sum_of_its_parts() {
     let got = loss(&p, "mixed").eval(&b, &|_| 0.0)[0];
     let (mut dpo, mut bco, mut nll) = (0.0, 0.0, 0.0);
     for i in 0..2 {
-        let (pc, pr, rc, rr) = (b["policy_chosen"][i], b["policy_rejected"][i], b["ref_chosen"][i], b["ref_rejected"][i]);
+        let (pc, pr, rc, rr) =
+            (b["policy_chosen"][i], b["policy_rejected"][i], b["ref_chosen"][i], b["ref_rejected"][i]);
         let h = (pc - rc) - (pr - rr);
         dpo += -log_sigmoid(0.1 * h) / 2.0;
         let delta = b["bco_delta"][i];
@@ -86,7 +87,8 @@ fn ipo_simpo_and_wpo_match_their_formulas() {
     let b = batch();
     let (mut ipo, mut simpo, mut wpo) = (0.0, 0.0, 0.0);
     for i in 0..2 {
-        let (pc, pr, rc, rr) = (b["policy_chosen"][i], b["policy_rejected"][i], b["ref_chosen"][i], b["ref_rejected"][i]);
+        let (pc, pr, rc, rr) =
+            (b["policy_chosen"][i], b["policy_rejected"][i], b["ref_chosen"][i], b["ref_rejected"][i]);
         let (lc, lr) = (b["len_chosen"][i], b["len_rejected"][i]);
         let h = (pc - rc) - (pr - rr);
         ipo += (h - 1.0 / (2.0 * 0.5)).powi(2) / 2.0;
@@ -102,7 +104,8 @@ fn ipo_simpo_and_wpo_match_their_formulas() {
 
 #[test]
 fn a_scheduled_beta_becomes_a_per_batch_scalar_function() {
-    let p = program("let l: Loss = dpo(beta = interpolate(0.1, 0.5))\nstage s = preference(m, prefs, loss = l)\nrun s\n");
+    let p =
+        program("let l: Loss = dpo(beta = interpolate(0.1, 0.5))\nstage s = preference(m, prefs, loss = l)\nrun s\n");
     let t = loss(&p, "l");
     let scalar = t.nodes.iter().find_map(|n| match n {
         recipe_compiler::tensor::Node::Scalar { func, args } => Some((*func, args.clone())),
@@ -153,7 +156,8 @@ fn lambda_parameters_are_typed_by_the_data_and_flattened_to_fields() {
 
 #[test]
 fn rewards_see_the_row_and_the_rollout() {
-    let p = program("stage s = grpo(m, d, reward = |r| if trim(r.completion) == r.answer { 1.0 } else { 0.0 })\nrun s\n");
+    let p =
+        program("stage s = grpo(m, d, reward = |r| if trim(r.completion) == r.answer { 1.0 } else { 0.0 })\nrun s\n");
     let Some(Value::Scalar(id)) = p.decl("s").and_then(|d| d.value.arg("reward")) else { panic!() };
     let f = &p.scalar.functions[*id as usize];
     let mut names: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
@@ -177,7 +181,12 @@ fn overrides_replace_lets_and_header_fields_and_are_checked() {
 #[test]
 fn independent_errors_are_reported_together() {
     let codes = errors("stage s = sft(m, dd, stepz = 3)\nstage t = sft(s.model, d, lr = \"fast\")\nrun t -> s\n", &[]);
-    for want in ["recipe::resolve::unknown_name", "recipe::call::unknown_argument", "recipe::type::mismatch", "recipe::run::order"] {
+    for want in [
+        "recipe::resolve::unknown_name",
+        "recipe::call::unknown_argument",
+        "recipe::type::mismatch",
+        "recipe::run::order",
+    ] {
         assert!(codes.contains(&want), "{want} missing from {codes:?}");
     }
 }
@@ -196,6 +205,9 @@ fn rounds_see_their_input_and_run_in_order() {
 
 #[test]
 fn tensors_never_flow_into_scalars() {
-    let codes = errors("fn f() -> Loss = |b| if mean(b.policy_chosen) > 0.0 { 1.0 } else { 0.0 }\nstage s = sft(m, d)\nrun s\n", &[]);
+    let codes = errors(
+        "fn f() -> Loss = |b| if mean(b.policy_chosen) > 0.0 { 1.0 } else { 0.0 }\nstage s = sft(m, d)\nrun s\n",
+        &[],
+    );
     assert_eq!(codes, vec!["recipe::type::tensor_in_scalar"]);
 }

@@ -83,14 +83,8 @@ const TOKENS: &[&str] = &[
 ];
 
 fn soup() -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        (
-            prop::sample::select(TOKENS),
-            prop::sample::select(&[" ", "", "  ", "\n"][..]),
-        ),
-        0..40,
-    )
-    .prop_map(|parts| parts.into_iter().map(|(t, s)| format!("{t}{s}")).collect())
+    prop::collection::vec((prop::sample::select(TOKENS), prop::sample::select(&[" ", "", "  ", "\n"][..])), 0..40)
+        .prop_map(|parts| parts.into_iter().map(|(t, s)| format!("{t}{s}")).collect())
 }
 
 /// Source text of a well-formed expression.
@@ -110,25 +104,21 @@ fn expr_text() -> impl Strategy<Value = String> {
         let cmp = prop::sample::select(&["==", "!=", "<", "<=", ">", ">="][..]);
         prop_oneof![
             // A chain of associative operators over operands, some negated.
-            (
-                inner.clone(),
-                prop::collection::vec((op, inner.clone(), any::<bool>()), 1..4)
-            )
-                .prop_map(|(first, rest)| {
+            (inner.clone(), prop::collection::vec((op, inner.clone(), any::<bool>()), 1..4)).prop_map(
+                |(first, rest)| {
                     let mut s = first;
                     for (op, operand, neg) in rest {
                         let operand = if neg { format!("-{operand}") } else { operand };
                         s = format!("{s} {op} {operand}");
                     }
                     s
-                }),
+                }
+            ),
             (inner.clone(), cmp, inner.clone()).prop_map(|(a, c, b)| format!("(({a}) {c} ({b}))")),
             inner.clone().prop_map(|e| format!("({e})")),
             inner.clone().prop_map(|e| format!("!({e})")),
-            (inner.clone(), inner.clone())
-                .prop_map(|(a, b)| format!("f({a}, // arg\n named = {b},)")),
-            prop::collection::vec(inner.clone(), 0..4)
-                .prop_map(|xs| format!("[{}]", xs.join(", "))),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("f({a}, // arg\n named = {b},)")),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|xs| format!("[{}]", xs.join(", "))),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{{a: {a}, model: {b}}}")),
             inner.clone().prop_map(|e| format!("(|r, s: Int| {e})")),
             (inner.clone(), inner.clone(), inner.clone())

@@ -24,10 +24,7 @@ use recipe_runtime::rng::Rng;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -64,18 +61,9 @@ fn main() {
         CausalLm::load(&fixture, &device).expect("fixture loads")
     } else {
         println!("[w1] model: seeded random init (fixture not found)");
-        CausalLm::tiny(
-            LlamaConfig::default(),
-            &mut Rng::derive(0, "w1/init"),
-            &device,
-        )
-        .expect("tiny init")
+        CausalLm::tiny(LlamaConfig::default(), &mut Rng::derive(0, "w1/init"), &device).expect("tiny init")
     };
-    println!(
-        "[w1] {} parameters, {} threads",
-        model.num_params(),
-        rayon::current_num_threads()
-    );
+    println!("[w1] {} parameters, {} threads", model.num_params(), rayon::current_num_threads());
 
     let mut data_rng = Rng::derive(0, "w1/data");
     let examples: Vec<(String, String)> = (0..steps * batch)
@@ -92,10 +80,8 @@ fn main() {
     let mut phases: [Vec<f64>; 4] = Default::default();
     for step in 0..steps {
         let t0 = Instant::now();
-        let rows: Vec<(&str, &str)> = examples[step * batch..(step + 1) * batch]
-            .iter()
-            .map(|(p, c)| (p.as_str(), c.as_str()))
-            .collect();
+        let rows: Vec<(&str, &str)> =
+            examples[step * batch..(step + 1) * batch].iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
         let tb = TokenBatch::collate(model.tokenizer(), &rows, true, &device).expect("collate");
         let loss = sft_loss(&model, &tb).expect("loss");
         let t1 = Instant::now();
@@ -106,10 +92,7 @@ fn main() {
         let t3 = Instant::now();
         opt.step(&grads, 1e-3, 0.0).expect("adamw");
         let t4 = Instant::now();
-        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]
-            .into_iter()
-            .enumerate()
-        {
+        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
             phases[k].push((b - a).as_secs_f64());
         }
         let loss: f32 = loss.to_scalar().expect("loss value");
@@ -122,34 +105,13 @@ fn main() {
     }
     let w = warmup;
     let step_ms = median(times[w..].to_vec()) * 1000.0;
-    let tps = median(
-        toks[w..]
-            .iter()
-            .zip(&times[w..])
-            .map(|(n, t)| n / t)
-            .collect(),
-    );
-    let ptps = median(
-        padded[w..]
-            .iter()
-            .zip(&times[w..])
-            .map(|(n, t)| n / t)
-            .collect(),
-    );
+    let tps = median(toks[w..].iter().zip(&times[w..]).map(|(n, t)| n / t).collect());
+    let ptps = median(padded[w..].iter().zip(&times[w..]).map(|(n, t)| n / t).collect());
     let min_ms = times[w..].iter().copied().fold(f64::INFINITY, f64::min) * 1000.0;
     let max_ms = times[w..].iter().copied().fold(0.0, f64::max) * 1000.0;
-    println!(
-        "[w1] step time median {step_ms:.2} ms (min {min_ms:.2}, max {max_ms:.2}, n={})",
-        steps - w
-    );
-    println!(
-        "[w1] tokens/s  median {tps:.0} (real tokens; {:.1}/step)",
-        toks.iter().sum::<f64>() / toks.len() as f64
-    );
-    println!(
-        "[w1] padded tokens/s median {ptps:.0} ({:.1}/step)",
-        padded.iter().sum::<f64>() / padded.len() as f64
-    );
+    println!("[w1] step time median {step_ms:.2} ms (min {min_ms:.2}, max {max_ms:.2}, n={})", steps - w);
+    println!("[w1] tokens/s  median {tps:.0} (real tokens; {:.1}/step)", toks.iter().sum::<f64>() / toks.len() as f64);
+    println!("[w1] padded tokens/s median {ptps:.0} ({:.1}/step)", padded.iter().sum::<f64>() / padded.len() as f64);
     let phase = |k: usize| median(phases[k][w..].to_vec()) * 1000.0;
     println!(
         "[w1] phases (median ms): forward {:.2}, backward {:.2}, clip {:.2}, adamw {:.2}",
@@ -158,15 +120,9 @@ fn main() {
         phase(2),
         phase(3)
     );
-    let windows: Vec<String> = losses
-        .chunks(10)
-        .filter(|c| c.len() == 10)
-        .map(|c| format!("{:.3}", c.iter().sum::<f32>() / 10.0))
-        .collect();
-    println!(
-        "[w1] loss (mean over each 10 steps) [{}]",
-        windows.join(", ")
-    );
+    let windows: Vec<String> =
+        losses.chunks(10).filter(|c| c.len() == 10).map(|c| format!("{:.3}", c.iter().sum::<f32>() / 10.0)).collect();
+    println!("[w1] loss (mean over each 10 steps) [{}]", windows.join(", "));
     match peak_rss_mib() {
         Some(m) => println!("[w1] peak RSS {m:.1} MiB"),
         None => println!("[w1] peak RSS unavailable"),

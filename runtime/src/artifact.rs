@@ -55,11 +55,7 @@ pub struct FileDigest {
 impl FileDigest {
     /// Digest of bytes already read from `path` (hash exactly what was parsed).
     pub fn of_bytes(path: &Path, bytes: &[u8]) -> FileDigest {
-        FileDigest {
-            path: path.display().to_string(),
-            sha256: sha256_hex(bytes),
-            bytes: bytes.len() as u64,
-        }
+        FileDigest { path: path.display().to_string(), sha256: sha256_hex(bytes), bytes: bytes.len() as u64 }
     }
 
     pub fn of_file(path: &Path) -> io::Result<FileDigest> {
@@ -89,10 +85,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 
 /// Lower-case hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Everything needed to re-run a recipe and check the result: `recipe.lock`.
@@ -121,13 +114,7 @@ pub struct RecipeLock {
 
 impl RecipeLock {
     /// A lock for `recipe` (canonical text); the hash and crate version are filled in here.
-    pub fn new(
-        recipe: String,
-        plan: Value,
-        seed: u64,
-        inputs: Vec<FileDigest>,
-        device: String,
-    ) -> RecipeLock {
+    pub fn new(recipe: String, plan: Value, seed: u64, inputs: Vec<FileDigest>, device: String) -> RecipeLock {
         RecipeLock {
             recipe_sha256: sha256_hex(recipe.as_bytes()),
             recipe,
@@ -167,10 +154,7 @@ impl ArtifactError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
-    move |source| ArtifactError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ArtifactError::Io { path: path.to_path_buf(), source }
 }
 
 /// An open run folder.
@@ -197,20 +181,14 @@ impl RunDir {
     /// The run folder `dir` (`--out DIR`): created if missing; refused if it already holds a run.
     pub fn create_at(dir: &Path) -> Result<RunDir, ArtifactError> {
         if dir.join(LOCK_FILE).exists() || dir.join(METRICS_FILE).exists() {
-            return Err(ArtifactError::Exists {
-                path: dir.to_path_buf(),
-            });
+            return Err(ArtifactError::Exists { path: dir.to_path_buf() });
         }
         fs::create_dir_all(dir.join(CHECKPOINTS_DIR)).map_err(io_err(dir))?;
         let readme = dir.join(README_FILE);
         write_atomic(&readme, RUN_README.as_bytes()).map_err(io_err(&readme))?;
         let path = dir.join(METRICS_FILE);
         let metrics = File::create(&path).map_err(io_err(&path))?;
-        Ok(RunDir {
-            root: dir.to_path_buf(),
-            metrics,
-            lines: 0,
-        })
+        Ok(RunDir { root: dir.to_path_buf(), metrics, lines: 0 })
     }
 
     /// Reopens an existing run to resume it after its checkpoint that had written `lines` metrics
@@ -228,29 +206,18 @@ impl RunDir {
             if read == 0 || !line.ends_with('\n') {
                 return Err(ArtifactError::Corrupt {
                     path,
-                    message: format!(
-                        "the checkpoint expects {lines} metrics lines, the file has {n}"
-                    ),
+                    message: format!("the checkpoint expects {lines} metrics lines, the file has {n}"),
                 });
             }
             keep_bytes += read as u64;
         }
-        let metrics = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let metrics = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
         metrics.set_len(keep_bytes).map_err(io_err(&path))?;
-        let mut run = RunDir {
-            root: dir.to_path_buf(),
-            metrics,
-            lines,
-        };
+        let mut run = RunDir { root: dir.to_path_buf(), metrics, lines };
         run.metrics.sync_data().map_err(io_err(&path))?;
         // Appends go after the kept lines.
         use std::io::Seek;
-        run.metrics
-            .seek(io::SeekFrom::End(0))
-            .map_err(io_err(&path))?;
+        run.metrics.seek(io::SeekFrom::End(0)).map_err(io_err(&path))?;
         Ok(run)
     }
 
@@ -270,10 +237,8 @@ impl RunDir {
     /// Writes `recipe.lock` atomically.
     pub fn write_lock(&self, lock: &RecipeLock) -> Result<(), ArtifactError> {
         let path = self.root.join(LOCK_FILE);
-        let text = serde_json::to_string_pretty(lock).map_err(|e| ArtifactError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = serde_json::to_string_pretty(lock)
+            .map_err(|e| ArtifactError::Corrupt { path: path.clone(), message: e.to_string() })?;
         write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
     }
 
@@ -282,9 +247,7 @@ impl RunDir {
         let path = self.root.join(METRICS_FILE);
         let mut text = line.to_string();
         text.push('\n');
-        self.metrics
-            .write_all(text.as_bytes())
-            .map_err(io_err(&path))?;
+        self.metrics.write_all(text.as_bytes()).map_err(io_err(&path))?;
         self.metrics.flush().map_err(io_err(&path))?;
         self.lines += 1;
         Ok(())
@@ -292,9 +255,7 @@ impl RunDir {
 
     /// Forces logged lines to disk (at checkpoints: a checkpoint never names lines that are lost).
     pub fn sync(&self) -> Result<(), ArtifactError> {
-        self.metrics
-            .sync_data()
-            .map_err(io_err(&self.root.join(METRICS_FILE)))
+        self.metrics.sync_data().map_err(io_err(&self.root.join(METRICS_FILE)))
     }
 }
 
@@ -302,10 +263,7 @@ impl RunDir {
 pub fn read_lock(dir: &Path) -> Result<RecipeLock, ArtifactError> {
     let path = dir.join(LOCK_FILE);
     let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| ArtifactError::Corrupt {
-        path,
-        message: e.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|e| ArtifactError::Corrupt { path, message: e.to_string() })
 }
 
 /// Reads every line of `metrics.jsonl` of a run folder.
@@ -315,10 +273,8 @@ pub fn read_metrics(dir: &Path) -> Result<Vec<Value>, ArtifactError> {
     text.lines()
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ArtifactError::Corrupt {
-                path: path.clone(),
-                message: format!("line {}: {e}", i + 1),
-            })
+            serde_json::from_str(l)
+                .map_err(|e| ArtifactError::Corrupt { path: path.clone(), message: format!("line {}: {e}", i + 1) })
         })
         .collect()
 }
@@ -336,10 +292,7 @@ pub fn without_timing(line: &Value) -> Value {
 /// sibling, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!("{name}.tmp-{}", temp_suffix()));
     {
         let mut f = File::create(&tmp)?;
@@ -361,19 +314,13 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// A suffix unique to this process and moment, for temporary names.
 pub fn temp_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{nanos:09}", std::process::id())
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 pub fn utc_stamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days + 719_468;
@@ -385,12 +332,7 @@ pub fn utc_stamp(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -402,18 +344,12 @@ mod tests {
     fn stamp_is_utc_civil_time() {
         assert_eq!(utc_stamp(UNIX_EPOCH), "19700101-000000");
         // 2024-02-29T12:34:56Z
-        assert_eq!(
-            utc_stamp(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
-            "20240229-123456"
-        );
+        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(1_709_210_096)), "20240229-123456");
     }
 
     #[test]
     fn sha256_matches_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -422,14 +358,10 @@ mod tests {
         let root = dir.path().join("run");
         let mut run = RunDir::create_at(&root).unwrap();
         for step in 0..5 {
-            run.append_metrics(&serde_json::json!({"step": step, "timing": {"elapsed_s": 1.0}}))
-                .unwrap();
+            run.append_metrics(&serde_json::json!({"step": step, "timing": {"elapsed_s": 1.0}})).unwrap();
         }
         drop(run);
-        assert!(matches!(
-            RunDir::create_at(&root),
-            Err(ArtifactError::Exists { .. })
-        ));
+        assert!(matches!(RunDir::create_at(&root), Err(ArtifactError::Exists { .. })));
         let mut run = RunDir::reopen(&root, 2).unwrap();
         run.append_metrics(&serde_json::json!({"step": 2})).unwrap();
         let lines = read_metrics(&root).unwrap();
@@ -437,28 +369,16 @@ mod tests {
         assert_eq!(steps, vec![0, 1, 2]);
         assert_eq!(without_timing(&lines[0]), serde_json::json!({"step": 0}));
         assert!(RunDir::reopen(&root, 9).is_err());
-        assert!(fs::read_to_string(root.join(README_FILE))
-            .unwrap()
-            .contains("metrics.jsonl"));
+        assert!(fs::read_to_string(root.join(README_FILE)).unwrap().contains("metrics.jsonl"));
     }
 
     #[test]
     fn lock_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create_in(dir.path(), "demo").unwrap();
-        assert!(run
-            .root()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("demo-"));
-        let lock = RecipeLock::new(
-            "recipe \"x\" {}\n".into(),
-            serde_json::json!({"stages": []}),
-            7,
-            vec![],
-            "cpu".into(),
-        );
+        assert!(run.root().file_name().unwrap().to_string_lossy().starts_with("demo-"));
+        let lock =
+            RecipeLock::new("recipe \"x\" {}\n".into(), serde_json::json!({"stages": []}), 7, vec![], "cpu".into());
         run.write_lock(&lock).unwrap();
         assert_eq!(read_lock(run.root()).unwrap(), lock);
         assert_eq!(lock.recipe_sha256, sha256_hex(lock.recipe.as_bytes()));

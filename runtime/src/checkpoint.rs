@@ -50,10 +50,7 @@ impl TrainState {
 
     /// The checkpoint folder name: `02-sft-step000300`.
     pub fn folder_name(&self) -> String {
-        format!(
-            "{:02}-{}-step{:06}",
-            self.stage_index, self.stage, self.step
-        )
+        format!("{:02}-{}-step{:06}", self.stage_index, self.stage, self.step)
     }
 }
 
@@ -73,10 +70,7 @@ pub enum CheckpointError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes a checkpoint of `model`, `optim` and `state` into `checkpoints/`, atomically, and
@@ -96,10 +90,8 @@ pub fn write(
     let moments: HashMap<String, Tensor> = optim.state_tensors()?.into_iter().collect();
     let optim_path = tmp.join(OPTIMIZER_FILE);
     candle_core::safetensors::save(&moments, &optim_path)?;
-    let state_text = serde_json::to_vec_pretty(state).map_err(|e| CheckpointError::Corrupt {
-        path: tmp.clone(),
-        message: e.to_string(),
-    })?;
+    let state_text = serde_json::to_vec_pretty(state)
+        .map_err(|e| CheckpointError::Corrupt { path: tmp.clone(), message: e.to_string() })?;
     write_atomic(&tmp.join(STATE_FILE), &state_text).map_err(io_err(&tmp))?;
     sync_tree(&tmp).map_err(io_err(&tmp))?;
 
@@ -139,14 +131,9 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         let path = dir.join(STATE_FILE);
         let text = fs::read(&path).map_err(io_err(&path))?;
-        let state = serde_json::from_slice(&text).map_err(|e| CheckpointError::Corrupt {
-            path,
-            message: e.to_string(),
-        })?;
-        Ok(Checkpoint {
-            dir: dir.to_path_buf(),
-            state,
-        })
+        let state =
+            serde_json::from_slice(&text).map_err(|e| CheckpointError::Corrupt { path, message: e.to_string() })?;
+        Ok(Checkpoint { dir: dir.to_path_buf(), state })
     }
 
     /// The latest complete checkpoint under `checkpoints/`, if any.
@@ -154,20 +141,12 @@ impl Checkpoint {
         let entries = match fs::read_dir(checkpoints) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(CheckpointError::Io {
-                    path: checkpoints.to_path_buf(),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(CheckpointError::Io { path: checkpoints.to_path_buf(), source: e }),
         };
         let mut best: Option<Checkpoint> = None;
         for entry in entries {
             let path = entry.map_err(io_err(checkpoints))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if !path.is_dir() || name.contains(TEMP_MARK) {
                 continue;
             }
@@ -187,10 +166,7 @@ impl Checkpoint {
         };
         for entry in entries {
             let path = entry.map_err(io_err(checkpoints))?.path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(TEMP_MARK))
-            {
+            if path.file_name().is_some_and(|n| n.to_string_lossy().contains(TEMP_MARK)) {
                 fs::remove_dir_all(&path).map_err(io_err(&path))?;
             }
         }
@@ -207,14 +183,8 @@ impl Checkpoint {
     }
 
     /// The saved AdamW moments, for `AdamW::load_state`.
-    pub fn load_moments(
-        &self,
-        device: &Device,
-    ) -> Result<HashMap<String, Tensor>, CheckpointError> {
-        Ok(candle_core::safetensors::load(
-            self.dir.join(OPTIMIZER_FILE),
-            device,
-        )?)
+    pub fn load_moments(&self, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
+        Ok(candle_core::safetensors::load(self.dir.join(OPTIMIZER_FILE), device)?)
     }
 }
 

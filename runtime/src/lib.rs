@@ -1,13 +1,13 @@
 //! The recipe runtime: candle models, data, stage executors, curricula, optimisers and run
 //! artifacts. It executes the typed program that `recipe-compiler` produces.
 
-pub mod model;
-pub mod rng;
 pub mod artifact;
 pub mod checkpoint;
 pub mod data;
+pub mod exec;
+pub mod model;
 pub mod optim;
 pub mod progress;
-pub mod train;
 pub mod report;
-pub mod exec;
+pub mod rng;
+pub mod train;

@@ -24,11 +24,7 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// PyTorch's defaults.
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 }
 
@@ -45,57 +41,31 @@ pub struct AdamW {
 /// backward pass on the fixture model); elsewhere they are tensors.
 #[derive(Clone)]
 enum Moments {
-    Host {
-        exp_avg: Vec<f32>,
-        exp_avg_sq: Vec<f32>,
-    },
-    Device {
-        exp_avg: Tensor,
-        exp_avg_sq: Tensor,
-    },
+    Host { exp_avg: Vec<f32>, exp_avg_sq: Vec<f32> },
+    Device { exp_avg: Tensor, exp_avg_sq: Tensor },
 }
 
 impl Moments {
     fn zeros(var: &Var) -> candle_core::Result<Moments> {
-        Moments::from_tensors(
-            var.as_tensor().zeros_like()?,
-            var.as_tensor().zeros_like()?,
-            var,
-        )
+        Moments::from_tensors(var.as_tensor().zeros_like()?, var.as_tensor().zeros_like()?, var)
     }
 
-    fn from_tensors(
-        exp_avg: Tensor,
-        exp_avg_sq: Tensor,
-        var: &Var,
-    ) -> candle_core::Result<Moments> {
+    fn from_tensors(exp_avg: Tensor, exp_avg_sq: Tensor, var: &Var) -> candle_core::Result<Moments> {
         if var.device().is_cpu() && var.dtype() == DType::F32 {
             let host = |t: Tensor| t.flatten_all()?.to_vec1::<f32>();
-            Ok(Moments::Host {
-                exp_avg: host(exp_avg)?,
-                exp_avg_sq: host(exp_avg_sq)?,
-            })
+            Ok(Moments::Host { exp_avg: host(exp_avg)?, exp_avg_sq: host(exp_avg_sq)? })
         } else {
-            Ok(Moments::Device {
-                exp_avg,
-                exp_avg_sq,
-            })
+            Ok(Moments::Device { exp_avg, exp_avg_sq })
         }
     }
 
     fn tensors(&self, var: &Var) -> candle_core::Result<(Tensor, Tensor)> {
         match self {
-            Moments::Host {
-                exp_avg,
-                exp_avg_sq,
-            } => Ok((
+            Moments::Host { exp_avg, exp_avg_sq } => Ok((
                 Tensor::from_slice(exp_avg, var.shape(), var.device())?,
                 Tensor::from_slice(exp_avg_sq, var.shape(), var.device())?,
             )),
-            Moments::Device {
-                exp_avg,
-                exp_avg_sq,
-            } => Ok((exp_avg.clone(), exp_avg_sq.clone())),
+            Moments::Device { exp_avg, exp_avg_sq } => Ok((exp_avg.clone(), exp_avg_sq.clone())),
         }
     }
 }
@@ -114,10 +84,7 @@ impl AdamW {
     /// Fresh state (zero moments, step 0) for `params`.
     pub fn new(params: &[(String, Var)], cfg: AdamWConfig) -> candle_core::Result<AdamW> {
         Ok(AdamW {
-            moments: params
-                .iter()
-                .map(|(_, v)| Moments::zeros(v))
-                .collect::<candle_core::Result<_>>()?,
+            moments: params.iter().map(|(_, v)| Moments::zeros(v)).collect::<candle_core::Result<_>>()?,
             params: params.to_vec(),
             steps: 0,
             cfg,
@@ -145,12 +112,7 @@ impl AdamW {
 
     /// One update with `grads` (parameter order): decoupled weight decay `p ← p(1 − lr·wd)`, then
     /// the bias-corrected Adam step `p ← p − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + eps)`.
-    pub fn step(
-        &mut self,
-        grads: &[Tensor],
-        lr: f64,
-        weight_decay: f64,
-    ) -> candle_core::Result<()> {
+    pub fn step(&mut self, grads: &[Tensor], lr: f64, weight_decay: f64) -> candle_core::Result<()> {
         if grads.len() != self.params.len() {
             return Err(candle_core::Error::Msg(format!(
                 "AdamW got {} gradients for {} parameters",
@@ -163,25 +125,11 @@ impl AdamW {
         let t = self.steps as i32;
         let step_size = lr / (1.0 - beta1.powi(t));
         let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-        let update = Update {
-            beta1,
-            beta2,
-            eps,
-            lr,
-            weight_decay,
-            step_size,
-            bias_correction2_sqrt,
-        };
+        let update = Update { beta1, beta2, eps, lr, weight_decay, step_size, bias_correction2_sqrt };
         // Parameters are independent: update them in parallel (each one's arithmetic is fixed).
-        self.params
-            .par_iter()
-            .zip(self.moments.par_iter_mut())
-            .zip(grads.par_iter())
-            .try_for_each(|(((_, var), moments), g)| match moments {
-                Moments::Host {
-                    exp_avg,
-                    exp_avg_sq,
-                } => {
+        self.params.par_iter().zip(self.moments.par_iter_mut()).zip(grads.par_iter()).try_for_each(
+            |(((_, var), moments), g)| match moments {
+                Moments::Host { exp_avg, exp_avg_sq } => {
                     let op = InPlaceUpdate {
                         update: &update,
                         exp_avg: Mutex::new(exp_avg),
@@ -189,17 +137,14 @@ impl AdamW {
                     };
                     var.as_tensor().inplace_op2(&g.detach().contiguous()?, &op)
                 }
-                Moments::Device {
-                    exp_avg,
-                    exp_avg_sq,
-                } => {
-                    let (p, m, v) =
-                        update.composed(var.as_tensor(), &g.detach(), exp_avg, exp_avg_sq)?;
+                Moments::Device { exp_avg, exp_avg_sq } => {
+                    let (p, m, v) = update.composed(var.as_tensor(), &g.detach(), exp_avg, exp_avg_sq)?;
                     var.set(&p)?;
                     (*exp_avg, *exp_avg_sq) = (m, v);
                     Ok(())
                 }
-            })
+            },
+        )
     }
 
     /// The moments as named tensors (`exp_avg.<param>`, `exp_avg_sq.<param>`), for a checkpoint.
@@ -214,17 +159,11 @@ impl AdamW {
     }
 
     /// Restores moments saved by `state_tensors` and the step count.
-    pub fn load_state(
-        &mut self,
-        tensors: &HashMap<String, Tensor>,
-        steps: u64,
-    ) -> Result<(), OptimError> {
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<(), OptimError> {
         for ((name, var), slot) in self.params.iter().zip(self.moments.iter_mut()) {
             let moment = |prefix: &str| -> Result<Tensor, OptimError> {
                 let key = format!("{prefix}.{name}");
-                let t = tensors
-                    .get(&key)
-                    .ok_or(OptimError::MissingMoment { name: key.clone() })?;
+                let t = tensors.get(&key).ok_or(OptimError::MissingMoment { name: key.clone() })?;
                 if t.dims() != var.dims() {
                     return Err(candle_core::Error::ShapeMismatchBinaryOp {
                         lhs: t.shape().clone(),
@@ -265,14 +204,8 @@ impl Update {
         let m = (m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
         let v = (v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
         let p = p.detach();
-        let p = if self.weight_decay != 0.0 {
-            p.affine(1.0 - self.lr * self.weight_decay, 0.0)?
-        } else {
-            p
-        };
-        let denom = v
-            .sqrt()?
-            .affine(1.0 / self.bias_correction2_sqrt, self.eps)?;
+        let p = if self.weight_decay != 0.0 { p.affine(1.0 - self.lr * self.weight_decay, 0.0)? } else { p };
+        let denom = v.sqrt()?.affine(1.0 / self.bias_correction2_sqrt, self.eps)?;
         let p = (p - (m.div(&denom)?.affine(self.step_size, 0.0))?)?;
         Ok((p, m, v))
     }
@@ -287,11 +220,7 @@ impl Update {
         for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
             let mi = b1 * *m + one_b1 * g;
             let vi = b2 * *v + one_b2 * (g * g);
-            let pi = if self.weight_decay != 0.0 {
-                *p * decay
-            } else {
-                *p
-            };
+            let pi = if self.weight_decay != 0.0 { *p * decay } else { *p };
             *p = pi - (mi / (vi.sqrt() * inv_bc2 + eps)) * step_size;
             *m = mi;
             *v = vi;
@@ -312,18 +241,11 @@ impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
         "recipe-adamw"
     }
 
-    fn cpu_fwd(
-        &self,
-        p: &mut CpuStorage,
-        lp: &Layout,
-        g: &CpuStorage,
-        lg: &Layout,
-    ) -> candle_core::Result<()> {
+    fn cpu_fwd(&self, p: &mut CpuStorage, lp: &Layout, g: &CpuStorage, lg: &Layout) -> candle_core::Result<()> {
         let (CpuStorage::F32(p), CpuStorage::F32(g)) = (p, g) else {
             candle_core::bail!("AdamW on the CPU expects f32")
         };
-        let (Some((p0, p1)), Some((g0, g1))) = (lp.contiguous_offsets(), lg.contiguous_offsets())
-        else {
+        let (Some((p0, p1)), Some((g0, g1))) = (lp.contiguous_offsets(), lg.contiguous_offsets()) else {
             candle_core::bail!("AdamW expects contiguous parameters and gradients")
         };
         let mut m = self.exp_avg.lock().unwrap_or_else(|e| e.into_inner());
@@ -331,8 +253,7 @@ impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
         if p1 - p0 != g1 - g0 || m.len() != p1 - p0 || v.len() != p1 - p0 {
             candle_core::bail!("AdamW: parameter, gradient and moments differ in size")
         }
-        self.update
-            .apply(&mut p[p0..p1], &g[g0..g1], &mut m, &mut v);
+        self.update.apply(&mut p[p0..p1], &g[g0..g1], &mut m, &mut v);
         Ok(())
     }
 }
@@ -341,11 +262,7 @@ impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
 pub fn global_norm(grads: &[Tensor]) -> candle_core::Result<f64> {
     let mut total = 0.0f64;
     for g in grads {
-        total += g
-            .to_dtype(DType::F32)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
+        total += g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
     }
     Ok(total.sqrt())
 }
@@ -375,11 +292,7 @@ impl GradAccumulator {
     pub fn add(&mut self, grads: Vec<Tensor>) -> candle_core::Result<()> {
         self.sum = Some(match self.sum.take() {
             None => grads,
-            Some(sum) => sum
-                .iter()
-                .zip(&grads)
-                .map(|(a, b)| a + b)
-                .collect::<candle_core::Result<_>>()?,
+            Some(sum) => sum.iter().zip(&grads).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
         });
         Ok(())
     }
@@ -412,16 +325,10 @@ mod tests {
         let step1 = [0.899f32, -1.898];
         let step2 = [0.871467f32, -1.932712];
         for (g, expected) in [([0.5f32, -1.0], step1), ([-0.25, 2.0], step2)] {
-            opt.step(&[Tensor::from_slice(&g, 2, &dev).unwrap()], 0.1, 0.01)
-                .unwrap();
+            opt.step(&[Tensor::from_slice(&g, 2, &dev).unwrap()], 0.1, 0.01).unwrap();
             let got = var.as_tensor().to_vec1::<f32>().unwrap();
             for i in 0..2 {
-                assert!(
-                    (got[i] - expected[i]).abs() < 2e-6,
-                    "param {i}: {} vs {}",
-                    got[i],
-                    expected[i]
-                );
+                assert!((got[i] - expected[i]).abs() < 2e-6, "param {i}: {} vs {}", got[i], expected[i]);
             }
         }
         assert_eq!(opt.steps(), 2);
@@ -445,23 +352,15 @@ mod tests {
         for k in [-3.0, 0.5] {
             oc.step(&[g(k)], 0.01, 0.1).unwrap();
         }
-        assert_eq!(
-            a.as_tensor().to_vec1::<f32>().unwrap(),
-            b.as_tensor().to_vec1::<f32>().unwrap()
-        );
-        assert!(matches!(
-            oc.load_state(&HashMap::new(), 0),
-            Err(OptimError::MissingMoment { .. })
-        ));
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), b.as_tensor().to_vec1::<f32>().unwrap());
+        assert!(matches!(oc.load_state(&HashMap::new(), 0), Err(OptimError::MissingMoment { .. })));
     }
 
     #[test]
     fn clipping_returns_the_pre_clip_norm() {
         let dev = Device::Cpu;
-        let mut grads = vec![
-            Tensor::from_slice(&[3.0f32], 1, &dev).unwrap(),
-            Tensor::from_slice(&[4.0f32], 1, &dev).unwrap(),
-        ];
+        let mut grads =
+            vec![Tensor::from_slice(&[3.0f32], 1, &dev).unwrap(), Tensor::from_slice(&[4.0f32], 1, &dev).unwrap()];
         let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-9);
         assert!((global_norm(&grads).unwrap() - 5.0 / (5.0 + 1e-6)).abs() < 1e-6);
@@ -474,14 +373,9 @@ mod tests {
     fn accumulation_sums() {
         let dev = Device::Cpu;
         let mut acc = GradAccumulator::default();
-        acc.add(vec![Tensor::from_slice(&[1.0f32, 2.0], 2, &dev).unwrap()])
-            .unwrap();
-        acc.add(vec![Tensor::from_slice(&[0.5f32, -1.0], 2, &dev).unwrap()])
-            .unwrap();
-        assert_eq!(
-            acc.take().unwrap()[0].to_vec1::<f32>().unwrap(),
-            vec![1.5, 1.0]
-        );
+        acc.add(vec![Tensor::from_slice(&[1.0f32, 2.0], 2, &dev).unwrap()]).unwrap();
+        acc.add(vec![Tensor::from_slice(&[0.5f32, -1.0], 2, &dev).unwrap()]).unwrap();
+        assert_eq!(acc.take().unwrap()[0].to_vec1::<f32>().unwrap(), vec![1.5, 1.0]);
         assert!(acc.take().is_none());
     }
 }

@@ -32,21 +32,17 @@ pub struct Recorder {
 
 impl Progress for Recorder {
     fn stage_started(&mut self, stage: &str, total_steps: u64, start_step: u64) {
-        self.events
-            .push(format!("start {stage} {start_step}/{total_steps}"));
+        self.events.push(format!("start {stage} {start_step}/{total_steps}"));
     }
     fn step_done(&mut self, stage: &str, step: u64, total_steps: u64, loss: f64) {
-        self.events
-            .push(format!("step {stage} {step}/{total_steps} loss {loss:.4}"));
+        self.events.push(format!("step {stage} {step}/{total_steps} loss {loss:.4}"));
     }
     fn evaluated(&mut self, stage: &str, step: u64, name: &str, metrics: &[(String, f64)]) {
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        self.events
-            .push(format!("eval {stage} {step} {name} {}", shown.join(" ")));
+        self.events.push(format!("eval {stage} {step} {name} {}", shown.join(" ")));
     }
     fn checkpointed(&mut self, stage: &str, step: u64, path: &std::path::Path) {
-        self.events
-            .push(format!("checkpoint {stage} {step} {}", path.display()));
+        self.events.push(format!("checkpoint {stage} {step} {}", path.display()));
     }
     fn stage_finished(&mut self, stage: &str, steps: u64) {
         self.events.push(format!("finish {stage} {steps}"));

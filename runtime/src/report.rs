@@ -120,7 +120,12 @@ fn plot(metric: &str, stages: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
         let colour = COLOURS[i % COLOURS.len()];
         let path: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
         if pts.len() == 1 {
-            let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"/>", sx(pts[0].0), sy(pts[0].1));
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"/>",
+                sx(pts[0].0),
+                sy(pts[0].1)
+            );
         } else {
             let _ = write!(
                 svg,

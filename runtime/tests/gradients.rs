@@ -20,27 +20,16 @@ fn random(rng: &mut Rng, shape: &[usize], scale: f64) -> Tensor {
 
 /// `L(inputs) = Σ op(inputs) ⊙ r` for a fixed random `r`, and its gradients by backprop.
 fn loss_and_grads(op: &Op, inputs: &[Tensor], r: &Tensor) -> (f64, Vec<Vec<f64>>) {
-    let vars: Vec<Var> = inputs
-        .iter()
-        .map(|t| Var::from_tensor(t).unwrap())
-        .collect();
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let out = op(&ts).unwrap();
-    let loss = (out.to_dtype(DType::F64).unwrap() * r)
-        .unwrap()
-        .sum_all()
-        .unwrap();
+    let loss = (out.to_dtype(DType::F64).unwrap() * r).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     let g = vars
         .iter()
         .map(|v| {
             let g = grads.get(v).expect("input received a gradient");
-            g.to_dtype(DType::F64)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
+            g.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
         })
         .collect();
     (loss.to_scalar().unwrap(), g)
@@ -61,12 +50,7 @@ fn check(name: &str, composed: &Op, fused: &Op, inputs: &[Tensor], out_shape: &[
                 v[i] += delta;
                 let mut args = inputs.to_vec();
                 args[k] = Tensor::from_vec(v, input.shape(), &Device::Cpu).unwrap();
-                (composed(&args).unwrap() * &r)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
+                (composed(&args).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
             };
             let numeric = (at(h) - at(-h)) / (2.0 * h);
             let a = analytic[k][i];
@@ -77,37 +61,16 @@ fn check(name: &str, composed: &Op, fused: &Op, inputs: &[Tensor], out_shape: &[
         }
     }
     // Fused (f32) against composed (f64).
-    let inputs32: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| t.to_dtype(DType::F32).unwrap())
-        .collect();
-    let want = composed(inputs)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let got = fused(&inputs32)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
+    let inputs32: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+    let want = composed(inputs).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let got = fused(&inputs32).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-5 + 1e-5 * w.abs(),
-            "{name}: fused value [{i}] {g} vs {w}"
-        );
+        assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "{name}: fused value [{i}] {g} vs {w}");
     }
     let (_, fused_grads) = loss_and_grads(fused, &inputs32, &r);
     for (k, (fg, ag)) in fused_grads.iter().zip(&analytic).enumerate() {
         for (i, (g, a)) in fg.iter().zip(ag).enumerate() {
-            assert!(
-                (g - a).abs() <= 1e-4 + 1e-4 * a.abs(),
-                "{name}: fused grad {k}[{i}] {g} vs {a}"
-            );
+            assert!((g - a).abs() <= 1e-4 + 1e-4 * a.abs(), "{name}: fused grad {k}[{i}] {g} vs {a}");
         }
     }
 }
@@ -130,26 +93,14 @@ fn rms_norm_gradients() {
 fn swiglu_gradients() {
     let mut rng = Rng::derive(1, "swiglu");
     let gu = random(&mut rng, &[4, 10], 2.0);
-    check(
-        "swiglu",
-        &|t: &[Tensor]| ops::swiglu_composed(&t[0]),
-        &|t: &[Tensor]| ops::swiglu(&t[0]),
-        &[gu],
-        &[4, 5],
-    );
+    check("swiglu", &|t: &[Tensor]| ops::swiglu_composed(&t[0]), &|t: &[Tensor]| ops::swiglu(&t[0]), &[gu], &[4, 5]);
 }
 
 #[test]
 fn split_heads_rope_gradients() {
     let mut rng = Rng::derive(1, "rope");
     // Two rows of three tokens, 2 query heads sharing 1 kv head, head_dim 4.
-    let shape = HeadShape {
-        batch: 2,
-        time: 3,
-        heads: 2,
-        kv_heads: 1,
-        head_dim: 4,
-    };
+    let shape = HeadShape { batch: 2, time: 3, heads: 2, kv_heads: 1, head_dim: 4 };
     let rope = RopeTables::new(4, 10_000.0, 16);
     let positions = Arc::new(vec![0u32, 1, 2, 5, 6, 7]);
     let qkv = random(&mut rng, &[6, 16], 1.0);
@@ -167,16 +118,8 @@ fn split_heads_rope_gradients() {
 fn masked_softmax_gradients() {
     let mut rng = Rng::derive(1, "softmax");
     // 2 heads, 2 rows, 3 queries after 2 cached keys; row 0's first key is padding.
-    let valid: Vec<bool> = (0..2)
-        .flat_map(|b| (0..5).map(move |j| !(b == 0 && j == 0)))
-        .collect();
-    let mask = AttnMask {
-        batch: 2,
-        queries: 3,
-        keys: 5,
-        offset: 2,
-        key_valid: Some(Arc::new(valid)),
-    };
+    let valid: Vec<bool> = (0..2).flat_map(|b| (0..5).map(move |j| !(b == 0 && j == 0))).collect();
+    let mask = AttnMask { batch: 2, queries: 3, keys: 5, offset: 2, key_valid: Some(Arc::new(valid)) };
     let scores = random(&mut rng, &[2, 2, 3, 5], 2.0);
     let (m1, m2) = (mask.clone(), mask);
     check(
@@ -209,14 +152,7 @@ fn log_softmax_matches_its_definition() {
     let x = random(&mut rng, &[3, 6], 4.0);
     let a = ops::log_softmax_last_dim(&x).unwrap();
     let b = ops::softmax_last_dim(&x).unwrap().log().unwrap();
-    let diff: f64 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let diff: f64 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert!(diff < 1e-12, "{diff}");
 }
 
@@ -229,10 +165,7 @@ fn assert_every_parameter_learns(cfg: LlamaConfig) {
     let grads = model.take_grads(&loss.backward().unwrap()).unwrap();
     for ((name, _), g) in model.params().iter().zip(&grads) {
         let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
-        assert!(
-            norm > 0.0 && norm.is_finite(),
-            "{name}: gradient norm² {norm}"
-        );
+        assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient norm² {norm}");
     }
 }
 
@@ -270,61 +203,18 @@ fn tiny_init_is_seeded_and_transformers_like() {
     let a = CausalLm::tiny(cfg.clone(), &mut Rng::derive(7, "init"), &Device::Cpu).unwrap();
     let b = CausalLm::tiny(cfg.clone(), &mut Rng::derive(7, "init"), &Device::Cpu).unwrap();
     let c = CausalLm::tiny(cfg, &mut Rng::derive(8, "init"), &Device::Cpu).unwrap();
-    let embed = |m: &CausalLm| {
-        m.params()
-            .iter()
-            .find(|(n, _)| n == "model.embed_tokens.weight")
-            .unwrap()
-            .1
-            .clone()
-    };
+    let embed = |m: &CausalLm| m.params().iter().find(|(n, _)| n == "model.embed_tokens.weight").unwrap().1.clone();
     let (ea, eb, ec) = (embed(&a), embed(&b), embed(&c));
-    let same: f32 = (ea.as_tensor() - eb.as_tensor())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let same: f32 = (ea.as_tensor() - eb.as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert_eq!(same, 0.0);
-    let differ: f32 = (ea.as_tensor() - ec.as_tensor())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let differ: f32 = (ea.as_tensor() - ec.as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert!(differ > 0.0);
-    let pad_row: f32 = ea
-        .as_tensor()
-        .get(0)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let pad_row: f32 = ea.as_tensor().get(0).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert_eq!(pad_row, 0.0, "the padding row is zero");
-    let rows: Vec<f32> = ea
-        .as_tensor()
-        .narrow(0, 1, 255)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let rows: Vec<f32> = ea.as_tensor().narrow(0, 1, 255).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let std = (rows.iter().map(|v| v * v).sum::<f32>() / rows.len() as f32).sqrt();
     assert!((std - 0.02).abs() < 0.001, "init std {std}");
-    let norm = a
-        .params()
-        .iter()
-        .find(|(n, _)| n == "model.norm.weight")
-        .unwrap()
-        .1
-        .clone();
+    let norm = a.params().iter().find(|(n, _)| n == "model.norm.weight").unwrap().1.clone();
     let ones: f32 = norm.as_tensor().min_all().unwrap().to_scalar().unwrap();
     assert_eq!(ones, 1.0);
 }

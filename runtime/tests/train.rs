@@ -11,8 +11,8 @@ use recipe_runtime::optim::AdamW;
 use recipe_runtime::progress::{Recorder, Silent};
 use recipe_runtime::rng::Rng;
 use recipe_runtime::train::{
-    run_stage, Batch, Evaluator, ExactMatch, LossOutput, Objective, Resume, RunContext, Schedule,
-    SftConfig, SftObjective, TrainError,
+    run_stage, Batch, Evaluator, ExactMatch, LossOutput, Objective, Resume, RunContext, Schedule, SftConfig,
+    SftObjective, TrainError,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -49,32 +49,16 @@ fn jsonl_keeps_declared_and_consistent_extra_fields() {
         "\n"
     );
     let path = write(dir.path(), "d.jsonl", text);
-    let (data, report) =
-        read_jsonl(&path, &Schema::prompt_completion(), BadRowPolicy::Fail).unwrap();
-    assert_eq!(
-        data.ids,
-        vec![1, 3],
-        "ids are line numbers; blank lines are not rows"
-    );
+    let (data, report) = read_jsonl(&path, &Schema::prompt_completion(), BadRowPolicy::Fail).unwrap();
+    assert_eq!(data.ids, vec![1, 3], "ids are line numbers; blank lines are not rows");
     assert_eq!(report.rows, 2);
-    assert_eq!(
-        report.dropped_fields,
-        vec!["tag".to_string()],
-        "a field missing from a row is dropped"
-    );
+    assert_eq!(report.dropped_fields, vec!["tag".to_string()], "a field missing from a row is dropped");
     let names: Vec<&str> = data.columns.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["prompt", "completion", "level", "w"]);
     assert_eq!(data.column("level"), Some(&Column::Int(vec![1, 2])));
-    assert_eq!(
-        data.column("w"),
-        Some(&Column::Float(vec![1.0, 0.5])),
-        "Int widens to Float"
-    );
+    assert_eq!(data.column("w"), Some(&Column::Float(vec![1.0, 0.5])), "Int widens to Float");
     assert_eq!(data.sources.len(), 1);
-    assert_eq!(
-        data.sources[0].sha256,
-        artifact::sha256_hex(text.as_bytes())
-    );
+    assert_eq!(data.sources[0].sha256, artifact::sha256_hex(text.as_bytes()));
 }
 
 #[test]
@@ -96,33 +80,21 @@ fn malformed_rows_name_file_line_and_field() {
     let path = write(dir.path(), "pairs.jsonl", text);
     let err = read_jsonl(&path, &Schema::preference(), BadRowPolicy::Fail).unwrap_err();
     assert!(matches!(err, DataError::BadJson { line: 2, .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{}:2:", path.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("{}:2:", path.display())), "{err}");
     assert_eq!(err.code(), "recipe::data::malformed");
 
     let (data, report) = read_jsonl(&path, &Schema::preference(), BadRowPolicy::Skip).unwrap();
     assert_eq!(data.ids, vec![1, 6]);
     assert_eq!(report.skipped, 4);
     let msgs: Vec<String> = report.examples.iter().map(|e| e.to_string()).collect();
-    assert!(
-        matches!(&report.examples[1], DataError::MissingField { line: 3, field, .. } if field == "rejected")
-    );
+    assert!(matches!(&report.examples[1], DataError::MissingField { line: 3, field, .. } if field == "rejected"));
     assert!(msgs[1].contains(":3: missing field `rejected`"), "{msgs:?}");
     assert!(matches!(
         &report.examples[2],
         DataError::WrongType { line: 4, field, expected: FieldType::Str, .. } if field == "prompt"
     ));
-    assert!(
-        msgs[2].contains(":4: field `prompt` should be String, found a number `3`"),
-        "{msgs:?}"
-    );
-    assert!(
-        msgs[3].contains(":5: not a JSON object: found an array"),
-        "{msgs:?}"
-    );
+    assert!(msgs[2].contains(":4: field `prompt` should be String, found a number `3`"), "{msgs:?}");
+    assert!(msgs[3].contains(":5: not a JSON object: found an array"), "{msgs:?}");
     assert_eq!(report.dropped_fields, vec!["margin".to_string()]);
 }
 
@@ -136,10 +108,7 @@ fn missing_file_and_all_bad_rows_are_clear_errors() {
 
     let path = write(dir.path(), "bad.jsonl", "{}\n{\"prompt\": 1}\n");
     let err = read_jsonl(&path, &Schema::prompt_completion(), BadRowPolicy::Skip).unwrap_err();
-    assert!(
-        matches!(err, DataError::Empty { skipped: 2, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DataError::Empty { skipped: 2, .. }), "{err:?}");
 }
 
 #[test]
@@ -147,19 +116,11 @@ fn synthetic_splits_do_not_leak() {
     let train = synth::addition(2..=2, 3000, 1).unwrap();
     let held = synth::addition(2..=2, 300, 99).unwrap();
     let clean = train.without_keys_of(&held, "prompt").unwrap();
-    assert!(
-        clean.len() < train.len(),
-        "2-digit sums repeat, so some rows must be removed"
-    );
-    let held_prompts: std::collections::HashSet<String> = (0..held.len())
-        .map(|r| held.text_at("prompt", r).unwrap())
-        .collect();
+    assert!(clean.len() < train.len(), "2-digit sums repeat, so some rows must be removed");
+    let held_prompts: std::collections::HashSet<String> =
+        (0..held.len()).map(|r| held.text_at("prompt", r).unwrap()).collect();
     assert!((0..clean.len()).all(|r| !held_prompts.contains(&clean.text_at("prompt", r).unwrap())));
-    assert_eq!(
-        synth::addition(2..=2, 3000, 1).unwrap(),
-        train,
-        "same arguments, same rows"
-    );
+    assert_eq!(synth::addition(2..=2, 3000, 1).unwrap(), train, "same arguments, same rows");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,11 +131,7 @@ fn sums(count: usize) -> Dataset {
 }
 
 fn sft_config(steps: u64) -> SftConfig {
-    let mut cfg = SftConfig::new(
-        steps,
-        8,
-        Schedule::new(|s, _| 3e-3 * ((s + 1) as f64 / 5.0).min(1.0)),
-    );
+    let mut cfg = SftConfig::new(steps, 8, Schedule::new(|s, _| 3e-3 * ((s + 1) as f64 / 5.0).min(1.0)));
     cfg.seed = 11;
     cfg.weight_decay = Schedule::constant(0.01);
     cfg
@@ -190,18 +147,7 @@ fn sft_stage(
 ) -> Result<recipe_runtime::train::StageSummary, TrainError> {
     let mut optim = AdamW::new(model.params(), cfg.adam()).unwrap();
     let loop_cfg = cfg.loop_config("sft", 0);
-    run_stage(
-        model,
-        &mut optim,
-        objective,
-        &loop_cfg,
-        &mut [],
-        &mut RunContext {
-            run,
-            progress: &mut Silent,
-        },
-        resume,
-    )
+    run_stage(model, &mut optim, objective, &loop_cfg, &mut [], &mut RunContext { run, progress: &mut Silent }, resume)
 }
 
 #[test]
@@ -228,11 +174,7 @@ fn sft_reduces_loss_and_logs_every_step() {
     assert!((l["lr"].as_f64().unwrap() - 3e-3).abs() < 1e-12);
     assert!(l["timing"]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(artifact::without_timing(l).get("timing").is_none());
-    assert_eq!(
-        objective.position(),
-        (1, 120),
-        "320 rows drawn from 200: one full epoch, then 120"
-    );
+    assert_eq!(objective.position(), (1, 120), "320 rows drawn from 200: one full epoch, then 120");
 }
 
 #[test]
@@ -240,21 +182,14 @@ fn exact_match_scores_greedy_completions() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = RunDir::create_at(&dir.path().join("run")).unwrap();
     let model = tiny_model(2);
-    let row =
-        |p: &str, c: &str| -> (std::sync::Arc<str>, std::sync::Arc<str>) { (p.into(), c.into()) };
+    let row = |p: &str, c: &str| -> (std::sync::Arc<str>, std::sync::Arc<str>) { (p.into(), c.into()) };
     let rows = [row("7+5=", "12"), row("7+5=", "13")];
     let data = Dataset::new(
         "two",
         vec![1, 2],
         vec![
-            (
-                "prompt".into(),
-                Column::Str(rows.iter().map(|r| r.0.clone()).collect()),
-            ),
-            (
-                "completion".into(),
-                Column::Str(rows.iter().map(|r| r.1.clone()).collect()),
-            ),
+            ("prompt".into(), Column::Str(rows.iter().map(|r| r.0.clone()).collect())),
+            ("completion".into(), Column::Str(rows.iter().map(|r| r.1.clone()).collect())),
         ],
     )
     .unwrap();
@@ -262,8 +197,7 @@ fn exact_match_scores_greedy_completions() {
     let mut cfg = SftConfig::new(60, 4, Schedule::constant(1e-2));
     cfg.eval_every = Some(30);
     let mut objective = SftObjective::new("memorise", &train, cfg.batch, 0).unwrap();
-    let mut evals: Vec<Box<dyn Evaluator>> =
-        vec![Box::new(ExactMatch::new("held", &data, None, 2).unwrap())];
+    let mut evals: Vec<Box<dyn Evaluator>> = vec![Box::new(ExactMatch::new("held", &data, None, 2).unwrap())];
     let mut optim = AdamW::new(model.params(), cfg.adam()).unwrap();
     let mut progress = Recorder::default();
     let summary = run_stage(
@@ -272,10 +206,7 @@ fn exact_match_scores_greedy_completions() {
         &mut objective,
         &cfg.loop_config("memorise", 0),
         &mut evals,
-        &mut RunContext {
-            run: &mut run,
-            progress: &mut progress,
-        },
+        &mut RunContext { run: &mut run, progress: &mut progress },
         None,
     )
     .unwrap();
@@ -286,14 +217,7 @@ fn exact_match_scores_greedy_completions() {
     let lines = artifact::read_metrics(run.root()).unwrap();
     assert_eq!(lines[29]["eval"]["held"]["total"], 2.0);
     assert!(lines[28].get("eval").is_none());
-    assert_eq!(
-        progress
-            .events
-            .iter()
-            .filter(|e| e.starts_with("eval "))
-            .count(),
-        2
-    );
+    assert_eq!(progress.events.iter().filter(|e| e.starts_with("eval ")).count(), 2);
 }
 
 /// An objective that delegates to SFT but poisons the loss (multiplies it by `factor`) at one
@@ -310,10 +234,7 @@ impl Objective for Faulty {
     fn next_batch(&mut self, step: u64, total: u64) -> Result<Batch, TrainError> {
         self.step = step;
         if self.crash && step + 1 == self.at_step {
-            return Err(TrainError::Config {
-                stage: "sft".into(),
-                message: "simulated crash".into(),
-            });
+            return Err(TrainError::Config { stage: "sft".into(), message: "simulated crash".into() });
         }
         self.inner.next_batch(step, total)
     }
@@ -345,10 +266,7 @@ fn non_finite_values_stop_with_an_error_and_keep_earlier_output() {
     let mut objective = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
     let err = sft_stage(&model, &cfg, &mut run, &mut objective, None).unwrap_err();
     assert_eq!(err.code(), "recipe::train::non_finite");
-    assert_eq!(
-        err.to_string(),
-        "stage `sft`, step 1: the learning rate is NaN"
-    );
+    assert_eq!(err.to_string(), "stage `sft`, step 1: the learning rate is NaN");
 
     // An infinite loss at step 4 names the step and the batch's examples; the checkpoint of
     // step 2 and the three metrics lines stay.
@@ -358,36 +276,15 @@ fn non_finite_values_stop_with_an_error_and_keep_earlier_output() {
     let model = tiny_model(3);
     let inner = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
     let mut probe = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let expected_ids: Vec<u64> = (0..4)
-        .map(|s| probe.next_batch(s, 6).unwrap().example_ids)
-        .last()
-        .unwrap();
-    let mut faulty = Faulty {
-        inner,
-        at_step: 4,
-        factor: f64::INFINITY,
-        crash: false,
-        step: 0,
-    };
+    let expected_ids: Vec<u64> = (0..4).map(|s| probe.next_batch(s, 6).unwrap().example_ids).last().unwrap();
+    let mut faulty = Faulty { inner, at_step: 4, factor: f64::INFINITY, crash: false, step: 0 };
     let err = sft_stage(&model, &cfg, &mut run, &mut faulty, None).unwrap_err();
     match &err {
-        TrainError::NonFinite {
-            stage,
-            step,
-            quantity,
-            example_ids,
-            ..
-        } => {
+        TrainError::NonFinite { stage, step, quantity, example_ids, .. } => {
             assert_eq!((stage.as_str(), *step, *quantity), ("sft", 4, "the loss"));
             assert_eq!(example_ids, &expected_ids);
-            let listed = format!(
-                "(examples {})",
-                expected_ids
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let listed =
+                format!("(examples {})", expected_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
             assert!(err.to_string().ends_with(&listed), "{err}");
         }
         other => panic!("expected a non-finite error, got {other:?}"),
@@ -419,20 +316,12 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let mut run_b = RunDir::create_at(&root_b).unwrap();
     let model_b = tiny_model(4);
     let inner = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let mut crashing = Faulty {
-        inner,
-        at_step: 4,
-        factor: 1.0,
-        crash: true,
-        step: 0,
-    };
+    let mut crashing = Faulty { inner, at_step: 4, factor: 1.0, crash: true, step: 0 };
     assert!(sft_stage(&model_b, &cfg, &mut run_b, &mut crashing, None).is_err());
     drop(run_b);
 
     // Resume from the latest checkpoint in a fresh model, objective and run handle.
-    let ck = Checkpoint::latest(&root_b.join("checkpoints"))
-        .unwrap()
-        .unwrap();
+    let ck = Checkpoint::latest(&root_b.join("checkpoints")).unwrap().unwrap();
     assert_eq!(ck.state.step, 3);
     let model_c = ck.load_model(&Device::Cpu).unwrap();
     let mut run_c = RunDir::reopen(&root_b, ck.state.metrics_lines).unwrap();
@@ -443,24 +332,14 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let final_a = Checkpoint::latest(&run_a.checkpoints()).unwrap().unwrap();
     let final_c = Checkpoint::latest(&run_c.checkpoints()).unwrap().unwrap();
     assert_eq!((final_a.state.step, final_c.state.step), (6, 6));
-    for file in [
-        format!("{MODEL_DIR}/model.safetensors"),
-        OPTIMIZER_FILE.to_string(),
-    ] {
+    for file in [format!("{MODEL_DIR}/model.safetensors"), OPTIMIZER_FILE.to_string()] {
         let a = std::fs::read(final_a.dir.join(&file)).unwrap();
         let c = std::fs::read(final_c.dir.join(&file)).unwrap();
-        assert!(
-            a == c,
-            "{file} differs between the uninterrupted and the resumed run"
-        );
+        assert!(a == c, "{file} differs between the uninterrupted and the resumed run");
     }
     assert_eq!(final_a.state, final_c.state);
     let strip = |root: &Path| -> Vec<Value> {
-        artifact::read_metrics(root)
-            .unwrap()
-            .iter()
-            .map(artifact::without_timing)
-            .collect()
+        artifact::read_metrics(root).unwrap().iter().map(artifact::without_timing).collect()
     };
     assert_eq!(strip(run_a.root()), strip(&root_b));
 }

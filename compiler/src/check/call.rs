@@ -84,7 +84,13 @@ impl<'a> Checker<'a> {
     /// Match arguments to parameters. Returns, per parameter, the index of its argument.
     /// Unmatched arguments are checked without an expectation (so their own errors show), and the
     /// call is then an error: `None`.
-    fn match_args(&mut self, callee: &str, callee_span: Span, params: &[ParamSpec<'_>], args: &'a [Arg]) -> Option<Vec<Option<usize>>> {
+    fn match_args(
+        &mut self,
+        callee: &str,
+        callee_span: Span,
+        params: &[ParamSpec<'_>],
+        args: &'a [Arg],
+    ) -> Option<Vec<Option<usize>>> {
         let mut slots: Vec<Option<usize>> = vec![None; params.len()];
         let mut ok = true;
         for (i, arg) in args.iter().enumerate() {
@@ -94,7 +100,11 @@ impl<'a> Checker<'a> {
                         self.report(
                             Diagnostic::error(
                                 "recipe::call::too_many_arguments",
-                                format!("`{callee}` takes {} argument(s), {} given", params.len(), args.iter().filter(|a| a.name.is_none()).count()),
+                                format!(
+                                    "`{callee}` takes {} argument(s), {} given",
+                                    params.len(),
+                                    args.iter().filter(|a| a.name.is_none()).count()
+                                ),
                             )
                             .with_primary(arg.span, "surplus argument")
                             .with_secondary(callee_span, format!("`{callee}` called here")),
@@ -139,14 +149,14 @@ impl<'a> Checker<'a> {
             }
             slots[slot] = Some(i);
         }
-        let missing: Vec<&ParamSpec<'_>> = params
-            .iter()
-            .zip(&slots)
-            .filter(|(p, s)| s.is_none() && !p.has_default)
-            .map(|(p, _)| p)
-            .collect();
+        let missing: Vec<&ParamSpec<'_>> =
+            params.iter().zip(&slots).filter(|(p, s)| s.is_none() && !p.has_default).map(|(p, _)| p).collect();
         if !missing.is_empty() {
-            let list = missing.iter().map(|p| format!("`{}: {}`", p.name, self.subst.resolve(&p.ty))).collect::<Vec<_>>().join(", ");
+            let list = missing
+                .iter()
+                .map(|p| format!("`{}: {}`", p.name, self.subst.resolve(&p.ty)))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.report(
                 Diagnostic::error(
                     "recipe::call::missing_argument",
@@ -229,7 +239,11 @@ impl<'a> Checker<'a> {
             return TExpr::error(e.span, file);
         }
         if args.len() != ps.len() {
-            let code = if args.len() > ps.len() { "recipe::call::too_many_arguments" } else { "recipe::call::missing_argument" };
+            let code = if args.len() > ps.len() {
+                "recipe::call::too_many_arguments"
+            } else {
+                "recipe::call::missing_argument"
+            };
             self.report(
                 Diagnostic::error(code, format!("this function takes {} argument(s), {} given", ps.len(), args.len()))
                     .with_primary(e.span, "in this call")
@@ -241,7 +255,14 @@ impl<'a> Checker<'a> {
         TExpr::new(TKind::CallValue(Box::new(f), out), ret, e.span, file)
     }
 
-    fn call_extern(&mut self, e: &'a Expr, name: &str, callee_span: Span, args: &'a [Arg], expected: Option<&Ty>) -> TExpr {
+    fn call_extern(
+        &mut self,
+        e: &'a Expr,
+        name: &str,
+        callee_span: Span,
+        args: &'a [Arg],
+        expected: Option<&Ty>,
+    ) -> TExpr {
         let file = self.file;
         let ext = self.externs[name];
         let display = display_name(name);
@@ -252,11 +273,8 @@ impl<'a> Checker<'a> {
             tparams.insert(tp.name.clone(), v);
         }
         let outer = std::mem::replace(&mut self.file, FileId::BUILTINS);
-        let mut ptys: Vec<Ty> = ext
-            .params
-            .iter()
-            .map(|p| p.ty.as_ref().map_or(Ty::Error, |t| self.resolve_type(t, &tparams)))
-            .collect();
+        let mut ptys: Vec<Ty> =
+            ext.params.iter().map(|p| p.ty.as_ref().map_or(Ty::Error, |t| self.resolve_type(t, &tparams))).collect();
         let mut ret = self.resolve_type(&ext.ret, &tparams);
         self.file = outer;
         let specs: Vec<ParamSpec<'_>> = ext
@@ -286,7 +304,10 @@ impl<'a> Checker<'a> {
             };
             if tys.contains(&Ty::Tensor) {
                 lift(&mut ptys, &mut ret, Ty::Tensor);
-            } else if matches!(name, "min" | "max" | "abs" | "clamp") && !tys.is_empty() && tys.iter().all(|t| *t == Ty::Int) {
+            } else if matches!(name, "min" | "max" | "abs" | "clamp")
+                && !tys.is_empty()
+                && tys.iter().all(|t| *t == Ty::Int)
+            {
                 lift(&mut ptys, &mut ret, Ty::Int);
             }
         }
@@ -307,7 +328,8 @@ impl<'a> Checker<'a> {
                 if let Some(i) = *slot {
                     if is_lambda(i) == pass {
                         let want = self.subst.resolve(&ptys[p]);
-                        let saved = self.param_hint.replace(format!("`{display}` takes `{}: {want}`", ext.params[p].name.name));
+                        let saved =
+                            self.param_hint.replace(format!("`{display}` takes `{}: {want}`", ext.params[p].name.name));
                         values[p] = Some(match checked.remove(&i) {
                             Some(t) => self.coerce(t, &ptys[p], None),
                             None => self.check_against(&args[i].value, &ptys[p], None),
@@ -323,9 +345,8 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let Some(default) = &param.default else { continue };
-            let earlier: Vec<(String, LocalId, Ty)> = (0..p)
-                .map(|q| (ext.params[q].name.name.clone(), locals[q], self.subst.resolve(&ptys[q])))
-                .collect();
+            let earlier: Vec<(String, LocalId, Ty)> =
+                (0..p).map(|q| (ext.params[q].name.name.clone(), locals[q], self.subst.resolve(&ptys[q]))).collect();
             let want = ptys[p].clone();
             let t = self.isolated(FileId::BUILTINS, |c| {
                 c.scopes.extend(earlier);

@@ -48,11 +48,9 @@ impl<'a> Checker<'a> {
         let diag = if found_ty == Ty::Tensor && matches!(expected, Ty::Float | Ty::Int | Ty::Bool) {
             self.tensor_in_scalar(found, &format!("a {expected} is needed here"))
         } else {
-            let mut d = Diagnostic::error(
-                "recipe::type::mismatch",
-                format!("expected `{expected}`, found `{found_ty}`"),
-            )
-            .with_primary(found.span, format!("this is `{found_ty}`"));
+            let mut d =
+                Diagnostic::error("recipe::type::mismatch", format!("expected `{expected}`, found `{found_ty}`"))
+                    .with_primary(found.span, format!("this is `{found_ty}`"));
             if let Some(why) = why {
                 d = d.with_secondary(why, format!("`{expected}` expected because of this"));
             }
@@ -68,11 +66,8 @@ impl<'a> Checker<'a> {
 
     pub(super) fn tensor_in_scalar(&self, found: &TExpr, why: &str) -> Diagnostic {
         let origin = found.tensor_origin();
-        let mut d = Diagnostic::error(
-            "recipe::type::tensor_in_scalar",
-            "a batch Tensor cannot be used as a scalar",
-        )
-        .with_primary(found.span, why.to_string());
+        let mut d = Diagnostic::error("recipe::type::tensor_in_scalar", "a batch Tensor cannot be used as a scalar")
+            .with_primary(found.span, why.to_string());
         if origin != found.span {
             d = d.with_secondary(origin, "this is a Tensor (one value per batch row)");
         }
@@ -188,7 +183,8 @@ impl<'a> Checker<'a> {
         let mut diag = Diagnostic::error("recipe::resolve::unknown_name", format!("unknown name `{name}`"))
             .with_primary(span, "not found in this scope");
         if types::NAMESPACES.contains(&name) {
-            diag = diag.with_help(format!("`{name}` is a namespace: call one of its builtins, e.g. `{name}.addition(...)`"));
+            diag = diag
+                .with_help(format!("`{name}` is a namespace: call one of its builtins, e.g. `{name}.addition(...)`"));
         } else if let Some(Ty::Enum(e)) = expected.map(|t| self.subst.resolve(t)) {
             let constants = types::enum_constants(e);
             diag = diag.with_help(match suggest(name, constants.iter().copied()) {
@@ -234,12 +230,20 @@ impl<'a> Checker<'a> {
             if field == "input" {
                 if let Some(GlobalKind::Rounds(r)) = self.globals.get(&ns.name).map(|g| g.kind) {
                     if self.rounds.is_some_and(|cur| std::ptr::eq(cur, r)) {
-                        return TExpr::new(TKind::RoundInput(ns.name.clone()), Ty::opaque("Model", vec![]), e.span, file);
+                        return TExpr::new(
+                            TKind::RoundInput(ns.name.clone()),
+                            Ty::opaque("Model", vec![]),
+                            e.span,
+                            file,
+                        );
                     }
                     self.report(
-                        Diagnostic::error("recipe::resolve::unknown_field", format!("`{}.input` is only visible inside its rounds block", ns.name))
-                            .with_primary(e.span, "outside `rounds`")
-                            .with_help(format!("use `{}.model`, the model after the last round", ns.name)),
+                        Diagnostic::error(
+                            "recipe::resolve::unknown_field",
+                            format!("`{}.input` is only visible inside its rounds block", ns.name),
+                        )
+                        .with_primary(e.span, "outside `rounds`")
+                        .with_help(format!("use `{}.model`, the model after the last round", ns.name)),
                     );
                     return TExpr::error(e.span, file);
                 }
@@ -263,22 +267,17 @@ impl<'a> Checker<'a> {
             .with_primary(base.span, "type unknown here")
             .with_help("annotate the parameter, e.g. `|r: {digits: Int}| r.digits`, or the binding"),
             Ty::Record(_) | Ty::Opaque(..) if !ty.field_names().is_empty() => {
-                let mut d = Diagnostic::error(
-                    "recipe::resolve::unknown_field",
-                    format!("`{ty}` has no field `{field}`"),
-                )
-                .with_primary(field_span, "unknown field");
+                let mut d =
+                    Diagnostic::error("recipe::resolve::unknown_field", format!("`{ty}` has no field `{field}`"))
+                        .with_primary(field_span, "unknown field");
                 d = match suggest(field, ty.field_names()) {
                     Some(s) => d.with_help(format!("did you mean `{s}`?")),
                     None => d.with_help(format!("fields: {}", ty.field_names().join(", "))),
                 };
                 d
             }
-            _ => Diagnostic::error(
-                "recipe::resolve::unknown_field",
-                format!("`{ty}` has no fields"),
-            )
-            .with_primary(field_span, "no field here"),
+            _ => Diagnostic::error("recipe::resolve::unknown_field", format!("`{ty}` has no fields"))
+                .with_primary(field_span, "no field here"),
         };
         self.report(diag);
         TExpr::error(e.span, file)
@@ -300,11 +299,8 @@ impl<'a> Checker<'a> {
             _ => {
                 let want = if op == UnOp::Neg { "a number" } else { "a Bool" };
                 self.report(
-                    Diagnostic::error(
-                        "recipe::type::mismatch",
-                        format!("expected {want}, found `{ty}`"),
-                    )
-                    .with_primary(t.span, format!("this is `{ty}`")),
+                    Diagnostic::error("recipe::type::mismatch", format!("expected {want}, found `{ty}`"))
+                        .with_primary(t.span, format!("this is `{ty}`")),
                 );
                 Ty::Error
             }
@@ -357,9 +353,7 @@ impl<'a> Checker<'a> {
                     return Ty::Error;
                 }
                 let ok = (lt.is_numeric() && rt.is_numeric())
-                    || (matches!(op, Eq | Ne)
-                        && lt == rt
-                        && matches!(lt, Ty::String | Ty::Bool | Ty::Enum(_)));
+                    || (matches!(op, Eq | Ne) && lt == rt && matches!(lt, Ty::String | Ty::Bool | Ty::Enum(_)));
                 if ok {
                     Ty::Bool
                 } else {
@@ -389,18 +383,22 @@ impl<'a> Checker<'a> {
 
     fn operator_error(&mut self, op: BinOp, l: &TExpr, lt: &Ty, r: &TExpr, rt: &Ty) -> Ty {
         self.report(
-            Diagnostic::error(
-                "recipe::type::operator",
-                format!("`{}` cannot combine `{lt}` and `{rt}`", op.symbol()),
-            )
-            .with_primary(l.span.to(r.span), "in this expression")
-            .with_secondary(l.span, format!("`{lt}`"))
-            .with_secondary(r.span, format!("`{rt}`")),
+            Diagnostic::error("recipe::type::operator", format!("`{}` cannot combine `{lt}` and `{rt}`", op.symbol()))
+                .with_primary(l.span.to(r.span), "in this expression")
+                .with_secondary(l.span, format!("`{lt}`"))
+                .with_secondary(r.span, format!("`{rt}`")),
         );
         Ty::Error
     }
 
-    fn if_(&mut self, e: &'a Expr, cond: &'a Expr, then: &'a Expr, otherwise: &'a Expr, expected: Option<&Ty>) -> TExpr {
+    fn if_(
+        &mut self,
+        e: &'a Expr,
+        cond: &'a Expr,
+        then: &'a Expr,
+        otherwise: &'a Expr,
+        expected: Option<&Ty>,
+    ) -> TExpr {
         let file = self.file;
         let c = self.expr(cond, Some(&Ty::Bool));
         let c = if self.subst.resolve(&c.ty) == Ty::Tensor {

@@ -10,12 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Header fields a recipe may set, with their types.
-pub const HEADER_FIELDS: &[(&str, Ty)] = &[
-    ("seed", Ty::Int),
-    ("description", Ty::String),
-    ("threads", Ty::Int),
-    ("checkpoint_every", Ty::Int),
-];
+pub const HEADER_FIELDS: &[(&str, Ty)] =
+    &[("seed", Ty::Int), ("description", Ty::String), ("threads", Ty::Int), ("checkpoint_every", Ty::Int)];
 
 /// A `--set key=value` override, parsed.
 pub struct Override {
@@ -126,7 +122,11 @@ impl<'a> Checker<'a> {
                     self.report(
                         Diagnostic::error(
                             "recipe::type::mismatch",
-                            format!("a `{}` binding needs a `{}`, found `{found}`", b.kind.keyword(), self.subst.resolve(k)),
+                            format!(
+                                "a `{}` binding needs a `{}`, found `{found}`",
+                                b.kind.keyword(),
+                                self.subst.resolve(k)
+                            ),
                         )
                         .with_primary(b.value.span, format!("this is `{found}`"))
                         .with_secondary(b.name.span, format!("declared with `{}`", b.kind.keyword())),
@@ -151,7 +151,11 @@ impl<'a> Checker<'a> {
                     format!("cannot infer the full type of `{}`", b.name.name),
                 )
                 .with_primary(b.value.span, format!("inferred `{}`", value.ty))
-                .with_help(format!("annotate it, e.g. `{} {}: Curriculum[Arith] = ...`", b.kind.keyword(), b.name.name)),
+                .with_help(format!(
+                    "annotate it, e.g. `{} {}: Curriculum[Arith] = ...`",
+                    b.kind.keyword(),
+                    b.name.name
+                )),
             );
         }
         (value.ty.clone(), value)
@@ -201,7 +205,8 @@ impl<'a> Checker<'a> {
         for item in &module.items {
             match item {
                 Item::Binding(b) => {
-                    if !matches!(self.globals.get(&b.name.name).map(|g| g.kind), Some(GlobalKind::Binding(x)) if std::ptr::eq(x, b)) {
+                    if !matches!(self.globals.get(&b.name.name).map(|g| g.kind), Some(GlobalKind::Binding(x)) if std::ptr::eq(x, b))
+                    {
                         continue; // a duplicate, already reported
                     }
                     self.global_type(&b.name.name, b.name.span);
@@ -251,7 +256,8 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            if !matches!(self.globals.get(&b.name.name).map(|g| g.kind), Some(GlobalKind::RoundStage(x, _)) if std::ptr::eq(x, b)) {
+            if !matches!(self.globals.get(&b.name.name).map(|g| g.kind), Some(GlobalKind::RoundStage(x, _)) if std::ptr::eq(x, b))
+            {
                 continue;
             }
             self.global_type(&b.name.name, b.name.span);
@@ -265,11 +271,8 @@ impl<'a> Checker<'a> {
     }
 
     fn check_header(&mut self, module: &'a ast::Module) -> (String, Vec<(String, TExpr)>) {
-        let headers: Vec<&ast::Header> = module
-            .items
-            .iter()
-            .filter_map(|i| if let Item::Header(h) = i { Some(h) } else { None })
-            .collect();
+        let headers: Vec<&ast::Header> =
+            module.items.iter().filter_map(|i| if let Item::Header(h) = i { Some(h) } else { None }).collect();
         let Some(header) = headers.first() else {
             self.report(
                 Diagnostic::error("recipe::header::missing", "a recipe starts with a header")
@@ -290,8 +293,9 @@ impl<'a> Checker<'a> {
         for field in &header.fields {
             let name = field.name.name.as_str();
             let Some((_, ty)) = HEADER_FIELDS.iter().find(|(n, _)| *n == name) else {
-                let mut d = Diagnostic::error("recipe::header::unknown_field", format!("unknown header field `{name}`"))
-                    .with_primary(field.name.span, "unknown field");
+                let mut d =
+                    Diagnostic::error("recipe::header::unknown_field", format!("unknown header field `{name}`"))
+                        .with_primary(field.name.span, "unknown field");
                 d = match suggest(name, HEADER_FIELDS.iter().map(|(n, _)| *n)) {
                     Some(s) => d.with_help(format!("did you mean `{s}`?")),
                     None => d.with_help("header fields: seed, description, threads"),
@@ -341,8 +345,11 @@ impl<'a> Checker<'a> {
                 self.overrides.insert(o.key.clone(), (&o.value, o.file));
                 continue;
             }
-            let mut d = Diagnostic::error("recipe::override::unknown_key", format!("`--set {key}`: no `let {key}` or header field `{key}`"))
-                .with_primary(o.key_span, "unknown key");
+            let mut d = Diagnostic::error(
+                "recipe::override::unknown_key",
+                format!("`--set {key}`: no `let {key}` or header field `{key}`"),
+            )
+            .with_primary(o.key_span, "unknown key");
             let candidates = lets.iter().copied().chain(HEADER_FIELDS.iter().map(|(n, _)| *n));
             d = match suggest(key, candidates) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
@@ -352,7 +359,9 @@ impl<'a> Checker<'a> {
                 )),
             };
             if self.globals.contains_key(key) {
-                d = d.with_note(format!("only `let` bindings and header fields can be overridden; `{key}` is another kind of declaration"));
+                d = d.with_note(format!(
+                    "only `let` bindings and header fields can be overridden; `{key}` is another kind of declaration"
+                ));
             }
             self.report_in(o.file, d);
         }
@@ -360,11 +369,20 @@ impl<'a> Checker<'a> {
 
     /// Validate the `run` line: every step a stage or rounds block, each once, and every stage
     /// a step uses run earlier.
-    fn check_run(&mut self, module: &'a ast::Module, run: Option<&'a ast::Run>, items: &[CheckedItem], rounds: &[CheckedRounds]) -> Vec<String> {
+    fn check_run(
+        &mut self,
+        module: &'a ast::Module,
+        run: Option<&'a ast::Run>,
+        items: &[CheckedItem],
+        rounds: &[CheckedRounds],
+    ) -> Vec<String> {
         let Some(run) = run else {
             self.report(
                 Diagnostic::error("recipe::run::missing", "the recipe has no `run` line")
-                    .with_primary(Span::new(module.span.end as usize, module.span.end as usize), "expected `run stage -> ...`")
+                    .with_primary(
+                        Span::new(module.span.end as usize, module.span.end as usize),
+                        "expected `run stage -> ...`",
+                    )
                     .with_help("end the recipe with `run first_stage -> second_stage`"),
             );
             return Vec::new();
@@ -381,8 +399,12 @@ impl<'a> Checker<'a> {
             let name = step.name.as_str();
             if !stage_names.contains(&name) {
                 let what = match self.globals.get(name).map(|g| g.kind) {
-                    Some(GlobalKind::RoundStage(_, r)) => format!("`{name}` runs as part of `rounds {}`; run the rounds block", r.name.name),
-                    Some(GlobalKind::Binding(b)) => format!("`{name}` is a `{}` binding, not a stage", b.kind.keyword()),
+                    Some(GlobalKind::RoundStage(_, r)) => {
+                        format!("`{name}` runs as part of `rounds {}`; run the rounds block", r.name.name)
+                    }
+                    Some(GlobalKind::Binding(b)) => {
+                        format!("`{name}` is a `{}` binding, not a stage", b.kind.keyword())
+                    }
                     _ => match suggest(name, stage_names.iter().copied()) {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => format!("stages: {}", stage_names.join(", ")),

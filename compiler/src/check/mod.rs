@@ -203,12 +203,9 @@ impl<'a> Checker<'a> {
             State::InProgress => {
                 let name = self.fns[id].name.clone();
                 self.report(
-                    Diagnostic::error(
-                        "recipe::resolve::cycle",
-                        format!("`{name}` calls itself"),
-                    )
-                    .with_primary(use_span, "recursive call")
-                    .with_help("functions are inlined into the code that uses them, so they cannot be recursive"),
+                    Diagnostic::error("recipe::resolve::cycle", format!("`{name}` calls itself"))
+                        .with_primary(use_span, "recursive call")
+                        .with_help("functions are inlined into the code that uses them, so they cannot be recursive"),
                 );
                 if self.fns[id].ret.is_none() {
                     self.fns[id].ret = Some(Ty::Error);

@@ -2,11 +2,11 @@
 //! (duplicates are errors), resolving type expressions (aliases expanded, arities checked) and
 //! `fn` signatures.
 
+use super::typed::FileId;
 use super::{Checker, FnInfo, Global, GlobalKind, State};
 use crate::ast::{self, Item, TypeExpr, TypeExprKind};
 use crate::diag::{suggest, Diagnostic};
 use crate::types::{self, Ty};
-use super::typed::FileId;
 use std::collections::HashMap;
 
 const PRIMITIVES: &[(&str, Ty)] = &[
@@ -56,13 +56,10 @@ impl<'a> Checker<'a> {
         let mut first = |c: &mut Self, ident: &ast::Ident| -> bool {
             if let Some(prev) = seen.get(&ident.name) {
                 c.report(
-                    Diagnostic::error(
-                        "recipe::resolve::duplicate",
-                        format!("`{}` is declared twice", ident.name),
-                    )
-                    .with_primary(ident.span, "declared again here")
-                    .with_secondary(*prev, "first declared here")
-                    .with_help("rename one of them"),
+                    Diagnostic::error("recipe::resolve::duplicate", format!("`{}` is declared twice", ident.name))
+                        .with_primary(ident.span, "declared again here")
+                        .with_secondary(*prev, "first declared here")
+                        .with_help("rename one of them"),
                 );
                 false
             } else {
@@ -112,10 +109,7 @@ impl<'a> Checker<'a> {
 
     fn add_global(&mut self, name: &str, kind: GlobalKind<'a>) {
         self.global_order.push(name.to_string());
-        self.globals.insert(
-            name.to_string(),
-            Global { kind, state: State::Pending, ty: Ty::Error, value: None },
-        );
+        self.globals.insert(name.to_string(), Global { kind, state: State::Pending, ty: Ty::Error, value: None });
     }
 
     /// Resolve every fn's parameter and result types, and check parameter defaults.
@@ -166,8 +160,7 @@ impl<'a> Checker<'a> {
         match &texpr.kind {
             TypeExprKind::Named(ident) => self.resolve_named(ident, params, depth),
             TypeExprKind::Applied(ident, args) => {
-                let args: Vec<Ty> =
-                    args.iter().map(|a| self.resolve_type_depth(a, params, depth)).collect();
+                let args: Vec<Ty> = args.iter().map(|a| self.resolve_type_depth(a, params, depth)).collect();
                 let name = ident.name.as_str();
                 let arity = match name {
                     "List" => Some(1),
@@ -193,10 +186,7 @@ impl<'a> Checker<'a> {
                 }
             }
             TypeExprKind::Record(fields) => Ty::record(
-                fields
-                    .iter()
-                    .map(|(n, t)| (n.name.clone(), self.resolve_type_depth(t, params, depth)))
-                    .collect(),
+                fields.iter().map(|(n, t)| (n.name.clone(), self.resolve_type_depth(t, params, depth))).collect(),
             ),
             TypeExprKind::Fn(ps, r) => Ty::Fn(
                 ps.iter().map(|p| self.resolve_type_depth(p, params, depth)).collect(),
@@ -251,11 +241,8 @@ impl<'a> Checker<'a> {
         names.extend(self.aliases.keys().map(String::as_str));
         names.extend(params.keys().map(String::as_str));
         names.push("List");
-        let mut diag = Diagnostic::error(
-            "recipe::resolve::unknown_type",
-            format!("unknown type `{}`", ident.name),
-        )
-        .with_primary(ident.span, "not a type");
+        let mut diag = Diagnostic::error("recipe::resolve::unknown_type", format!("unknown type `{}`", ident.name))
+            .with_primary(ident.span, "not a type");
         if let Some(s) = suggest(&ident.name, names) {
             diag = diag.with_help(format!("did you mean `{s}`?"));
         }

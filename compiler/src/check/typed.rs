@@ -108,9 +108,6 @@ impl TExpr {
             TKind::Coerce(_, e) => vec![e],
             _ => vec![],
         };
-        children
-            .into_iter()
-            .find(|c| c.ty == Ty::Tensor)
-            .map_or(self.span, |c| c.tensor_origin())
+        children.into_iter().find(|c| c.ty == Ty::Tensor).map_or(self.span, |c| c.tensor_origin())
     }
 }

@@ -91,17 +91,15 @@ impl Subst {
                 self.bind(*v, &e);
                 true
             }
-            (Ty::Record(have), Ty::Record(want)) => want.iter().all(|(name, wt)| {
-                match have.iter().find(|(n, _)| n == name) {
+            (Ty::Record(have), Ty::Record(want)) => {
+                want.iter().all(|(name, wt)| match have.iter().find(|(n, _)| n == name) {
                     Some((_, ht)) => self.subtype(ht, wt),
                     None => false,
-                }
-            }),
+                })
+            }
             (Ty::List(a), Ty::List(b)) => self.subtype(a, b),
             (Ty::Fn(ps, r), Ty::Fn(qs, s)) => {
-                ps.len() == qs.len()
-                    && qs.iter().zip(ps).all(|(q, p)| self.subtype(q, p))
-                    && self.subtype(r, s)
+                ps.len() == qs.len() && qs.iter().zip(ps).all(|(q, p)| self.subtype(q, p)) && self.subtype(r, s)
             }
             (Ty::Opaque(a, xs), Ty::Opaque(b, ys)) => {
                 a == b && xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| self.subtype(x, y))
@@ -118,11 +116,8 @@ fn normalize(ty: Ty) -> Ty {
             let args: Vec<Ty> = args.into_iter().map(normalize).collect();
             match (&args[0], &args[1]) {
                 (Ty::Record(base), Ty::Record(extra)) => {
-                    let mut fields: Vec<(String, Ty)> = base
-                        .iter()
-                        .filter(|(n, _)| !extra.iter().any(|(m, _)| m == n))
-                        .cloned()
-                        .collect();
+                    let mut fields: Vec<(String, Ty)> =
+                        base.iter().filter(|(n, _)| !extra.iter().any(|(m, _)| m == n)).cloned().collect();
                     fields.extend(extra.iter().cloned());
                     Ty::record(fields)
                 }
@@ -171,9 +166,6 @@ mod tests {
         assert_eq!(s.accept(&Ty::Float, &Ty::schedule()), Ok(Some(Coercion::ToSchedule)));
         assert_eq!(s.accept(&Ty::Tensor, &Ty::Float), Err(NotAccepted));
         let stage = Ty::opaque("Stage", vec![rec(&[("model", Ty::opaque("Model", vec![]))])]);
-        assert_eq!(
-            s.accept(&stage, &Ty::opaque("Model", vec![])),
-            Ok(Some(Coercion::StageField("model")))
-        );
+        assert_eq!(s.accept(&stage, &Ty::opaque("Model", vec![])), Ok(Some(Coercion::StageField("model"))));
     }
 }

@@ -121,11 +121,7 @@ fn expr(e: &mut Expr) {
             expr(l);
             expr(r);
         }
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        ExprKind::If { cond, then, otherwise } => {
             expr(cond);
             expr(then);
             expr(otherwise);

@@ -48,11 +48,9 @@ fn operand_precedence(op: BinOp) -> (u8, u8) {
 /// Whether `e` lays itself out over lines when too long (so it can start after ` = `).
 fn breaks_itself(e: &Expr) -> bool {
     match &e.kind {
-        ExprKind::Call(..)
-        | ExprKind::List(_)
-        | ExprKind::Record(_)
-        | ExprKind::Block(..)
-        | ExprKind::If { .. } => true,
+        ExprKind::Call(..) | ExprKind::List(_) | ExprKind::Record(_) | ExprKind::Block(..) | ExprKind::If { .. } => {
+            true
+        }
         ExprKind::Lambda(_, body) => breaks_itself(body),
         _ => false,
     }
@@ -150,11 +148,7 @@ impl Printer<'_> {
                 self.expr_at(operand, UNARY);
             }
             ExprKind::Binary(op, lhs, rhs) => self.binary(*op, lhs, rhs),
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => self.if_expr(e, cond, then, otherwise),
+            ExprKind::If { cond, then, otherwise } => self.if_expr(e, cond, then, otherwise),
             ExprKind::Lambda(params, body) => {
                 if params.is_empty() {
                     self.write("||");
@@ -173,26 +167,13 @@ impl Printer<'_> {
             }
             ExprKind::List(items) => {
                 let close = e.span.end.saturating_sub(1) as usize;
-                self.delimited(
-                    "[",
-                    "]",
-                    false,
-                    items,
-                    e.span,
-                    close,
-                    |i| i.span,
-                    |p, i| p.expr(i),
-                );
+                self.delimited("[", "]", false, items, e.span, close, |i| i.span, |p, i| p.expr(i));
             }
             ExprKind::Record(fields) => {
                 let close = e.span.end.saturating_sub(1) as usize;
                 self.braces_fields(fields, e.span, close, ": ", false);
             }
-            ExprKind::Range {
-                start,
-                end,
-                inclusive,
-            } => {
+            ExprKind::Range { start, end, inclusive } => {
                 self.expr_at(start, RANGE + 1);
                 self.write(if *inclusive { "..=" } else { ".." });
                 self.expr_at(end, RANGE + 1);
@@ -268,11 +249,7 @@ impl Printer<'_> {
         self.branch(then, otherwise.span.start as usize);
         self.write(" else ");
         match &otherwise.kind {
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => self.if_chain(cond, then, otherwise, close),
+            ExprKind::If { cond, then, otherwise } => self.if_chain(cond, then, otherwise, close),
             _ => self.branch(otherwise, close),
         }
     }
@@ -367,16 +344,7 @@ impl Printer<'_> {
 
     /// A `fn` or `extern fn` parameter list; `span` covers it, `close` is where it ends.
     pub(crate) fn params(&mut self, params: &[Param], span: Span, close: usize) {
-        self.delimited(
-            "(",
-            ")",
-            false,
-            params,
-            span,
-            close,
-            |p| p.span,
-            |p, param| p.param(param),
-        );
+        self.delimited("(", ")", false, params, span, close, |p| p.span, |p, param| p.param(param));
     }
 
     pub(crate) fn ty(&mut self, ty: &TypeExpr) {
@@ -396,20 +364,11 @@ impl Printer<'_> {
             TypeExprKind::Record(fields) => {
                 let close = ty.span.end.saturating_sub(1) as usize;
                 let span_of = |f: &(Ident, TypeExpr)| f.0.span.to(f.1.span);
-                self.delimited(
-                    "{",
-                    "}",
-                    false,
-                    fields,
-                    ty.span,
-                    close,
-                    span_of,
-                    |p, (name, t)| {
-                        p.write(&name.name);
-                        p.write(": ");
-                        p.ty(t);
-                    },
-                );
+                self.delimited("{", "}", false, fields, ty.span, close, span_of, |p, (name, t)| {
+                    p.write(&name.name);
+                    p.write(": ");
+                    p.ty(t);
+                });
             }
             TypeExprKind::Fn(params, ret) => {
                 self.write("fn(");
@@ -443,10 +402,7 @@ impl Printer<'_> {
         let spelled = self
             .source_text(span)
             .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()))
-            .filter(|t| {
-                t.bytes()
-                    .all(|b| b.is_ascii_digit() || b"_.eE+-".contains(&b))
-            })
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit() || b"_.eE+-".contains(&b)))
             .filter(|t| literal::float(t, span).ok().map(f64::to_bits) == Some(v.to_bits()))
             .map(str::to_string);
         // `{:?}` always has a `.` or an exponent, so it reads back as a float.

@@ -26,27 +26,18 @@ fn canonical_spacing_and_literal_spelling() {
         fmt("data d = f(digits=1..=3,xs=[1,2,],r={a:1,b:\"\\u{41}\"})"),
         "data d = f(digits = 1..=3, xs = [1, 2], r = {a: 1, b: \"\\u{41}\"})\n"
     );
-    assert_eq!(
-        fmt("let l = (|x| x)(1) + (|| 2)()"),
-        "let l = (|x| x)(1) + (|| 2)()\n"
-    );
+    assert_eq!(fmt("let l = (|x| x)(1) + (|| 2)()"), "let l = (|x| x)(1) + (|| 2)()\n");
     assert_eq!(
         fmt("let p = (-x) ** 2 + -x ** 2 + 2 ** 3 ** 4 + (2 ** 3) ** 4"),
         "let p = (-x) ** 2 + -x ** 2 + 2 ** 3 ** 4 + (2 ** 3) ** 4\n"
     );
-    assert_eq!(
-        fmt("let c = (a < b) == (c..d == e)"),
-        "let c = (a < b) == (c..d == e)\n"
-    );
+    assert_eq!(fmt("let c = (a < b) == (c..d == e)"), "let c = (a < b) == (c..d == e)\n");
     assert_eq!(fmt("let r = (0..n).len"), "let r = (0..n).len\n");
 }
 
 #[test]
 fn blank_lines_between_items_are_kept_once() {
-    assert_eq!(
-        fmt("let a = 1\n\n\n\nlet b = 2\nlet c = 3\n"),
-        "let a = 1\n\nlet b = 2\nlet c = 3\n"
-    );
+    assert_eq!(fmt("let a = 1\n\n\n\nlet b = 2\nlet c = 3\n"), "let a = 1\n\nlet b = 2\nlet c = 3\n");
     assert_eq!(fmt("\n\n// head\n\n\nlet a = 1"), "// head\n\nlet a = 1\n");
 }
 
@@ -56,15 +47,9 @@ fn comments_stay_where_they_were() {
     assert_eq!(fmt(text), text);
     // A comment inside a call breaks it, one argument per line.
     let text = "stage s = sft(policy, sums, // the data\n    steps = 10)\n";
-    assert_eq!(
-        fmt(text),
-        "stage s = sft(\n    policy,\n    sums, // the data\n    steps = 10,\n)\n"
-    );
+    assert_eq!(fmt(text), "stage s = sft(\n    policy,\n    sums, // the data\n    steps = 10,\n)\n");
     // A comment inside an expression that never breaks moves to the end of the line.
-    assert_eq!(
-        fmt("let x = 1 + // one\n  2\nlet y = 3"),
-        "let x = 1 + 2 // one\nlet y = 3\n"
-    );
+    assert_eq!(fmt("let x = 1 + // one\n  2\nlet y = 3"), "let x = 1 + 2 // one\nlet y = 3\n");
 }
 
 #[test]
@@ -76,10 +61,7 @@ fn long_calls_break_one_argument_per_line() {
 
 #[test]
 fn blocks_ifs_rounds_and_signatures() {
-    assert_eq!(
-        fmt("fn f(x: Int) -> Int = {let a = x; a}"),
-        "fn f(x: Int) -> Int = { let a = x; a }\n"
-    );
+    assert_eq!(fmt("fn f(x: Int) -> Int = {let a = x; a}"), "fn f(x: Int) -> Int = { let a = x; a }\n");
     assert_eq!(
         fmt("fn g(x: Int) -> Int = if x > 0 { // positive\n x } else { 0 }"),
         "fn g(x: Int) -> Int = if x > 0 {\n    // positive\n    x\n} else {\n    0\n}\n"
@@ -92,10 +74,7 @@ fn blocks_ifs_rounds_and_signatures() {
         fmt("extern fn b[R,S](by: fn(R)->Float, count: Int=3) -> Curriculum[R]"),
         "extern fn b[R, S](by: fn(R) -> Float, count: Int = 3) -> Curriculum[R]\n"
     );
-    assert_eq!(
-        fmt("type P = {prompt: String,chosen:String}"),
-        "type P = {prompt: String, chosen: String}\n"
-    );
+    assert_eq!(fmt("type P = {prompt: String,chosen:String}"), "type P = {prompt: String, chosen: String}\n");
     assert_eq!(fmt("run a->b ->c"), "run a -> b -> c\n");
 }
 
@@ -113,11 +92,7 @@ fn golden_inputs_keep_the_contract() {
             checked += 1;
         }
     }
-    assert!(
-        checked > 0,
-        "no golden input parsed under {}",
-        root.display()
-    );
+    assert!(checked > 0, "no golden input parsed under {}", root.display());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -10,10 +10,7 @@ use crate::ast;
 /// Lowers a surface binary operator applied to already-lowered operands.
 pub fn binary(op: ast::BinOp, lhs: Expr, rhs: Expr) -> Result<Expr, IrError> {
     use ast::BinOp as A;
-    let no = |lhs: &Expr, rhs: &Expr| IrError::NoOverload {
-        name: op.symbol().to_owned(),
-        args: vec![lhs.ty, rhs.ty],
-    };
+    let no = |lhs: &Expr, rhs: &Expr| IrError::NoOverload { name: op.symbol().to_owned(), args: vec![lhs.ty, rhs.ty] };
     let numeric = |t: Ty| matches!(t, Ty::Int | Ty::Float);
     let both_int = lhs.ty == Ty::Int && rhs.ty == Ty::Int;
     let cmp = match op {
@@ -61,20 +58,14 @@ pub fn binary(op: ast::BinOp, lhs: Expr, rhs: Expr) -> Result<Expr, IrError> {
             let cmp = cmp.unwrap_or(Cmp::Eq);
             match (lhs.ty, rhs.ty) {
                 (Ty::Int, Ty::Int) => Ok(Expr::binary(BinOp::ICmp(cmp), lhs, rhs)),
-                (a, b) if numeric(a) && numeric(b) => Ok(Expr::binary(
-                    BinOp::FCmp(cmp),
-                    lhs.to_float(),
-                    rhs.to_float(),
-                )),
+                (a, b) if numeric(a) && numeric(b) => {
+                    Ok(Expr::binary(BinOp::FCmp(cmp), lhs.to_float(), rhs.to_float()))
+                }
                 (Ty::Bool, Ty::Bool) if cmp == Cmp::Eq => Ok(Expr::binary(BinOp::BEq, lhs, rhs)),
                 (Ty::Bool, Ty::Bool) if cmp == Cmp::Ne => Ok(Expr::binary(BinOp::BNe, lhs, rhs)),
                 (Ty::Str, Ty::Str) if matches!(cmp, Cmp::Eq | Cmp::Ne) => {
                     let eq = Expr::call(Builtin::StrEq, vec![lhs, rhs]);
-                    Ok(if cmp == Cmp::Eq {
-                        eq
-                    } else {
-                        Expr::unary(UnOp::Not, eq)
-                    })
+                    Ok(if cmp == Cmp::Eq { eq } else { Expr::unary(UnOp::Not, eq) })
                 }
                 _ => Err(no(&lhs, &rhs)),
             }
@@ -90,10 +81,7 @@ pub fn unary(op: ast::UnOp, operand: Expr) -> Result<Expr, IrError> {
         (ast::UnOp::Not, Ty::Bool) => UnOp::Not,
         (op, ty) => {
             let name = if op == ast::UnOp::Neg { "-" } else { "!" };
-            return Err(IrError::NoOverload {
-                name: name.to_owned(),
-                args: vec![ty],
-            });
+            return Err(IrError::NoOverload { name: name.to_owned(), args: vec![ty] });
         }
     };
     Ok(Expr::unary(op, operand))
@@ -140,10 +128,7 @@ impl Module {
     pub fn call(&mut self, name: &str, args: Vec<Expr>) -> Result<Expr, IrError> {
         use Builtin as B;
         let tys: Vec<Ty> = args.iter().map(|a| a.ty).collect();
-        let no = || IrError::NoOverload {
-            name: name.to_owned(),
-            args: tys.clone(),
-        };
+        let no = || IrError::NoOverload { name: name.to_owned(), args: tys.clone() };
         let all_int = tys.iter().all(|t| *t == Ty::Int);
         let all_num = tys.iter().all(|t| matches!(t, Ty::Int | Ty::Float));
         let (builtin, args) = match name {
@@ -161,8 +146,7 @@ impl Module {
                     _ => return Err(no()),
                 }
             }
-            "floor" | "ceil" | "round" | "sqrt" | "exp" | "log" | "log1p" | "tanh" | "sigmoid"
-            | "pow" | "is_nan" => {
+            "floor" | "ceil" | "round" | "sqrt" | "exp" | "log" | "log1p" | "tanh" | "sigmoid" | "pow" | "is_nan" => {
                 let b = match name {
                     "floor" => B::Floor,
                     "ceil" => B::Ceil,
@@ -185,9 +169,7 @@ impl Module {
             "float" => {
                 arity(name, 1, &args)?;
                 return match tys[0] {
-                    Ty::Int | Ty::Float => {
-                        Ok(args.into_iter().next().map(Expr::to_float).ok_or_else(no)?)
-                    }
+                    Ty::Int | Ty::Float => Ok(args.into_iter().next().map(Expr::to_float).ok_or_else(no)?),
                     _ => Err(no()),
                 };
             }
@@ -220,8 +202,8 @@ impl Module {
                 };
                 (B::Matches(id), args.into_iter().take(1).collect())
             }
-            "len" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower"
-            | "upper" | "parse_int" | "parse_float" => {
+            "len" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower" | "upper" | "parse_int"
+            | "parse_float" => {
                 let b = match name {
                     "len" => B::Len,
                     "str_eq" => B::StrEq,
@@ -258,11 +240,7 @@ fn floats(args: Vec<Expr>) -> Vec<Expr> {
 
 fn arity(name: &str, expected: usize, args: &[Expr]) -> Result<(), IrError> {
     if args.len() != expected {
-        return Err(IrError::Arity {
-            name: name.to_owned(),
-            expected,
-            found: args.len(),
-        });
+        return Err(IrError::Arity { name: name.to_owned(), expected, found: args.len() });
     }
     Ok(())
 }
@@ -294,16 +272,11 @@ mod tests {
         assert!(matches!(e.kind, ExprKind::Binary(BinOp::IDiv, ..)));
         let s = m.string("^[0-9]+$");
         let subject = m.string("42");
-        let e = m
-            .call("matches", vec![Expr::str(subject), Expr::str(s)])
-            .unwrap();
+        let e = m.call("matches", vec![Expr::str(subject), Expr::str(s)]).unwrap();
         assert!(matches!(e.kind, ExprKind::Call(Builtin::Matches(_), ref a) if a.len() == 1));
         assert_eq!(m.regexes, vec!["^[0-9]+$".to_owned()]);
         assert!(matches!(m.call("sqrt", vec![]), Err(IrError::Arity { .. })));
-        assert!(matches!(
-            m.call("nope", vec![]),
-            Err(IrError::NoOverload { .. })
-        ));
+        assert!(matches!(m.call("nope", vec![]), Err(IrError::NoOverload { .. })));
         assert!(matches!(
             m.call("matches", vec![Expr::str(subject), Expr::param(0, Ty::Str)]),
             Err(IrError::PatternNotConstant)

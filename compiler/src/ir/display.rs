@@ -60,12 +60,7 @@ impl fmt::Display for BinOp {
     }
 }
 
-fn write_expr(
-    f: &mut fmt::Formatter<'_>,
-    e: &Expr,
-    func: Option<&Function>,
-    indent: usize,
-) -> fmt::Result {
+fn write_expr(f: &mut fmt::Formatter<'_>, e: &Expr, func: Option<&Function>, indent: usize) -> fmt::Result {
     match &e.kind {
         ExprKind::Const(Const::Int(v)) => write!(f, "{v}"),
         // `{:?}` keeps the `.0` and prints NaN/inf; -0.0 prints as `-0.0`.
@@ -100,11 +95,7 @@ fn write_expr(
             write_expr(f, b, func, indent)?;
             f.write_str(")")
         }
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        ExprKind::If { cond, then, otherwise } => {
             f.write_str("if ")?;
             write_expr(f, cond, func, indent)?;
             f.write_str(" { ")?;
@@ -142,20 +133,9 @@ mod tests {
             Expr::param(0, Ty::Int).to_float(),
             Expr::binary(BinOp::FMul, Expr::local(0, Ty::Float), Expr::float(-0.0)),
         );
-        let params = vec![Param {
-            name: "digits".into(),
-            ty: Ty::Int,
-        }];
-        m.push(Function {
-            name: "d".into(),
-            params,
-            ret: Ty::Float,
-            body,
-        });
+        let params = vec![Param { name: "digits".into(), ty: Ty::Int }];
+        m.push(Function { name: "d".into(), params, ret: Ty::Float, body });
         let text = m.to_string();
-        assert_eq!(
-            text,
-            "fn d(digits: Int) -> Float =\n  let %0: Float = float(digits);\n  fmul(%0, -0.0)\n"
-        );
+        assert_eq!(text, "fn d(digits: Int) -> Float =\n  let %0: Float = float(digits);\n  fmul(%0, -0.0)\n");
     }
 }

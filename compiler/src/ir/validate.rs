@@ -13,12 +13,7 @@ pub enum IrError {
     DuplicateFunction(String),
     /// A node's type disagrees with what its position or its own operator requires.
     #[error("in `{func}`: {what}: expected {expected:?}, found {found:?}")]
-    TypeMismatch {
-        func: String,
-        what: String,
-        expected: Ty,
-        found: Ty,
-    },
+    TypeMismatch { func: String, what: String, expected: Ty, found: Ty },
     /// `Param(i)` with `i` out of range.
     #[error("in `{func}`: parameter {index} does not exist")]
     UnknownParam { func: String, index: u32 },
@@ -39,11 +34,7 @@ pub enum IrError {
     InvalidRegex { pattern: String, message: String },
     /// A builtin called with the wrong number of arguments.
     #[error("`{name}` takes {expected} argument(s), found {found}")]
-    Arity {
-        name: String,
-        expected: usize,
-        found: usize,
-    },
+    Arity { name: String, expected: usize, found: usize },
     /// No builtin or operator of that name accepts these argument types.
     #[error("no `{name}` for argument types {args:?}")]
     NoOverload { name: String, args: Vec<Ty> },
@@ -63,17 +54,11 @@ impl Module {
             }
         }
         for pattern in &self.regexes {
-            regex::Regex::new(pattern).map_err(|e| IrError::InvalidRegex {
-                pattern: pattern.clone(),
-                message: e.to_string(),
-            })?;
+            regex::Regex::new(pattern)
+                .map_err(|e| IrError::InvalidRegex { pattern: pattern.clone(), message: e.to_string() })?;
         }
         for f in &self.functions {
-            let mut cx = Checker {
-                module: self,
-                func: f,
-                locals: Vec::new(),
-            };
+            let mut cx = Checker { module: self, func: f, locals: Vec::new() };
             cx.expect(&f.body, f.ret, "function body")?;
         }
         Ok(())
@@ -89,12 +74,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn mismatch(&self, what: impl Into<String>, expected: Ty, found: Ty) -> IrError {
-        IrError::TypeMismatch {
-            func: self.func.name.clone(),
-            what: what.into(),
-            expected,
-            found,
-        }
+        IrError::TypeMismatch { func: self.func.name.clone(), what: what.into(), expected, found }
     }
 
     /// Checks `e` and that its type is `ty`.
@@ -113,10 +93,7 @@ impl Checker<'_> {
             ExprKind::Const(c) => {
                 match *c {
                     Const::Str(id) if id.0 as usize >= self.module.strings.len() => {
-                        return Err(IrError::UnknownString {
-                            func: func(),
-                            index: id.0,
-                        });
+                        return Err(IrError::UnknownString { func: func(), index: id.0 });
                     }
                     _ => {}
                 }
@@ -124,28 +101,15 @@ impl Checker<'_> {
             }
             ExprKind::Param(i) => match self.func.params.get(*i as usize) {
                 Some(p) => p.ty,
-                None => {
-                    return Err(IrError::UnknownParam {
-                        func: func(),
-                        index: *i,
-                    })
-                }
+                None => return Err(IrError::UnknownParam { func: func(), index: *i }),
             },
             ExprKind::Local(i) => match self.locals.iter().rev().find(|(id, _)| id == i) {
                 Some(&(_, ty)) => ty,
-                None => {
-                    return Err(IrError::UnboundLocal {
-                        func: func(),
-                        index: *i,
-                    })
-                }
+                None => return Err(IrError::UnboundLocal { func: func(), index: *i }),
             },
             ExprKind::Let { local, value, body } => {
                 if self.locals.iter().any(|(id, _)| id == local) {
-                    return Err(IrError::DuplicateLocal {
-                        func: func(),
-                        index: *local,
-                    });
+                    return Err(IrError::DuplicateLocal { func: func(), index: *local });
                 }
                 self.check(value)?;
                 self.locals.push((*local, value.ty));
@@ -170,11 +134,7 @@ impl Checker<'_> {
                 self.expect(b, operand, &what)?;
                 result
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 self.expect(cond, Ty::Bool, "if condition")?;
                 self.check(then)?;
                 self.expect(otherwise, then.ty, "else branch")?;
@@ -183,10 +143,7 @@ impl Checker<'_> {
             ExprKind::Call(builtin, args) => {
                 if let Builtin::Matches(id) = builtin {
                     if id.0 as usize >= self.module.regexes.len() {
-                        return Err(IrError::UnknownRegex {
-                            func: func(),
-                            index: id.0,
-                        });
+                        return Err(IrError::UnknownRegex { func: func(), index: id.0 });
                     }
                 }
                 let (params, result) = builtin.signature();
@@ -233,20 +190,12 @@ mod tests {
 
     fn module(params: Vec<Param>, ret: Ty, body: Expr) -> Module {
         let mut m = Module::new();
-        m.push(Function {
-            name: "f".into(),
-            params,
-            ret,
-            body,
-        });
+        m.push(Function { name: "f".into(), params, ret, body });
         m
     }
 
     fn p(name: &str, ty: Ty) -> Param {
-        Param {
-            name: name.into(),
-            ty,
-        }
+        Param { name: name.into(), ty }
     }
 
     #[test]
@@ -260,26 +209,14 @@ mod tests {
                 Expr::float(0.5),
             ),
         );
-        assert_eq!(
-            module(vec![p("x", Ty::Int)], Ty::Float, body).validate(),
-            Ok(())
-        );
+        assert_eq!(module(vec![p("x", Ty::Int)], Ty::Float, body).validate(), Ok(()));
     }
 
     #[test]
     fn rejects_mixed_operands() {
         let body = Expr::binary(BinOp::FAdd, Expr::param(0, Ty::Int), Expr::float(1.0));
-        let err = module(vec![p("x", Ty::Int)], Ty::Float, body)
-            .validate()
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            IrError::TypeMismatch {
-                expected: Ty::Float,
-                found: Ty::Int,
-                ..
-            }
-        ));
+        let err = module(vec![p("x", Ty::Int)], Ty::Float, body).validate().unwrap_err();
+        assert!(matches!(err, IrError::TypeMismatch { expected: Ty::Float, found: Ty::Int, .. }));
     }
 
     #[test]
@@ -287,47 +224,24 @@ mod tests {
         let mut body = Expr::int(1);
         body.ty = Ty::Float;
         let err = module(vec![], Ty::Float, body).validate().unwrap_err();
-        assert!(matches!(
-            err,
-            IrError::TypeMismatch {
-                expected: Ty::Int,
-                found: Ty::Float,
-                ..
-            }
-        ));
+        assert!(matches!(err, IrError::TypeMismatch { expected: Ty::Int, found: Ty::Float, .. }));
     }
 
     #[test]
     fn rejects_wrong_return_type() {
-        let err = module(vec![], Ty::Float, Expr::int(1))
-            .validate()
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            IrError::TypeMismatch {
-                expected: Ty::Float,
-                found: Ty::Int,
-                ..
-            }
-        ));
+        let err = module(vec![], Ty::Float, Expr::int(1)).validate().unwrap_err();
+        assert!(matches!(err, IrError::TypeMismatch { expected: Ty::Float, found: Ty::Int, .. }));
     }
 
     #[test]
     fn rejects_scoping_errors() {
-        let err = module(vec![], Ty::Int, Expr::param(0, Ty::Int))
-            .validate()
-            .unwrap_err();
+        let err = module(vec![], Ty::Int, Expr::param(0, Ty::Int)).validate().unwrap_err();
         assert!(matches!(err, IrError::UnknownParam { index: 0, .. }));
-        let err = module(vec![], Ty::Int, Expr::local(2, Ty::Int))
-            .validate()
-            .unwrap_err();
+        let err = module(vec![], Ty::Int, Expr::local(2, Ty::Int)).validate().unwrap_err();
         assert!(matches!(err, IrError::UnboundLocal { index: 2, .. }));
         // A local is out of scope after its `let` body.
-        let body = Expr::binary(
-            BinOp::IAdd,
-            Expr::let_(0, Expr::int(1), Expr::local(0, Ty::Int)),
-            Expr::local(0, Ty::Int),
-        );
+        let body =
+            Expr::binary(BinOp::IAdd, Expr::let_(0, Expr::int(1), Expr::local(0, Ty::Int)), Expr::local(0, Ty::Int));
         let err = module(vec![], Ty::Int, body).validate().unwrap_err();
         assert!(matches!(err, IrError::UnboundLocal { index: 0, .. }));
         let body = Expr::let_(0, Expr::int(1), Expr::let_(0, Expr::int(2), Expr::int(3)));
@@ -337,41 +251,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_calls_and_tables() {
-        let err = module(vec![], Ty::Float, Expr::call(Builtin::Sqrt, vec![]))
-            .validate()
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            IrError::Arity {
-                expected: 1,
-                found: 0,
-                ..
-            }
-        ));
+        let err = module(vec![], Ty::Float, Expr::call(Builtin::Sqrt, vec![])).validate().unwrap_err();
+        assert!(matches!(err, IrError::Arity { expected: 1, found: 0, .. }));
         let body = Expr::call(Builtin::Len, vec![Expr::str(crate::ir::StrId(3))]);
         let err = module(vec![], Ty::Int, body).validate().unwrap_err();
         assert!(matches!(err, IrError::UnknownString { index: 3, .. }));
-        let body = Expr::call(
-            Builtin::Matches(crate::ir::RegexId(0)),
-            vec![Expr::param(0, Ty::Str)],
-        );
-        let err = module(vec![p("s", Ty::Str)], Ty::Bool, body)
-            .validate()
-            .unwrap_err();
+        let body = Expr::call(Builtin::Matches(crate::ir::RegexId(0)), vec![Expr::param(0, Ty::Str)]);
+        let err = module(vec![p("s", Ty::Str)], Ty::Bool, body).validate().unwrap_err();
         assert!(matches!(err, IrError::UnknownRegex { index: 0, .. }));
         let mut m = module(vec![], Ty::Int, Expr::int(0));
-        m.push(Function {
-            name: "f".into(),
-            params: vec![],
-            ret: Ty::Int,
-            body: Expr::int(1),
-        });
+        m.push(Function { name: "f".into(), params: vec![], ret: Ty::Int, body: Expr::int(1) });
         assert_eq!(m.validate(), Err(IrError::DuplicateFunction("f".into())));
         let mut m = Module::new();
-        assert!(matches!(
-            m.regex("(unclosed"),
-            Err(IrError::InvalidRegex { .. })
-        ));
+        assert!(matches!(m.regex("(unclosed"), Err(IrError::InvalidRegex { .. })));
         m.regexes.push("[".into());
         assert!(matches!(m.validate(), Err(IrError::InvalidRegex { .. })));
     }

@@ -12,8 +12,8 @@ use crate::ir::{BinOp, Builtin, Cmp, Const, Expr, ExprKind, Function, Module, Ty
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F64, I32, I64, I8};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlot, StackSlotData,
-    StackSlotKind, Type, UserFuncName, Value,
+    AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlot, StackSlotData, StackSlotKind, Type,
+    UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
@@ -39,12 +39,9 @@ pub(super) fn compile_all(
     let mut native_ids = HashMap::new();
     for n in natives {
         let mut sig = Signature::new(call_conv);
-        sig.params
-            .extend(n.params.iter().map(|t| AbiParam::new(clif_ty(*t))));
+        sig.params.extend(n.params.iter().map(|t| AbiParam::new(clif_ty(*t))));
         sig.returns.extend(n.ret.map(|t| AbiParam::new(clif_ty(t))));
-        let id = code
-            .declare_function(n.name, Linkage::Import, &sig)
-            .map_err(err)?;
+        let id = code.declare_function(n.name, Linkage::Import, &sig).map_err(err)?;
         native_ids.insert(n.name, id);
     }
     let mut kernel_sig = Signature::new(call_conv);
@@ -56,13 +53,7 @@ pub(super) fn compile_all(
     let mut ids = Vec::with_capacity(module.functions.len());
     let mut clif = Vec::new();
     for (index, func) in module.functions.iter().enumerate() {
-        let id = code
-            .declare_function(
-                &format!("recipe_kernel_{index}"),
-                Linkage::Local,
-                &kernel_sig,
-            )
-            .map_err(err)?;
+        let id = code.declare_function(&format!("recipe_kernel_{index}"), Linkage::Local, &kernel_sig).map_err(err)?;
         ctx.func.signature = kernel_sig.clone();
         ctx.func.name = UserFuncName::user(0, index as u32);
         {
@@ -87,12 +78,8 @@ pub(super) fn compile_all(
         }
         if options.verify {
             if let Err(errors) = cranelift_codegen::verify_function(&ctx.func, code.isa()) {
-                let message =
-                    cranelift_codegen::print_errors::pretty_verifier_error(&ctx.func, None, errors);
-                return Err(JitError::Verifier {
-                    func: func.name.clone(),
-                    message,
-                });
+                let message = cranelift_codegen::print_errors::pretty_verifier_error(&ctx.func, None, errors);
+                return Err(JitError::Verifier { func: func.name.clone(), message });
             }
         }
         code.define_function(id, &mut ctx).map_err(err)?;
@@ -187,9 +174,7 @@ impl Gen<'_, '_> {
         let row = self.b.append_block_param(body, I64);
         let exit = self.b.create_block();
         let zero = self.b.ins().iconst(I64, 0);
-        self.b
-            .ins()
-            .brif(n, body, &[BlockArg::Value(zero)], exit, &[]);
+        self.b.ins().brif(n, body, &[BlockArg::Value(zero)], exit, &[]);
 
         self.b.switch_to_block(body);
         for (k, base) in bases.iter().enumerate() {
@@ -228,9 +213,7 @@ impl Gen<'_, '_> {
         }
         let next = self.b.ins().iadd_imm_s(row, 1);
         let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, n);
-        self.b
-            .ins()
-            .brif(more, body, &[BlockArg::Value(next)], exit, &[]);
+        self.b.ins().brif(more, body, &[BlockArg::Value(next)], exit, &[]);
 
         self.b.switch_to_block(exit);
         self.b.ins().return_(&[]);
@@ -239,11 +222,10 @@ impl Gen<'_, '_> {
     fn expr(&mut self, e: &Expr) -> V {
         match &e.kind {
             ExprKind::Const(c) => self.constant(*c),
-            ExprKind::Param(i) => self.params[*i as usize]
-                .unwrap_or_else(|| unreachable!("used parameters are loaded before the body")),
-            ExprKind::Local(i) => {
-                self.locals[*i as usize].unwrap_or_else(|| unreachable!("validated: bound local"))
+            ExprKind::Param(i) => {
+                self.params[*i as usize].unwrap_or_else(|| unreachable!("used parameters are loaded before the body"))
             }
+            ExprKind::Local(i) => self.locals[*i as usize].unwrap_or_else(|| unreachable!("validated: bound local")),
             ExprKind::Let { local, value, body } => {
                 let v = self.expr(value);
                 self.locals[*local as usize] = Some(v);
@@ -263,17 +245,9 @@ impl Gen<'_, '_> {
                 let (a, b) = (self.expr(a).one(), self.expr(b).one());
                 V::One(self.binary(*op, a, b))
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 let c = self.expr(cond).one();
-                let (t, f, merge) = (
-                    self.b.create_block(),
-                    self.b.create_block(),
-                    self.b.create_block(),
-                );
+                let (t, f, merge) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
                 let results = self.merge_params(merge, e.ty);
                 self.b.ins().brif(c, t, &[], f, &[]);
                 for (block, branch) in [(t, then), (f, otherwise)] {
@@ -320,11 +294,7 @@ impl Gen<'_, '_> {
         let a = self.expr(a).one();
         if is_cheap(b) {
             let b = self.expr(b).one();
-            return V::One(if and {
-                self.b.ins().band(a, b)
-            } else {
-                self.b.ins().bor(a, b)
-            });
+            return V::One(if and { self.b.ins().band(a, b) } else { self.b.ins().bor(a, b) });
         }
         let (rhs, merge) = (self.b.create_block(), self.b.create_block());
         let result = self.b.append_block_param(merge, I8);
@@ -444,11 +414,7 @@ impl Gen<'_, '_> {
                 self.native_bool(name, &[p, n, q, m])
             }
             B::ParseInt | B::ParseFloat => {
-                let name = if builtin == B::ParseInt {
-                    "recipe_parse_int"
-                } else {
-                    "recipe_parse_float"
-                };
+                let name = if builtin == B::ParseInt { "recipe_parse_int" } else { "recipe_parse_float" };
                 let (p, n) = strs(0);
                 self.native1(name, &[p, n, one(1)])
             }
@@ -465,19 +431,13 @@ impl Gen<'_, '_> {
         let slot = match self.slot {
             Some(s) => s,
             None => {
-                let s = self.b.create_sized_stack_slot(StackSlotData::new(
-                    StackSlotKind::ExplicitSlot,
-                    16,
-                    3,
-                ));
+                let s = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
                 self.slot = Some(s);
                 s
             }
         };
         let out = self.b.ins().stack_addr(I64, slot, 0);
-        let arena = self
-            .arena
-            .unwrap_or_else(|| unreachable!("set in kernel entry"));
+        let arena = self.arena.unwrap_or_else(|| unreachable!("set in kernel entry"));
         match builtin {
             Builtin::Trim => self.native0("recipe_trim", &[p, n, out]),
             Builtin::Lower => self.native0("recipe_lower", &[arena, p, n, out]),
@@ -555,11 +515,7 @@ fn used_params(e: &Expr, used: &mut [bool]) {
             used_params(a, used);
             used_params(b, used);
         }
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        ExprKind::If { cond, then, otherwise } => {
             used_params(cond, used);
             used_params(then, used);
             used_params(otherwise, used);
@@ -574,10 +530,8 @@ fn is_cheap(e: &Expr) -> bool {
         ExprKind::Const(_) | ExprKind::Param(_) | ExprKind::Local(_) => true,
         ExprKind::Unary(_, a) => is_cheap(a),
         ExprKind::Binary(op, a, b) => {
-            !matches!(
-                op,
-                BinOp::IDiv | BinOp::IRem | BinOp::FRem | BinOp::And | BinOp::Or
-            ) && is_cheap(a)
+            !matches!(op, BinOp::IDiv | BinOp::IRem | BinOp::FRem | BinOp::And | BinOp::Or)
+                && is_cheap(a)
                 && is_cheap(b)
         }
         ExprKind::Call(b, args) => {

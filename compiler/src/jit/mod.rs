@@ -38,16 +38,10 @@ pub struct StrRef {
 
 impl StrRef {
     /// The empty string (a valid, non-null pointer).
-    pub const EMPTY: StrRef = StrRef {
-        ptr: "".as_ptr(),
-        len: 0,
-    };
+    pub const EMPTY: StrRef = StrRef { ptr: "".as_ptr(), len: 0 };
 
     pub fn new(s: &str) -> StrRef {
-        StrRef {
-            ptr: s.as_ptr(),
-            len: s.len(),
-        }
+        StrRef { ptr: s.as_ptr(), len: s.len() }
     }
 
     /// # Safety
@@ -105,10 +99,7 @@ pub struct JitOptions {
 
 impl Default for JitOptions {
     fn default() -> JitOptions {
-        JitOptions {
-            verify: cfg!(debug_assertions),
-            keep_clif: false,
-        }
+        JitOptions { verify: cfg!(debug_assertions), keep_clif: false }
     }
 }
 
@@ -142,9 +133,7 @@ impl Drop for JitModule {
 
 impl std::fmt::Debug for JitModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JitModule")
-            .field("functions", &self.kernels.len())
-            .finish()
+        f.debug_struct("JitModule").field("functions", &self.kernels.len()).finish()
     }
 }
 
@@ -164,23 +153,14 @@ impl JitModule {
         let regexes: Box<[Regex]> = module
             .regexes
             .iter()
-            .map(|p| {
-                Regex::new(p).map_err(|e| IrError::InvalidRegex {
-                    pattern: p.clone(),
-                    message: e.to_string(),
-                })
-            })
+            .map(|p| Regex::new(p).map_err(|e| IrError::InvalidRegex { pattern: p.clone(), message: e.to_string() }))
             .collect::<Result<_, _>>()?;
 
         let mut flags = settings::builder();
         let host = |e: &dyn std::fmt::Display| JitError::Host(e.to_string());
         flags.set("opt_level", "speed").map_err(|e| host(&e))?;
-        flags
-            .set("enable_verifier", "false")
-            .map_err(|e| host(&e))?;
-        flags
-            .set("use_colocated_libcalls", "false")
-            .map_err(|e| host(&e))?;
+        flags.set("enable_verifier", "false").map_err(|e| host(&e))?;
+        flags.set("use_colocated_libcalls", "false").map_err(|e| host(&e))?;
         flags.set("is_pic", "false").map_err(|e| host(&e))?;
         let isa = cranelift_native::builder()
             .map_err(|e| host(&e))?
@@ -245,14 +225,7 @@ impl JitModule {
     /// `cols` has one pointer per parameter of `f`, each to `n` values laid out as the module
     /// docs describe (strings valid UTF-8 alive for the call); `out` has room for `n` results.
     /// Results that are strings may point into `arena`, the columns or this module.
-    pub(crate) unsafe fn run(
-        &self,
-        f: FuncId,
-        cols: &[*const u8],
-        n: usize,
-        out: *mut u8,
-        arena: &mut Arena,
-    ) {
+    pub(crate) unsafe fn run(&self, f: FuncId, cols: &[*const u8], n: usize, out: *mut u8, arena: &mut Arena) {
         debug_assert_eq!(cols.len(), self.module.function(f).params.len());
         unsafe { (self.kernels[f.0 as usize])(cols.as_ptr(), n, out, arena) }
     }
@@ -307,49 +280,20 @@ mod tests {
         let warm = crate::ir::binary(crate::ast::BinOp::Div, step.clone(), Expr::int(50)).unwrap();
         let warm = m.call("min", vec![Expr::float(1.0), warm]).unwrap();
         let frac = crate::ir::binary(crate::ast::BinOp::Div, step, total).unwrap();
-        let decay = m
-            .call("exp", vec![Expr::unary(crate::ir::UnOp::FNeg, frac)])
-            .unwrap();
-        let body = Expr::binary(
-            BinOp::FMul,
-            Expr::float(1e-3),
-            Expr::binary(BinOp::FMul, warm, decay),
-        );
-        let params = vec![
-            Param {
-                name: "step".into(),
-                ty: Ty::Int,
-            },
-            Param {
-                name: "total".into(),
-                ty: Ty::Int,
-            },
-        ];
-        m.push(Function {
-            name: "lr".into(),
-            params,
-            ret: Ty::Float,
-            body,
-        });
+        let decay = m.call("exp", vec![Expr::unary(crate::ir::UnOp::FNeg, frac)]).unwrap();
+        let body = Expr::binary(BinOp::FMul, Expr::float(1e-3), Expr::binary(BinOp::FMul, warm, decay));
+        let params = vec![Param { name: "step".into(), ty: Ty::Int }, Param { name: "total".into(), ty: Ty::Int }];
+        m.push(Function { name: "lr".into(), params, ret: Ty::Float, body });
         m
     }
 
     #[test]
     fn verifies_and_keeps_clif() {
         let m = lr_module();
-        let jit = JitModule::compile_with(
-            &m,
-            JitOptions {
-                verify: true,
-                keep_clif: true,
-            },
-        )
-        .unwrap();
+        let jit = JitModule::compile_with(&m, JitOptions { verify: true, keep_clif: true }).unwrap();
         let clif = jit.clif(FuncId(0)).unwrap();
         assert!(clif.contains("fmin") && clif.contains("call"), "{clif}");
-        let lr = jit
-            .call(FuncId(0), &[Value::Int(25), Value::Int(100)])
-            .unwrap();
+        let lr = jit.call(FuncId(0), &[Value::Int(25), Value::Int(100)]).unwrap();
         assert_eq!(lr, Value::Float(1e-3 * (0.5 * (-0.25f64).exp())));
     }
 
@@ -366,9 +310,7 @@ mod tests {
         let m = lr_module();
         for step in 1..50 {
             let jit = JitModule::compile(&m).unwrap();
-            let v = jit
-                .call(FuncId(0), &[Value::Int(step), Value::Int(50)])
-                .unwrap();
+            let v = jit.call(FuncId(0), &[Value::Int(step), Value::Int(50)]).unwrap();
             assert!(matches!(v, Value::Float(x) if x > 0.0));
         }
     }

@@ -113,24 +113,9 @@ pub(super) fn all() -> Vec<Native> {
     type F1 = extern "C" fn(f64) -> f64;
     type F2 = extern "C" fn(f64, f64) -> f64;
     type S2 = extern "C" fn(*const u8, usize, *const u8, usize) -> i32;
-    let f1 = |name, f: F1| Native {
-        name,
-        addr: f as *const u8,
-        params: &[F64],
-        ret: Some(F64),
-    };
-    let f2 = |name, f: F2| Native {
-        name,
-        addr: f as *const u8,
-        params: &[F64, F64],
-        ret: Some(F64),
-    };
-    let s2 = |name, f: S2| Native {
-        name,
-        addr: f as *const u8,
-        params: &[I64, I64, I64, I64],
-        ret: Some(I32),
-    };
+    let f1 = |name, f: F1| Native { name, addr: f as *const u8, params: &[F64], ret: Some(F64) };
+    let f2 = |name, f: F2| Native { name, addr: f as *const u8, params: &[F64, F64], ret: Some(F64) };
+    let s2 = |name, f: S2| Native { name, addr: f as *const u8, params: &[I64, I64, I64, I64], ret: Some(I32) };
     type Trim = extern "C" fn(*const u8, usize, *mut StrRef);
     type Case = extern "C" fn(*mut Arena, *const u8, usize, *mut StrRef);
     type Len = extern "C" fn(*const u8, usize) -> i64;
@@ -150,30 +135,10 @@ pub(super) fn all() -> Vec<Native> {
         s2("recipe_contains", contains),
         s2("recipe_starts_with", starts_with),
         s2("recipe_ends_with", ends_with),
-        Native {
-            name: "recipe_len",
-            addr: len as Len as *const u8,
-            params: &[I64, I64],
-            ret: Some(I64),
-        },
-        Native {
-            name: "recipe_trim",
-            addr: trim as Trim as *const u8,
-            params: &[I64, I64, I64],
-            ret: None,
-        },
-        Native {
-            name: "recipe_lower",
-            addr: lower as Case as *const u8,
-            params: &[I64, I64, I64, I64],
-            ret: None,
-        },
-        Native {
-            name: "recipe_upper",
-            addr: upper as Case as *const u8,
-            params: &[I64, I64, I64, I64],
-            ret: None,
-        },
+        Native { name: "recipe_len", addr: len as Len as *const u8, params: &[I64, I64], ret: Some(I64) },
+        Native { name: "recipe_trim", addr: trim as Trim as *const u8, params: &[I64, I64, I64], ret: None },
+        Native { name: "recipe_lower", addr: lower as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native { name: "recipe_upper", addr: upper as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
         Native {
             name: "recipe_parse_int",
             addr: parse_int as PInt as *const u8,

@@ -34,10 +34,7 @@ pub(super) fn raw_span(pair: &Pair<Rule>) -> Span {
 
 /// The next child; the grammar guarantees it exists, so a missing one is a bug in this file,
 /// reported as an internal diagnostic rather than a panic.
-pub(super) fn child<'i>(
-    pairs: &mut Pairs<'i, Rule>,
-    parent: Span,
-) -> Result<Pair<'i, Rule>, Diagnostic> {
+pub(super) fn child<'i>(pairs: &mut Pairs<'i, Rule>, parent: Span) -> Result<Pair<'i, Rule>, Diagnostic> {
     pairs.next().ok_or_else(|| internal(parent))
 }
 
@@ -45,12 +42,7 @@ pub(super) type Built<T> = Result<T, Diagnostic>;
 
 impl<'t> Builder<'t> {
     pub fn new(text: &'t str, comments: &'t [Comment]) -> Builder<'t> {
-        Builder {
-            text,
-            comments,
-            errors: Vec::new(),
-            too_deep: false,
-        }
+        Builder { text, comments, errors: Vec::new(), too_deep: false }
     }
 
     /// A pair's span without the whitespace and comments pest includes after a rule's last
@@ -62,13 +54,8 @@ impl<'t> Builder<'t> {
         loop {
             let trimmed = self.text[start..end].trim_end_matches([' ', '\t', '\r', '\n']);
             end = start + trimmed.len();
-            match self
-                .comments
-                .binary_search_by_key(&end, |c| c.span.end as usize)
-            {
-                Ok(i) if self.comments[i].span.start as usize >= start => {
-                    end = self.comments[i].span.start as usize
-                }
+            match self.comments.binary_search_by_key(&end, |c| c.span.end as usize) {
+                Ok(i) if self.comments[i].span.start as usize >= start => end = self.comments[i].span.start as usize,
                 _ => break,
             }
         }
@@ -94,11 +81,7 @@ impl<'t> Builder<'t> {
                 items.push(self.item(item)?);
             }
         }
-        Ok(Module {
-            items,
-            comments: Vec::new(),
-            span,
-        })
+        Ok(Module { items, comments: Vec::new(), span })
     }
 
     fn item(&mut self, pair: Pair<Rule>) -> Built<Item> {
@@ -124,12 +107,7 @@ impl<'t> Builder<'t> {
         for field in inner {
             fields.push(self.field_at(field, 0)?);
         }
-        Ok(Header {
-            name,
-            name_span,
-            fields,
-            span,
-        })
+        Ok(Header { name, name_span, fields, span })
     }
 
     pub fn binding(&mut self, pair: Pair<Rule>) -> Built<Binding> {
@@ -144,21 +122,11 @@ impl<'t> Builder<'t> {
         };
         let name = self.binder(&child(&mut inner, span)?);
         let (ty, value) = self.annotated_value(inner, span)?;
-        Ok(Binding {
-            kind,
-            name,
-            ty,
-            value,
-            span,
-        })
+        Ok(Binding { kind, name, ty, value, span })
     }
 
     /// `(: type)? = expr`, the tail of bindings and `let` statements.
-    fn annotated_value(
-        &mut self,
-        mut inner: Pairs<Rule>,
-        span: Span,
-    ) -> Built<(Option<TypeExpr>, Expr)> {
+    fn annotated_value(&mut self, mut inner: Pairs<Rule>, span: Span) -> Built<(Option<TypeExpr>, Expr)> {
         let next = child(&mut inner, span)?;
         if next.as_rule() == Rule::type_expr {
             let ty = self.ty(next)?;
@@ -177,20 +145,11 @@ impl<'t> Builder<'t> {
         let params = self.params(child(&mut inner, span)?, true)?;
         let next = child(&mut inner, span)?;
         let (ret, body) = if next.as_rule() == Rule::type_expr {
-            (
-                Some(self.ty(next)?),
-                self.expr(child(&mut inner, span)?, 0)?,
-            )
+            (Some(self.ty(next)?), self.expr(child(&mut inner, span)?, 0)?)
         } else {
             (None, self.expr(next, 0)?)
         };
-        Ok(FnDef {
-            name,
-            params,
-            ret,
-            body,
-            span,
-        })
+        Ok(FnDef { name, params, ret, body, span })
     }
 
     fn extern_fn(&mut self, pair: Pair<Rule>) -> Built<ExternFn> {
@@ -209,13 +168,7 @@ impl<'t> Builder<'t> {
         // may be keywords (`data`, `model`).
         let params = self.params(next, false)?;
         let ret = self.ty(child(&mut inner, span)?)?;
-        Ok(ExternFn {
-            name,
-            type_params,
-            params,
-            ret,
-            span,
-        })
+        Ok(ExternFn { name, type_params, params, ret, span })
     }
 
     fn params(&mut self, pair: Pair<Rule>, binders: bool) -> Built<Vec<Param>> {
@@ -224,22 +177,13 @@ impl<'t> Builder<'t> {
             let span = self.span_of(&param);
             let mut inner = param.into_inner();
             let name_pair = child(&mut inner, span)?;
-            let name = if binders {
-                self.binder(&name_pair)
-            } else {
-                ident(&name_pair)
-            };
+            let name = if binders { self.binder(&name_pair) } else { ident(&name_pair) };
             let ty = Some(self.ty(child(&mut inner, span)?)?);
             let default = match inner.next() {
                 Some(value) => Some(self.expr(value, 0)?),
                 None => None,
             };
-            params.push(Param {
-                name,
-                ty,
-                default,
-                span,
-            });
+            params.push(Param { name, ty, default, span });
         }
         Ok(params)
     }
@@ -265,44 +209,26 @@ impl<'t> Builder<'t> {
         for stage in inner {
             let stage = self.binding(stage)?;
             if stage.kind != BindingKind::Stage {
-                let keyword_span = Span::new(
-                    stage.span.start as usize,
-                    stage.span.start as usize + stage.kind.keyword().len(),
-                );
+                let keyword_span =
+                    Span::new(stage.span.start as usize, stage.span.start as usize + stage.kind.keyword().len());
                 self.errors.push(
                     Diagnostic::error(
                         "recipe::syntax::rounds_body",
-                        format!(
-                            "a `rounds` body holds only `stage` bindings, not `{}`",
-                            stage.kind.keyword()
-                        ),
+                        format!("a `rounds` body holds only `stage` bindings, not `{}`", stage.kind.keyword()),
                     )
                     .with_primary(keyword_span, "not allowed inside `rounds`")
                     .with_secondary(name.span, "in this rounds block")
-                    .with_help(format!(
-                        "move the `{}` binding above the `rounds` block",
-                        stage.kind.keyword()
-                    )),
+                    .with_help(format!("move the `{}` binding above the `rounds` block", stage.kind.keyword())),
                 );
             }
             stages.push(stage);
         }
-        Ok(Rounds {
-            name,
-            count,
-            from,
-            stages,
-            span,
-        })
+        Ok(Rounds { name, count, from, stages, span })
     }
 
     fn run(&mut self, pair: Pair<Rule>) -> Built<Run> {
         let span = self.span_of(&pair);
-        let steps = pair
-            .into_inner()
-            .filter(|p| p.as_rule() == Rule::name)
-            .map(|p| ident(&p))
-            .collect();
+        let steps = pair.into_inner().filter(|p| p.as_rule() == Rule::name).map(|p| ident(&p)).collect();
         Ok(Run { steps, span })
     }
 
@@ -369,24 +295,15 @@ impl<'t> Builder<'t> {
 }
 
 pub fn ident(pair: &Pair<Rule>) -> Ident {
-    Ident {
-        name: pair.as_str().to_string(),
-        span: raw_span(pair),
-    }
+    Ident { name: pair.as_str().to_string(), span: raw_span(pair) }
 }
 
 pub fn internal(span: Span) -> Diagnostic {
-    Diagnostic::error(
-        "recipe::syntax::internal",
-        "the parser built an unexpected tree",
-    )
-    .with_primary(span, "while reading this")
-    .with_help("this is a bug in the recipe compiler; please report it with this input")
+    Diagnostic::error("recipe::syntax::internal", "the parser built an unexpected tree")
+        .with_primary(span, "while reading this")
+        .with_help("this is a bug in the recipe compiler; please report it with this input")
 }
 
 pub(super) fn placeholder(span: Span) -> Expr {
-    Expr {
-        kind: ExprKind::Int(0),
-        span,
-    }
+    Expr { kind: ExprKind::Int(0), span }
 }

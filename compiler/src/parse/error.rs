@@ -32,11 +32,7 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
     let attempts = error.parse_attempts();
     // pest places the error where the furthest *rule* was tried; a literal token (`=`, `:`)
     // may have been expected further on, which is where the user's mistake is.
-    if let Some(furthest) = attempts
-        .as_ref()
-        .map(|a| a.max_position)
-        .filter(|&p| p > pos)
-    {
+    if let Some(furthest) = attempts.as_ref().map(|a| a.max_position).filter(|&p| p > pos) {
         pos = furthest;
         positives.clear();
     }
@@ -46,9 +42,8 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
         }
     }
     // pest does not export its token type by name; its `Display` is the literal text.
-    let tokens: Vec<String> = attempts
-        .map(|a| a.expected_tokens().iter().map(|t| t.to_string()).collect())
-        .unwrap_or_default();
+    let tokens: Vec<String> =
+        attempts.map(|a| a.expected_tokens().iter().map(|t| t.to_string()).collect()).unwrap_or_default();
     let expected = Expected::new(&positives, &tokens);
     // Name the next real token, not the whitespace or comment before it.
     let found = lex::token_at(text, lex::skip_trivia(text, pos));
@@ -59,10 +54,7 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
     }
     let (found_text, span) = match found {
         Some((word, span)) => (describe_token(word), span),
-        None => (
-            "the end of the file".to_string(),
-            Span::new(text.len(), text.len()),
-        ),
+        None => ("the end of the file".to_string(), Span::new(text.len(), text.len())),
     };
     let wanted = expected.words();
     let message = if wanted.is_empty() {
@@ -76,8 +68,7 @@ pub fn from_pest(error: &Error<Rule>, text: &str, unclosed: Option<Unclosed>) ->
     } else {
         format!("expected {wanted}")
     };
-    let mut diagnostic =
-        Diagnostic::error("recipe::syntax::unexpected", message).with_primary(span, label);
+    let mut diagnostic = Diagnostic::error("recipe::syntax::unexpected", message).with_primary(span, label);
     if let Some(help) = expected.help(found.map(|f| f.0)) {
         diagnostic = diagnostic.with_help(help);
     }
@@ -95,24 +86,16 @@ pub fn unclosed_diagnostic(text: &str, unclosed: Unclosed) -> Diagnostic {
         d => (format!("`{d}`"), lex::matching(d)),
     };
     Diagnostic::error("recipe::syntax::unclosed", format!("unclosed {what}"))
-        .with_primary(
-            end,
-            format!("expected `{closer}` before the end of the file"),
-        )
+        .with_primary(end, format!("expected `{closer}` before the end of the file"))
         .with_secondary(open, format!("{what} opened here"))
         .with_help(format!("add the closing `{closer}`"))
 }
 
 /// `recipe::syntax::reserved`: a keyword where a name belongs.
 pub fn reserved(word: &str, span: Span) -> Diagnostic {
-    Diagnostic::error(
-        "recipe::syntax::reserved",
-        format!("`{word}` is a keyword, not a name"),
-    )
-    .with_primary(span, "reserved keyword")
-    .with_help(format!(
-        "choose another name, such as `{word}_` or `my_{word}`"
-    ))
+    Diagnostic::error("recipe::syntax::reserved", format!("`{word}` is a keyword, not a name"))
+        .with_primary(span, "reserved keyword")
+        .with_help(format!("choose another name, such as `{word}_` or `my_{word}`"))
 }
 
 fn too_deep(text: &str, pos: usize) -> Diagnostic {
@@ -148,16 +131,12 @@ struct Expected {
 }
 
 /// Tokens that can start an expression: subsumed by "an expression".
-const EXPR_START: &[&str] = &[
-    "(", "[", "{", "-", "!", "|", "||", "\"", "if", "true", "false",
-];
-const ITEM_START: &[&str] = &[
-    "recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "run",
-];
+const EXPR_START: &[&str] = &["(", "[", "{", "-", "!", "|", "||", "\"", "if", "true", "false"];
+const ITEM_START: &[&str] =
+    &["recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "run"];
 const PUNCTUATION: &[&str] = &[")", "]", "}", ",", ":", ";", "=", "->", "from", "else"];
-const OPERATORS: &[&str] = &[
-    "+", "-", "*", "/", "%", "**", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "..", "..=", ".",
-];
+const OPERATORS: &[&str] =
+    &["+", "-", "*", "/", "%", "**", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "..", "..=", "."];
 
 impl Expected {
     fn new(positives: &[Rule], tokens: &[String]) -> Expected {
@@ -171,16 +150,10 @@ impl Expected {
             .iter()
             .map(String::as_str)
             .filter(|t| {
-                EXPR_START.contains(t)
-                    || ITEM_START.contains(t)
-                    || OPERATORS.contains(t)
-                    || PUNCTUATION.contains(t)
+                EXPR_START.contains(t) || ITEM_START.contains(t) || OPERATORS.contains(t) || PUNCTUATION.contains(t)
             })
             .collect();
-        if literals
-            .iter()
-            .any(|t| OPERATORS.contains(t) && !EXPR_START.contains(t))
-        {
+        if literals.iter().any(|t| OPERATORS.contains(t) && !EXPR_START.contains(t)) {
             e.operator = true;
         }
         for &token in &literals {
@@ -190,8 +163,7 @@ impl Expected {
                 e.operator = true;
             } else if token == "(" && e.operator {
                 // A call: covered by "an operator".
-            } else if !(e.expression && EXPR_START.contains(&token)) && !ITEM_START.contains(&token)
-            {
+            } else if !(e.expression && EXPR_START.contains(&token)) && !ITEM_START.contains(&token) {
                 e.tokens.insert(token.to_string());
             }
         }
@@ -214,14 +186,10 @@ impl Expected {
             | Rule::kw_rounds
             | Rule::kw_run => self.item = true,
             Rule::name | Rule::binder => self.name = true,
-            Rule::label | Rule::named_arg | Rule::header_field | Rule::record_field => {
-                self.label = true
+            Rule::label | Rule::named_arg | Rule::header_field | Rule::record_field => self.label = true,
+            Rule::type_expr | Rule::fn_type | Rule::record_type | Rule::applied_type | Rule::named_type => {
+                self.ty = true
             }
-            Rule::type_expr
-            | Rule::fn_type
-            | Rule::record_type
-            | Rule::applied_type
-            | Rule::named_type => self.ty = true,
             Rule::string => self.string = true,
             Rule::EOI => self.end = true,
             Rule::range_op
@@ -285,12 +253,8 @@ impl Expected {
                 Some("items are separated by newlines; remove the `;`".to_string())
             }
             Some("=") if self.tokens.contains(":") => None,
-            Some("//") => {
-                Some("floor division is the builtin `div(a, b)`; `//` starts a comment".to_string())
-            }
-            _ if self.tokens.contains("else") => {
-                Some("`if` is an expression and needs an `else` branch".to_string())
-            }
+            Some("//") => Some("floor division is the builtin `div(a, b)`; `//` starts a comment".to_string()),
+            _ if self.tokens.contains("else") => Some("`if` is an expression and needs an `else` branch".to_string()),
             _ => None,
         }
     }

@@ -25,9 +25,7 @@ impl Builder<'_> {
         match pair.as_rule() {
             Rule::lambda => self.lambda(pair, depth),
             Rule::range => self.range(pair, depth),
-            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => {
-                self.fold(pair, depth)
-            }
+            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => self.fold(pair, depth),
             Rule::cmp_expr => self.comparison(pair, depth),
             Rule::unary => self.unary(pair, depth),
             Rule::power => self.power(pair, depth),
@@ -48,27 +46,15 @@ impl Builder<'_> {
                 Some(ty) => Some(self.ty(ty)?),
                 None => None,
             };
-            params.push(Param {
-                name,
-                ty,
-                default: None,
-                span: pspan,
-            });
+            params.push(Param { name, ty, default: None, span: pspan });
         }
         let body = self.expr(child(&mut inner, span)?, depth + 1)?;
-        Ok(Expr {
-            kind: ExprKind::Lambda(params, Box::new(body)),
-            span,
-        })
+        Ok(Expr { kind: ExprKind::Lambda(params, Box::new(body)), span })
     }
 
     /// Operands and operators of one level, alternating; the operand depth accounts for the
     /// chain length because a left fold nests one level per operator.
-    fn operands(
-        &mut self,
-        pair: Pair<Rule>,
-        depth: usize,
-    ) -> Built<(Vec<Expr>, Vec<(String, Span)>)> {
+    fn operands(&mut self, pair: Pair<Rule>, depth: usize) -> Built<(Vec<Expr>, Vec<(String, Span)>)> {
         let children: Vec<Pair<Rule>> = pair.into_inner().collect();
         let chain = children.len() / 2;
         let mut operands = Vec::new();
@@ -119,14 +105,7 @@ impl Builder<'_> {
             (Some((op, _)), Some(end)) => {
                 let span = start.span.to(end.span);
                 let inclusive = op == "..=";
-                Ok(Expr {
-                    kind: ExprKind::Range {
-                        start: Box::new(start),
-                        end: Box::new(end),
-                        inclusive,
-                    },
-                    span,
-                })
+                Ok(Expr { kind: ExprKind::Range { start: Box::new(start), end: Box::new(end), inclusive }, span })
             }
             _ => Ok(start),
         }
@@ -141,9 +120,7 @@ impl Builder<'_> {
                 )
                 .with_primary(*second_span, "second operator in the chain")
                 .with_secondary(*first_span, "first operator")
-                .with_help(format!(
-                    "{what} do not associate; write the intent explicitly, as in `{example}`"
-                )),
+                .with_help(format!("{what} do not associate; write the intent explicitly, as in `{example}`")),
             );
         }
     }
@@ -155,11 +132,7 @@ impl Builder<'_> {
         let mut operand = None;
         for child in children {
             if child.as_rule() == Rule::prefix_op {
-                let op = if child.as_str() == "-" {
-                    UnOp::Neg
-                } else {
-                    UnOp::Not
-                };
+                let op = if child.as_str() == "-" { UnOp::Neg } else { UnOp::Not };
                 ops.push((op, self.span_of(&child)));
             } else {
                 operand = Some(self.expr(child, depth + prefixes)?);
@@ -170,10 +143,7 @@ impl Builder<'_> {
         };
         for (op, op_span) in ops.into_iter().rev() {
             let span = op_span.to(expr.span);
-            expr = Expr {
-                kind: ExprKind::Unary(op, Box::new(expr)),
-                span,
-            };
+            expr = Expr { kind: ExprKind::Unary(op, Box::new(expr)), span };
         }
         Ok(expr)
     }
@@ -204,17 +174,11 @@ impl Builder<'_> {
             expr = match suffix.as_rule() {
                 Rule::field_access => {
                     let label = ident(&child(&mut suffix.into_inner(), end)?);
-                    Expr {
-                        kind: ExprKind::Field(Box::new(expr), label),
-                        span: whole,
-                    }
+                    Expr { kind: ExprKind::Field(Box::new(expr), label), span: whole }
                 }
                 _ => {
                     let args = self.call_args(suffix, depth + chain)?;
-                    Expr {
-                        kind: ExprKind::Call(Box::new(expr), args),
-                        span: whole,
-                    }
+                    Expr { kind: ExprKind::Call(Box::new(expr), args), span: whole }
                 }
             };
         }
@@ -232,11 +196,7 @@ impl Builder<'_> {
                 let name = ident(&child(&mut parts, span)?);
                 let value = self.expr(child(&mut parts, span)?, depth + 1)?;
                 first_named.get_or_insert(span);
-                Arg {
-                    name: Some(name),
-                    value,
-                    span,
-                }
+                Arg { name: Some(name), value, span }
             } else {
                 let value = self.expr(inner, depth + 1)?;
                 if let Some(named) = first_named {
@@ -247,16 +207,10 @@ impl Builder<'_> {
                         )
                         .with_primary(span, "positional argument")
                         .with_secondary(named, "named arguments start here")
-                        .with_help(
-                            "put positional arguments first, or name this one (`name = value`)",
-                        ),
+                        .with_help("put positional arguments first, or name this one (`name = value`)"),
                     );
                 }
-                Arg {
-                    name: None,
-                    value,
-                    span,
-                }
+                Arg { name: None, value, span }
             };
             args.push(arg);
         }
@@ -332,19 +286,11 @@ impl Builder<'_> {
                 let name = self.binder(&child(&mut inner, lspan)?);
                 let next = child(&mut inner, lspan)?;
                 let (ty, value) = if next.as_rule() == Rule::type_expr {
-                    (
-                        Some(self.ty(next)?),
-                        self.expr(child(&mut inner, lspan)?, depth + 1)?,
-                    )
+                    (Some(self.ty(next)?), self.expr(child(&mut inner, lspan)?, depth + 1)?)
                 } else {
                     (None, self.expr(next, depth + 1)?)
                 };
-                lets.push(LetStmt {
-                    name,
-                    ty,
-                    value,
-                    span: lspan,
-                });
+                lets.push(LetStmt { name, ty, value, span: lspan });
             } else {
                 value = Some(self.expr(part, depth + 1)?);
             }
@@ -368,11 +314,7 @@ impl Builder<'_> {
         } else {
             self.branch(otherwise_pair, depth + 1)?
         };
-        let kind = ExprKind::If {
-            cond: Box::new(cond),
-            then: Box::new(then),
-            otherwise: Box::new(otherwise),
-        };
+        let kind = ExprKind::If { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) };
         Ok(Expr { kind, span })
     }
 
@@ -383,10 +325,7 @@ impl Builder<'_> {
         if lets.is_empty() {
             Ok(value)
         } else {
-            Ok(Expr {
-                kind: ExprKind::Block(lets, Box::new(value)),
-                span,
-            })
+            Ok(Expr { kind: ExprKind::Block(lets, Box::new(value)), span })
         }
     }
 }
@@ -424,17 +363,11 @@ fn single_descendant(mut pair: Pair<Rule>) -> Pair<Rule> {
 
 fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
     let span = lhs.span.to(rhs.span);
-    Expr {
-        kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-        span,
-    }
+    Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
 }
 
 fn is_operator(rule: Rule) -> bool {
-    matches!(
-        rule,
-        Rule::range_op | Rule::or_op | Rule::and_op | Rule::cmp_op | Rule::add_op | Rule::mul_op
-    )
+    matches!(rule, Rule::range_op | Rule::or_op | Rule::and_op | Rule::cmp_op | Rule::add_op | Rule::mul_op)
 }
 
 fn binop(text: &str) -> BinOp {

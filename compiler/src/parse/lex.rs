@@ -9,8 +9,8 @@ use crate::ast::{Comment, Span};
 
 /// The keywords of the language, reserved as names.
 pub const KEYWORDS: &[&str] = &[
-    "recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "from",
-    "run", "if", "else", "true", "false",
+    "recipe", "model", "data", "stage", "eval", "let", "fn", "extern", "type", "rounds", "from", "run", "if", "else",
+    "true", "false",
 ];
 
 /// The keywords that start an item.
@@ -55,10 +55,7 @@ pub fn scan(text: &str) -> Scan {
             b'"' => match string_end(bytes, i) {
                 Some(end) => i = end,
                 None => {
-                    unclosed_string = Some(Unclosed {
-                        open: i,
-                        delimiter: '"',
-                    });
+                    unclosed_string = Some(Unclosed { open: i, delimiter: '"' });
                     break;
                 }
             },
@@ -67,11 +64,7 @@ pub fn scan(text: &str) -> Scan {
                 let doc = bytes.get(i + 2) == Some(&b'/');
                 let body_start = if doc { i + 3 } else { i + 2 };
                 let body = text[body_start..end].trim_end_matches('\r');
-                comments.push(Comment {
-                    text: body.to_string(),
-                    doc,
-                    span: Span::new(i, end),
-                });
+                comments.push(Comment { text: body.to_string(), doc, span: Span::new(i, end) });
                 i = end;
             }
             open @ (b'(' | b'[' | b'{') => {
@@ -120,9 +113,7 @@ pub fn scan(text: &str) -> Scan {
     }
     let unclosed = unclosed_string.or_else(|| {
         if tracking {
-            stack
-                .last()
-                .map(|&(open, delimiter)| Unclosed { open, delimiter })
+            stack.last().map(|&(open, delimiter)| Unclosed { open, delimiter })
         } else {
             None
         }
@@ -160,20 +151,13 @@ pub fn token_at(text: &str, pos: usize) -> Option<(&str, Span)> {
     let rest = text.get(pos..)?;
     let first = rest.chars().next()?;
     let len = if first.is_ascii_alphanumeric() || first == '_' {
-        rest.find(|c: char| {
-            !(c.is_ascii_alphanumeric() || c == '_' || c == '.' && first.is_ascii_digit())
-        })
-        .unwrap_or(rest.len())
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' && first.is_ascii_digit()))
+            .unwrap_or(rest.len())
     } else if first == '"' {
         1
     } else {
-        const OPERATORS: &[&str] = &[
-            "..=", "**", "==", "!=", "<=", ">=", "&&", "||", "->", "..", "//",
-        ];
-        OPERATORS
-            .iter()
-            .find(|op| rest.starts_with(*op))
-            .map_or(first.len_utf8(), |op| op.len())
+        const OPERATORS: &[&str] = &["..=", "**", "==", "!=", "<=", ">=", "&&", "||", "->", "..", "//"];
+        OPERATORS.iter().find(|op| rest.starts_with(*op)).map_or(first.len_utf8(), |op| op.len())
     };
     Some((&rest[..len], Span::new(pos, pos + len)))
 }
@@ -200,11 +184,7 @@ mod tests {
     #[test]
     fn collects_comments_outside_strings() {
         let scan = scan("let a = \"// not\" // yes\n/// doc\nx");
-        let texts: Vec<_> = scan
-            .comments
-            .iter()
-            .map(|c| (c.text.as_str(), c.doc))
-            .collect();
+        let texts: Vec<_> = scan.comments.iter().map(|c| (c.text.as_str(), c.doc)).collect();
         assert_eq!(texts, [(" yes", false), (" doc", true)]);
         assert!(scan.unclosed.is_none());
     }
@@ -214,10 +194,7 @@ mod tests {
         let scan = scan("f(a, g(b)");
         let unclosed = scan.unclosed.map(|u| (u.open, u.delimiter));
         assert_eq!(unclosed, Some((1, '(')));
-        assert_eq!(
-            super::scan("\"abc\\\"").unclosed.map(|u| u.delimiter),
-            Some('"')
-        );
+        assert_eq!(super::scan("\"abc\\\"").unclosed.map(|u| u.delimiter), Some('"'));
         assert!(super::scan("f(a]").unclosed.is_none());
     }
 

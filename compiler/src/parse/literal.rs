@@ -9,17 +9,14 @@ use crate::diag::Diagnostic;
 pub fn int(text: &str, span: Span) -> Result<i64, Diagnostic> {
     let digits: String = text.chars().filter(|&c| c != '_').collect();
     digits.parse::<i64>().map_err(|_| {
-        Diagnostic::error(
-            "recipe::syntax::number",
-            format!("integer literal `{text}` is too large"),
-        )
-        .with_primary(span, "does not fit in a 64-bit signed integer")
-        .with_help(format!(
-            "integers range from {} to {}; write a float (`{}.0`) for larger magnitudes",
-            i64::MIN,
-            i64::MAX,
-            digits
-        ))
+        Diagnostic::error("recipe::syntax::number", format!("integer literal `{text}` is too large"))
+            .with_primary(span, "does not fit in a 64-bit signed integer")
+            .with_help(format!(
+                "integers range from {} to {}; write a float (`{}.0`) for larger magnitudes",
+                i64::MIN,
+                i64::MAX,
+                digits
+            ))
     })
 }
 
@@ -29,12 +26,9 @@ pub fn float(text: &str, span: Span) -> Result<f64, Diagnostic> {
     let digits: String = text.chars().filter(|&c| c != '_').collect();
     match digits.parse::<f64>() {
         Ok(value) if value.is_finite() => Ok(value),
-        _ => Err(Diagnostic::error(
-            "recipe::syntax::number",
-            format!("float literal `{text}` is out of range"),
-        )
-        .with_primary(span, "larger than the largest 64-bit float")
-        .with_help("the largest finite float is about 1.8e308")),
+        _ => Err(Diagnostic::error("recipe::syntax::number", format!("float literal `{text}` is out of range"))
+            .with_primary(span, "larger than the largest 64-bit float")
+            .with_help("the largest finite float is about 1.8e308")),
     }
 }
 
@@ -79,21 +73,16 @@ pub fn string(inner: &str, start: usize) -> Result<String, Vec<Diagnostic>> {
                 None => {
                     let len = inner[i..].find('}').map_or(2, |n| n + 1);
                     let text = &inner[i..i + len];
-                    errors.push(
-                        bad_escape(text, Span::new(start + i, start + i + len)).with_help(
-                            "a unicode escape is `\\u{` followed by 1 to 6 hex digits of a valid \
+                    errors.push(bad_escape(text, Span::new(start + i, start + i + len)).with_help(
+                        "a unicode escape is `\\u{` followed by 1 to 6 hex digits of a valid \
                              code point and `}`, as in `\\u{1F600}`",
-                        ),
-                    );
+                    ));
                 }
             }
             continue;
         }
         let len = 1 + e.len_utf8();
-        errors.push(bad_escape(
-            &inner[i..i + len],
-            Span::new(start + i, start + i + len),
-        ));
+        errors.push(bad_escape(&inner[i..i + len], Span::new(start + i, start + i + len)));
     }
     if errors.is_empty() {
         Ok(out)
@@ -115,15 +104,12 @@ fn unicode_escape(text: &str) -> Option<(char, usize)> {
 }
 
 fn bad_escape(text: &str, span: Span) -> Diagnostic {
-    Diagnostic::error(
-        "recipe::syntax::escape",
-        format!("unknown escape `{text}` in a string"),
-    )
-    .with_primary(span, "not a valid escape")
-    .with_help(
-        "the escapes are `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"`, `\\0` and `\\u{...}`; \
+    Diagnostic::error("recipe::syntax::escape", format!("unknown escape `{text}` in a string"))
+        .with_primary(span, "not a valid escape")
+        .with_help(
+            "the escapes are `\\n`, `\\t`, `\\r`, `\\\\`, `\\\"`, `\\0` and `\\u{...}`; \
              write `\\\\` for a literal backslash",
-    )
+        )
 }
 
 #[cfg(test)]
@@ -133,13 +119,8 @@ mod tests {
     #[test]
     fn ints_with_underscores_and_overflow() {
         assert_eq!(int("1_000_000", Span::default()).ok(), Some(1_000_000));
-        assert_eq!(
-            int("9223372036854775807", Span::default()).ok(),
-            Some(i64::MAX)
-        );
-        let err = int("9223372036854775808", Span::default())
-            .err()
-            .map(|d| d.code);
+        assert_eq!(int("9223372036854775807", Span::default()).ok(), Some(i64::MAX));
+        let err = int("9223372036854775808", Span::default()).err().map(|d| d.code);
         assert_eq!(err, Some("recipe::syntax::number"));
     }
 
@@ -152,17 +133,9 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(
-            string(r#"a\n\t\r\\\"\0\u{1F600}b"#, 0).ok().as_deref(),
-            Some("a\n\t\r\\\"\0😀b")
-        );
-        let errs = string(r"x\q \u{110000} \u{zz}", 10)
-            .err()
-            .unwrap_or_default();
-        let spans: Vec<_> = errs
-            .iter()
-            .map(|d| d.span().map(|s| (s.start, s.end)))
-            .collect();
+        assert_eq!(string(r#"a\n\t\r\\\"\0\u{1F600}b"#, 0).ok().as_deref(), Some("a\n\t\r\\\"\0😀b"));
+        let errs = string(r"x\q \u{110000} \u{zz}", 10).err().unwrap_or_default();
+        let spans: Vec<_> = errs.iter().map(|d| d.span().map(|s| (s.start, s.end))).collect();
         assert_eq!(spans, [Some((11, 13)), Some((14, 24)), Some((25, 31))]);
     }
 }

@@ -64,17 +64,9 @@ fn run<T: Send>(
     let spawned = std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .stack_size(PARSE_STACK)
-            .spawn_scoped(scope, || {
-                build
-                    .take()
-                    .map(|build| run_here(source, rule, scan, build))
-            });
+            .spawn_scoped(scope, || build.take().map(|build| run_here(source, rule, scan, build)));
         // A panic in the parser is a bug: let it surface on the caller's thread.
-        worker.ok().and_then(|handle| {
-            handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        worker.ok().and_then(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     match (spawned, build) {
         (Some(result), _) => result,
@@ -104,11 +96,7 @@ fn run_here<T>(
 ) -> Result<T, Vec<Diagnostic>> {
     let text: &str = &source.text;
     let unclosed = scan.unclosed;
-    let attach = |ds: Vec<Diagnostic>| {
-        ds.into_iter()
-            .map(|d| d.with_source(source))
-            .collect::<Vec<_>>()
-    };
+    let attach = |ds: Vec<Diagnostic>| ds.into_iter().map(|d| d.with_source(source)).collect::<Vec<_>>();
     let mut pairs = match RecipeParser::parse(rule, text) {
         Ok(pairs) => pairs,
         Err(first) => {

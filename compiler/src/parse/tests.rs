@@ -11,10 +11,7 @@ fn src(text: &str) -> Source {
 fn expr(text: &str) -> Expr {
     match parse_expr(&src(text)) {
         Ok(e) => e,
-        Err(ds) => panic!(
-            "{text:?} failed: {:?}",
-            ds.iter().map(|d| &d.message).collect::<Vec<_>>()
-        ),
+        Err(ds) => panic!("{text:?} failed: {:?}", ds.iter().map(|d| &d.message).collect::<Vec<_>>()),
     }
 }
 
@@ -37,46 +34,23 @@ fn sexp(e: &Expr) -> String {
                 .collect();
             format!("(call {} {})", sexp(f), args.join(" "))
         }
-        ExprKind::Unary(op, x) => format!(
-            "({} {})",
-            if *op == UnOp::Neg { "neg" } else { "not" },
-            sexp(x)
-        ),
+        ExprKind::Unary(op, x) => format!("({} {})", if *op == UnOp::Neg { "neg" } else { "not" }, sexp(x)),
         ExprKind::Binary(op, l, r) => format!("({} {} {})", op.symbol(), sexp(l), sexp(r)),
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => format!("(if {} {} {})", sexp(cond), sexp(then), sexp(otherwise)),
+        ExprKind::If { cond, then, otherwise } => format!("(if {} {} {})", sexp(cond), sexp(then), sexp(otherwise)),
         ExprKind::Lambda(ps, body) => {
             let ps: Vec<&str> = ps.iter().map(|p| p.name.name.as_str()).collect();
             format!("(fn [{}] {})", ps.join(" "), sexp(body))
         }
         ExprKind::List(xs) => format!("[{}]", xs.iter().map(sexp).collect::<Vec<_>>().join(" ")),
         ExprKind::Record(fs) => {
-            let fs: Vec<String> = fs
-                .iter()
-                .map(|f| format!("{}:{}", f.name.name, sexp(&f.value)))
-                .collect();
+            let fs: Vec<String> = fs.iter().map(|f| format!("{}:{}", f.name.name, sexp(&f.value))).collect();
             format!("{{{}}}", fs.join(" "))
         }
-        ExprKind::Range {
-            start,
-            end,
-            inclusive,
-        } => {
-            format!(
-                "({} {} {})",
-                if *inclusive { "..=" } else { ".." },
-                sexp(start),
-                sexp(end)
-            )
+        ExprKind::Range { start, end, inclusive } => {
+            format!("({} {} {})", if *inclusive { "..=" } else { ".." }, sexp(start), sexp(end))
         }
         ExprKind::Block(lets, value) => {
-            let lets: Vec<String> = lets
-                .iter()
-                .map(|l| format!("{}={}", l.name.name, sexp(&l.value)))
-                .collect();
+            let lets: Vec<String> = lets.iter().map(|l| format!("{}={}", l.name.name, sexp(&l.value))).collect();
             format!("(block [{}] {})", lets.join(" "), sexp(value))
         }
     }
@@ -117,16 +91,10 @@ fn precedence_and_associativity() {
 
 #[test]
 fn lambdas_extend_as_far_as_possible() {
-    assert_eq!(
-        sexp(&expr("|r| r.a == r.b")),
-        "(fn [r] (== (. r a) (. r b)))"
-    );
+    assert_eq!(sexp(&expr("|r| r.a == r.b")), "(fn [r] (== (. r a) (. r b)))");
     assert_eq!(sexp(&expr("|a, b: Int| a + b")), "(fn [a b] (+ a b))");
     assert_eq!(sexp(&expr("|| 1")), "(fn [] 1)");
-    assert_eq!(
-        sexp(&expr("f(by = |p| p.gap, count = 3)")),
-        "(call f by=(fn [p] (. p gap)) count=3)"
-    );
+    assert_eq!(sexp(&expr("f(by = |p| p.gap, count = 3)")), "(call f by=(fn [p] (. p gap)) count=3)");
     assert_eq!(sexp(&expr("a || b")), "(|| a b)");
 }
 
@@ -135,28 +103,19 @@ fn records_blocks_and_ifs() {
     assert_eq!(sexp(&expr("{}")), "{}");
     assert_eq!(sexp(&expr("{a: 1, b: \"x\",}")), "{a:1 b:\"x\"}");
     assert_eq!(sexp(&expr("{ a }")), "(block [] a)");
-    assert_eq!(
-        sexp(&expr("{ let a = 1; let b: Int = 2; a + b }")),
-        "(block [a=1 b=2] (+ a b))"
-    );
+    assert_eq!(sexp(&expr("{ let a = 1; let b: Int = 2; a + b }")), "(block [a=1 b=2] (+ a b))");
     assert_eq!(sexp(&expr("{model: m}")), "{model:m}");
     assert_eq!(
         sexp(&expr("if x < lo { lo } else if x > 1.0 { 1.0 } else { x }")),
         "(if (< x lo) lo (if (> x 1.0) 1.0 x))"
     );
-    assert_eq!(
-        sexp(&expr("if c { let y = 1; y } else { 2 }")),
-        "(if c (block [y=1] y) 2)"
-    );
+    assert_eq!(sexp(&expr("if c { let y = 1; y } else { 2 }")), "(if c (block [y=1] y) 2)");
 }
 
 #[test]
 fn literals() {
     assert_eq!(sexp(&expr("1_000_000")), "1000000");
-    assert_eq!(
-        sexp(&expr("[1e-3, 0.5, 2.5e3, 1_000.5]")),
-        "[0.001 0.5 2500.0 1000.5]"
-    );
+    assert_eq!(sexp(&expr("[1e-3, 0.5, 2.5e3, 1_000.5]")), "[0.001 0.5 2500.0 1000.5]");
     assert_eq!(sexp(&expr(r#""a\"b\u{41}""#)), "\"a\\\"bA\"");
     assert_eq!(sexp(&expr("sft.model")), "(. sft model)");
 }
@@ -169,22 +128,10 @@ fn module_items_and_comments() {
     let Ok(m) = m else { panic!("{m:?}") };
     assert_eq!(m.items.len(), 4);
     assert!(matches!(&m.items[3], Item::Run(r) if r.steps.len() == 2));
-    let comments: Vec<(&str, bool)> = m
-        .comments
-        .iter()
-        .map(|c| (c.text.as_str(), c.doc))
-        .collect();
-    assert_eq!(
-        comments,
-        [(" lead", false), (" doc", true), (" tail", false)]
-    );
-    let Item::Binding(b) = &m.items[1] else {
-        panic!("not a binding")
-    };
-    assert_eq!(
-        &text[b.span.start as usize..b.span.end as usize],
-        "let a: Float = 1"
-    );
+    let comments: Vec<(&str, bool)> = m.comments.iter().map(|c| (c.text.as_str(), c.doc)).collect();
+    assert_eq!(comments, [(" lead", false), (" doc", true), (" tail", false)]);
+    let Item::Binding(b) = &m.items[1] else { panic!("not a binding") };
+    assert_eq!(&text[b.span.start as usize..b.span.end as usize], "let a: Float = 1");
 }
 
 #[test]
@@ -219,20 +166,14 @@ fn unclosed_delimiters_and_strings() {
 
 #[test]
 fn numbers_escapes_reserved_and_order() {
-    assert_eq!(
-        codes("let n = 99999999999999999999"),
-        ["recipe::syntax::number"]
-    );
+    assert_eq!(codes("let n = 99999999999999999999"), ["recipe::syntax::number"]);
     let text = r#"let s = "a\qb""#;
     let d = first_error(text);
     assert_eq!(d.code, "recipe::syntax::escape");
     assert_eq!(primary_text(text, &d), r"\q");
     assert_eq!(codes("let model = 1"), ["recipe::syntax::reserved"]);
     assert_eq!(codes("let x = f(model)"), ["recipe::syntax::reserved"]);
-    assert_eq!(
-        codes("fn f(data: Int) -> Int = 1"),
-        ["recipe::syntax::reserved"]
-    );
+    assert_eq!(codes("fn f(data: Int) -> Int = 1"), ["recipe::syntax::reserved"]);
     assert_eq!(codes("extern fn f(data: Int) -> Int"), Vec::<&str>::new());
     let text = "stage s = f(a, steps = 3, b)";
     let d = first_error(text);
@@ -247,18 +188,9 @@ fn numbers_escapes_reserved_and_order() {
 
 #[test]
 fn non_associative_and_nesting() {
-    assert_eq!(
-        codes("let a = x < y < z"),
-        ["recipe::syntax::non_associative"]
-    );
-    assert_eq!(
-        codes("let a = 1..2..3"),
-        ["recipe::syntax::non_associative"]
-    );
-    assert_eq!(
-        codes("rounds r = 2 from m { let x = 1 }"),
-        ["recipe::syntax::rounds_body"]
-    );
+    assert_eq!(codes("let a = x < y < z"), ["recipe::syntax::non_associative"]);
+    assert_eq!(codes("let a = 1..2..3"), ["recipe::syntax::non_associative"]);
+    assert_eq!(codes("rounds r = 2 from m { let x = 1 }"), ["recipe::syntax::rounds_body"]);
     let deep = format!("let a = {}1{}", "(".repeat(300), ")".repeat(300));
     assert_eq!(codes(&deep), ["recipe::syntax::nesting"]);
     let long = format!("let a = 1{}", " + 1".repeat(400));

@@ -9,9 +9,7 @@
 use super::assert_agree;
 use proptest::prelude::*;
 use recipe_compiler::column::Column;
-use recipe_compiler::ir::{
-    BinOp, Builtin, Cmp, Expr, Function, Module, Param, RegexId, StrId, Ty, UnOp,
-};
+use recipe_compiler::ir::{BinOp, Builtin, Cmp, Expr, Function, Module, Param, RegexId, StrId, Ty, UnOp};
 use std::sync::Arc;
 
 /// The random function's parameters (named `p<i>` as `assert_agree` binds them): two Ints, two
@@ -74,18 +72,9 @@ impl Gen<'_> {
     }
 
     fn leaf(&mut self, ty: Ty) -> Expr {
-        let locals: Vec<u32> = self
-            .scope
-            .iter()
-            .filter(|(_, t)| *t == ty)
-            .map(|(id, _)| *id)
-            .collect();
-        let params: Vec<u32> = PARAMS
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, t))| *t == ty)
-            .map(|(i, _)| i as u32)
-            .collect();
+        let locals: Vec<u32> = self.scope.iter().filter(|(_, t)| *t == ty).map(|(id, _)| *id).collect();
+        let params: Vec<u32> =
+            PARAMS.iter().enumerate().filter(|(_, (_, t))| *t == ty).map(|(i, _)| i as u32).collect();
         match self.pick(3) {
             0 if !locals.is_empty() => Expr::local(locals[self.pick(locals.len())], ty),
             1 => Expr::param(params[self.pick(params.len())], ty),
@@ -96,19 +85,7 @@ impl Gen<'_> {
     fn constant(&mut self, ty: Ty) -> Expr {
         match ty {
             Ty::Int => Expr::int([0, 1, -1, 2, 7, -3, i64::MAX, i64::MIN][self.pick(8)]),
-            Ty::Float => Expr::float(
-                [
-                    0.0,
-                    -0.0,
-                    1.0,
-                    -2.5,
-                    0.5,
-                    1e300,
-                    f64::INFINITY,
-                    f64::NAN,
-                    5e-324,
-                ][self.pick(9)],
-            ),
+            Ty::Float => Expr::float([0.0, -0.0, 1.0, -2.5, 0.5, 1e300, f64::INFINITY, f64::NAN, 5e-324][self.pick(9)]),
             Ty::Bool => Expr::bool(self.pick(2) == 1),
             Ty::Str => Expr::str(StrId(self.pick(STRINGS.len()) as u32)),
         }
@@ -120,13 +97,7 @@ impl Gen<'_> {
             Ty::Int => match self.pick(8) {
                 0 => Expr::unary(UnOp::INeg, self.expr(Ty::Int, d)),
                 1 => {
-                    let op = [
-                        BinOp::IAdd,
-                        BinOp::ISub,
-                        BinOp::IMul,
-                        BinOp::IDiv,
-                        BinOp::IRem,
-                    ][self.pick(5)];
+                    let op = [BinOp::IAdd, BinOp::ISub, BinOp::IMul, BinOp::IDiv, BinOp::IRem][self.pick(5)];
                     Expr::binary(op, self.expr(Ty::Int, d), self.expr(Ty::Int, d))
                 }
                 2 => self.one_of(&[B::AbsInt, B::MinInt, B::MaxInt, B::ClampInt], d),
@@ -141,13 +112,7 @@ impl Gen<'_> {
             Ty::Float => match self.pick(7) {
                 0 => Expr::unary(UnOp::FNeg, self.expr(Ty::Float, d)),
                 1 | 2 => {
-                    let op = [
-                        BinOp::FAdd,
-                        BinOp::FSub,
-                        BinOp::FMul,
-                        BinOp::FDiv,
-                        BinOp::FRem,
-                    ][self.pick(5)];
+                    let op = [BinOp::FAdd, BinOp::FSub, BinOp::FMul, BinOp::FDiv, BinOp::FRem][self.pick(5)];
                     Expr::binary(op, self.expr(Ty::Float, d), self.expr(Ty::Float, d))
                 }
                 3 => {
@@ -175,16 +140,8 @@ impl Gen<'_> {
                     let op = [BinOp::And, BinOp::Or, BinOp::BEq, BinOp::BNe][self.pick(4)];
                     Expr::binary(op, self.expr(Ty::Bool, d), self.expr(Ty::Bool, d))
                 }
-                2 => Expr::binary(
-                    BinOp::ICmp(self.cmp()),
-                    self.expr(Ty::Int, d),
-                    self.expr(Ty::Int, d),
-                ),
-                3 => Expr::binary(
-                    BinOp::FCmp(self.cmp()),
-                    self.expr(Ty::Float, d),
-                    self.expr(Ty::Float, d),
-                ),
+                2 => Expr::binary(BinOp::ICmp(self.cmp()), self.expr(Ty::Int, d), self.expr(Ty::Int, d)),
+                3 => Expr::binary(BinOp::FCmp(self.cmp()), self.expr(Ty::Float, d), self.expr(Ty::Float, d)),
                 4 => self.builtin(B::IsNan, d),
                 5 => {
                     let all = [B::StrEq, B::Contains, B::StartsWith, B::EndsWith];
@@ -222,26 +179,11 @@ fn module(choices: &[u32]) -> Module {
     for r in REGEXES {
         m.regex(r).unwrap();
     }
-    let mut g = Gen {
-        choices,
-        pos: 0,
-        scope: Vec::new(),
-    };
+    let mut g = Gen { choices, pos: 0, scope: Vec::new() };
     let ret = g.ty();
     let body = g.expr(ret, MAX_DEPTH);
-    let params = PARAMS
-        .iter()
-        .map(|(n, t)| Param {
-            name: (*n).into(),
-            ty: *t,
-        })
-        .collect();
-    m.push(Function {
-        name: "f".into(),
-        params,
-        ret,
-        body,
-    });
+    let params = PARAMS.iter().map(|(n, t)| Param { name: (*n).into(), ty: *t }).collect();
+    m.push(Function { name: "f".into(), params, ret, body });
     m
 }
 
@@ -278,10 +220,7 @@ fn int() -> impl Strategy<Value = i64> {
 
 fn string() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec![
-            "", " ", "42", " -7 ", "1e3", "nan", "ÀÉÎ", "ß", "İ", "a"
-        ])
-        .prop_map(String::from),
+        prop::sample::select(vec!["", " ", "42", " -7 ", "1e3", "nan", "ÀÉÎ", "ß", "İ", "a"]).prop_map(String::from),
         "\\PC{0,8}",
         "[ 0-9aeiouxX.+-]{0,6}",
     ]
@@ -295,9 +234,7 @@ fn columns() -> impl Strategy<Value = Vec<Column>> {
         prop::collection::vec(string(), ROWS * 2),
     )
         .prop_map(|(i, f, b, s)| {
-            let strs = |r: std::ops::Range<usize>| {
-                Column::Str(s[r].iter().map(|x| Arc::from(x.as_str())).collect())
-            };
+            let strs = |r: std::ops::Range<usize>| Column::Str(s[r].iter().map(|x| Arc::from(x.as_str())).collect());
             vec![
                 Column::Int(i[..ROWS].to_vec()),
                 Column::Int(i[ROWS..].to_vec()),

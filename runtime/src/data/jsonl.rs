@@ -30,15 +30,8 @@ pub struct LoadReport {
 pub const MAX_REPORTED: usize = 5;
 
 /// Reads `path` as JSONL checked against `schema`.
-pub fn read_jsonl(
-    path: &Path,
-    schema: &Schema,
-    policy: BadRowPolicy,
-) -> Result<(Dataset, LoadReport), DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<(Dataset, LoadReport), DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     let digest = FileDigest::of_bytes(path, &bytes);
     let text = String::from_utf8_lossy(&bytes);
 
@@ -71,10 +64,7 @@ pub fn read_jsonl(
         }
     }
     if ids.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            skipped: report.skipped,
-        });
+        return Err(DataError::Empty { path: path.to_path_buf(), skipped: report.skipped });
     }
 
     let mut columns: Vec<(String, Column)> = schema
@@ -100,11 +90,7 @@ fn parse_row(
     text: &str,
     schema: &Schema,
 ) -> Result<(Vec<Value>, serde_json::Map<String, Value>), DataError> {
-    let bad = |message: String| DataError::BadJson {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
+    let bad = |message: String| DataError::BadJson { path: path.to_path_buf(), line, message };
     let object = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => o,
         Ok(other) => return Err(bad(format!("found {}", json_kind(&other)))),
@@ -167,10 +153,7 @@ fn json_kind(v: &Value) -> &'static str {
 fn describe(v: &Value) -> String {
     let mut shown = v.to_string();
     if shown.len() > 40 {
-        let cut = (0..=40)
-            .rev()
-            .find(|&i| shown.is_char_boundary(i))
-            .unwrap_or(0);
+        let cut = (0..=40).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
         shown.truncate(cut);
         shown.push('…');
     }
@@ -180,30 +163,10 @@ fn describe(v: &Value) -> String {
 /// Builds a column from values already checked by `fits`.
 fn to_column(ty: FieldType, values: &[Value]) -> Column {
     match ty {
-        FieldType::Int => Column::Int(
-            values
-                .iter()
-                .map(|v| v.as_i64().unwrap_or_default())
-                .collect(),
-        ),
-        FieldType::Float => Column::Float(
-            values
-                .iter()
-                .map(|v| v.as_f64().unwrap_or(f64::NAN))
-                .collect(),
-        ),
-        FieldType::Bool => Column::Bool(
-            values
-                .iter()
-                .map(|v| v.as_bool().unwrap_or_default())
-                .collect(),
-        ),
-        FieldType::Str => Column::Str(
-            values
-                .iter()
-                .map(|v| Arc::from(v.as_str().unwrap_or_default()))
-                .collect(),
-        ),
+        FieldType::Int => Column::Int(values.iter().map(|v| v.as_i64().unwrap_or_default()).collect()),
+        FieldType::Float => Column::Float(values.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()),
+        FieldType::Bool => Column::Bool(values.iter().map(|v| v.as_bool().unwrap_or_default()).collect()),
+        FieldType::Str => Column::Str(values.iter().map(|v| Arc::from(v.as_str().unwrap_or_default())).collect()),
     }
 }
 
@@ -225,10 +188,9 @@ impl ExtraFields {
                 Some((_, known, values)) => {
                     *known = match (*known, ty) {
                         (Some(a), Some(b)) if a == b => Some(a),
-                        (
-                            Some(FieldType::Int | FieldType::Float),
-                            Some(FieldType::Int | FieldType::Float),
-                        ) => Some(FieldType::Float),
+                        (Some(FieldType::Int | FieldType::Float), Some(FieldType::Int | FieldType::Float)) => {
+                            Some(FieldType::Float)
+                        }
                         _ => None,
                     };
                     values.push(value);

@@ -59,9 +59,7 @@ pub struct Schema {
 
 impl Schema {
     pub fn new<S: Into<String>>(fields: impl IntoIterator<Item = (S, FieldType)>) -> Schema {
-        Schema {
-            fields: fields.into_iter().map(|(n, t)| (n.into(), t)).collect(),
-        }
+        Schema { fields: fields.into_iter().map(|(n, t)| (n.into(), t)).collect() }
     }
 
     /// TRL's supervised layout: `{prompt: String, completion: String}`.
@@ -71,11 +69,7 @@ impl Schema {
 
     /// TRL's preference layout: `{prompt: String, chosen: String, rejected: String}`.
     pub fn preference() -> Schema {
-        Schema::new([
-            ("prompt", FieldType::Str),
-            ("chosen", FieldType::Str),
-            ("rejected", FieldType::Str),
-        ])
+        Schema::new([("prompt", FieldType::Str), ("chosen", FieldType::Str), ("rejected", FieldType::Str)])
     }
 
     pub fn get(&self, name: &str) -> Option<FieldType> {
@@ -107,28 +101,15 @@ pub struct Dataset {
 
 impl Dataset {
     /// A dataset from columns; every column must have `ids.len()` rows.
-    pub fn new(
-        origin: impl Into<String>,
-        ids: Vec<u64>,
-        columns: Vec<(String, Column)>,
-    ) -> Result<Dataset, DataError> {
+    pub fn new(origin: impl Into<String>, ids: Vec<u64>, columns: Vec<(String, Column)>) -> Result<Dataset, DataError> {
         let origin = origin.into();
         if let Some((name, col)) = columns.iter().find(|(_, c)| c.len() != ids.len()) {
             return Err(DataError::Shape {
                 origin,
-                message: format!(
-                    "column `{name}` has {} rows, expected {}",
-                    col.len(),
-                    ids.len()
-                ),
+                message: format!("column `{name}` has {} rows, expected {}", col.len(), ids.len()),
             });
         }
-        Ok(Dataset {
-            origin,
-            ids,
-            columns,
-            sources: Vec::new(),
-        })
+        Ok(Dataset { origin, ids, columns, sources: Vec::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -145,13 +126,7 @@ impl Dataset {
 
     /// The schema of all columns (declared and extra).
     pub fn schema(&self) -> Schema {
-        Schema {
-            fields: self
-                .columns
-                .iter()
-                .map(|(n, c)| (n.clone(), FieldType::of(c)))
-                .collect(),
-        }
+        Schema { fields: self.columns.iter().map(|(n, c)| (n.clone(), FieldType::of(c))).collect() }
     }
 
     /// A `String` column, or an error naming the field the caller needs.
@@ -189,11 +164,7 @@ impl Dataset {
 
     /// The rows at `rows` (in that order), keeping their ids.
     pub fn select(&self, rows: &[usize]) -> Dataset {
-        let columns = self
-            .columns
-            .iter()
-            .map(|(n, c)| (n.clone(), select_column(c, rows)))
-            .collect();
+        let columns = self.columns.iter().map(|(n, c)| (n.clone(), select_column(c, rows))).collect();
         Dataset {
             origin: self.origin.clone(),
             ids: rows.iter().map(|&r| self.ids[r]).collect(),
@@ -205,9 +176,7 @@ impl Dataset {
     /// Rows whose `key` field value does not occur in `held`'s `key` column: how a training set
     /// is kept free of held-out examples (e.g. the same sum drawn by both generators).
     pub fn without_keys_of(&self, held: &Dataset, key: &str) -> Result<Dataset, DataError> {
-        let held_keys: HashSet<String> = (0..held.len())
-            .map(|r| held.text_at(key, r))
-            .collect::<Result<_, _>>()?;
+        let held_keys: HashSet<String> = (0..held.len()).map(|r| held.text_at(key, r)).collect::<Result<_, _>>()?;
         let mut keep = Vec::with_capacity(self.len());
         for r in 0..self.len() {
             if !held_keys.contains(&self.text_at(key, r)?) {
@@ -219,22 +188,11 @@ impl Dataset {
 
     /// Splits into (train, held) with about `held_fraction` of the distinct `key` values held out,
     /// chosen by `rng`. All rows sharing a key land on the same side, so nothing leaks.
-    pub fn split_by_key(
-        &self,
-        key: &str,
-        held_fraction: f64,
-        rng: &mut Rng,
-    ) -> Result<(Dataset, Dataset), DataError> {
-        let texts: Vec<String> = (0..self.len())
-            .map(|r| self.text_at(key, r))
-            .collect::<Result<_, _>>()?;
+    pub fn split_by_key(&self, key: &str, held_fraction: f64, rng: &mut Rng) -> Result<(Dataset, Dataset), DataError> {
+        let texts: Vec<String> = (0..self.len()).map(|r| self.text_at(key, r)).collect::<Result<_, _>>()?;
         // Distinct keys in first-seen order, so the split depends only on the data and the stream.
         let mut seen = HashSet::new();
-        let mut keys: Vec<&str> = texts
-            .iter()
-            .map(String::as_str)
-            .filter(|k| seen.insert(*k))
-            .collect();
+        let mut keys: Vec<&str> = texts.iter().map(String::as_str).filter(|k| seen.insert(*k)).collect();
         rng.shuffle(&mut keys);
         let n_held = ((keys.len() as f64) * held_fraction.clamp(0.0, 1.0)).round() as usize;
         let held: HashSet<&str> = keys[..n_held].iter().copied().collect();
@@ -264,52 +222,25 @@ fn select_column(c: &Column, rows: &[usize]) -> Column {
 pub enum DataError {
     /// The data file could not be opened or read.
     #[error("cannot read data file `{}`: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A row is not a JSON object.
     #[error("{}:{line}: not a JSON object: {message}", path.display())]
-    BadJson {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    BadJson { path: PathBuf, line: usize, message: String },
     /// A row lacks a field the schema declares.
     #[error("{}:{line}: missing field `{field}` (declared {expected})", path.display())]
-    MissingField {
-        path: PathBuf,
-        line: usize,
-        field: String,
-        expected: FieldType,
-    },
+    MissingField { path: PathBuf, line: usize, field: String, expected: FieldType },
     /// A row's field holds a value of the wrong type.
     #[error("{}:{line}: field `{field}` should be {expected}, found {found}", path.display())]
-    WrongType {
-        path: PathBuf,
-        line: usize,
-        field: String,
-        expected: FieldType,
-        found: String,
-    },
+    WrongType { path: PathBuf, line: usize, field: String, expected: FieldType, found: String },
     /// The file holds no usable row.
     #[error("`{}` has no rows{}", path.display(), if *skipped > 0 { format!(" ({skipped} malformed rows skipped)") } else { String::new() })]
     Empty { path: PathBuf, skipped: usize },
     /// A stage asked for a field the dataset does not have.
     #[error("dataset `{origin}` has no field `{field}` (fields: {})", available.join(", "))]
-    NoSuchField {
-        origin: String,
-        field: String,
-        available: Vec<String>,
-    },
+    NoSuchField { origin: String, field: String, available: Vec<String> },
     /// A stage needs a field of another type.
     #[error("field `{field}` of dataset `{origin}` is {found}, expected {expected}")]
-    FieldType {
-        origin: String,
-        field: String,
-        expected: FieldType,
-        found: FieldType,
-    },
+    FieldType { origin: String, field: String, expected: FieldType, found: FieldType },
     /// Columns of unequal length or bad generator arguments.
     #[error("dataset `{origin}`: {message}")]
     Shape { origin: String, message: String },
@@ -320,9 +251,9 @@ impl DataError {
     pub fn code(&self) -> &'static str {
         match self {
             DataError::Io { .. } => "recipe::data::io",
-            DataError::BadJson { .. }
-            | DataError::MissingField { .. }
-            | DataError::WrongType { .. } => "recipe::data::malformed",
+            DataError::BadJson { .. } | DataError::MissingField { .. } | DataError::WrongType { .. } => {
+                "recipe::data::malformed"
+            }
             DataError::Empty { .. } => "recipe::data::empty",
             DataError::NoSuchField { .. } | DataError::FieldType { .. } => "recipe::data::field",
             DataError::Shape { .. } => "recipe::data::shape",
@@ -333,14 +264,10 @@ impl DataError {
     pub fn to_diagnostic(&self) -> Diagnostic {
         let d = Diagnostic::error(self.code(), self.to_string());
         match self {
-            DataError::BadJson { .. }
-            | DataError::MissingField { .. }
-            | DataError::WrongType { .. } => d.with_help(
-                "fix the row, or load the data with `on_error = skip` to drop malformed rows",
-            ),
-            DataError::NoSuchField {
-                field, available, ..
-            } => {
+            DataError::BadJson { .. } | DataError::MissingField { .. } | DataError::WrongType { .. } => {
+                d.with_help("fix the row, or load the data with `on_error = skip` to drop malformed rows")
+            }
+            DataError::NoSuchField { field, available, .. } => {
                 match recipe_compiler::diag::suggest(field, available.iter().map(String::as_str)) {
                     Some(s) => d.with_help(format!("did you mean `{s}`?")),
                     None => d,
@@ -356,17 +283,11 @@ mod tests {
     use super::*;
 
     fn sums() -> Dataset {
-        let prompts: Vec<Arc<str>> = ["1+1=", "2+2=", "1+1=", "3+3="]
-            .iter()
-            .map(|s| Arc::from(*s))
-            .collect();
+        let prompts: Vec<Arc<str>> = ["1+1=", "2+2=", "1+1=", "3+3="].iter().map(|s| Arc::from(*s)).collect();
         Dataset::new(
             "t",
             vec![1, 2, 3, 4],
-            vec![
-                ("prompt".into(), Column::Str(prompts)),
-                ("n".into(), Column::Int(vec![1, 2, 1, 3])),
-            ],
+            vec![("prompt".into(), Column::Str(prompts)), ("n".into(), Column::Int(vec![1, 2, 1, 3]))],
         )
         .unwrap()
     }
@@ -388,13 +309,9 @@ mod tests {
     #[test]
     fn split_by_key_never_shares_a_key() {
         for seed in 0..20 {
-            let (train, held) = sums()
-                .split_by_key("prompt", 0.5, &mut Rng::derive(seed, "split"))
-                .unwrap();
+            let (train, held) = sums().split_by_key("prompt", 0.5, &mut Rng::derive(seed, "split")).unwrap();
             assert_eq!(train.len() + held.len(), 4);
-            let tk: HashSet<_> = (0..train.len())
-                .map(|r| train.text_at("prompt", r).unwrap())
-                .collect();
+            let tk: HashSet<_> = (0..train.len()).map(|r| train.text_at("prompt", r).unwrap()).collect();
             assert!((0..held.len()).all(|r| !tk.contains(&held.text_at("prompt", r).unwrap())));
         }
     }
@@ -403,16 +320,12 @@ mod tests {
     fn unknown_field_suggests() {
         let err = sums().strings("promt").unwrap_err();
         assert_eq!(err.code(), "recipe::data::field");
-        assert_eq!(
-            err.to_diagnostic().help.as_deref(),
-            Some("did you mean `prompt`?")
-        );
+        assert_eq!(err.to_diagnostic().help.as_deref(), Some("did you mean `prompt`?"));
     }
 
     #[test]
     fn ragged_columns_are_rejected() {
-        let err =
-            Dataset::new("t", vec![1, 2], vec![("n".into(), Column::Int(vec![1]))]).unwrap_err();
+        let err = Dataset::new("t", vec![1, 2], vec![("n".into(), Column::Int(vec![1]))]).unwrap_err();
         assert_eq!(err.code(), "recipe::data::shape");
     }
 }

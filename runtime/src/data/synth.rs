@@ -36,21 +36,12 @@ impl Rows {
             ("completion".to_string(), Column::Str(self.completion)),
             ("answer".to_string(), answer),
         ];
-        columns.extend(
-            fields
-                .into_iter()
-                .map(|(name, values)| (name.to_string(), Column::Int(values))),
-        );
+        columns.extend(fields.into_iter().map(|(name, values)| (name.to_string(), Column::Int(values))));
         Dataset::new(origin, (0..n as u64).collect(), columns)
     }
 }
 
-fn check_range(
-    task: &str,
-    name: &str,
-    range: &RangeInclusive<u32>,
-    max: u32,
-) -> Result<(), DataError> {
+fn check_range(task: &str, name: &str, range: &RangeInclusive<u32>, max: u32) -> Result<(), DataError> {
     if *range.start() < 1 || range.start() > range.end() || *range.end() > max {
         return Err(DataError::Shape {
             origin: format!("synth.{task}"),
@@ -65,20 +56,12 @@ fn check_range(
 }
 
 fn origin(task: &str, arg: &str, range: &RangeInclusive<u32>, count: usize, seed: u64) -> String {
-    format!(
-        "synth.{task}({arg} = {}..={}, count = {count}, seed = {seed})",
-        range.start(),
-        range.end()
-    )
+    format!("synth.{task}({arg} = {}..={}, count = {count}, seed = {seed})", range.start(), range.end())
 }
 
 /// A uniformly drawn number with exactly `digits` decimal digits (0..=9 for one digit).
 fn number(rng: &mut Rng, digits: u32) -> i64 {
-    let lo = if digits == 1 {
-        0
-    } else {
-        10i64.pow(digits - 1)
-    };
+    let lo = if digits == 1 { 0 } else { 10i64.pow(digits - 1) };
     rng.range_inclusive(lo, 10i64.pow(digits) - 1)
 }
 
@@ -100,11 +83,7 @@ pub fn carries(mut a: i64, mut b: i64) -> i64 {
 
 /// `a+b=` → `a+b`, both operands with `digits` digits; fields
 /// `{prompt, completion, answer: String, digits: Int, carries: Int}`.
-pub fn addition(
-    digits: RangeInclusive<u32>,
-    count: usize,
-    seed: u64,
-) -> Result<Dataset, DataError> {
+pub fn addition(digits: RangeInclusive<u32>, count: usize, seed: u64) -> Result<Dataset, DataError> {
     check_range("addition", "digits", &digits, 18)?;
     let mut rng = Rng::derive(seed, "synth/addition");
     let mut rows = Rows::default();
@@ -122,11 +101,7 @@ pub fn addition(
 
 /// `a*b=` → `a*b`, both operands with `digits` digits; fields
 /// `{prompt, completion, answer: String, digits: Int}`.
-pub fn multiplication(
-    digits: RangeInclusive<u32>,
-    count: usize,
-    seed: u64,
-) -> Result<Dataset, DataError> {
+pub fn multiplication(digits: RangeInclusive<u32>, count: usize, seed: u64) -> Result<Dataset, DataError> {
     check_range("multiplication", "digits", &digits, 9)?;
     let mut rng = Rng::derive(seed, "synth/multiplication");
     let mut rows = Rows::default();
@@ -150,9 +125,7 @@ pub fn reverse(length: RangeInclusive<u32>, count: usize, seed: u64) -> Result<D
     let mut level_of = Vec::new();
     for _ in 0..count {
         let n = level(&mut rng, &length);
-        let word: String = (0..n)
-            .map(|_| char::from(b'a' + rng.below(26) as u8))
-            .collect();
+        let word: String = (0..n).map(|_| char::from(b'a' + rng.below(26) as u8)).collect();
         let reversed: String = word.chars().rev().collect();
         rows.push(format!("reverse({word})="), reversed);
         level_of.push(i64::from(n));
@@ -195,21 +168,14 @@ mod tests {
     use super::*;
 
     fn strings(d: &Dataset, f: &str) -> Vec<String> {
-        d.strings(f)
-            .unwrap()
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        d.strings(f).unwrap().iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
     fn addition_rows_are_correct_and_deterministic() {
         let a = addition(1..=3, 300, 5).unwrap();
         assert_eq!(a, addition(1..=3, 300, 5).unwrap());
-        assert_ne!(
-            a.column("prompt"),
-            addition(1..=3, 300, 6).unwrap().column("prompt")
-        );
+        assert_ne!(a.column("prompt"), addition(1..=3, 300, 6).unwrap().column("prompt"));
         let (Some(Column::Str(ans)), Some(Column::Int(dig)), Some(Column::Int(car))) =
             (a.column("answer"), a.column("digits"), a.column("carries"))
         else {
@@ -242,30 +208,17 @@ mod tests {
         let m = multiplication(2..=2, 50, 1).unwrap();
         for p in strings(&m, "prompt").iter().zip(strings(&m, "completion")) {
             let (x, y) = p.0.trim_end_matches('=').split_once('*').unwrap();
-            assert_eq!(
-                x.parse::<i64>().unwrap() * y.parse::<i64>().unwrap(),
-                p.1.parse::<i64>().unwrap()
-            );
+            assert_eq!(x.parse::<i64>().unwrap() * y.parse::<i64>().unwrap(), p.1.parse::<i64>().unwrap());
         }
         let r = reverse(3..=5, 50, 1).unwrap();
         for (p, c) in strings(&r, "prompt").iter().zip(strings(&r, "completion")) {
-            let word = p
-                .strip_prefix("reverse(")
-                .unwrap()
-                .strip_suffix(")=")
-                .unwrap();
+            let word = p.strip_prefix("reverse(").unwrap().strip_suffix(")=").unwrap();
             assert_eq!(word.chars().rev().collect::<String>(), c);
             assert!((3..=5).contains(&word.len()));
         }
         let c = chain(1..=4, 50, 1).unwrap();
-        let Some(Column::Int(steps)) = c.column("steps") else {
-            panic!("steps column")
-        };
-        for (r, (p, v)) in strings(&c, "prompt")
-            .iter()
-            .zip(strings(&c, "completion"))
-            .enumerate()
-        {
+        let Some(Column::Int(steps)) = c.column("steps") else { panic!("steps column") };
+        for (r, (p, v)) in strings(&c, "prompt").iter().zip(strings(&c, "completion")).enumerate() {
             let expr = p.trim_end_matches('=');
             assert_eq!(expr.matches(['+', '-']).count() as i64, steps[r]);
             let mut total: i64 = expr[..1].parse().unwrap();
@@ -279,14 +232,8 @@ mod tests {
 
     #[test]
     fn bad_ranges_are_errors() {
-        assert_eq!(
-            addition(0..=2, 1, 0).unwrap_err().code(),
-            "recipe::data::shape"
-        );
-        assert!(
-            multiplication(RangeInclusive::new(3, 2), 1, 0).is_err(),
-            "an empty range"
-        );
+        assert_eq!(addition(0..=2, 1, 0).unwrap_err().code(), "recipe::data::shape");
+        assert!(multiplication(RangeInclusive::new(3, 2), 1, 0).is_err(), "an empty range");
         assert!(addition(1..=19, 1, 0).is_err());
     }
 }

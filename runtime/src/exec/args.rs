@@ -25,11 +25,7 @@ impl<'v> Call<'v> {
     }
 
     pub fn get(&self, arg: &str) -> Result<&'v Value, ExecError> {
-        self.args
-            .iter()
-            .find(|(n, _)| n == arg)
-            .map(|(_, v)| v)
-            .ok_or_else(|| self.bad(arg, "is missing"))
+        self.args.iter().find(|(n, _)| n == arg).map(|(_, v)| v).ok_or_else(|| self.bad(arg, "is missing"))
     }
 
     fn bad(&self, arg: &str, what: &str) -> ExecError {
@@ -43,9 +39,8 @@ impl<'v> Call<'v> {
     /// A non-negative count, with a user-facing error when negative.
     pub fn count(&self, arg: &str) -> Result<u64, ExecError> {
         let v = self.int(arg)?;
-        u64::try_from(v).map_err(|_| {
-            ExecError::Config(format!("`{}`: `{arg}` must not be negative, got {v}", self.name))
-        })
+        u64::try_from(v)
+            .map_err(|_| ExecError::Config(format!("`{}`: `{arg}` must not be negative, got {v}", self.name)))
     }
 
     pub fn float(&self, arg: &str) -> Result<f64, ExecError> {
@@ -125,15 +120,13 @@ pub fn schedule(call: &Call<'_>, arg: &str, functions: &Arc<Functions>) -> Resul
             let f = functions.func(index)?;
             let probe = f.call(&[Scalar::Int(0), Scalar::Int(1)]);
             if !matches!(probe, Ok(Scalar::Float(_))) {
-                return Err(ExecError::Internal(format!(
-                    "`{arg}` of `{}` is not a fn(Int, Int) -> Float",
-                    call.name
-                )));
+                return Err(ExecError::Internal(format!("`{arg}` of `{}` is not a fn(Int, Int) -> Float", call.name)));
             }
             let functions = Arc::clone(functions);
             Ok(Schedule::new(move |step, total| {
                 let args = [Scalar::Int(step as i64), Scalar::Int(total as i64)];
-                match functions.func(index).and_then(|f| f.call(&args).map_err(|e| ExecError::Internal(e.to_string()))) {
+                match functions.func(index).and_then(|f| f.call(&args).map_err(|e| ExecError::Internal(e.to_string())))
+                {
                     Ok(Scalar::Float(v)) => v,
                     // Surfaces as a non-finite schedule value, which the loop reports with the step.
                     _ => f64::NAN,

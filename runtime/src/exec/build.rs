@@ -45,10 +45,8 @@ impl<'p> Builder<'p> {
 
     /// The model declared as `model name = ...`, freshly built (stages train their own copy).
     pub fn model(&mut self, name: &str) -> Result<CausalLm, ExecError> {
-        let decl = self
-            .program
-            .decl(name)
-            .ok_or_else(|| ExecError::Internal(format!("no model declaration `{name}`")))?;
+        let decl =
+            self.program.decl(name).ok_or_else(|| ExecError::Internal(format!("no model declaration `{name}`")))?;
         let call = Call::of(&decl.value)?;
         match call.name {
             "tiny_lm" => {
@@ -142,10 +140,7 @@ impl<'p> Builder<'p> {
                     None => Schema::prompt_completion(),
                     Some(Decl { row: Some(row), .. }) => jsonl_schema(row)?,
                     Some(decl) => {
-                        return Err(ExecError::Config(format!(
-                            "`jsonl` needs a record row type, found `{}`",
-                            decl.ty
-                        )))
+                        return Err(ExecError::Config(format!("`jsonl` needs a record row type, found `{}`", decl.ty)))
                     }
                 };
                 let policy = match call.enum_name("on_error")? {
@@ -175,7 +170,11 @@ impl<'p> Builder<'p> {
                 // Split the distinct prompts, so a prompt seen in training is never held out.
                 let mut rng = Rng::derive(call.int("seed")? as u64, "data/split");
                 let (train, held) = data.split_by_key("prompt", 1.0 - fraction, &mut rng)?;
-                if call.bool("rest")? { held } else { train }
+                if call.bool("rest")? {
+                    held
+                } else {
+                    train
+                }
             }
             "filter" => {
                 let data = self.dataset(call.get("dataset")?)?;
@@ -184,7 +183,8 @@ impl<'p> Builder<'p> {
                 };
                 let func = self.functions.func(*index)?;
                 let columns: Vec<(&str, &Column)> = data.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
-                let keep = batch::eval_batch(func, &columns).map_err(|e| ExecError::Config(format!("`filter`: {e}")))?;
+                let keep =
+                    batch::eval_batch(func, &columns).map_err(|e| ExecError::Config(format!("`filter`: {e}")))?;
                 let Column::Bool(keep) = keep else {
                     return Err(ExecError::Internal("`filter`: `keep` did not return Bool".into()));
                 };
@@ -240,9 +240,7 @@ fn jsonl_schema(row: &RowSchema) -> Result<Schema, ExecError> {
         };
         Ok((name.clone(), ty))
     };
-    Ok(Schema {
-        fields: row.fields.iter().map(field).collect::<Result<_, _>>()?,
-    })
+    Ok(Schema { fields: row.fields.iter().map(field).collect::<Result<_, _>>()? })
 }
 
 #[cfg(test)]
@@ -251,12 +249,7 @@ mod tests {
     use recipe_compiler::diag::Source;
 
     fn row(fields: &[(&str, FieldKind)]) -> RowSchema {
-        RowSchema {
-            fields: fields
-                .iter()
-                .map(|(n, k)| (n.to_string(), k.clone()))
-                .collect(),
-        }
+        RowSchema { fields: fields.iter().map(|(n, k)| (n.to_string(), k.clone())).collect() }
     }
 
     #[test]
@@ -278,16 +271,10 @@ mod tests {
 
     #[test]
     fn jsonl_schema_rejects_a_non_scalar_field_by_name_and_type() {
-        let row = row(&[
-            ("prompt", FieldKind::Str),
-            ("tags", FieldKind::Other("List[String]".into())),
-        ]);
+        let row = row(&[("prompt", FieldKind::Str), ("tags", FieldKind::Other("List[String]".into()))]);
         match jsonl_schema(&row) {
             Err(ExecError::Config(message)) => {
-                assert!(
-                    message.contains("`tags`") && message.contains("`List[String]`"),
-                    "{message}"
-                )
+                assert!(message.contains("`tags`") && message.contains("`List[String]`"), "{message}")
             }
             other => panic!("expected a config error, got {other:?}"),
         }
@@ -297,11 +284,7 @@ mod tests {
     #[test]
     fn a_declared_row_type_types_the_jsonl_rows() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("rows.jsonl"),
-            "{\"prompt\": \"a\", \"n\": 2}\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"a\", \"n\": 2}\n").unwrap();
         let recipe = "recipe \"t\" { seed = 1 }\n\
                       model m = tiny_lm()\n\
                       data rows: Dataset[{prompt: String, n: Int}] = jsonl(\"rows.jsonl\")\n\
@@ -310,21 +293,13 @@ mod tests {
                       run s\n";
         let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();
         let functions = Arc::new(Functions::new(&program.scalar).unwrap());
-        let mut builder = Builder::new(
-            &program,
-            Device::Cpu,
-            vec![dir.path().to_path_buf()],
-            functions,
-        );
+        let mut builder = Builder::new(&program, Device::Cpu, vec![dir.path().to_path_buf()], functions);
 
         let rows = builder.dataset(&Value::Data("rows".into())).unwrap();
         assert_eq!(rows.column("n"), Some(&Column::Int(vec![2])));
         match builder.dataset(&Value::Data("nested".into())) {
             Err(ExecError::Config(message)) => {
-                assert!(
-                    message.contains("`meta`") && message.contains("`{n: Int}`"),
-                    "{message}"
-                )
+                assert!(message.contains("`meta`") && message.contains("`{n: Int}`"), "{message}")
             }
             other => panic!("expected a config error, got {other:?}"),
         }

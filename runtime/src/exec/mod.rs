@@ -177,4 +177,3 @@ fn device_name(device: &Device) -> String {
         Device::Metal(_) => "metal".to_string(),
     }
 }
-

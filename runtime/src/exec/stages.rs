@@ -99,7 +99,10 @@ pub(super) fn prepare(
             data,
             config,
             keep_optimizer: call.enum_name("optimizer")? == "keep",
-            evals: evals.iter().map(|e| EvalSpec { name: e.name.clone(), data: e.data.clone(), every: e.every }).collect(),
+            evals: evals
+                .iter()
+                .map(|e| EvalSpec { name: e.name.clone(), data: e.data.clone(), every: e.every })
+                .collect(),
         });
     }
     Ok(prepared)
@@ -214,4 +217,3 @@ fn final_checkpoint(checkpoints: &Path, stage: &Prepared) -> Result<Checkpoint, 
         ))
     })
 }
-

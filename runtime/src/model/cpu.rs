@@ -79,13 +79,7 @@ pub(crate) struct Tokens {
 
 impl Tokens {
     fn shape(&self, d: &Dims) -> HeadShape {
-        HeadShape {
-            batch: self.batch,
-            time: self.time,
-            heads: d.heads,
-            kv_heads: d.kv_heads,
-            head_dim: d.head_dim,
-        }
+        HeadShape { batch: self.batch, time: self.time, heads: d.heads, kv_heads: d.kv_heads, head_dim: d.head_dim }
     }
 }
 
@@ -152,32 +146,16 @@ struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major `rows × cols` matrix.
     fn new(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
-        Mat {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        Mat { data, rows, cols, rs: cols, cs: 1 }
     }
 
     fn t(self) -> Mat<'a> {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
+        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 
     /// Columns `start..start + n`.
     fn cols(self, start: usize, n: usize) -> Mat<'a> {
-        Mat {
-            data: &self.data[start * self.cs..],
-            cols: n,
-            ..self
-        }
+        Mat { data: &self.data[start * self.cs..], cols: n, ..self }
     }
 }
 
@@ -191,21 +169,12 @@ struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     fn new(data: &'a mut [f32], rows: usize, cols: usize) -> MatMut<'a> {
-        MatMut {
-            data,
-            rows,
-            cols,
-            rs: cols,
-        }
+        MatMut { data, rows, cols, rs: cols }
     }
 
     /// Columns `start..start + n`.
     fn cols(self, start: usize, n: usize) -> MatMut<'a> {
-        MatMut {
-            data: &mut self.data[start..],
-            cols: n,
-            ..self
-        }
+        MatMut { data: &mut self.data[start..], cols: n, ..self }
     }
 }
 
@@ -217,18 +186,9 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 /// `dst = a·b`, or `dst += a·b` when `accumulate`. `threads` lets gemm split the product across
 /// rayon's pool (it still runs small products on one thread).
 fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: bool) {
-    assert!(
-        a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
-        "matmul shapes"
-    );
-    assert!(
-        fits(dst.data.len(), dst.rows, dst.cols, dst.rs, 1),
-        "matmul dst bounds"
-    );
-    assert!(
-        fits(a.data.len(), a.rows, a.cols, a.rs, a.cs)
-            && fits(b.data.len(), b.rows, b.cols, b.rs, b.cs)
-    );
+    assert!(a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows, "matmul shapes");
+    assert!(fits(dst.data.len(), dst.rows, dst.cols, dst.rs, 1), "matmul dst bounds");
+    assert!(fits(a.data.len(), a.rows, a.cols, a.rs, a.cs) && fits(b.data.len(), b.rows, b.cols, b.rs, b.cs));
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
@@ -240,11 +200,7 @@ fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: bo
         }
         return;
     }
-    let parallelism = if threads {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
+    let parallelism = if threads { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: the asserts above keep every element gemm reads or writes inside the slices, and
     // `dst` is exclusively borrowed, so it does not alias `a` or `b`.
     unsafe {
@@ -275,10 +231,7 @@ fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: bo
 /// Adds `bias` to each `width`-wide row of `x`, at column `offset`.
 fn add_bias(x: &mut [f32], width: usize, offset: usize, bias: &[f32]) {
     for row in x.chunks_mut(width) {
-        row[offset..offset + bias.len()]
-            .iter_mut()
-            .zip(bias)
-            .for_each(|(y, b)| *y += b);
+        row[offset..offset + bias.len()].iter_mut().zip(bias).for_each(|(y, b)| *y += b);
     }
 }
 
@@ -286,9 +239,7 @@ fn add_bias(x: &mut [f32], width: usize, offset: usize, bias: &[f32]) {
 /// `out`, row by row in order.
 fn add_col_sums(out: &mut [f32], x: &[f32], width: usize, offset: usize) {
     for row in x.chunks(width) {
-        out.iter_mut()
-            .zip(&row[offset..])
-            .for_each(|(o, v)| *o += v);
+        out.iter_mut().zip(&row[offset..]).for_each(|(o, v)| *o += v);
     }
 }
 
@@ -304,26 +255,13 @@ pub(crate) fn forward(
     tok: &Tokens,
     keep: bool,
 ) -> (Vec<f32>, Option<Saved>) {
-    let Dims {
-        hidden: h,
-        heads: nh,
-        kv_heads: nkv,
-        head_dim: hd,
-        intermediate: inter,
-        vocab,
-        eps,
-    } = *d;
+    let Dims { hidden: h, heads: nh, kv_heads: nkv, head_dim: hd, intermediate: inter, vocab, eps } = *d;
     let n = tok.batch * tok.time;
     let (q_width, kv_width) = (nh * hd, nkv * hd);
     let qkv_width = q_width + 2 * kv_width;
     let shape = tok.shape(d);
-    let positions: Arc<Vec<u32>> =
-        Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
-    let rope_op = SplitRope {
-        shape,
-        positions,
-        rope: rope.clone(),
-    };
+    let positions: Arc<Vec<u32>> = Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
+    let rope_op = SplitRope { shape, positions, rope: rope.clone() };
     let scale = 1.0 / (hd as f32).sqrt();
 
     let mut x = vec![0f32; n * h];
@@ -335,19 +273,10 @@ pub(crate) fn forward(
         let mut h1 = vec![0f32; n * h];
         kernels::rms_norm_rows(&x, w[bi.input_norm], eps, &mut h1);
         let mut qkv = vec![0f32; n * qkv_width];
-        for (p, offset, width) in [
-            (bi.q, 0, q_width),
-            (bi.k, q_width, kv_width),
-            (bi.v, q_width + kv_width, kv_width),
-        ] {
+        for (p, offset, width) in [(bi.q, 0, q_width), (bi.k, q_width, kv_width), (bi.v, q_width + kv_width, kv_width)]
+        {
             let dst = MatMut::new(&mut qkv, n, qkv_width).cols(offset, width);
-            matmul(
-                dst,
-                Mat::new(&h1, n, h),
-                Mat::new(w[p], width, h).t(),
-                false,
-                true,
-            );
+            matmul(dst, Mat::new(&h1, n, h), Mat::new(w[p], width, h).t(), false, true);
         }
         if let Some(bias) = bi.qkv_bias {
             for (p, offset) in bias.into_iter().zip([0, q_width, q_width + kv_width]) {
@@ -372,37 +301,15 @@ pub(crate) fn forward(
         let mut gate_up = vec![0f32; n * 2 * inter];
         for (p, offset) in [(bi.gate, 0), (bi.up, inter)] {
             let dst = MatMut::new(&mut gate_up, n, 2 * inter).cols(offset, inter);
-            matmul(
-                dst,
-                Mat::new(&h2, n, h),
-                Mat::new(w[p], inter, h).t(),
-                false,
-                true,
-            );
+            matmul(dst, Mat::new(&h2, n, h), Mat::new(w[p], inter, h).t(), false, true);
         }
         let mut mlp = vec![0f32; n * inter];
         kernels::swiglu_rows(&gate_up, inter, &mut mlp);
         let mut x_out = x_mid.clone();
-        matmul(
-            MatMut::new(&mut x_out, n, h),
-            Mat::new(&mlp, n, inter),
-            Mat::new(w[bi.down], h, inter).t(),
-            true,
-            true,
-        );
+        matmul(MatMut::new(&mut x_out, n, h), Mat::new(&mlp, n, inter), Mat::new(w[bi.down], h, inter).t(), true, true);
         let done = std::mem::replace(&mut x, x_out);
         if keep {
-            blocks.push(BlockActs {
-                x: done,
-                h1,
-                heads,
-                probs,
-                attn,
-                x_mid,
-                h2,
-                gate_up,
-                mlp,
-            });
+            blocks.push(BlockActs { x: done, h1, heads, probs, attn, x_mid, h2, gate_up, mlp });
         }
     }
 
@@ -422,17 +329,8 @@ pub(crate) fn forward(
         false,
         true,
     );
-    let lp = logits
-        .chunks(vocab.max(1))
-        .zip(&tok.targets)
-        .map(|(row, &t)| kernels::token_logprob(row, t))
-        .collect();
-    let saved = keep.then_some(Saved {
-        blocks,
-        last_sel,
-        normed_sel,
-        logits,
-    });
+    let lp = logits.chunks(vocab.max(1)).zip(&tok.targets).map(|(row, &t)| kernels::token_logprob(row, t)).collect();
+    let saved = keep.then_some(Saved { blocks, last_sel, normed_sel, logits });
     (lp, saved)
 }
 
@@ -445,41 +343,19 @@ fn head_block(buf: &[f32], s: HeadShape, head: usize, b: usize) -> &[f32] {
 /// Causal attention of rotated heads: the weights `[H, B, T, T]` and the output with heads
 /// merged, `[N, H·hd]`.
 fn attention(heads: &[f32], s: HeadShape, scale: f32) -> (Vec<f32>, Vec<f32>) {
-    let HeadShape {
-        batch,
-        time: t,
-        heads: nh,
-        kv_heads: nkv,
-        head_dim: hd,
-    } = s;
+    let HeadShape { batch, time: t, heads: nh, kv_heads: nkv, head_dim: hd } = s;
     let rep = nh / nkv;
     let mut probs = vec![0f32; nh * batch * t * t];
     let mut out = vec![0f32; nh * batch * t * hd];
-    probs
-        .par_chunks_mut(t * t)
-        .zip(out.par_chunks_mut(t * hd))
-        .enumerate()
-        .for_each(|(i, (p, o))| {
-            let (head, b) = (i / batch, i % batch);
-            let q = head_block(heads, s, head, b);
-            let k = head_block(heads, s, nh + head / rep, b);
-            let v = head_block(heads, s, nh + nkv + head / rep, b);
-            matmul(
-                MatMut::new(p, t, t),
-                Mat::new(q, t, hd),
-                Mat::new(k, t, hd).t(),
-                false,
-                false,
-            );
-            causal_softmax(p, t, scale);
-            matmul(
-                MatMut::new(o, t, hd),
-                Mat::new(p, t, t),
-                Mat::new(v, t, hd),
-                false,
-                false,
-            );
-        });
+    probs.par_chunks_mut(t * t).zip(out.par_chunks_mut(t * hd)).enumerate().for_each(|(i, (p, o))| {
+        let (head, b) = (i / batch, i % batch);
+        let q = head_block(heads, s, head, b);
+        let k = head_block(heads, s, nh + head / rep, b);
+        let v = head_block(heads, s, nh + nkv + head / rep, b);
+        matmul(MatMut::new(p, t, t), Mat::new(q, t, hd), Mat::new(k, t, hd).t(), false, false);
+        causal_softmax(p, t, scale);
+        matmul(MatMut::new(o, t, hd), Mat::new(p, t, t), Mat::new(v, t, hd), false, false);
+    });
     (probs, merge_heads(&out, s))
 }
 
@@ -488,9 +364,7 @@ fn attention(heads: &[f32], s: HeadShape, scale: f32) -> (Vec<f32>, Vec<f32>) {
 fn causal_softmax(p: &mut [f32], t: usize, scale: f32) {
     for (i, row) in p.chunks_mut(t).enumerate() {
         let (visible, hidden) = row.split_at_mut(i + 1);
-        let m = visible
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+        let m = visible.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
         let mut sum = 0f32;
         for x in visible.iter_mut() {
             *x = (*x * scale - m).exp();
@@ -540,26 +414,13 @@ pub(crate) fn backward(
     saved: &Saved,
     dlp: &[f32],
 ) -> Vec<Vec<f32>> {
-    let Dims {
-        hidden: h,
-        heads: nh,
-        kv_heads: nkv,
-        head_dim: hd,
-        intermediate: inter,
-        vocab,
-        eps,
-    } = *d;
+    let Dims { hidden: h, heads: nh, kv_heads: nkv, head_dim: hd, intermediate: inter, vocab, eps } = *d;
     let n = tok.batch * tok.time;
     let (q_width, kv_width) = (nh * hd, nkv * hd);
     let qkv_width = q_width + 2 * kv_width;
     let shape = tok.shape(d);
-    let positions: Arc<Vec<u32>> =
-        Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
-    let rope_op = SplitRope {
-        shape,
-        positions,
-        rope: rope.clone(),
-    };
+    let positions: Arc<Vec<u32>> = Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
+    let rope_op = SplitRope { shape, positions, rope: rope.clone() };
     let scale = 1.0 / (hd as f32).sqrt();
     let mut grads: Vec<Vec<f32>> = w.iter().map(|p| vec![0f32; p.len()]).collect();
 
@@ -567,12 +428,7 @@ pub(crate) fn backward(
     let r = tok.rows.len();
     let mut dlogits = vec![0f32; r * vocab];
     for_rows(&mut dlogits, vocab, |i, out| {
-        kernels::token_logprob_bwd(
-            &saved.logits[i * vocab..(i + 1) * vocab],
-            tok.targets[i],
-            dlp[i],
-            out,
-        )
+        kernels::token_logprob_bwd(&saved.logits[i * vocab..(i + 1) * vocab], tok.targets[i], dlp[i], out)
     });
     matmul(
         MatMut::new(&mut grads[ix.lm_head], vocab, h),
@@ -590,32 +446,16 @@ pub(crate) fn backward(
         true,
     );
     let mut dlast = vec![0f32; r * h];
-    kernels::rms_norm_bwd_rows(
-        &saved.last_sel,
-        w[ix.norm],
-        &dnormed,
-        eps,
-        &mut dlast,
-        &mut grads[ix.norm],
-    );
+    kernels::rms_norm_bwd_rows(&saved.last_sel, w[ix.norm], &dnormed, eps, &mut dlast, &mut grads[ix.norm]);
     let mut dx = vec![0f32; n * h];
     for (src, &row) in dlast.chunks(h).zip(&tok.rows) {
-        dx[row * h..(row + 1) * h]
-            .iter_mut()
-            .zip(src)
-            .for_each(|(d, s)| *d += s);
+        dx[row * h..(row + 1) * h].iter_mut().zip(src).for_each(|(d, s)| *d += s);
     }
 
     for (bi, acts) in ix.blocks.iter().zip(&saved.blocks).rev() {
         // MLP: x_out = x_mid + swiglu(h2 · [gate; up]ᵀ) · downᵀ.
         let mut dmlp = vec![0f32; n * inter];
-        matmul(
-            MatMut::new(&mut dmlp, n, inter),
-            Mat::new(&dx, n, h),
-            Mat::new(w[bi.down], h, inter),
-            false,
-            true,
-        );
+        matmul(MatMut::new(&mut dmlp, n, inter), Mat::new(&dx, n, h), Mat::new(w[bi.down], h, inter), false, true);
         matmul(
             MatMut::new(&mut grads[bi.down], h, inter),
             Mat::new(&dx, n, h).t(),
@@ -628,39 +468,14 @@ pub(crate) fn backward(
         let mut dh2 = vec![0f32; n * h];
         for (p, offset) in [(bi.gate, 0), (bi.up, inter)] {
             let dpart = Mat::new(&dgate_up, n, 2 * inter).cols(offset, inter);
-            matmul(
-                MatMut::new(&mut grads[p], inter, h),
-                dpart.t(),
-                Mat::new(&acts.h2, n, h),
-                true,
-                true,
-            );
-            matmul(
-                MatMut::new(&mut dh2, n, h),
-                dpart,
-                Mat::new(w[p], inter, h),
-                offset != 0,
-                true,
-            );
+            matmul(MatMut::new(&mut grads[p], inter, h), dpart.t(), Mat::new(&acts.h2, n, h), true, true);
+            matmul(MatMut::new(&mut dh2, n, h), dpart, Mat::new(w[p], inter, h), offset != 0, true);
         }
-        kernels::rms_norm_bwd_rows(
-            &acts.x_mid,
-            w[bi.post_norm],
-            &dh2,
-            eps,
-            &mut dx,
-            &mut grads[bi.post_norm],
-        );
+        kernels::rms_norm_bwd_rows(&acts.x_mid, w[bi.post_norm], &dh2, eps, &mut dx, &mut grads[bi.post_norm]);
 
         // Attention: x_mid = x + attn · oᵀ.
         let mut dattn = vec![0f32; n * q_width];
-        matmul(
-            MatMut::new(&mut dattn, n, q_width),
-            Mat::new(&dx, n, h),
-            Mat::new(w[bi.o], h, q_width),
-            false,
-            true,
-        );
+        matmul(MatMut::new(&mut dattn, n, q_width), Mat::new(&dx, n, h), Mat::new(w[bi.o], h, q_width), false, true);
         matmul(
             MatMut::new(&mut grads[bi.o], h, q_width),
             Mat::new(&dx, n, h).t(),
@@ -671,58 +486,27 @@ pub(crate) fn backward(
         if let Some(p) = bi.o_bias {
             add_col_sums(&mut grads[p], &dx, h, 0);
         }
-        let dheads = attention_bwd(
-            &acts.heads,
-            &acts.probs,
-            &split_heads(&dattn, shape),
-            shape,
-            scale,
-        );
+        let dheads = attention_bwd(&acts.heads, &acts.probs, &split_heads(&dattn, shape), shape, scale);
         let dqkv = rope_op.run(&dheads, false);
         let mut dh1 = vec![0f32; n * h];
-        for (p, offset, width) in [
-            (bi.q, 0, q_width),
-            (bi.k, q_width, kv_width),
-            (bi.v, q_width + kv_width, kv_width),
-        ] {
+        for (p, offset, width) in [(bi.q, 0, q_width), (bi.k, q_width, kv_width), (bi.v, q_width + kv_width, kv_width)]
+        {
             let dpart = Mat::new(&dqkv, n, qkv_width).cols(offset, width);
-            matmul(
-                MatMut::new(&mut grads[p], width, h),
-                dpart.t(),
-                Mat::new(&acts.h1, n, h),
-                true,
-                true,
-            );
-            matmul(
-                MatMut::new(&mut dh1, n, h),
-                dpart,
-                Mat::new(w[p], width, h),
-                offset != 0,
-                true,
-            );
+            matmul(MatMut::new(&mut grads[p], width, h), dpart.t(), Mat::new(&acts.h1, n, h), true, true);
+            matmul(MatMut::new(&mut dh1, n, h), dpart, Mat::new(w[p], width, h), offset != 0, true);
         }
         if let Some(bias) = bi.qkv_bias {
             for (p, offset) in bias.into_iter().zip([0, q_width, q_width + kv_width]) {
                 add_col_sums(&mut grads[p], &dqkv, qkv_width, offset);
             }
         }
-        kernels::rms_norm_bwd_rows(
-            &acts.x,
-            w[bi.input_norm],
-            &dh1,
-            eps,
-            &mut dx,
-            &mut grads[bi.input_norm],
-        );
+        kernels::rms_norm_bwd_rows(&acts.x, w[bi.input_norm], &dh1, eps, &mut dx, &mut grads[bi.input_norm]);
     }
 
     // Embedding rows, in token order.
     let embed = &mut grads[ix.embed];
     for (row, &id) in dx.chunks(h).zip(&tok.ids) {
-        embed[id as usize * h..(id as usize + 1) * h]
-            .iter_mut()
-            .zip(row)
-            .for_each(|(g, d)| *g += d);
+        embed[id as usize * h..(id as usize + 1) * h].iter_mut().zip(row).for_each(|(g, d)| *g += d);
     }
     grads
 }
@@ -730,21 +514,11 @@ pub(crate) fn backward(
 /// Gradients of the rotated heads `[H + 2K, B, T, hd]` from the output gradient `[H, B, T, hd]`.
 /// One task per (kv head, row): it owns its query heads' blocks and its key and value blocks.
 fn attention_bwd(heads: &[f32], probs: &[f32], dout: &[f32], s: HeadShape, scale: f32) -> Vec<f32> {
-    let HeadShape {
-        batch,
-        time: t,
-        heads: nh,
-        kv_heads: nkv,
-        head_dim: hd,
-    } = s;
+    let HeadShape { batch, time: t, heads: nh, kv_heads: nkv, head_dim: hd } = s;
     let rep = nh / nkv;
     let mut dheads = vec![0f32; (nh + 2 * nkv) * batch * t * hd];
     let mut blocks: Vec<Option<&mut [f32]>> = dheads.chunks_mut(t * hd).map(Some).collect();
-    let mut take = |head: usize, b: usize| {
-        blocks[head * batch + b]
-            .take()
-            .expect("each block has one owner")
-    };
+    let mut take = |head: usize, b: usize| blocks[head * batch + b].take().expect("each block has one owner");
     let mut tasks = Vec::with_capacity(nkv * batch);
     for g in 0..nkv {
         for b in 0..batch {
@@ -753,49 +527,20 @@ fn attention_bwd(heads: &[f32], probs: &[f32], dout: &[f32], s: HeadShape, scale
         }
     }
     tasks.into_par_iter().for_each(|(g, b, mut dq, dk, dv)| {
-        let (k, v) = (
-            head_block(heads, s, nh + g, b),
-            head_block(heads, s, nh + nkv + g, b),
-        );
+        let (k, v) = (head_block(heads, s, nh + g, b), head_block(heads, s, nh + nkv + g, b));
         let mut ds = vec![0f32; t * t];
         for (j, dq) in dq.iter_mut().enumerate() {
             let head = g * rep + j;
             let p = head_block_probs(probs, s, head, b);
             let (q, dout) = (head_block(heads, s, head, b), head_block(dout, s, head, b));
-            matmul(
-                MatMut::new(&mut ds, t, t),
-                Mat::new(dout, t, hd),
-                Mat::new(v, t, hd).t(),
-                false,
-                false,
-            );
-            matmul(
-                MatMut::new(dv, t, hd),
-                Mat::new(p, t, t).t(),
-                Mat::new(dout, t, hd),
-                true,
-                false,
-            );
+            matmul(MatMut::new(&mut ds, t, t), Mat::new(dout, t, hd), Mat::new(v, t, hd).t(), false, false);
+            matmul(MatMut::new(dv, t, hd), Mat::new(p, t, t).t(), Mat::new(dout, t, hd), true, false);
             for (drow, prow) in ds.chunks_mut(t).zip(p.chunks(t)) {
                 let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
-                drow.iter_mut()
-                    .zip(prow)
-                    .for_each(|(d, &p)| *d = scale * p * (*d - dot));
+                drow.iter_mut().zip(prow).for_each(|(d, &p)| *d = scale * p * (*d - dot));
             }
-            matmul(
-                MatMut::new(dq, t, hd),
-                Mat::new(&ds, t, t),
-                Mat::new(k, t, hd),
-                false,
-                false,
-            );
-            matmul(
-                MatMut::new(dk, t, hd),
-                Mat::new(&ds, t, t).t(),
-                Mat::new(q, t, hd),
-                true,
-                false,
-            );
+            matmul(MatMut::new(dq, t, hd), Mat::new(&ds, t, t), Mat::new(k, t, hd), false, false);
+            matmul(MatMut::new(dk, t, hd), Mat::new(&ds, t, t).t(), Mat::new(q, t, hd), true, false);
         }
     });
     dheads
@@ -855,35 +600,20 @@ impl CustomOp1 for TrainPass {
     }
 
     fn cpu_fwd(&self, _placeholder: &CpuStorage, _layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (lp, saved) = with_slices(&self.params, |w| {
-            forward(w, &self.index, &self.dims, &self.rope, &self.tokens, true)
-        })?;
+        let (lp, saved) =
+            with_slices(&self.params, |w| forward(w, &self.index, &self.dims, &self.rope, &self.tokens, true))?;
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = saved;
         let out = TrainPass::scatter(&self.tokens, &lp);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((self.tokens.batch, self.tokens.time)),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((self.tokens.batch, self.tokens.time))))
     }
 
     fn bwd(&self, _placeholder: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let grad: Vec<f32> = grad.flatten_all()?.to_vec1()?;
         let dlp: Vec<f32> = self.tokens.rows.iter().map(|&r| grad[r + 1]).collect();
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(saved) = saved.as_ref() else {
-            bail!("the CPU training pass kept no activations")
-        };
-        let grads = with_slices(&self.params, |w| {
-            backward(
-                w,
-                &self.index,
-                &self.dims,
-                &self.rope,
-                &self.tokens,
-                saved,
-                &dlp,
-            )
-        })?;
+        let Some(saved) = saved.as_ref() else { bail!("the CPU training pass kept no activations") };
+        let grads =
+            with_slices(&self.params, |w| backward(w, &self.index, &self.dims, &self.rope, &self.tokens, saved, &dlp))?;
         self.sink.deposit(grads);
         Ok(None)
     }
@@ -898,14 +628,7 @@ mod tests {
     use crate::rng::Rng;
 
     fn max_abs(t: &Tensor) -> f32 {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
     }
 
     /// Values and every parameter's gradient of the CPU pass against the candle path, under an
@@ -913,12 +636,7 @@ mod tests {
     fn matches_candle_path(cfg: LlamaConfig) {
         let device = Device::Cpu;
         let model = CausalLm::tiny(cfg, &mut Rng::derive(3, "cpu-pass"), &device).unwrap();
-        let rows = [
-            ("12+34=", "46"),
-            ("7+8=", "15"),
-            ("99+1=", "100"),
-            ("5=", "5"),
-        ];
+        let rows = [("12+34=", "46"), ("7+8=", "15"), ("99+1=", "100"), ("5=", "5")];
         let batch = TokenBatch::collate(model.tokenizer(), &rows, true, &device).unwrap();
         let tokens = scored_tokens(&batch).unwrap();
         let (b, t) = (tokens.batch, tokens.time);
@@ -930,24 +648,10 @@ mod tests {
         let diff = max_abs(&(&fast - &slow).unwrap());
         assert!(diff < 1e-5, "log-probs differ by {diff}");
 
-        let grads = |lp: &Tensor| {
-            model
-                .take_grads(
-                    &(lp * &upstream)
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .backward()
-                        .unwrap(),
-                )
-                .unwrap()
-        };
+        let grads =
+            |lp: &Tensor| model.take_grads(&(lp * &upstream).unwrap().sum_all().unwrap().backward().unwrap()).unwrap();
         let (fast_grads, slow_grads) = (grads(&fast), grads(&slow));
-        for ((name, _), (f, s)) in model
-            .params()
-            .iter()
-            .zip(fast_grads.iter().zip(&slow_grads))
-        {
+        for ((name, _), (f, s)) in model.params().iter().zip(fast_grads.iter().zip(&slow_grads)) {
             let scale = max_abs(s);
             assert!(scale > 0.0 && max_abs(f) > 0.0, "{name}: no gradient");
             let err = max_abs(&(f - s).unwrap()) / scale;
@@ -973,20 +677,12 @@ mod tests {
 
     #[test]
     fn grouped_query_attention_with_biases_matches_candle() {
-        matches_candle_path(LlamaConfig {
-            num_key_value_heads: 2,
-            attention_bias: true,
-            ..small()
-        });
+        matches_candle_path(LlamaConfig { num_key_value_heads: 2, attention_bias: true, ..small() });
     }
 
     #[test]
     fn tied_embeddings_match_candle() {
-        matches_candle_path(LlamaConfig {
-            tie_word_embeddings: true,
-            num_key_value_heads: 1,
-            ..small()
-        });
+        matches_candle_path(LlamaConfig { tie_word_embeddings: true, num_key_value_heads: 1, ..small() });
     }
 
     #[test]
@@ -994,25 +690,12 @@ mod tests {
         let device = Device::Cpu;
         let model = CausalLm::tiny(small(), &mut Rng::derive(4, "cpu-pass"), &device).unwrap();
         let frozen = model.frozen().unwrap();
-        let batch = TokenBatch::collate(
-            model.tokenizer(),
-            &[("1+2=", "3"), ("40+2=", "42")],
-            true,
-            &device,
-        )
-        .unwrap();
+        let batch = TokenBatch::collate(model.tokenizer(), &[("1+2=", "3"), ("40+2=", "42")], true, &device).unwrap();
         let tokens = scored_tokens(&batch).unwrap();
         let live = model.cpu_token_logprobs(tokens.clone()).unwrap();
         let cold = frozen.cpu_token_logprobs(tokens).unwrap();
-        assert_eq!(
-            live.to_vec2::<f32>().unwrap(),
-            cold.to_vec2::<f32>().unwrap()
-        );
+        assert_eq!(live.to_vec2::<f32>().unwrap(), cold.to_vec2::<f32>().unwrap());
         let store = cold.sum_all().unwrap().backward().unwrap();
-        assert!(frozen
-            .take_grads(&store)
-            .unwrap()
-            .iter()
-            .all(|g| max_abs(g) == 0.0));
+        assert!(frozen.take_grads(&store).unwrap().iter().all(|g| max_abs(g) == 0.0));
     }
 }

@@ -147,7 +147,8 @@ fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut Rng) -> u32 {
     }
     let t = opts.temperature;
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(u32, f64)> = row.iter().enumerate().map(|(i, &v)| (i as u32, ((v as f64 - m) / t).exp())).collect();
+    let mut probs: Vec<(u32, f64)> =
+        row.iter().enumerate().map(|(i, &v)| (i as u32, ((v as f64 - m) / t).exp())).collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= total);
     if opts.top_p < 1.0 {

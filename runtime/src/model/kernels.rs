@@ -16,9 +16,7 @@ const PAR_MIN: usize = 1 << 16;
 
 /// The contiguous f32 slice of a storage.
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{op}: expects f32")
-    };
+    let CpuStorage::F32(v) = s else { bail!("{op}: expects f32") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => bail!("{op}: expects a contiguous input"),
@@ -32,13 +30,11 @@ pub(crate) fn for_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [
     }
     if out.len() >= PAR_MIN {
         let rows_per_task = (PAR_MIN / 4 / row_len).max(1);
-        out.par_chunks_mut(row_len * rows_per_task)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                for (k, row) in chunk.chunks_mut(row_len).enumerate() {
-                    f(c * rows_per_task + k, row);
-                }
-            });
+        out.par_chunks_mut(row_len * rows_per_task).enumerate().for_each(|(c, chunk)| {
+            for (k, row) in chunk.chunks_mut(row_len).enumerate() {
+                f(c * rows_per_task + k, row);
+            }
+        });
     } else {
         for (r, row) in out.chunks_mut(row_len).enumerate() {
             f(r, row);
@@ -69,26 +65,14 @@ impl CustomOp2 for RmsNorm {
         "recipe-rms-norm"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (f32s(s1, l1, "rms_norm")?, f32s(s2, l2, "rms_norm")?);
         let mut out = vec![0f32; x.len()];
         rms_norm_rows(x, w, self.eps, &mut out);
         storage(out, l1.shape().clone())
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, h) = x.dims2()?;
         let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBwd { eps: self.eps })?;
         let dx = both.narrow(0, 0, n * h)?.reshape((n, h))?;
@@ -116,11 +100,7 @@ impl candle_core::CustomOp3 for RmsNormBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, dy) = (
-            f32s(s1, l1, "rms_norm_bwd")?,
-            f32s(s2, l2, "rms_norm_bwd")?,
-            f32s(s3, l3, "rms_norm_bwd")?,
-        );
+        let (x, w, dy) = (f32s(s1, l1, "rms_norm_bwd")?, f32s(s2, l2, "rms_norm_bwd")?, f32s(s3, l3, "rms_norm_bwd")?);
         let n = x.len() / w.len();
         let mut out = vec![0f32; x.len() + w.len()];
         let (dx, dw) = out.split_at_mut(x.len());
@@ -143,26 +123,13 @@ pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// Backward of [`rms_norm_rows`]: adds the input gradient into `dx` and the weight gradient
 /// into `dw`.
-pub(crate) fn rms_norm_bwd_rows(
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    eps: f32,
-    dx: &mut [f32],
-    dw: &mut [f32],
-) {
+pub(crate) fn rms_norm_bwd_rows(x: &[f32], w: &[f32], dy: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32]) {
     let h = w.len();
     let n = x.len() / h;
     for_rows(dx, h, |r, dxr| {
         let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
         let inv = inv_rms(xr, eps);
-        let dot = xr
-            .iter()
-            .zip(dyr)
-            .zip(w)
-            .map(|((&xv, &g), &wv)| g * wv * xv * inv)
-            .sum::<f32>()
-            / h as f32;
+        let dot = xr.iter().zip(dyr).zip(w).map(|((&xv, &g), &wv)| g * wv * xv * inv).sum::<f32>() / h as f32;
         for (((d, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
             *d += inv * (g * wv - xv * inv * dot);
         }
@@ -217,13 +184,7 @@ impl CustomOp2 for SwiGluBwd {
         "recipe-swiglu-bwd"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (gu, dy) = (f32s(s1, l1, "swiglu_bwd")?, f32s(s2, l2, "swiglu_bwd")?);
         let i = l1.dims()[l1.dims().len() - 1] / 2;
         let mut out = vec![0f32; gu.len()];
@@ -276,13 +237,7 @@ impl SplitRope {
     /// Maps between the two layouts: `fwd` rotates by +θ from qkv rows into heads, otherwise
     /// by −θ from heads back into qkv rows (the transpose of the rotation).
     pub(crate) fn run(&self, src: &[f32], fwd: bool) -> Vec<f32> {
-        let HeadShape {
-            batch,
-            time,
-            heads,
-            kv_heads,
-            head_dim: hd,
-        } = self.shape;
+        let HeadShape { batch, time, heads, kv_heads, head_dim: hd } = self.shape;
         let all = self.heads();
         let width = all * hd;
         let half = hd / 2;
@@ -336,27 +291,15 @@ impl CustomOp1 for SplitRope {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = f32s(s, l, "split_rope")?;
-        let HeadShape {
-            batch,
-            time,
-            head_dim,
-            ..
-        } = self.shape;
+        let HeadShape { batch, time, head_dim, .. } = self.shape;
         if l.dims() != [batch * time, self.heads() * head_dim] {
-            bail!(
-                "split_rope: input {:?} does not match {:?}",
-                l.dims(),
-                self.shape
-            )
+            bail!("split_rope: input {:?} does not match {:?}", l.dims(), self.shape)
         }
         storage(self.run(qkv, true), (self.heads(), batch, time, head_dim))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            grad.contiguous()?
-                .apply_op1_no_bwd(&SplitRopeBwd(self.clone()))?,
-        ))
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&SplitRopeBwd(self.clone()))?))
     }
 }
 
@@ -370,16 +313,8 @@ impl CustomOp1 for SplitRopeBwd {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32s(s, l, "split_rope_bwd")?;
-        let HeadShape {
-            batch,
-            time,
-            head_dim,
-            ..
-        } = self.0.shape;
-        storage(
-            self.0.run(g, false),
-            (batch * time, self.0.heads() * head_dim),
-        )
+        let HeadShape { batch, time, head_dim, .. } = self.0.shape;
+        storage(self.0.run(g, false), (batch * time, self.0.heads() * head_dim))
     }
 }
 
@@ -400,12 +335,7 @@ impl CustomOp1 for MaskedSoftmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, "masked_softmax")?;
-        let AttnMask {
-            batch,
-            queries,
-            keys,
-            ..
-        } = self.mask;
+        let AttnMask { batch, queries, keys, .. } = self.mask;
         let dims = l.dims();
         if dims.len() != 4 || dims[1] != batch || dims[2] != queries || dims[3] != keys {
             bail!("masked_softmax: scores {dims:?} do not match the mask {batch}×{queries}×{keys}")
@@ -438,10 +368,7 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &SoftmaxBwd { scale: self.scale },
-        )?))
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
     }
 }
 
@@ -455,13 +382,7 @@ impl CustomOp2 for SoftmaxBwd {
         "recipe-softmax-bwd"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (y, dy) = (f32s(s1, l1, "softmax_bwd")?, f32s(s2, l2, "softmax_bwd")?);
         let keys = l1.dims()[l1.dims().len() - 1];
         let mut out = vec![0f32; y.len()];
@@ -513,10 +434,7 @@ impl CustomOp1 for TokenLogprob {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &TokenLogprobBwd(self.targets.clone()),
-        )?))
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &TokenLogprobBwd(self.targets.clone()))?))
     }
 }
 
@@ -528,17 +446,8 @@ impl CustomOp2 for TokenLogprobBwd {
         "recipe-token-logprob-bwd"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (
-            f32s(s1, l1, "token_logprob_bwd")?,
-            f32s(s2, l2, "token_logprob_bwd")?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (f32s(s1, l1, "token_logprob_bwd")?, f32s(s2, l2, "token_logprob_bwd")?);
         let v = l1.dims()[1];
         let mut out = vec![0f32; x.len()];
         for_rows(&mut out, v, |n, d| {

@@ -68,13 +68,7 @@ impl Positions {
         let positions = (0..batch).flat_map(|_| 0..time as u32).collect();
         Positions {
             positions: Arc::new(positions),
-            mask: AttnMask {
-                batch,
-                queries: time,
-                keys: time,
-                offset: 0,
-                key_valid: None,
-            },
+            mask: AttnMask { batch, queries: time, keys: time, offset: 0, key_valid: None },
         }
     }
 }
@@ -114,10 +108,7 @@ fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let hd = cfg.head_dim();
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-    let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), vec![v, h]),
-        ("model.norm.weight".into(), vec![h]),
-    ];
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h]), ("model.norm.weight".into(), vec![h])];
     if !cfg.tie_word_embeddings {
         out.push(("lm_head.weight".into(), vec![v, h]));
     }
@@ -157,10 +148,7 @@ impl CausalLm {
     /// embeddings; byte-level tokenizer.
     pub fn tiny(cfg: LlamaConfig, rng: &mut Rng, device: &Device) -> Result<CausalLm, ModelError> {
         let path = PathBuf::from("<tiny>");
-        cfg.validate().map_err(|message| ModelError::Config {
-            path: path.clone(),
-            message,
-        })?;
+        cfg.validate().map_err(|message| ModelError::Config { path: path.clone(), message })?;
         let mut tensors = HashMap::new();
         for (name, shape) in param_shapes(&cfg) {
             let n: usize = shape.iter().product();
@@ -187,19 +175,11 @@ impl CausalLm {
     /// tokenizer.json (the byte tokenizer when the folder has none).
     pub fn load(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
-            path: cfg_path.clone(),
-            source,
-        })?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Config {
-                path: cfg_path.clone(),
-                message: e.to_string(),
-            })?;
-        let cfg = LlamaConfig::from_hf(&value).map_err(|message| ModelError::Config {
-            path: cfg_path,
-            message,
-        })?;
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.clone(), source })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config { path: cfg_path.clone(), message: e.to_string() })?;
+        let cfg = LlamaConfig::from_hf(&value).map_err(|message| ModelError::Config { path: cfg_path, message })?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = if tok_path.is_file() {
             Tokenizer::from_file(&tok_path, cfg.eos_token_id, cfg.pad_token_id)?
@@ -230,10 +210,7 @@ impl CausalLm {
         for (name, shape) in param_shapes(&cfg) {
             let t = tensors
                 .remove(&name)
-                .ok_or_else(|| ModelError::MissingTensor {
-                    path: path.to_path_buf(),
-                    name: name.clone(),
-                })?;
+                .ok_or_else(|| ModelError::MissingTensor { path: path.to_path_buf(), name: name.clone() })?;
             if t.dims() != shape.as_slice() {
                 return Err(ModelError::Shape {
                     path: path.to_path_buf(),
@@ -253,9 +230,7 @@ impl CausalLm {
                 Block {
                     input_norm: get(&format!("{p}.input_layernorm.weight")),
                     qkv: ["q", "k", "v"].map(|w| get(&attn(w, "weight"))),
-                    qkv_bias: cfg
-                        .attention_bias
-                        .then(|| ["q", "k", "v"].map(|w| get(&attn(w, "bias")))),
+                    qkv_bias: cfg.attention_bias.then(|| ["q", "k", "v"].map(|w| get(&attn(w, "bias")))),
                     o: get(&attn("o", "weight")),
                     o_bias: opt(&attn("o", "bias")),
                     post_norm: get(&format!("{p}.post_attention_layernorm.weight")),
@@ -265,21 +240,12 @@ impl CausalLm {
             })
             .collect();
         let rope = RopeTables::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings);
-        let at = |n: &str| {
-            params
-                .iter()
-                .position(|(name, _)| name == n)
-                .expect("every role names a parameter")
-        };
+        let at = |n: &str| params.iter().position(|(name, _)| name == n).expect("every role names a parameter");
         let embed = at("model.embed_tokens.weight");
         let index = ParamIndex {
             embed,
             norm: at("model.norm.weight"),
-            lm_head: if cfg.tie_word_embeddings {
-                embed
-            } else {
-                at("lm_head.weight")
-            },
+            lm_head: if cfg.tie_word_embeddings { embed } else { at("lm_head.weight") },
             blocks: (0..cfg.num_hidden_layers)
                 .map(|l| {
                     let p = format!("model.layers.{l}");
@@ -289,9 +255,7 @@ impl CausalLm {
                         q: attn("q", "weight"),
                         k: attn("k", "weight"),
                         v: attn("v", "weight"),
-                        qkv_bias: cfg
-                            .attention_bias
-                            .then(|| ["q", "k", "v"].map(|w| attn(w, "bias"))),
+                        qkv_bias: cfg.attention_bias.then(|| ["q", "k", "v"].map(|w| attn(w, "bias"))),
                         o: attn("o", "weight"),
                         o_bias: cfg.o_bias().then(|| attn("o", "bias")),
                         post_norm: at(&format!("{p}.post_attention_layernorm.weight")),
@@ -322,18 +286,11 @@ impl CausalLm {
     /// Writes a Hugging Face folder (config.json, model.safetensors in F32, tokenizer.json,
     /// tokenizer_config.json, generation_config.json); each file atomically.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-            path: dir.into(),
-            source,
-        })?;
-        let tensors: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
-            .collect();
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.into(), source })?;
+        let tensors: Vec<(String, Tensor)> =
+            self.params.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect();
         weights::write_weights(dir, &tensors)?;
-        let pretty =
-            |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("json values serialise");
+        let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("json values serialise");
         write_atomic(&dir.join("config.json"), &pretty(&self.cfg.to_hf()))?;
         let generation = json!({
             "eos_token_id": self.cfg.eos_token_id,
@@ -341,32 +298,17 @@ impl CausalLm {
             "use_cache": true,
         });
         write_atomic(&dir.join("generation_config.json"), &pretty(&generation))?;
-        write_atomic(
-            &dir.join("tokenizer.json"),
-            self.tokenizer.to_json().as_bytes(),
-        )?;
-        write_atomic(
-            &dir.join("tokenizer_config.json"),
-            &pretty(&self.tokenizer.config_json()),
-        )?;
+        write_atomic(&dir.join("tokenizer.json"), self.tokenizer.to_json().as_bytes())?;
+        write_atomic(&dir.join("tokenizer_config.json"), &pretty(&self.tokenizer.config_json()))?;
         Ok(())
     }
 
     /// A copy with the same weights in new `Var`s, so training either leaves the other unchanged
     /// (a reference model, or the starting point of a next stage; the copy is trainable).
     pub fn snapshot(&self) -> Result<CausalLm, ModelError> {
-        let tensors = self
-            .params
-            .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
-            .collect::<CResult<_>>()?;
-        CausalLm::from_tensors(
-            self.cfg.clone(),
-            tensors,
-            self.tokenizer.clone(),
-            &self.device,
-            Path::new("<snapshot>"),
-        )
+        let tensors =
+            self.params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<CResult<_>>()?;
+        CausalLm::from_tensors(self.cfg.clone(), tensors, self.tokenizer.clone(), &self.device, Path::new("<snapshot>"))
     }
 
     /// A frozen copy for reference models: like [`CausalLm::snapshot`], but its forward passes
@@ -387,8 +329,7 @@ impl CausalLm {
         let (b, t) = input_ids.dims2()?;
         let w = self.weights(true)?;
         let hidden = self.hidden(&w, input_ids, &Positions::causal(b, t), None)?;
-        self.logits(&w, &hidden)?
-            .reshape((b, t, self.cfg.vocab_size))
+        self.logits(&w, &hidden)?.reshape((b, t, self.cfg.vocab_size))
     }
 
     /// Per-token log-probs `[B, T]` of `tokens.targets` on the CPU: the hand-written training
@@ -411,16 +352,11 @@ impl CausalLm {
                 self.rope.max_positions
             )
         }
-        let params: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|(_, v)| v.as_detached_tensor())
-            .collect();
+        let params: Vec<Tensor> = self.params.iter().map(|(_, v)| v.as_detached_tensor()).collect();
         let shape = (tokens.batch, tokens.time);
         if self.frozen {
-            let (lp, _) = cpu::with_slices(&params, |w| {
-                cpu::forward(w, &self.index, &dims, &self.rope, &tokens, false)
-            })?;
+            let (lp, _) =
+                cpu::with_slices(&params, |w| cpu::forward(w, &self.index, &dims, &self.rope, &tokens, false))?;
             return Tensor::from_vec(TrainPass::scatter(&tokens, &lp), shape, &self.device);
         }
         let pass = TrainPass {
@@ -444,9 +380,7 @@ impl CausalLm {
             .iter()
             .map(|(_, var)| {
                 let cpu = deposited.as_mut().and_then(|g| g.next());
-                let cpu = cpu
-                    .map(|g| Tensor::from_vec(g, var.shape(), var.device()))
-                    .transpose()?;
+                let cpu = cpu.map(|g| Tensor::from_vec(g, var.shape(), var.device())).transpose()?;
                 match (cpu, store.get(var.as_tensor())) {
                     (Some(a), Some(b)) => a + b.detach(),
                     (Some(a), None) => Ok(a),
@@ -490,9 +424,7 @@ impl CausalLm {
                 v.as_detached_tensor()
             }
         };
-        let cat = |vs: &[Var]| -> CResult<Tensor> {
-            Tensor::cat(&vs.iter().map(t).collect::<Vec<_>>(), 0)
-        };
+        let cat = |vs: &[Var]| -> CResult<Tensor> { Tensor::cat(&vs.iter().map(t).collect::<Vec<_>>(), 0) };
         let blocks = self
             .blocks
             .iter()
@@ -528,18 +460,8 @@ impl CausalLm {
     ) -> CResult<Tensor> {
         let (batch, time) = input_ids.dims2()?;
         let cfg = &self.cfg;
-        let (nh, nkv, hd) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim(),
-        );
-        let shape = HeadShape {
-            batch,
-            time,
-            heads: nh,
-            kv_heads: nkv,
-            head_dim: hd,
-        };
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let shape = HeadShape { batch, time, heads: nh, kv_heads: nkv, head_dim: hd };
         let n = batch * time;
         let eps = cfg.rms_norm_eps;
         let scale = 1.0 / (hd as f64).sqrt();
@@ -556,10 +478,7 @@ impl CausalLm {
                     k = Tensor::cat(&[&c.k, &k], 2)?;
                     v = Tensor::cat(&[&c.v, &v], 2)?;
                 }
-                let entry = KvCache {
-                    k: k.clone(),
-                    v: v.clone(),
-                };
+                let entry = KvCache { k: k.clone(), v: v.clone() };
                 if l < caches.len() {
                     caches[l] = entry;
                 } else {
@@ -595,10 +514,7 @@ fn repeat_kv(x: Tensor, rep: usize) -> CResult<Tensor> {
         return Ok(x);
     }
     let (k, b, s, hd) = x.dims4()?;
-    x.unsqueeze(1)?
-        .broadcast_as((k, rep, b, s, hd))?
-        .contiguous()?
-        .reshape((k * rep, b, s, hd))
+    x.unsqueeze(1)?.broadcast_as((k, rep, b, s, hd))?.contiguous()?.reshape((k * rep, b, s, hd))
 }
 
 impl std::fmt::Debug for CausalLm {

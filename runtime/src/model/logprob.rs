@@ -28,12 +28,7 @@ pub struct TokenBatch {
 impl TokenBatch {
     /// Tokenises `(prompt, completion)` rows (prompt and completion separately, then joined, as
     /// TRL does), appending EOS to each completion when `append_eos`.
-    pub fn collate(
-        tok: &Tokenizer,
-        rows: &[(&str, &str)],
-        append_eos: bool,
-        device: &Device,
-    ) -> Result<TokenBatch> {
+    pub fn collate(tok: &Tokenizer, rows: &[(&str, &str)], append_eos: bool, device: &Device) -> Result<TokenBatch> {
         let ids: Vec<(Vec<u32>, Vec<u32>)> = rows
             .iter()
             .map(|(p, c)| {
@@ -48,29 +43,15 @@ impl TokenBatch {
     }
 
     /// Collates already-tokenised `(prompt_ids, completion_ids)` rows.
-    pub fn from_ids(
-        rows: &[(Vec<u32>, Vec<u32>)],
-        pad: u32,
-        device: &Device,
-    ) -> Result<TokenBatch> {
+    pub fn from_ids(rows: &[(Vec<u32>, Vec<u32>)], pad: u32, device: &Device) -> Result<TokenBatch> {
         if rows.is_empty() {
             candle_core::bail!("TokenBatch: no rows")
         }
-        let t = rows
-            .iter()
-            .map(|(p, c)| p.len() + c.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let t = rows.iter().map(|(p, c)| p.len() + c.len()).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(rows.len() * t);
         let mut mask = Vec::with_capacity(rows.len() * t);
         for (p, c) in rows {
-            ids.extend(
-                p.iter()
-                    .chain(c)
-                    .copied()
-                    .chain(std::iter::repeat_n(pad, t - p.len() - c.len())),
-            );
+            ids.extend(p.iter().chain(c).copied().chain(std::iter::repeat_n(pad, t - p.len() - c.len())));
             mask.extend(std::iter::repeat_n(0f32, p.len()));
             mask.extend(std::iter::repeat_n(1f32, c.len()));
             mask.extend(std::iter::repeat_n(0f32, t - p.len() - c.len()));
@@ -95,11 +76,7 @@ impl TokenBatch {
 pub fn completion_token_logprobs(model: &CausalLm, batch: &TokenBatch) -> Result<Tensor> {
     let tokens = scored_tokens(batch)?;
     if tokens.rows.is_empty() {
-        return Tensor::zeros(
-            (tokens.batch, tokens.time),
-            candle_core::DType::F32,
-            model.device(),
-        );
+        return Tensor::zeros((tokens.batch, tokens.time), candle_core::DType::F32, model.device());
     }
     if model.device().is_cpu() {
         return model.cpu_token_logprobs(tokens);
@@ -124,21 +101,11 @@ pub(super) fn scored_tokens(batch: &TokenBatch) -> Result<Tokens> {
             }
         }
     }
-    Ok(Tokens {
-        ids,
-        batch: b,
-        time: t,
-        rows,
-        targets,
-    })
+    Ok(Tokens { ids, batch: b, time: t, rows, targets })
 }
 
 /// [`completion_token_logprobs`] through candle's ops and autograd (any device).
-pub(super) fn candle_token_logprobs(
-    model: &CausalLm,
-    batch: &TokenBatch,
-    tokens: &Tokens,
-) -> Result<Tensor> {
+pub(super) fn candle_token_logprobs(model: &CausalLm, batch: &TokenBatch, tokens: &Tokens) -> Result<Tensor> {
     let (b, t) = (tokens.batch, tokens.time);
     let device = model.device();
     let w = model.weights(true)?;
@@ -150,9 +117,7 @@ pub(super) fn candle_token_logprobs(
     // Scatter back to the target positions (row + 1 in the flattened layout).
     let dest: Vec<u32> = rows.iter().map(|r| r + 1).collect();
     let dest = Tensor::from_vec(dest, rows.len(), device)?;
-    Tensor::zeros(b * t, candle_core::DType::F32, device)?
-        .index_add(&dest, &lp, 0)?
-        .reshape((b, t))
+    Tensor::zeros(b * t, candle_core::DType::F32, device)?.index_add(&dest, &lp, 0)?.reshape((b, t))
 }
 
 /// Summed completion log-probabilities `[B]` and completion token counts `[B]` (f32).
@@ -168,7 +133,5 @@ pub fn sft_loss(model: &CausalLm, batch: &TokenBatch) -> Result<Tensor> {
     if total == 0 {
         candle_core::bail!("sft_loss: the batch has no completion tokens")
     }
-    completion_token_logprobs(model, batch)?
-        .sum_all()?
-        .affine(-1.0 / total as f64, 0.0)
+    completion_token_logprobs(model, batch)?.sum_all()?.affine(-1.0 / total as f64, 0.0)
 }

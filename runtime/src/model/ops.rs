@@ -142,7 +142,12 @@ pub fn swiglu_composed(gate_up: &Tensor) -> Result<Tensor> {
 /// Splits a fused `[N, (H + 2K)·hd]` q‖k‖v projection into heads, `[H + 2K, B, T, hd]`
 /// (q heads, then k, then v), applying rotary embeddings at `positions` (one per row of N)
 /// to q and k (HF's rotate-half convention).
-pub fn split_heads_rope(qkv: &Tensor, shape: HeadShape, positions: &Arc<Vec<u32>>, rope: &RopeTables) -> Result<Tensor> {
+pub fn split_heads_rope(
+    qkv: &Tensor,
+    shape: HeadShape,
+    positions: &Arc<Vec<u32>>,
+    rope: &RopeTables,
+) -> Result<Tensor> {
     if let Some(&p) = positions.iter().find(|&&p| p as usize >= rope.max_positions) {
         candle_core::bail!("position {p} is beyond max_position_embeddings {}", rope.max_positions)
     }

@@ -33,7 +33,10 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
     } else {
         return Err(ModelError::Io {
             path: single,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("neither {WEIGHTS_FILE} nor {INDEX_FILE} found")),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("neither {WEIGHTS_FILE} nor {INDEX_FILE} found"),
+            ),
         });
     };
     let mut out = HashMap::new();
@@ -46,8 +49,8 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
 /// The distinct shard file names of an index, in order.
 fn shard_files(index: &Path) -> Result<BTreeSet<String>, ModelError> {
     let text = std::fs::read_to_string(index).map_err(io_err(index))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| ModelError::Config { path: index.into(), message: e.to_string() })?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| ModelError::Config { path: index.into(), message: e.to_string() })?;
     let map = v["weight_map"]
         .as_object()
         .ok_or_else(|| ModelError::Config { path: index.into(), message: "missing `weight_map`".into() })?;

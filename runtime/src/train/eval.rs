@@ -30,48 +30,22 @@ pub struct ExactMatch {
 impl ExactMatch {
     /// Scores `data`'s `prompt` field against `target` (default: `completion` if the dataset has
     /// it, else `answer`), generating `batch` prompts at a time.
-    pub fn new(
-        name: &str,
-        data: &Dataset,
-        target: Option<&str>,
-        batch: usize,
-    ) -> Result<ExactMatch, TrainError> {
+    pub fn new(name: &str, data: &Dataset, target: Option<&str>, batch: usize) -> Result<ExactMatch, TrainError> {
         let target = match target {
             Some(t) => t,
             None if data.column("completion").is_some() => "completion",
             None => "answer",
         };
-        let prompts = data
-            .strings("prompt")?
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let targets = (0..data.len())
-            .map(|r| data.text_at(target, r))
-            .collect::<Result<_, _>>()?;
-        Ok(ExactMatch {
-            name: name.to_string(),
-            prompts,
-            targets,
-            batch: batch.max(1),
-        })
+        let prompts = data.strings("prompt")?.iter().map(|s| s.to_string()).collect();
+        let targets = (0..data.len()).map(|r| data.text_at(target, r)).collect::<Result<_, _>>()?;
+        Ok(ExactMatch { name: name.to_string(), prompts, targets, batch: batch.max(1) })
     }
 
     /// The decoded completions for every prompt (up to EOS), in order.
     pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
         let tok = model.tokenizer();
-        let max_target = self
-            .targets
-            .iter()
-            .map(|t| tok.encode(t).len())
-            .max()
-            .unwrap_or(0);
-        let opts = GenerateOptions {
-            max_new_tokens: max_target + 1,
-            temperature: 0.0,
-            top_p: 1.0,
-            stop_at_eos: true,
-        };
+        let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
+        let opts = GenerateOptions { max_new_tokens: max_target + 1, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
         let mut rng = Rng::derive(0, "eval/greedy");
         let mut out = Vec::with_capacity(self.prompts.len());
         for chunk in self.prompts.chunks(self.batch) {
@@ -94,21 +68,10 @@ impl Evaluator for ExactMatch {
 
     fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError> {
         let got = self.completions(model)?;
-        let correct = got
-            .iter()
-            .zip(&self.targets)
-            .filter(|(g, t)| g == t)
-            .count();
+        let correct = got.iter().zip(&self.targets).filter(|(g, t)| g == t).count();
         let total = self.targets.len();
         Ok(vec![
-            (
-                "accuracy".into(),
-                if total == 0 {
-                    0.0
-                } else {
-                    correct as f64 / total as f64
-                },
-            ),
+            ("accuracy".into(), if total == 0 { 0.0 } else { correct as f64 / total as f64 }),
             ("correct".into(), correct as f64),
             ("total".into(), total as f64),
         ])

@@ -142,10 +142,7 @@ pub struct Resume {
 }
 
 impl Resume {
-    pub fn from_checkpoint(
-        ck: &Checkpoint,
-        device: &crate::model::Device,
-    ) -> Result<Resume, TrainError> {
+    pub fn from_checkpoint(ck: &Checkpoint, device: &crate::model::Device) -> Result<Resume, TrainError> {
         Ok(Resume {
             step: ck.state.step,
             optimizer_steps: ck.state.optimizer_steps,
@@ -170,17 +167,8 @@ pub struct StageSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A loss, gradient norm or scheduled value was NaN or infinite.
-    #[error(
-        "stage `{stage}`, step {step}: {quantity} is {value}{}",
-        ids(example_ids)
-    )]
-    NonFinite {
-        stage: String,
-        step: u64,
-        quantity: &'static str,
-        value: f64,
-        example_ids: Vec<u64>,
-    },
+    #[error("stage `{stage}`, step {step}: {quantity} is {value}{}", ids(example_ids))]
+    NonFinite { stage: String, step: u64, quantity: &'static str, value: f64, example_ids: Vec<u64> },
     /// A stage's configuration cannot run (e.g. batch 0, a dataset without the needed field).
     #[error("stage `{stage}`: {message}")]
     Config { stage: String, message: String },
@@ -222,9 +210,7 @@ impl TrainError {
             TrainError::Restore { .. } => "recipe::train::restore",
             TrainError::Data(e) => e.code(),
             TrainError::Artifact(e) => e.code(),
-            TrainError::Model(_) | TrainError::Candle(_) | TrainError::Optim(_) => {
-                "recipe::train::internal"
-            }
+            TrainError::Model(_) | TrainError::Candle(_) | TrainError::Optim(_) => "recipe::train::internal",
             TrainError::Checkpoint(_) => "recipe::train::checkpoint",
         }
     }
@@ -232,10 +218,7 @@ impl TrainError {
     /// Whether the error is the user's to fix (data, configuration, divergence) rather than an
     /// internal fault.
     pub fn is_user_error(&self) -> bool {
-        !matches!(
-            self.code(),
-            "recipe::train::internal" | "recipe::train::checkpoint" | "recipe::run::io"
-        )
+        !matches!(self.code(), "recipe::train::internal" | "recipe::train::checkpoint" | "recipe::run::io")
     }
 
     pub fn to_diagnostic(&self) -> Diagnostic {
@@ -281,12 +264,7 @@ pub fn run_stage(
     ctx.progress.stage_started(&cfg.stage, cfg.steps, start);
     let stage_clock = Instant::now();
     let mut window = LogWindow::default();
-    let mut summary = StageSummary {
-        steps: start,
-        final_loss: f64::NAN,
-        eval: Vec::new(),
-        last_checkpoint: None,
-    };
+    let mut summary = StageSummary { steps: start, final_loss: f64::NAN, eval: Vec::new(), last_checkpoint: None };
 
     for s in start..cfg.steps {
         let done = s + 1;
@@ -295,8 +273,7 @@ pub fn run_stage(
         window.add(&out, step_clock.elapsed().as_secs_f64());
         summary.final_loss = out.loss;
         summary.steps = done;
-        ctx.progress
-            .step_done(&cfg.stage, done, cfg.steps, out.loss);
+        ctx.progress.step_done(&cfg.stage, done, cfg.steps, out.loss);
 
         let last = done == cfg.steps;
         let eval_now = !evals.is_empty() && (last || cfg.eval_every.is_some_and(|n| done % n == 0));
@@ -305,10 +282,8 @@ pub fn run_stage(
             summary.eval.clear();
             for ev in evals.iter_mut() {
                 let metrics = ev.evaluate(model)?;
-                ctx.progress
-                    .evaluated(&cfg.stage, done, ev.name(), &metrics);
-                let fields: Map<String, Value> =
-                    metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                ctx.progress.evaluated(&cfg.stage, done, ev.name(), &metrics);
+                let fields: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
                 eval_fields.insert(ev.name().to_string(), Value::Object(fields));
                 summary.eval.push((ev.name().to_string(), metrics));
             }
@@ -393,11 +368,7 @@ fn train_step(
         if !loss.is_finite() {
             return Err(non_finite("the loss", loss, batch.example_ids));
         }
-        let scaled = if cfg.accumulate == 1 {
-            out.loss
-        } else {
-            out.loss.affine(scale, 0.0)?
-        };
+        let scaled = if cfg.accumulate == 1 { out.loss } else { out.loss.affine(scale, 0.0)? };
         let grads = scaled.backward()?;
         acc.add(model.take_grads(&grads)?)?;
         loss_sum += loss * scale;
@@ -426,28 +397,15 @@ fn train_step(
         return Err(non_finite("the gradient norm", grad_norm, step_ids));
     }
     optim.step(&grads, lr, weight_decay)?;
-    Ok(StepOutput {
-        loss: loss_sum,
-        lr,
-        grad_norm,
-        tokens,
-        metrics,
-    })
+    Ok(StepOutput { loss: loss_sum, lr, grad_norm, tokens, metrics })
 }
 
 /// The value of a one-element loss tensor (rank 0 or `[1]`).
 fn scalar(t: &Tensor) -> Result<f64, TrainError> {
-    let values = t
-        .to_dtype(candle_core::DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
+    let values = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
     match values.as_slice() {
         [v] => Ok(*v),
-        _ => Err(candle_core::Error::Msg(format!(
-            "a loss must be one number, got shape {:?}",
-            t.dims()
-        ))
-        .into()),
+        _ => Err(candle_core::Error::Msg(format!("a loss must be one number, got shape {:?}", t.dims())).into()),
     }
 }
 

@@ -55,11 +55,7 @@ impl SftConfig {
     }
 
     pub fn adam(&self) -> AdamWConfig {
-        AdamWConfig {
-            beta1: self.betas.0,
-            beta2: self.betas.1,
-            eps: self.eps,
-        }
+        AdamWConfig { beta1: self.betas.0, beta2: self.betas.1, eps: self.eps }
     }
 
     /// The loop settings for stage `stage` at position `stage_index` of the run.
@@ -96,16 +92,8 @@ pub struct SftObjective {
 
 impl SftObjective {
     /// An objective over `data`'s `prompt` and `completion` fields.
-    pub fn new(
-        stage: &str,
-        data: &Dataset,
-        batch: usize,
-        seed: u64,
-    ) -> Result<SftObjective, TrainError> {
-        let config_err = |message: String| TrainError::Config {
-            stage: stage.to_string(),
-            message,
-        };
+    pub fn new(stage: &str, data: &Dataset, batch: usize, seed: u64) -> Result<SftObjective, TrainError> {
+        let config_err = |message: String| TrainError::Config { stage: stage.to_string(), message };
         if batch == 0 {
             return Err(config_err("`batch` must be at least 1".into()));
         }
@@ -129,8 +117,7 @@ impl SftObjective {
 
     fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.prompts.len()).collect();
-        Rng::derive(self.seed, &format!("stage/{}/shuffle/{epoch}", self.stage))
-            .shuffle(&mut order);
+        Rng::derive(self.seed, &format!("stage/{}/shuffle/{epoch}", self.stage)).shuffle(&mut order);
         order
     }
 
@@ -158,23 +145,12 @@ impl Objective for SftObjective {
     }
 
     fn loss(&mut self, model: &CausalLm, batch: &Batch) -> Result<LossOutput, TrainError> {
-        let pairs: Vec<(&str, &str)> = batch
-            .rows
-            .iter()
-            .map(|&r| (&*self.prompts[r], &*self.completions[r]))
-            .collect();
+        let pairs: Vec<(&str, &str)> = batch.rows.iter().map(|&r| (&*self.prompts[r], &*self.completions[r])).collect();
         let tokens_batch = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device())?;
         let loss = model::sft_loss(model, &tokens_batch)?;
-        let prompt_tokens: usize = pairs
-            .iter()
-            .map(|(p, _)| model.tokenizer().encode(p).len())
-            .sum();
+        let prompt_tokens: usize = pairs.iter().map(|(p, _)| model.tokenizer().encode(p).len()).sum();
         let tokens = prompt_tokens + tokens_batch.completion_lens.iter().sum::<usize>();
-        Ok(LossOutput {
-            loss,
-            tokens,
-            metrics: Vec::new(),
-        })
+        Ok(LossOutput { loss, tokens, metrics: Vec::new() })
     }
 
     fn state(&self) -> Value {
@@ -192,10 +168,7 @@ impl Objective for SftObjective {
         if pos as usize > self.prompts.len() {
             return Err(TrainError::Restore {
                 stage: self.stage.clone(),
-                message: format!(
-                    "position {pos} is past the dataset's {} rows",
-                    self.prompts.len()
-                ),
+                message: format!("position {pos} is past the dataset's {} rows", self.prompts.len()),
             });
         }
         self.epoch = epoch;
@@ -214,9 +187,7 @@ mod tests {
     fn epochs_cover_every_row_once_and_restore_continues() {
         let data = synth::addition(1..=2, 10, 0).unwrap();
         let mut a = SftObjective::new("s", &data, 4, 9).unwrap();
-        let drawn: Vec<usize> = (0..5)
-            .flat_map(|s| a.next_batch(s, 5).unwrap().rows)
-            .collect();
+        let drawn: Vec<usize> = (0..5).flat_map(|s| a.next_batch(s, 5).unwrap().rows).collect();
         let mut first_epoch = drawn[..10].to_vec();
         first_epoch.sort_unstable();
         assert_eq!(first_epoch, (0..10).collect::<Vec<_>>());
@@ -227,9 +198,7 @@ mod tests {
         (0..2).for_each(|s| drop(b.next_batch(s, 5).unwrap()));
         let mut c = SftObjective::new("s", &data, 4, 9).unwrap();
         c.restore(&b.state()).unwrap();
-        let rest: Vec<usize> = (2..5)
-            .flat_map(|s| c.next_batch(s, 5).unwrap().rows)
-            .collect();
+        let rest: Vec<usize> = (2..5).flat_map(|s| c.next_batch(s, 5).unwrap().rows).collect();
         assert_eq!(rest, drawn[8..]);
         assert!(c.restore(&json!({"epoch": 0})).is_err());
         assert!(c.restore(&json!({"epoch": 0, "position": 11})).is_err());
@@ -238,14 +207,8 @@ mod tests {
     #[test]
     fn needs_prompt_and_completion() {
         let data = synth::addition(1..=1, 3, 0).unwrap().select(&[]);
-        assert!(matches!(
-            SftObjective::new("s", &data, 2, 0),
-            Err(TrainError::Config { .. })
-        ));
+        assert!(matches!(SftObjective::new("s", &data, 2, 0), Err(TrainError::Config { .. })));
         let data = synth::addition(1..=1, 3, 0).unwrap();
-        assert!(matches!(
-            SftObjective::new("s", &data, 0, 0),
-            Err(TrainError::Config { .. })
-        ));
+        assert!(matches!(SftObjective::new("s", &data, 0, 0), Err(TrainError::Config { .. })));
     }
 }

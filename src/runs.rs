@@ -81,15 +81,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         (None, None) => return Err(Failure::Usage("`recipe run` needs a recipe FILE or --resume RUN".into())),
     };
-    if let Some(threads) = program.header_field("threads").and_then(|v| v.as_int()).filter(|&n| n > 0) {
-        // Read by candle's CPU kernels and rayon when they first start their pools; nothing
-        // has started them yet.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
     let plan = serde_json::from_str(&recipe_compiler::plan::render_json(&program))
         .map_err(|e| Failure::Internal(format!("plan JSON: {e}")))?;
     let options = RunOptions { target, device, roots, max_steps };
-    let outcome = exec::run(&program, plan, &options, &mut reporter).map_err(exec_failure)?;
+    let outcome =
+        on_pool(threads(&program), || exec::run(&program, plan, &options, &mut reporter))?.map_err(exec_failure)?;
     if args.json {
         render::out_line(json!({"event": "finished", "run": outcome.dir}));
     } else if !args.quiet {
@@ -117,7 +113,7 @@ pub fn verify(dir: &Path, quiet: bool) -> Result<u8, Failure> {
         max_steps: lock.max_steps,
     };
     let mut reporter = Reporter::new(Mode::choose(quiet, false));
-    let outcome = exec::run(&program, lock.plan.clone(), &options, &mut reporter);
+    let outcome = on_pool(threads(&program), || exec::run(&program, lock.plan.clone(), &options, &mut reporter))?;
     let result = outcome.map_err(exec_failure).and_then(|outcome| {
         let read = |d: &Path| artifact::read_metrics(d).map_err(|e| Failure::Input(e.to_string()));
         let (original, replay) = (read(dir)?, read(&outcome.dir)?);
@@ -148,13 +144,28 @@ pub fn report(dir: &Path) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
+/// The recipe's `threads` header field, when set.
+fn threads(program: &recipe_compiler::program::Program) -> Option<usize> {
+    program.header_field("threads").and_then(|v| v.as_int()).filter(|&n| n > 0).map(|n| n as usize)
+}
+
+/// Runs `f` on the runtime's thread pool (see `recipe_runtime::threads`).
+fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, Failure> {
+    recipe_runtime::threads::run_on_pool(threads, f).map_err(|e| Failure::Internal(format!("thread pool: {e}")))
+}
+
 fn load_model(dir: &Path, device_name: &str) -> Result<CausalLm, Failure> {
     CausalLm::load(dir, &device(device_name)?).map_err(|e| Failure::Input(e.to_string()))
 }
 
 /// One JSONL line per row: summed and mean log-probability of the completion (EOS appended).
 pub fn score(model_dir: &Path, data: &Path, batch: usize, device_name: &str) -> Result<u8, Failure> {
-    let model = load_model(model_dir, device_name)?;
+    on_pool(None, || score_rows(model_dir, data, batch, device_name))?
+}
+
+fn score_rows(model_dir: &Path, data: &Path, batch: usize, device_name: &str) -> Result<u8, Failure> {
+    // Frozen: scoring never backpropagates, so the forward passes keep no activations.
+    let model = load_model(model_dir, device_name)?.into_frozen();
     let (rows, _) = jsonl::read_jsonl(data, &Schema::prompt_completion(), BadRowPolicy::Fail)
         .map_err(|e| Failure::Input(e.to_string()))?;
     let prompts = rows.strings("prompt").map_err(|e| Failure::Input(e.to_string()))?;
@@ -191,6 +202,10 @@ pub struct GenerateArgs {
 }
 
 pub fn generate(args: GenerateArgs) -> Result<u8, Failure> {
+    on_pool(None, || generate_text(args))?
+}
+
+fn generate_text(args: GenerateArgs) -> Result<u8, Failure> {
     let model = load_model(&args.model, &args.device)?;
     let prompt = model.tokenizer().encode(&args.prompt);
     let options = GenerateOptions {

@@ -48,6 +48,11 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() {
+    // The thread setup `recipe run` uses.
+    recipe_runtime::threads::run_on_pool(None, train).expect("thread pool");
+}
+
+fn train() {
     let steps = env_usize("W1_STEPS", 50);
     let warmup = env_usize("W1_WARMUP", 5).min(steps.saturating_sub(1));
     let batch = 16;

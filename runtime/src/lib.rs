@@ -10,4 +10,5 @@ pub mod optim;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod threads;
 pub mod train;

@@ -314,9 +314,13 @@ impl CausalLm {
     /// A frozen copy for reference models: like [`CausalLm::snapshot`], but its forward passes
     /// are detached, so it never records a backward graph and never receives gradients.
     pub fn frozen(&self) -> Result<CausalLm, ModelError> {
-        let mut copy = self.snapshot()?;
-        copy.frozen = true;
-        Ok(copy)
+        Ok(self.snapshot()?.into_frozen())
+    }
+
+    /// This model, frozen in place (no copy): for models that are only ever evaluated.
+    pub fn into_frozen(mut self) -> CausalLm {
+        self.frozen = true;
+        self
     }
 
     /// Whether this model is a frozen copy (see [`CausalLm::frozen`]).

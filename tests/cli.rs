@@ -147,6 +147,13 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
     let evals = trace(&a).iter().filter(|l| l.get("eval").is_some()).count();
     assert_eq!(evals, 2, "eval every 3 steps of 6");
 
+    // A folder that already holds a run is the user's mistake, refused without touching it.
+    let before = trace(&a);
+    let out = recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", a.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("already holds a run") && !stderr(&out).contains("bug"), "{}", stderr(&out));
+    assert_eq!(trace(&a), before);
+
     let out = recipe(&["verify", a.to_str().unwrap(), "--quiet"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 

@@ -97,7 +97,11 @@ impl ExecError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ExecError::Input(_) | ExecError::Config(_) | ExecError::Data(_) => ErrorKind::Input,
+            // The run folder is the user's input too: an existing run, a broken one to resume, or
+            // a folder that cannot be written.
+            ExecError::Input(_) | ExecError::Config(_) | ExecError::Data(_) | ExecError::Artifact(_) => {
+                ErrorKind::Input
+            }
             ExecError::Unsupported(_) => ErrorKind::Unsupported,
             ExecError::Train(TrainError::NonFinite { .. }) => ErrorKind::Diverged,
             ExecError::Train(e) if e.is_user_error() => ErrorKind::Input,

@@ -686,6 +686,26 @@ mod tests {
     }
 
     #[test]
+    fn thread_count_changes_no_bit() {
+        let cfg = LlamaConfig { hidden_size: 64, intermediate_size: 160, ..small() };
+        let device = Device::Cpu;
+        let model = CausalLm::tiny(cfg, &mut Rng::derive(5, "cpu-pass"), &device).unwrap();
+        let rows: Vec<(String, String)> =
+            (0..8).map(|i| (format!("{i}{i}+{}=", 17 * i), format!("{}", 11 * i + 17 * i))).collect();
+        let rows: Vec<(&str, &str)> = rows.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let batch = TokenBatch::collate(model.tokenizer(), &rows, true, &device).unwrap();
+        let grads_on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let lp = model.cpu_token_logprobs(scored_tokens(&batch).unwrap()).unwrap();
+                let grads = model.take_grads(&lp.sum_all().unwrap().backward().unwrap()).unwrap();
+                grads.iter().map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect::<Vec<_>>()
+            })
+        };
+        assert!(grads_on(1) == grads_on(3), "gradients depend on the thread count");
+    }
+
+    #[test]
     fn frozen_models_score_alike_and_deposit_nothing() {
         let device = Device::Cpu;
         let model = CausalLm::tiny(small(), &mut Rng::derive(4, "cpu-pass"), &device).unwrap();

@@ -147,6 +147,12 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
     let evals = trace(&a).iter().filter(|l| l.get("eval").is_some()).count();
     assert_eq!(evals, 2, "eval every 3 steps of 6");
 
+    // Optimiser settings are checked before any compute.
+    let out =
+        recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--set", "beta1=1.5", "--out", b.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("`adam_beta1` must be in [0, 1)"), "{}", stderr(&out));
+
     // A folder that already holds a run is the user's mistake, refused without touching it.
     let before = trace(&a);
     let out = recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", a.to_str().unwrap()]);

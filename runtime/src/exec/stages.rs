@@ -11,7 +11,7 @@ use crate::data::Dataset;
 use crate::model::CausalLm;
 use crate::optim::AdamW;
 use crate::progress::Progress;
-use crate::train::{self, Evaluator, ExactMatch, Resume, RunContext, Schedule, SftConfig, SftObjective, StageSummary};
+use crate::train::{self, Evaluator, ExactMatch, Resume, RunContext, SftConfig, SftObjective, StageSummary};
 use recipe_compiler::program::{DeclKind, Program, Step, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -87,8 +87,25 @@ pub(super) fn prepare(
         let batch = call.count("batch")? as usize;
         let steps = call.count("steps")?.min(max_steps.unwrap_or(u64::MAX));
         let mut config = SftConfig::new(steps, batch, args::schedule(&call, "lr", &builder.functions)?);
-        config.weight_decay = Schedule::constant(call.float("weight_decay")?);
+        config.weight_decay = args::schedule(&call, "weight_decay", &builder.functions)?;
         config.clip = Some(call.float("max_grad_norm")?).filter(|c| *c > 0.0);
+        config.accumulate = u32::try_from(call.count("accumulate")?)
+            .ok()
+            .filter(|&a| a >= 1)
+            .ok_or_else(|| ExecError::Config(format!("stage `{}`: `accumulate` must be at least 1", decl.name)))?;
+        config.betas = (call.float("adam_beta1")?, call.float("adam_beta2")?);
+        config.eps = call.float("adam_epsilon")?;
+        for (arg, value) in [("adam_beta1", config.betas.0), ("adam_beta2", config.betas.1)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(ExecError::Config(format!(
+                    "stage `{}`: `{arg}` must be in [0, 1), found {value}",
+                    decl.name
+                )));
+            }
+        }
+        if !(config.eps > 0.0) {
+            return Err(ExecError::Config(format!("stage `{}`: `adam_epsilon` must be positive", decl.name)));
+        }
         config.seed = builder.seed;
         config.eval_every = evals.iter().map(|e| e.every).filter(|&e| e > 0).min();
         config.checkpoint_every = checkpoint_every(program, steps);

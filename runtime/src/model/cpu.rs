@@ -243,6 +243,40 @@ fn add_col_sums(out: &mut [f32], x: &[f32], width: usize, offset: usize) {
     }
 }
 
+/// Sizes and tables derived from the model dims and the batch, shared by both passes.
+struct Geometry {
+    /// Token rows `B·T`.
+    n: usize,
+    q_width: usize,
+    qkv_width: usize,
+    shape: HeadShape,
+    rope_op: SplitRope,
+    scale: f32,
+}
+
+impl Geometry {
+    fn new(d: &Dims, tok: &Tokens, rope: &RopeTables) -> Geometry {
+        let shape = tok.shape(d);
+        let positions: Arc<Vec<u32>> = Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
+        Geometry {
+            n: tok.batch * tok.time,
+            q_width: d.heads * d.head_dim,
+            qkv_width: (d.heads + 2 * d.kv_heads) * d.head_dim,
+            shape,
+            rope_op: SplitRope { shape, positions, rope: rope.clone() },
+            scale: 1.0 / (d.head_dim as f32).sqrt(),
+        }
+    }
+}
+
+impl BlockIndex {
+    /// `(parameter, column offset, width)` of q, k and v in the fused `[N, q‖k‖v]` projection.
+    fn qkv_parts(&self, d: &Dims) -> [(usize, usize, usize); 3] {
+        let (q, kv) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+        [(self.q, 0, q), (self.k, q, kv), (self.v, q + kv, kv)]
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
@@ -255,14 +289,8 @@ pub(crate) fn forward(
     tok: &Tokens,
     keep: bool,
 ) -> (Vec<f32>, Option<Saved>) {
-    let Dims { hidden: h, heads: nh, kv_heads: nkv, head_dim: hd, intermediate: inter, vocab, eps } = *d;
-    let n = tok.batch * tok.time;
-    let (q_width, kv_width) = (nh * hd, nkv * hd);
-    let qkv_width = q_width + 2 * kv_width;
-    let shape = tok.shape(d);
-    let positions: Arc<Vec<u32>> = Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
-    let rope_op = SplitRope { shape, positions, rope: rope.clone() };
-    let scale = 1.0 / (hd as f32).sqrt();
+    let Geometry { n, q_width, qkv_width, shape, ref rope_op, scale } = Geometry::new(d, tok, rope);
+    let Dims { hidden: h, intermediate: inter, vocab, eps, .. } = *d;
 
     let mut x = vec![0f32; n * h];
     for (row, &id) in x.chunks_mut(h).zip(&tok.ids) {
@@ -273,13 +301,12 @@ pub(crate) fn forward(
         let mut h1 = vec![0f32; n * h];
         kernels::rms_norm_rows(&x, w[bi.input_norm], eps, &mut h1);
         let mut qkv = vec![0f32; n * qkv_width];
-        for (p, offset, width) in [(bi.q, 0, q_width), (bi.k, q_width, kv_width), (bi.v, q_width + kv_width, kv_width)]
-        {
+        for (p, offset, width) in bi.qkv_parts(d) {
             let dst = MatMut::new(&mut qkv, n, qkv_width).cols(offset, width);
             matmul(dst, Mat::new(&h1, n, h), Mat::new(w[p], width, h).t(), false, true);
         }
         if let Some(bias) = bi.qkv_bias {
-            for (p, offset) in bias.into_iter().zip([0, q_width, q_width + kv_width]) {
+            for (p, offset) in bias.into_iter().zip(bi.qkv_parts(d).map(|(_, offset, _)| offset)) {
                 add_bias(&mut qkv, qkv_width, offset, w[p]);
             }
         }
@@ -414,14 +441,8 @@ pub(crate) fn backward(
     saved: &Saved,
     dlp: &[f32],
 ) -> Vec<Vec<f32>> {
-    let Dims { hidden: h, heads: nh, kv_heads: nkv, head_dim: hd, intermediate: inter, vocab, eps } = *d;
-    let n = tok.batch * tok.time;
-    let (q_width, kv_width) = (nh * hd, nkv * hd);
-    let qkv_width = q_width + 2 * kv_width;
-    let shape = tok.shape(d);
-    let positions: Arc<Vec<u32>> = Arc::new((0..tok.batch).flat_map(|_| 0..tok.time as u32).collect());
-    let rope_op = SplitRope { shape, positions, rope: rope.clone() };
-    let scale = 1.0 / (hd as f32).sqrt();
+    let Geometry { n, q_width, qkv_width, shape, ref rope_op, scale } = Geometry::new(d, tok, rope);
+    let Dims { hidden: h, intermediate: inter, vocab, eps, .. } = *d;
     let mut grads: Vec<Vec<f32>> = w.iter().map(|p| vec![0f32; p.len()]).collect();
 
     // Head: log-prob -> logits -> final norm, scattered back to the scored rows.
@@ -489,14 +510,13 @@ pub(crate) fn backward(
         let dheads = attention_bwd(&acts.heads, &acts.probs, &split_heads(&dattn, shape), shape, scale);
         let dqkv = rope_op.run(&dheads, false);
         let mut dh1 = vec![0f32; n * h];
-        for (p, offset, width) in [(bi.q, 0, q_width), (bi.k, q_width, kv_width), (bi.v, q_width + kv_width, kv_width)]
-        {
+        for (p, offset, width) in bi.qkv_parts(d) {
             let dpart = Mat::new(&dqkv, n, qkv_width).cols(offset, width);
             matmul(MatMut::new(&mut grads[p], width, h), dpart.t(), Mat::new(&acts.h1, n, h), true, true);
             matmul(MatMut::new(&mut dh1, n, h), dpart, Mat::new(w[p], width, h), offset != 0, true);
         }
         if let Some(bias) = bi.qkv_bias {
-            for (p, offset) in bias.into_iter().zip([0, q_width, q_width + kv_width]) {
+            for (p, offset) in bias.into_iter().zip(bi.qkv_parts(d).map(|(_, offset, _)| offset)) {
                 add_col_sums(&mut grads[p], &dqkv, qkv_width, offset);
             }
         }

@@ -110,8 +110,17 @@ impl<'p> Builder<'p> {
         }
     }
 
+    /// The `dataset` argument of `take`, `split` or `filter`. They keep the row type, so an inline
+    /// source inside them is read with the row type `declared` for the whole expression.
+    fn source(&mut self, call: &Call<'_>, declared: Option<&Decl>) -> Result<Dataset, ExecError> {
+        match call.get("dataset")? {
+            inline @ Value::Call { .. } => self.build_dataset(inline, declared),
+            named => self.dataset(named),
+        }
+    }
+
     /// `declared` is the `data` declaration `value` belongs to: its row type is the layout `jsonl`
-    /// reads (an inline `jsonl(...)`, inside `take` or `split`, reads prompt/completion).
+    /// reads (an inline `jsonl(...)` outside any declaration reads prompt/completion).
     fn build_dataset(&mut self, value: &Value, declared: Option<&Decl>) -> Result<Dataset, ExecError> {
         let call = Call::of(value)?;
         let seeded = |call: &Call<'_>| -> Result<(usize, u64), ExecError> {
@@ -157,12 +166,12 @@ impl<'p> Builder<'p> {
                 data
             }
             "take" => {
-                let data = self.dataset(call.get("dataset")?)?;
+                let data = self.source(&call, declared)?;
                 let n = (call.count("count")? as usize).min(data.len());
                 data.select(&(0..n).collect::<Vec<_>>())
             }
             "split" => {
-                let data = self.dataset(call.get("dataset")?)?;
+                let data = self.source(&call, declared)?;
                 let fraction = call.float("fraction")?;
                 if !(0.0..=1.0).contains(&fraction) {
                     return Err(ExecError::Config(format!("`split`: fraction must be in [0, 1], got {fraction}")));
@@ -177,7 +186,7 @@ impl<'p> Builder<'p> {
                 }
             }
             "filter" => {
-                let data = self.dataset(call.get("dataset")?)?;
+                let data = self.source(&call, declared)?;
                 let Value::Scalar(index) = call.get("keep")? else {
                     return Err(ExecError::Internal("`filter`: `keep` is not a scalar function".into()));
                 };
@@ -289,6 +298,7 @@ mod tests {
                       model m = tiny_lm()\n\
                       data rows: Dataset[{prompt: String, n: Int}] = jsonl(\"rows.jsonl\")\n\
                       data nested: Dataset[{prompt: String, meta: {n: Int}}] = jsonl(\"rows.jsonl\")\n\
+                      data first: Dataset[{prompt: String, n: Int}] = take(jsonl(\"rows.jsonl\"), 1)\n\
                       stage s = sft(m, rows)\n\
                       run s\n";
         let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();
@@ -297,6 +307,8 @@ mod tests {
 
         let rows = builder.dataset(&Value::Data("rows".into())).unwrap();
         assert_eq!(rows.column("n"), Some(&Column::Int(vec![2])));
+        let first = builder.dataset(&Value::Data("first".into())).unwrap();
+        assert_eq!(first.column("n"), Some(&Column::Int(vec![2])), "an inline source keeps the declared row type");
         match builder.dataset(&Value::Data("nested".into())) {
             Err(ExecError::Config(message)) => {
                 assert!(message.contains("`meta`") && message.contains("`{n: Int}`"), "{message}")

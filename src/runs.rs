@@ -30,10 +30,17 @@ pub struct RunArgs {
 pub fn device(name: &str) -> Result<Device, Failure> {
     match name {
         "cpu" => Ok(Device::Cpu),
+        // Not a usage error: the flag is right, this binary or machine cannot honour it.
+        "cuda" if !cfg!(feature = "cuda") => Err(Failure::Unsupported(
+            "--device cuda: this binary was built without CUDA; build it with `cargo build --release --features cuda`"
+                .into(),
+        )),
         "cuda" => Device::new_cuda(0).map_err(|e| {
-            Failure::Usage(format!(
-                "--device cuda: {e} (build with `cargo build --release --features cuda` on a machine with the NVIDIA driver)"
-            ))
+            let e = match e {
+                candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                e => e,
+            };
+            Failure::Unsupported(format!("--device cuda: no usable CUDA device or driver: {e}"))
         }),
         other => Err(Failure::Usage(format!("unknown device `{other}`: use cpu or cuda"))),
     }

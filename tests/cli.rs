@@ -147,6 +147,14 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
     let evals = trace(&a).iter().filter(|l| l.get("eval").is_some()).count();
     assert_eq!(evals, 2, "eval every 3 steps of 6");
 
+    // Without the `cuda` feature (as CI builds), asking for CUDA is refused, not a usage error.
+    if !cfg!(feature = "cuda") {
+        let out =
+            recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--device", "cuda", "--out", b.to_str().unwrap()]);
+        assert_eq!(code(&out), 6, "{}", stderr(&out));
+        assert!(stderr(&out).contains("built without CUDA"), "{}", stderr(&out));
+    }
+
     // Optimiser settings are checked before any compute.
     let out =
         recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--set", "beta1=1.5", "--out", b.to_str().unwrap()]);

@@ -117,6 +117,13 @@ fn user_errors_have_distinct_exit_codes() {
     let out = recipe(&["run", "tests/e2e/bad_data.recipe", "--quiet", "--out", scratch("bad-data").to_str().unwrap()]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("rows.jsonl:3") && stderr(&out).contains("completion"), "{}", stderr(&out));
+
+    // A row longer than the model's context is refused before any compute, with its line.
+    let run = scratch("too-long");
+    let out = recipe(&["run", "tests/e2e/too_long.recipe", "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("long_rows.jsonl:2 needs 27 positions"), "{}", stderr(&out));
+    assert!(!run.exists(), "nothing is written before the recipe is accepted");
 }
 
 #[test]

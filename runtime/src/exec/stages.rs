@@ -8,13 +8,15 @@ use super::ExecError;
 use crate::artifact::RunDir;
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
-use crate::model::CausalLm;
+use crate::model::{CausalLm, Tokenizer};
 use crate::optim::AdamW;
 use crate::progress::Progress;
 use crate::train::{self, Evaluator, ExactMatch, Resume, RunContext, SftConfig, SftObjective, StageSummary};
+use rayon::prelude::*;
 use recipe_compiler::program::{DeclKind, Program, Step, Value};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where a stage's starting model comes from.
 enum ModelSource {
@@ -50,7 +52,9 @@ pub(super) fn prepare(
     max_steps: Option<u64>,
 ) -> Result<Vec<Prepared>, ExecError> {
     let evals = prepare_evals(program, builder)?;
-    let mut prepared = Vec::new();
+    let mut prepared: Vec<Prepared> = Vec::new();
+    // Tokenizer and context of each declared model a stage trains.
+    let mut limits: HashMap<String, (Tokenizer, usize)> = HashMap::new();
     for (index, step) in program.stage_order().into_iter().enumerate() {
         let decl = match step {
             Step::Stage(decl) => decl,
@@ -72,9 +76,6 @@ pub(super) fn prepare(
             Value::Stage { stage, .. } => ModelSource::Stage(stage.clone()),
             other => return Err(ExecError::Internal(format!("stage `{}`: model is {other:?}", decl.name))),
         };
-        if let ModelSource::Declared(name) = &model {
-            builder.model(name)?; // Validates the configuration (or loads the folder) up front.
-        }
         let data = builder.dataset(call.get("dataset")?)?;
         for field in ["prompt", "completion"] {
             if data.column(field).is_none() {
@@ -82,6 +83,25 @@ pub(super) fn prepare(
                     "stage `{}`: its data ({}) has no `{field}` field",
                     decl.name, data.origin
                 )));
+            }
+        }
+        // Building the model validates its configuration (or loads its folder) up front; its
+        // context then bounds every row the stage trains on or evaluates.
+        if let Some(root) = root_model(&model, &prepared) {
+            if !limits.contains_key(root) {
+                let m = builder.model(root)?;
+                limits.insert(root.to_string(), (m.tokenizer().clone(), m.config().max_position_embeddings));
+            }
+            let (tok, context) = &limits[root];
+            let what = format!("stage `{}`", decl.name);
+            check_context(&what, &data, *context, |p, c| tok.encode(p).len() + tok.encode(c).len() + 1)?;
+            for eval in &evals {
+                let target = if eval.data.column("completion").is_some() { "completion" } else { "answer" };
+                let longest = (0..eval.data.len())
+                    .map(|r| eval.data.text_at(target, r).map(|t| tok.encode(&t).len()))
+                    .try_fold(0, |m, len| len.map(|len| m.max(len)))?;
+                let what = format!("eval `{}` of stage `{}`", eval.name, decl.name);
+                check_context(&what, &eval.data, *context, |p, _| tok.encode(p).len() + longest + 1)?;
             }
         }
         let batch = call.count("batch")? as usize;
@@ -123,6 +143,43 @@ pub(super) fn prepare(
         });
     }
     Ok(prepared)
+}
+
+/// The declared model a stage's model descends from (through earlier stages' outputs).
+fn root_model<'p>(source: &'p ModelSource, prepared: &'p [Prepared]) -> Option<&'p str> {
+    match source {
+        ModelSource::Declared(name) => Some(name),
+        ModelSource::Stage(stage) => {
+            prepared.iter().find(|p| &p.name == stage).and_then(|p| root_model(&p.model, prepared))
+        }
+    }
+}
+
+/// Refuses `data` when a row needs more positions than the model's `context`: `tokens` counts a
+/// row's positions from its prompt and completion. Names the first such row.
+fn check_context(
+    what: &str,
+    data: &Dataset,
+    context: usize,
+    tokens: impl Fn(&str, &str) -> usize + Sync,
+) -> Result<(), ExecError> {
+    let prompts = data.strings("prompt")?;
+    let empty: Arc<str> = Arc::from("");
+    let completions = data.strings("completion").ok();
+    let too_long = (0..data.len()).into_par_iter().map(|r| {
+        let completion = completions.map_or(&empty, |c| &c[r]);
+        (r, tokens(&prompts[r], completion))
+    });
+    let Some((row, len)) = too_long.find_first(|&(_, len)| len > context) else { return Ok(()) };
+    let at = if data.sources.is_empty() {
+        format!("row {} of {}", data.ids[row], data.origin)
+    } else {
+        format!("{}:{}", data.origin, data.ids[row])
+    };
+    Err(ExecError::Config(format!(
+        "{what}: {at} needs {len} positions (prompt, completion and EOS) but the model has {context} \
+         (its `context` / max_position_embeddings); use a longer context or leave such rows out with `filter`"
+    )))
 }
 
 /// The header's `checkpoint_every` when given, else about ten checkpoints a stage.

@@ -218,6 +218,12 @@ fn exact_match_scores_greedy_completions() {
     assert_eq!(lines[29]["eval"]["held"]["total"], 2.0);
     assert!(lines[28].get("eval").is_none());
     assert_eq!(progress.events.iter().filter(|e| e.starts_with("eval ")).count(), 2);
+
+    // `max_tokens` caps generation; an answer cut at the cap is compared as it stands.
+    let mut capped = ExactMatch::new("held", &data, None, 2).unwrap().max_tokens(1);
+    assert_eq!(capped.evaluate(&model).unwrap()[0], ("accuracy".to_string(), 0.0), "\"1\" is not \"12\"");
+    let mut cut = ExactMatch::new("held", &data, None, 2).unwrap().max_tokens(2);
+    assert_eq!(cut.evaluate(&model).unwrap()[0], ("accuracy".to_string(), 0.5));
 }
 
 /// An objective that delegates to SFT but poisons the loss (multiplies it by `factor`) at one

@@ -11,7 +11,9 @@ use crate::data::Dataset;
 use crate::model::{CausalLm, Tokenizer};
 use crate::optim::AdamW;
 use crate::progress::Progress;
-use crate::train::{self, Evaluator, ExactMatch, Resume, RunContext, SftConfig, SftObjective, StageSummary};
+use crate::train::{
+    self, Evaluator, ExactMatch, Resume, RunContext, SftConfig, SftObjective, StageSummary, TrainError,
+};
 use rayon::prelude::*;
 use recipe_compiler::program::{DeclKind, Program, Step, Value};
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ struct EvalSpec {
     name: String,
     data: Dataset,
     every: u64,
+    max_tokens: usize,
 }
 
 /// A stage ready to run.
@@ -100,8 +103,9 @@ pub(super) fn prepare(
                 let longest = (0..eval.data.len())
                     .map(|r| eval.data.text_at(target, r).map(|t| tok.encode(&t).len()))
                     .try_fold(0, |m, len| len.map(|len| m.max(len)))?;
+                let budget = (longest + 1).min(eval.max_tokens);
                 let what = format!("eval `{}` of stage `{}`", eval.name, decl.name);
-                check_context(&what, &eval.data, *context, |p, _| tok.encode(p).len() + longest + 1)?;
+                check_context(&what, &eval.data, *context, |p, _| tok.encode(p).len() + budget)?;
             }
         }
         let batch = call.count("batch")? as usize;
@@ -138,7 +142,12 @@ pub(super) fn prepare(
             keep_optimizer: call.enum_name("optimizer")? == "keep",
             evals: evals
                 .iter()
-                .map(|e| EvalSpec { name: e.name.clone(), data: e.data.clone(), every: e.every })
+                .map(|e| EvalSpec {
+                    name: e.name.clone(),
+                    data: e.data.clone(),
+                    every: e.every,
+                    max_tokens: e.max_tokens,
+                })
                 .collect(),
         });
     }
@@ -198,7 +207,11 @@ fn prepare_evals(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Eva
             return Err(ExecError::Unsupported(format!("eval `{}` of kind `{}`", decl.name, call.name)));
         }
         let data = builder.dataset(call.get("dataset")?)?;
-        evals.push(EvalSpec { name: decl.name.clone(), data, every: call.count("every")? });
+        let max_tokens = call.count("max_tokens")? as usize;
+        if max_tokens == 0 {
+            return Err(ExecError::Config(format!("eval `{}`: `max_tokens` must be at least 1", decl.name)));
+        }
+        evals.push(EvalSpec { name: decl.name.clone(), data, every: call.count("every")?, max_tokens });
     }
     Ok(evals)
 }
@@ -258,7 +271,10 @@ pub(super) fn execute(
         let mut evaluators: Vec<Box<dyn Evaluator>> = stage
             .evals
             .iter()
-            .map(|e| ExactMatch::new(&e.name, &e.data, None, 64).map(|m| Box::new(m) as Box<dyn Evaluator>))
+            .map(|e| {
+                let m = ExactMatch::new(&e.name, &e.data, None, 64)?.max_tokens(e.max_tokens);
+                Ok::<_, TrainError>(Box::new(m) as Box<dyn Evaluator>)
+            })
             .collect::<Result<_, _>>()?;
         let mut ctx = RunContext { run, progress };
         let summary = train::run_stage(&model, &mut optim, &mut objective, &cfg, &mut evaluators, &mut ctx, state)?;

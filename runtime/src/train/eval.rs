@@ -5,7 +5,9 @@
 //! Invariants: an evaluation never changes the model or any training stream (greedy decoding
 //! draws nothing; its RNG is a fixed private stream), so evaluating more or less often does not
 //! perturb training; the token budget is the longest target plus EOS, so a correct answer that
-//! the model fails to terminate counts as wrong.
+//! the model fails to terminate counts as wrong — unless the recipe's `max_tokens` is smaller,
+//! in which case generation stops there and the text so far is compared (as harnesses that cut
+//! at a generation budget do).
 
 use super::TrainError;
 use crate::data::Dataset;
@@ -25,6 +27,8 @@ pub struct ExactMatch {
     prompts: Vec<String>,
     targets: Vec<String>,
     batch: usize,
+    /// At most this many generated tokens per prompt, EOS included.
+    max_tokens: usize,
 }
 
 impl ExactMatch {
@@ -38,14 +42,20 @@ impl ExactMatch {
         };
         let prompts = data.strings("prompt")?.iter().map(|s| s.to_string()).collect();
         let targets = (0..data.len()).map(|r| data.text_at(target, r)).collect::<Result<_, _>>()?;
-        Ok(ExactMatch { name: name.to_string(), prompts, targets, batch: batch.max(1) })
+        Ok(ExactMatch { name: name.to_string(), prompts, targets, batch: batch.max(1), max_tokens: usize::MAX })
+    }
+
+    /// Caps the generated tokens per prompt (EOS included), as `accuracy(max_tokens = ...)` does.
+    pub fn max_tokens(self, max_tokens: usize) -> ExactMatch {
+        ExactMatch { max_tokens, ..self }
     }
 
     /// The decoded completions for every prompt (up to EOS), in order.
     pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
         let tok = model.tokenizer();
         let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
-        let opts = GenerateOptions { max_new_tokens: max_target + 1, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
+        let budget = (max_target + 1).min(self.max_tokens);
+        let opts = GenerateOptions { max_new_tokens: budget, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
         let mut rng = Rng::derive(0, "eval/greedy");
         let mut out = Vec::with_capacity(self.prompts.len());
         for chunk in self.prompts.chunks(self.batch) {

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, DType, Layout, Storage, Tensor, Var};
 use rayon::prelude::*;
 
+use crate::model::kernels::{f32s, f32s_mut};
+
 /// Hyper-parameters that stay fixed for a stage (the learning rate and weight decay are given per
 /// step, since recipes schedule them).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -242,18 +244,13 @@ impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
     }
 
     fn cpu_fwd(&self, p: &mut CpuStorage, lp: &Layout, g: &CpuStorage, lg: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (p, g) else {
-            candle_core::bail!("AdamW on the CPU expects f32")
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (lp.contiguous_offsets(), lg.contiguous_offsets()) else {
-            candle_core::bail!("AdamW expects contiguous parameters and gradients")
-        };
+        let (p, g) = (f32s_mut(p, lp, "AdamW")?, f32s(g, lg, "AdamW")?);
         let mut m = self.exp_avg.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = self.exp_avg_sq.lock().unwrap_or_else(|e| e.into_inner());
-        if p1 - p0 != g1 - g0 || m.len() != p1 - p0 || v.len() != p1 - p0 {
+        if p.len() != g.len() || m.len() != p.len() || v.len() != p.len() {
             candle_core::bail!("AdamW: parameter, gradient and moments differ in size")
         }
-        self.update.apply(&mut p[p0..p1], &g[g0..g1], &mut m, &mut v);
+        self.update.apply(p, g, &mut m, &mut v);
         Ok(())
     }
 }
@@ -262,7 +259,7 @@ impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
 pub fn global_norm(grads: &[Tensor]) -> candle_core::Result<f64> {
     let mut total = 0.0f64;
     for g in grads {
-        total += match host_slice(g, sum_of_squares)? {
+        total += match host_slice(g, sum_of_squares) {
             Some(sum) => sum,
             None => g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()?,
         } as f64;
@@ -285,11 +282,11 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> candle_core::Resul
 }
 
 /// `f` of a contiguous f32 CPU tensor's elements; `None` for any other tensor.
-fn host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<Option<R>> {
+fn host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => Ok(Some(f(&data[start..end]))),
-        _ => Ok(None),
+    match &*storage {
+        Storage::Cpu(data) => f32s(data, layout, "").ok().map(f),
+        _ => None,
     }
 }
 

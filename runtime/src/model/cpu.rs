@@ -580,13 +580,8 @@ pub(crate) fn with_slices<R>(tensors: &[Tensor], f: impl FnOnce(&[&[f32]]) -> R)
     let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices = Vec::with_capacity(guards.len());
     for (storage, layout) in &guards {
-        let Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
-            bail!("the CPU training pass needs f32 CPU tensors")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            bail!("the CPU training pass needs contiguous parameters")
-        };
-        slices.push(&data[start..end]);
+        let Storage::Cpu(data) = &**storage else { bail!("the CPU training pass needs CPU tensors") };
+        slices.push(kernels::f32s(data, layout, "the CPU training pass")?);
     }
     Ok(f(&slices))
 }

@@ -15,10 +15,19 @@ use std::sync::Arc;
 const PAR_MIN: usize = 1 << 16;
 
 /// The contiguous f32 slice of a storage.
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { bail!("{op}: expects f32") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: expects a contiguous input"),
+    }
+}
+
+/// [`f32s`], mutable (for in-place ops).
+pub(crate) fn f32s_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("{op}: expects f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
         None => bail!("{op}: expects a contiguous input"),
     }
 }

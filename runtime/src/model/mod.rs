@@ -20,7 +20,7 @@
 pub mod config;
 mod cpu;
 pub mod generate;
-mod kernels;
+pub(crate) mod kernels;
 pub mod llama;
 pub mod logprob;
 pub mod ops;

@@ -177,6 +177,10 @@ fn score_rows(model_dir: &Path, data: &Path, batch: usize, device_name: &str) ->
         .map_err(|e| Failure::Input(e.to_string()))?;
     let prompts = rows.strings("prompt").map_err(|e| Failure::Input(e.to_string()))?;
     let completions = rows.strings("completion").map_err(|e| Failure::Input(e.to_string()))?;
+    let tok = model.tokenizer();
+    let context = model.config().max_position_embeddings;
+    exec::check_context("`score`", &rows, context, |p, c| tok.encode(p).len() + tok.encode(c).len() + 1)
+        .map_err(exec_failure)?;
     let internal = |e: candle_core::Error| Failure::Internal(e.to_string());
     for start in (0..rows.len()).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(rows.len());
@@ -215,6 +219,14 @@ pub fn generate(args: GenerateArgs) -> Result<u8, Failure> {
 fn generate_text(args: GenerateArgs) -> Result<u8, Failure> {
     let model = load_model(&args.model, &args.device)?;
     let prompt = model.tokenizer().encode(&args.prompt);
+    let context = model.config().max_position_embeddings;
+    if prompt.len() + args.max_tokens > context {
+        return Err(Failure::Usage(format!(
+            "a prompt of {} tokens plus --max-tokens {} exceeds the model's {context} positions",
+            prompt.len(),
+            args.max_tokens
+        )));
+    }
     let options = GenerateOptions {
         max_new_tokens: args.max_tokens,
         temperature: args.temperature,

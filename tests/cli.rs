@@ -256,6 +256,17 @@ fn score_and_generate_work_on_a_hugging_face_folder() {
     let ids = String::from_utf8_lossy(&out.stdout);
     let count = ids.split_whitespace().map(|t| t.parse::<u32>().expect("token id")).count();
     assert!((1..=8).contains(&count), "{ids}");
+
+    // Inputs longer than the model's 512 positions are the user's, named, never an internal error.
+    let long = dir.join("long.jsonl");
+    let row = |p: &str| serde_json::json!({"prompt": p, "completion": "2"}).to_string();
+    std::fs::write(&long, format!("{}\n{}\n", row("1+1="), row(&"1".repeat(600)))).unwrap();
+    let out = recipe(&["score", "--model", model.to_str().unwrap(), "--data", long.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("long.jsonl:2 needs 602 positions"), "{}", stderr(&out));
+    let out = recipe(&["generate", "--model", model.to_str().unwrap(), "--prompt", "12+34=", "--max-tokens", "1000"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("exceeds the model's 512 positions"), "{}", stderr(&out));
 }
 
 #[test]

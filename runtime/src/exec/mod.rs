@@ -12,12 +12,13 @@ mod stages;
 
 use crate::artifact::{self, ArtifactError, RecipeLock, RunDir};
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::data::DataError;
+use crate::data::{DataError, Dataset};
 use crate::model::{Device, ModelError};
 use crate::progress::Progress;
 use crate::train::{StageSummary, TrainError};
 use args::Functions;
 use build::Builder;
+use rayon::prelude::*;
 use recipe_compiler::program::Program;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,33 @@ impl ExecError {
             _ => ErrorKind::Internal,
         }
     }
+}
+
+/// Refuses `data` when a row needs more positions than the model's `context`: `tokens` counts a
+/// row's positions from its prompt and completion. Names the first such row.
+pub fn check_context(
+    what: &str,
+    data: &Dataset,
+    context: usize,
+    tokens: impl Fn(&str, &str) -> usize + Sync,
+) -> Result<(), ExecError> {
+    let prompts = data.strings("prompt")?;
+    let empty: Arc<str> = Arc::from("");
+    let completions = data.strings("completion").ok();
+    let too_long = (0..data.len()).into_par_iter().map(|r| {
+        let completion = completions.map_or(&empty, |c| &c[r]);
+        (r, tokens(&prompts[r], completion))
+    });
+    let Some((row, len)) = too_long.find_first(|&(_, len)| len > context) else { return Ok(()) };
+    let at = if data.sources.is_empty() {
+        format!("row {} of {}", data.ids[row], data.origin)
+    } else {
+        format!("{}:{}", data.origin, data.ids[row])
+    };
+    Err(ExecError::Config(format!(
+        "{what}: {at} needs {len} positions (prompt, completion and EOS) but the model has {context} \
+         (its `context` / max_position_embeddings); shorten or leave out such rows, or use a longer context"
+    )))
 }
 
 /// Runs `program`. `plan` is the compiler's JSON plan, recorded in the lock.

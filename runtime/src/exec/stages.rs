@@ -14,11 +14,9 @@ use crate::progress::Progress;
 use crate::train::{
     self, Evaluator, ExactMatch, Resume, RunContext, SftConfig, SftObjective, StageSummary, TrainError,
 };
-use rayon::prelude::*;
 use recipe_compiler::program::{DeclKind, Program, Step, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Where a stage's starting model comes from.
 enum ModelSource {
@@ -97,7 +95,7 @@ pub(super) fn prepare(
             }
             let (tok, context) = &limits[root];
             let what = format!("stage `{}`", decl.name);
-            check_context(&what, &data, *context, |p, c| tok.encode(p).len() + tok.encode(c).len() + 1)?;
+            super::check_context(&what, &data, *context, |p, c| tok.encode(p).len() + tok.encode(c).len() + 1)?;
             for eval in &evals {
                 let target = if eval.data.column("completion").is_some() { "completion" } else { "answer" };
                 let longest = (0..eval.data.len())
@@ -105,7 +103,7 @@ pub(super) fn prepare(
                     .try_fold(0, |m, len| len.map(|len| m.max(len)))?;
                 let budget = (longest + 1).min(eval.max_tokens);
                 let what = format!("eval `{}` of stage `{}`", eval.name, decl.name);
-                check_context(&what, &eval.data, *context, |p, _| tok.encode(p).len() + budget)?;
+                super::check_context(&what, &eval.data, *context, |p, _| tok.encode(p).len() + budget)?;
             }
         }
         let batch = call.count("batch")? as usize;
@@ -162,33 +160,6 @@ fn root_model<'p>(source: &'p ModelSource, prepared: &'p [Prepared]) -> Option<&
             prepared.iter().find(|p| &p.name == stage).and_then(|p| root_model(&p.model, prepared))
         }
     }
-}
-
-/// Refuses `data` when a row needs more positions than the model's `context`: `tokens` counts a
-/// row's positions from its prompt and completion. Names the first such row.
-fn check_context(
-    what: &str,
-    data: &Dataset,
-    context: usize,
-    tokens: impl Fn(&str, &str) -> usize + Sync,
-) -> Result<(), ExecError> {
-    let prompts = data.strings("prompt")?;
-    let empty: Arc<str> = Arc::from("");
-    let completions = data.strings("completion").ok();
-    let too_long = (0..data.len()).into_par_iter().map(|r| {
-        let completion = completions.map_or(&empty, |c| &c[r]);
-        (r, tokens(&prompts[r], completion))
-    });
-    let Some((row, len)) = too_long.find_first(|&(_, len)| len > context) else { return Ok(()) };
-    let at = if data.sources.is_empty() {
-        format!("row {} of {}", data.ids[row], data.origin)
-    } else {
-        format!("{}:{}", data.origin, data.ids[row])
-    };
-    Err(ExecError::Config(format!(
-        "{what}: {at} needs {len} positions (prompt, completion and EOS) but the model has {context} \
-         (its `context` / max_position_embeddings); use a longer context or leave such rows out with `filter`"
-    )))
 }
 
 /// The header's `checkpoint_every` when given, else about ten checkpoints a stage.

@@ -4,7 +4,7 @@ use crate::exit::{self, Failure};
 use crate::render;
 use crate::runs;
 use clap::{Parser, Subcommand};
-use recipe_compiler::diag::Source;
+use recipe_compiler::diag::{Diagnostic, Source};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
@@ -16,13 +16,17 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Type-check recipes; exit 1 with diagnostics when any has errors.
+    /// Type-check recipes; exit 1 with diagnostics when any has errors. Anything this build's
+    /// runtime cannot execute is a warning (`recipe::check::not_executable`).
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Override a top-level `let` or a header field: `--set beta=0.2`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Treat warnings as errors: exit 1 when `recipe run` could not execute a recipe.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print a recipe in canonical form.
     Fmt {
@@ -117,7 +121,7 @@ pub enum Command {
 
 pub fn dispatch(args: Args) -> Result<u8, Failure> {
     match args.command {
-        Command::Check { files, overrides } => check(&files, &parse_overrides(&overrides)?),
+        Command::Check { files, overrides, strict } => check(&files, &parse_overrides(&overrides)?, strict),
         Command::Fmt { file, check, write } => fmt(&file, check, write),
         Command::Plan { file, json, overrides } => plan(&file, json, &parse_overrides(&overrides)?),
         Command::Run { file, overrides, out, runs, resume, device, data_roots, max_steps, quiet, json } => {
@@ -157,11 +161,19 @@ pub fn compile(path: &Path, overrides: &[(String, String)]) -> Result<(recipe_co
     }
 }
 
-fn check(files: &[PathBuf], overrides: &[(String, String)]) -> Result<u8, Failure> {
+fn check(files: &[PathBuf], overrides: &[(String, String)], strict: bool) -> Result<u8, Failure> {
     let mut worst = exit::OK;
     for file in files {
         match compile(file, overrides) {
-            Ok(_) => {}
+            Ok((program, source)) => {
+                let warnings = not_executable(&program, strict);
+                if !warnings.is_empty() {
+                    eprint!("{}", render::diagnostics(&warnings, &source, render::colour()));
+                    if strict {
+                        worst = worst.max(exit::RECIPE);
+                    }
+                }
+            }
             Err(failure @ Failure::Recipe(..)) => {
                 render::failure(&failure);
                 worst = worst.max(failure.exit_code());
@@ -170,6 +182,22 @@ fn check(files: &[PathBuf], overrides: &[(String, String)]) -> Result<u8, Failur
         }
     }
     Ok(worst)
+}
+
+/// What `recipe run` of `program` would refuse as not executable by this build, one diagnostic
+/// each at its place in the recipe: warnings, or errors when `strict`.
+fn not_executable(program: &recipe_compiler::Program, strict: bool) -> Vec<Diagnostic> {
+    recipe_runtime::exec::registry::not_executable(program)
+        .into_iter()
+        .map(|n| {
+            let message = format!("{} cannot be executed by this version of the runtime", n.what);
+            let code = "recipe::check::not_executable";
+            let d = if strict { Diagnostic::error(code, message) } else { Diagnostic::warning(code, message) };
+            let d =
+                d.with_help("`recipe run` refuses this recipe before any compute (exit 6); it type-checks and plans");
+            program.locate(d, &n.decl, n.arg.as_deref(), "not executable yet")
+        })
+        .collect()
 }
 
 fn fmt(path: &Path, check: bool, write: bool) -> Result<u8, Failure> {

@@ -22,6 +22,8 @@ pub const INTERNAL: u8 = 70;
 #[derive(Debug)]
 pub enum Failure {
     Recipe(Vec<Diagnostic>, Source),
+    /// A runtime error located in the recipe (source attached), with the exit code of its kind.
+    Located(Box<Diagnostic>, u8),
     Usage(String),
     Input(String),
     Diverged(String),
@@ -34,6 +36,7 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Recipe(..) => RECIPE,
+            Failure::Located(_, code) => *code,
             Failure::Usage(_) => USAGE,
             Failure::Input(_) => INPUT,
             Failure::Diverged(_) => DIVERGED,

@@ -6,7 +6,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use recipe_compiler::diag::{Diagnostic, Source};
 use std::io::IsTerminal;
 
-fn colour() -> bool {
+pub fn colour() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
@@ -22,6 +22,11 @@ pub fn diagnostics(diagnostics: &[Diagnostic], source: &Source, colour: bool) ->
         out.push('\n');
     }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    if errors == 0 && warnings > 0 {
+        let plural = if warnings == 1 { "" } else { "s" };
+        out.push_str(&format!("{}: {warnings} warning{plural}\n", source.name));
+    }
     if errors > 0 {
         let plural = if errors == 1 { "" } else { "s" };
         out.push_str(&format!("{}: {errors} error{plural}\n", source.name));
@@ -29,9 +34,20 @@ pub fn diagnostics(diagnostics: &[Diagnostic], source: &Source, colour: bool) ->
     out
 }
 
+/// A runtime error that points into the recipe (its source attached), rendered like a check
+/// diagnostic.
+fn located(diagnostic: &Diagnostic, colour: bool) -> String {
+    let theme = if colour { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = GraphicalReportHandler::new_themed(theme).with_width(100).render_report(&mut out, diagnostic);
+    out
+}
+
 pub fn failure(failure: &Failure) {
     match failure {
         Failure::Recipe(list, source) => eprint!("{}", diagnostics(list, source, colour())),
+        Failure::Located(diagnostic, _) => eprint!("{}", located(diagnostic, colour())),
         Failure::Usage(message) => eprintln!("error: {message}\n\nFor more information, try '--help'."),
         Failure::Input(message)
         | Failure::Diverged(message)

@@ -47,6 +47,15 @@ pub fn device(name: &str) -> Result<Device, Failure> {
 }
 
 fn exec_failure(e: ExecError) -> Failure {
+    if let ExecError::InRecipe { kind, diagnostic } = e {
+        let code = match kind {
+            ErrorKind::Input => exit::INPUT,
+            ErrorKind::Diverged => exit::DIVERGED,
+            ErrorKind::Unsupported => exit::UNSUPPORTED,
+            ErrorKind::Internal => exit::INTERNAL,
+        };
+        return Failure::Located(diagnostic, code);
+    }
     let message = match &e {
         ExecError::Train(t) => t.to_diagnostic().to_string(),
         _ => e.to_string(),
@@ -179,7 +188,7 @@ fn score_rows(model_dir: &Path, data: &Path, batch: usize, device_name: &str) ->
     let completions = rows.strings("completion").map_err(|e| Failure::Input(e.to_string()))?;
     let tok = model.tokenizer();
     let context = model.config().max_position_embeddings;
-    exec::check_context("`score`", &rows, context, |p, c| tok.encode(p).len() + tok.encode(c).len() + 1)
+    exec::check_context("`score`", &rows, context, |p, c| model::training_positions(tok, p, c))
         .map_err(exec_failure)?;
     let internal = |e: candle_core::Error| Failure::Internal(e.to_string());
     for start in (0..rows.len()).step_by(batch.max(1)) {

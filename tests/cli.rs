@@ -126,6 +126,51 @@ fn user_errors_have_distinct_exit_codes() {
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
 }
 
+/// A runtime error whose cause is in the recipe points there (file:line:col and a label), as
+/// check errors do; what this runtime cannot execute is a `check` warning (an error under
+/// `--strict`) and `run` refuses it before compute, at the same place.
+#[test]
+fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
+    let dir = scratch("located");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let write = |name: &str, text: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).expect("write");
+        file.to_str().expect("utf-8").to_string()
+    };
+    let missing = write(
+        "missing.recipe",
+        "recipe \"m\" { seed = 1 }\nmodel m = load(\"models/missing\")\ndata d = synth.addition()\n\
+         stage s = sft(m, d, steps = 2)\nrun s\n",
+    );
+    let run = dir.join("run-missing");
+    let out = recipe(&["run", &missing, "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("recipe::run::input") && err.contains("`models/missing` not found"), "{err}");
+    assert!(err.contains("missing.recipe:2:16"), "the `path` argument's line and column: {err}");
+    assert!(!run.exists(), "nothing is written before the recipe is accepted");
+
+    let unsupported = write(
+        "loss_on.recipe",
+        "recipe \"u\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
+         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2)\neval l = loss_on(d)\nrun s\n",
+    );
+    let out = recipe(&["check", &unsupported]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`loss_on`"), "{warning}");
+    assert!(warning.contains("loss_on.recipe:5:10"), "{warning}");
+    assert_eq!(code(&recipe(&["check", "--strict", &unsupported])), 1);
+    let run = dir.join("run-loss-on");
+    let out = recipe(&["run", &unsupported, "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("recipe::run::not_executable") && err.contains("loss_on.recipe:5:10"), "{err}");
+    assert!(!run.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_nan_stops_training_and_keeps_what_was_written() {
     let run = scratch("diverge");

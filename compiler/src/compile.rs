@@ -66,8 +66,11 @@ pub fn compile(source: &Source, overrides: &[(String, String)]) -> Result<Progra
     }
     let checked = check::check(&module, &std.prelude, &std.builtins, &parsed, sources.clone())?;
     let canonical = crate::format(&module, source);
-    eval::evaluate(&checked, canonical, overrides)
-        .map_err(|diags| diags.into_iter().map(|(file, d)| d.with_source(&sources[file.0 as usize])).collect())
+    let mut program = eval::evaluate(&checked, canonical, overrides).map_err(|diags| {
+        diags.into_iter().map(|(file, d)| d.with_source(&sources[file.0 as usize])).collect::<Vec<_>>()
+    })?;
+    program.sources = sources;
+    Ok(program)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::interp::ops;
 use crate::ir;
 use crate::lower;
-use crate::program::{Decl, DeclKind, FunctionInfo, Program, Rounds, RowSchema, Value};
+use crate::program::{Decl, DeclKind, FunctionInfo, Origin, Program, Rounds, RowSchema, Value};
 use crate::types::Ty;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -109,6 +109,8 @@ pub fn evaluate(
             ty: item.ty.to_string(),
             row: RowSchema::of_dataset(&item.ty),
             value,
+            origin: origin(&item.value),
+            arg_origins: arg_origins(&item.value),
         });
     }
     let mut rounds = Vec::new();
@@ -134,6 +136,8 @@ pub fn evaluate(
                 ty: s.ty.to_string(),
                 row: RowSchema::of_dataset(&s.ty),
                 value,
+                origin: origin(&s.value),
+                arg_origins: arg_origins(&s.value),
             });
         }
         rounds.push(Rounds { name: r.name.clone(), count, from, stages });
@@ -159,7 +163,31 @@ pub fn evaluate(
         overrides: overrides.to_vec(),
         scalar: ev.module,
         functions: ev.infos,
+        sources: Vec::new(),
     })
+}
+
+fn origin(e: &TExpr) -> Origin {
+    Origin { file: e.file.0, span: e.span }
+}
+
+/// The written arguments of a builtin call, nested calls as dotted paths. Defaults are checked
+/// in the stdlib's text, so they have no place in the recipe and are left out.
+fn arg_origins(e: &TExpr) -> Vec<(String, Origin)> {
+    fn walk(e: &TExpr, prefix: &str, out: &mut Vec<(String, Origin)>) {
+        let TKind::CallExtern(_, args) = &e.kind else { return };
+        for (name, _, arg) in args {
+            if arg.file == FileId::PRELUDE || arg.file == FileId::BUILTINS {
+                continue;
+            }
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            out.push((path.clone(), origin(arg)));
+            walk(arg, &path, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(e, "", &mut out);
+    out
 }
 
 fn decl_kind(kind: BindingKind) -> DeclKind {

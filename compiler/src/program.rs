@@ -15,6 +15,8 @@
 //! lists stage and rounds names in execution order and every stage a step reads runs earlier.
 //! Hashing the canonical source is left to the runtime (the compiler has no hash dependency).
 
+use crate::ast::Span;
+use crate::diag::{Diagnostic, Source};
 use crate::ir;
 use crate::tensor::TensorFn;
 use crate::types::Ty;
@@ -44,6 +46,18 @@ pub struct Program {
     pub scalar: ir::Module,
     /// The scalar functions' signatures and text, for `plan --json` and the lock file.
     pub functions: Vec<FunctionInfo>,
+    /// The texts [`Origin::file`] indexes: the recipe (0), the prelude (1), the builtins (2),
+    /// then one per `--set` override. Runtime errors about a declaration render against them.
+    #[serde(skip)]
+    pub sources: Vec<Source>,
+}
+
+/// Where a declaration or an argument was written: a byte range of one of
+/// [`Program::sources`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub file: u32,
+    pub span: Span,
 }
 
 /// A named declaration and its value.
@@ -58,6 +72,14 @@ pub struct Decl {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<RowSchema>,
     pub value: Value,
+    /// Where the value is written (the whole expression after `=`).
+    #[serde(skip)]
+    pub origin: Origin,
+    /// Where each argument the recipe wrote is, for a declaration that is a builtin call:
+    /// by parameter name, nested calls as dotted paths (`curriculum.count`). Arguments left to
+    /// their defaults are absent.
+    #[serde(skip)]
+    pub arg_origins: Vec<(String, Origin)>,
 }
 
 /// The fields of a dataset's record row type, sorted by name (as record types keep them).
@@ -209,6 +231,25 @@ impl Program {
     /// A header field's value.
     pub fn header_field(&self, name: &str) -> Option<&Value> {
         self.header.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// A declaration by name, inside `rounds` blocks too.
+    pub fn any_decl(&self, name: &str) -> Option<&Decl> {
+        self.decl(name).or_else(|| self.rounds.iter().flat_map(|r| &r.stages).find(|d| d.name == name))
+    }
+
+    /// `diagnostic` labelled `label` at what declaration `decl` wrote for argument `arg` (a
+    /// dotted path for nested calls), or at the whole declaration when the argument took its
+    /// default or `arg` is `None`; with the source attached, ready to render. Unchanged when
+    /// the program has no such declaration or no sources.
+    pub fn locate(&self, diagnostic: Diagnostic, decl: &str, arg: Option<&str>, label: &str) -> Diagnostic {
+        let Some(d) = self.any_decl(decl) else { return diagnostic };
+        let written = arg.and_then(|a| d.arg_origins.iter().find(|(n, _)| n == a)).map(|(_, o)| *o);
+        let origin = written.unwrap_or(d.origin);
+        match self.sources.get(origin.file as usize) {
+            Some(source) => diagnostic.with_primary(origin.span, label).with_source(source),
+            None => diagnostic,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use recipe_runtime::model::{CausalLm, LlamaConfig};
 use recipe_runtime::optim::AdamW;
 use recipe_runtime::progress::Silent;
 use recipe_runtime::rng::Rng;
-use recipe_runtime::train::{run_stage, RunContext, Schedule, SftConfig, SftObjective};
+use recipe_runtime::train::{run_stage, LoopConfig, Models, RunContext, Schedule, SftObjective, StageParts, Uniform};
 
 // The allocator the `recipe` command uses (the system one costs ~1.5x in training steps).
 #[global_allocator]
@@ -73,16 +73,17 @@ fn train() {
 
     // One epoch of exactly `steps` batches.
     let data = synth::addition(2..=2, steps as usize * batch, 0).expect("data");
-    let mut cfg = SftConfig::new(steps, batch, Schedule::constant(1e-3));
-    cfg.checkpoint_every = None;
-    let mut loop_cfg = cfg.loop_config("sft", 0);
+    let mut loop_cfg = LoopConfig::new("sft", steps, batch, Schedule::constant(1e-3));
     loop_cfg.checkpoint_at_end = false;
-    let mut objective = SftObjective::new("sft", &data, batch, cfg.seed).expect("objective");
-    let mut optim = AdamW::new(model.params(), cfg.adam()).expect("optimiser");
+    let curriculum = Box::new(Uniform::new("sft", data.len(), 0).expect("curriculum"));
+    let objective = Box::new(SftObjective::new(&data).expect("objective"));
+    let mut parts = StageParts::offline(curriculum, &data, objective);
+    let mut optim = AdamW::new(model.params(), loop_cfg.adam).expect("optimiser");
     let scratch = tempfile::tempdir().expect("scratch folder");
     let mut run = RunDir::create_at(&scratch.path().join("run")).expect("run folder");
     let mut ctx = RunContext { run: &mut run, progress: &mut Silent };
-    run_stage(&model, &mut optim, &mut objective, &loop_cfg, &mut [], &mut ctx, None).expect("training");
+    let models = Models { policy: &model, reference: None };
+    run_stage(&models, &mut optim, &mut parts, &loop_cfg, &mut [], &mut ctx, None).expect("training");
 
     let lines = artifact::read_metrics(&scratch.path().join("run")).expect("metrics");
     let number = |line: &serde_json::Value, path: &[&str]| {

@@ -1,7 +1,7 @@
 //! Checkpoints: one folder per checkpoint under a run's `checkpoints/`, holding the model as a
 //! Hugging Face folder (`model/`, opens in transformers unchanged) and the state needed to resume
 //! the run bit for bit (`optimizer.safetensors`: AdamW moments; `trainer_state.json`: stage,
-//! step, optimiser step count, the objective's data position and RNG state, the number of
+//! step, optimiser step count, the curriculum, experience and objective state, the number of
 //! metrics lines written).
 //!
 //! Invariants: a checkpoint folder is built under a temporary name (`NAME.tmp-…`), every file
@@ -36,8 +36,9 @@ pub struct TrainState {
     pub total_steps: u64,
     /// AdamW's own step count (differs from `step` when moments were kept from an earlier stage).
     pub optimizer_steps: u64,
-    /// The objective's resumable state: data position, RNG streams, curriculum state.
-    pub objective: Value,
+    /// The stage's resumable state beyond model and optimiser: its curriculum's (data
+    /// position, estimates), its experience source's and its objective's (running means).
+    pub parts: PartsState,
     /// Lines of `metrics.jsonl` written when the checkpoint was taken.
     pub metrics_lines: u64,
 }
@@ -52,6 +53,14 @@ impl TrainState {
     pub fn folder_name(&self) -> String {
         format!("{:02}-{}-step{:06}", self.stage_index, self.stage, self.step)
     }
+}
+
+/// The resumable state of a stage's curriculum, experience source and objective.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartsState {
+    pub curriculum: Value,
+    pub experience: Value,
+    pub objective: Value,
 }
 
 /// A problem writing or reading a checkpoint.
@@ -201,7 +210,7 @@ mod tests {
             step,
             total_steps: 10,
             optimizer_steps: step,
-            objective: Value::Null,
+            parts: PartsState::default(),
             metrics_lines: step,
         };
         fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();

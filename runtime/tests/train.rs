@@ -11,8 +11,8 @@ use recipe_runtime::optim::AdamW;
 use recipe_runtime::progress::{Recorder, Silent};
 use recipe_runtime::rng::Rng;
 use recipe_runtime::train::{
-    run_stage, Batch, Evaluator, ExactMatch, LossOutput, Objective, Resume, RunContext, Schedule, SftConfig,
-    SftObjective, TrainError,
+    run_stage, Curriculum, Evaluator, ExactMatch, Experience, LoopConfig, LossOutput, Models, Objective, Resume,
+    RunContext, Schedule, SftObjective, StageParts, TrainError, Uniform,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -130,24 +130,32 @@ fn sums(count: usize) -> Dataset {
     synth::addition(1..=1, count, 3).unwrap()
 }
 
-fn sft_config(steps: u64) -> SftConfig {
-    let mut cfg = SftConfig::new(steps, 8, Schedule::new(|s, _| 3e-3 * ((s + 1) as f64 / 5.0).min(1.0)));
-    cfg.seed = 11;
+const SEED: u64 = 11;
+
+fn sft_config(steps: u64) -> LoopConfig {
+    let mut cfg = LoopConfig::new("sft", steps, 8, Schedule::new(|s, _| 3e-3 * ((s + 1) as f64 / 5.0).min(1.0)));
     cfg.weight_decay = Schedule::constant(0.01);
     cfg
 }
 
-/// Runs stage `sft` of `cfg` with `objective` and a fresh optimiser, logging into `run`.
+/// SFT on `data` in shuffled epochs, with `objective` in place of the plain SFT objective.
+fn sft_parts(data: &Dataset, stage: &str, objective: Option<Box<dyn Objective>>) -> StageParts {
+    let curriculum = Box::new(Uniform::new(stage, data.len(), SEED).unwrap());
+    let objective = objective.unwrap_or_else(|| Box::new(SftObjective::new(data).unwrap()));
+    StageParts::offline(curriculum, data, objective)
+}
+
+/// Runs stage `sft` of `cfg` with `parts` and a fresh optimiser, logging into `run`.
 fn sft_stage(
     model: &CausalLm,
-    cfg: &SftConfig,
+    cfg: &LoopConfig,
     run: &mut RunDir,
-    objective: &mut dyn Objective,
+    parts: &mut StageParts,
     resume: Option<Resume>,
 ) -> Result<recipe_runtime::train::StageSummary, TrainError> {
-    let mut optim = AdamW::new(model.params(), cfg.adam()).unwrap();
-    let loop_cfg = cfg.loop_config("sft", 0);
-    run_stage(model, &mut optim, objective, &loop_cfg, &mut [], &mut RunContext { run, progress: &mut Silent }, resume)
+    let mut optim = AdamW::new(model.params(), cfg.adam).unwrap();
+    let models = Models { policy: model, reference: None };
+    run_stage(&models, &mut optim, parts, cfg, &mut [], &mut RunContext { run, progress: &mut Silent }, resume)
 }
 
 #[test]
@@ -157,8 +165,8 @@ fn sft_reduces_loss_and_logs_every_step() {
     let model = tiny_model(1);
     let data = sums(200);
     let cfg = sft_config(40);
-    let mut objective = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let summary = sft_stage(&model, &cfg, &mut run, &mut objective, None).unwrap();
+    let mut parts = sft_parts(&data, "sft", None);
+    let summary = sft_stage(&model, &cfg, &mut run, &mut parts, None).unwrap();
     let lines = artifact::read_metrics(run.root()).unwrap();
     assert_eq!(lines.len(), 40);
     let loss = |i: usize| lines[i]["loss"].as_f64().unwrap();
@@ -174,7 +182,8 @@ fn sft_reduces_loss_and_logs_every_step() {
     assert!((l["lr"].as_f64().unwrap() - 3e-3).abs() < 1e-12);
     assert!(l["timing"]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(artifact::without_timing(l).get("timing").is_none());
-    assert_eq!(objective.position(), (1, 120), "320 rows drawn from 200: one full epoch, then 120");
+    let position = parts.curriculum.state();
+    assert_eq!(position, serde_json::json!({"epoch": 1, "position": 120}), "320 rows from 200: an epoch, then 120");
 }
 
 #[test]
@@ -194,17 +203,17 @@ fn exact_match_scores_greedy_completions() {
     )
     .unwrap();
     let train = data.select(&[0]);
-    let mut cfg = SftConfig::new(60, 4, Schedule::constant(1e-2));
+    let mut cfg = LoopConfig::new("memorise", 60, 4, Schedule::constant(1e-2));
     cfg.eval_every = Some(30);
-    let mut objective = SftObjective::new("memorise", &train, cfg.batch, 0).unwrap();
-    let mut evals: Vec<Box<dyn Evaluator>> = vec![Box::new(ExactMatch::new("held", &data, None, 2).unwrap())];
-    let mut optim = AdamW::new(model.params(), cfg.adam()).unwrap();
+    let mut parts = sft_parts(&train, "memorise", None);
+    let mut evals: Vec<Box<dyn Evaluator>> = vec![Box::new(ExactMatch::new("held", &data, 2).unwrap())];
+    let mut optim = AdamW::new(model.params(), cfg.adam).unwrap();
     let mut progress = Recorder::default();
     let summary = run_stage(
-        &model,
+        &Models { policy: &model, reference: None },
         &mut optim,
-        &mut objective,
-        &cfg.loop_config("memorise", 0),
+        &mut parts,
+        &cfg,
         &mut evals,
         &mut RunContext { run: &mut run, progress: &mut progress },
         None,
@@ -220,42 +229,42 @@ fn exact_match_scores_greedy_completions() {
     assert_eq!(progress.events.iter().filter(|e| e.starts_with("eval ")).count(), 2);
 
     // `max_tokens` caps generation; an answer cut at the cap is compared as it stands.
-    let mut capped = ExactMatch::new("held", &data, None, 2).unwrap().max_tokens(1);
+    let mut capped = ExactMatch::new("held", &data, 2).unwrap().max_tokens(1);
     assert_eq!(capped.evaluate(&model).unwrap()[0], ("accuracy".to_string(), 0.0), "\"1\" is not \"12\"");
-    let mut cut = ExactMatch::new("held", &data, None, 2).unwrap().max_tokens(2);
+    let mut cut = ExactMatch::new("held", &data, 2).unwrap().max_tokens(2);
     assert_eq!(cut.evaluate(&model).unwrap()[0], ("accuracy".to_string(), 0.5));
 }
 
-/// An objective that delegates to SFT but poisons the loss (multiplies it by `factor`) at one
-/// step, or fails as if the process died there.
+/// An objective that delegates to SFT but, at 1-based step `at_step`, poisons the loss
+/// (multiplies it by `factor`) or fails as if the process died there.
 struct Faulty {
     inner: SftObjective,
     at_step: u64,
     factor: f64,
     crash: bool,
-    step: u64,
+    /// Micro-batches per step, and micro-batches seen so far.
+    accumulate: u64,
+    calls: u64,
+}
+
+impl Faulty {
+    fn new(data: &Dataset, at_step: u64, factor: f64, crash: bool, accumulate: u64) -> Faulty {
+        Faulty { inner: SftObjective::new(data).unwrap(), at_step, factor, crash, accumulate, calls: 0 }
+    }
 }
 
 impl Objective for Faulty {
-    fn next_batch(&mut self, step: u64, total: u64) -> Result<Batch, TrainError> {
-        self.step = step;
-        if self.crash && step + 1 == self.at_step {
+    fn loss(&mut self, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError> {
+        let step = self.calls / self.accumulate + 1;
+        self.calls += 1;
+        if self.crash && step == self.at_step {
             return Err(TrainError::Config { stage: "sft".into(), message: "simulated crash".into() });
         }
-        self.inner.next_batch(step, total)
-    }
-    fn loss(&mut self, model: &CausalLm, batch: &Batch) -> Result<LossOutput, TrainError> {
-        let mut out = self.inner.loss(model, batch)?;
-        if !self.crash && self.step + 1 == self.at_step {
+        let mut out = self.inner.loss(models, experience)?;
+        if step == self.at_step {
             out.loss = out.loss.affine(self.factor, 0.0)?;
         }
         Ok(out)
-    }
-    fn state(&self) -> Value {
-        self.inner.state()
-    }
-    fn restore(&mut self, state: &Value) -> Result<(), TrainError> {
-        self.inner.restore(state)
     }
 }
 
@@ -269,8 +278,7 @@ fn non_finite_values_stop_with_an_error_and_keep_earlier_output() {
     let mut cfg = sft_config(5);
     cfg.lr = Schedule::constant(f64::NAN);
     let model = tiny_model(3);
-    let mut objective = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let err = sft_stage(&model, &cfg, &mut run, &mut objective, None).unwrap_err();
+    let err = sft_stage(&model, &cfg, &mut run, &mut sft_parts(&data, "sft", None), None).unwrap_err();
     assert_eq!(err.code(), "recipe::train::non_finite");
     assert_eq!(err.to_string(), "stage `sft`, step 1: the learning rate is NaN");
 
@@ -280,11 +288,11 @@ fn non_finite_values_stop_with_an_error_and_keep_earlier_output() {
     let mut cfg = sft_config(6);
     cfg.checkpoint_every = Some(2);
     let model = tiny_model(3);
-    let inner = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let mut probe = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let expected_ids: Vec<u64> = (0..4).map(|s| probe.next_batch(s, 6).unwrap().example_ids).last().unwrap();
-    let mut faulty = Faulty { inner, at_step: 4, factor: f64::INFINITY, crash: false, step: 0 };
-    let err = sft_stage(&model, &cfg, &mut run, &mut faulty, None).unwrap_err();
+    let mut probe = Uniform::new("sft", data.len(), SEED).unwrap();
+    let rows = (0..4).map(|s| probe.next_rows(s, 6, cfg.batch).unwrap()).last().unwrap();
+    let expected_ids: Vec<u64> = rows.iter().map(|&r| data.ids[r]).collect();
+    let faulty = Box::new(Faulty::new(&data, 4, f64::INFINITY, false, 1));
+    let err = sft_stage(&model, &cfg, &mut run, &mut sft_parts(&data, "sft", Some(faulty)), None).unwrap_err();
     match &err {
         TrainError::NonFinite { stage, step, quantity, example_ids, .. } => {
             assert_eq!((stage.as_str(), *step, *quantity), ("sft", 4, "the loss"));
@@ -314,16 +322,14 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     // Uninterrupted.
     let mut run_a = RunDir::create_at(&dir.path().join("a")).unwrap();
     let model_a = tiny_model(4);
-    let mut obj_a = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    sft_stage(&model_a, &cfg, &mut run_a, &mut obj_a, None).unwrap();
+    sft_stage(&model_a, &cfg, &mut run_a, &mut sft_parts(&data, "sft", None), None).unwrap();
 
     // Dies at step 4, after the step-3 checkpoint.
     let root_b = dir.path().join("b");
     let mut run_b = RunDir::create_at(&root_b).unwrap();
     let model_b = tiny_model(4);
-    let inner = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
-    let mut crashing = Faulty { inner, at_step: 4, factor: 1.0, crash: true, step: 0 };
-    assert!(sft_stage(&model_b, &cfg, &mut run_b, &mut crashing, None).is_err());
+    let crashing = Box::new(Faulty::new(&data, 4, 1.0, true, 2));
+    assert!(sft_stage(&model_b, &cfg, &mut run_b, &mut sft_parts(&data, "sft", Some(crashing)), None).is_err());
     drop(run_b);
 
     // Resume from the latest checkpoint in a fresh model, objective and run handle.
@@ -331,9 +337,8 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert_eq!(ck.state.step, 3);
     let model_c = ck.load_model(&Device::Cpu).unwrap();
     let mut run_c = RunDir::reopen(&root_b, ck.state.metrics_lines).unwrap();
-    let mut obj_c = SftObjective::new("sft", &data, cfg.batch, cfg.seed).unwrap();
     let resume = Resume::from_checkpoint(&ck, &Device::Cpu).unwrap();
-    sft_stage(&model_c, &cfg, &mut run_c, &mut obj_c, Some(resume)).unwrap();
+    sft_stage(&model_c, &cfg, &mut run_c, &mut sft_parts(&data, "sft", None), Some(resume)).unwrap();
 
     let final_a = Checkpoint::latest(&run_a.checkpoints()).unwrap().unwrap();
     let final_c = Checkpoint::latest(&run_c.checkpoints()).unwrap().unwrap();

@@ -1,27 +1,73 @@
 //! Reading a builtin call's arguments (`program::Value`) into Rust values. The checker has
 //! already typed every argument, so a mismatch here is a compiler/runtime disagreement and is
-//! reported as an internal error naming the builtin and argument, never a panic.
+//! reported as an internal error naming the builtin and argument, never a panic. A value the
+//! types allow but the builtin cannot use (`batch = 0`) is the user's: a call read from a
+//! declaration reports it at the argument's place in the recipe.
 
 use super::ExecError;
 use crate::train::Schedule;
 use recipe_compiler::batch::{self, Func};
 use recipe_compiler::interp::Value as Scalar;
-use recipe_compiler::program::Value;
+use recipe_compiler::program::{Program, Value};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-/// A call being read: its builtin name (for messages) and arguments.
+/// A call being read: its builtin name (for messages), arguments and, when it is (part of)
+/// a declaration, where that declaration is.
 pub struct Call<'v> {
     pub name: &'v str,
     pub args: &'v [(String, Value)],
+    at: Option<Place<'v>>,
+}
+
+/// A declaration's call, or an argument of it (`path`: `curriculum`), in a program.
+#[derive(Clone, Copy)]
+struct Place<'v> {
+    program: &'v Program,
+    decl: &'v str,
+    path: Option<&'v str>,
 }
 
 impl<'v> Call<'v> {
+    /// A call with no place in the recipe (inline values, tests).
     pub fn of(value: &'v Value) -> Result<Call<'v>, ExecError> {
         match value {
-            Value::Call { name, args } => Ok(Call { name, args }),
+            Value::Call { name, args } => Ok(Call { name, args, at: None }),
             other => Err(ExecError::Internal(format!("expected a builtin call, found {other:?}"))),
         }
+    }
+
+    /// The call declaration `decl` of `program` makes; errors about its arguments point at
+    /// them in the recipe.
+    pub fn of_decl(program: &'v Program, decl: &'v str) -> Result<Call<'v>, ExecError> {
+        let value = program
+            .any_decl(decl)
+            .map(|d| &d.value)
+            .ok_or_else(|| ExecError::Internal(format!("no declaration `{decl}`")))?;
+        Ok(Call { at: Some(Place { program, decl, path: None }), ..Call::of(value)? })
+    }
+
+    /// The call passed as argument `arg` (`curriculum = buckets(...)`), keeping its place.
+    pub fn nested(&self, arg: &'v str) -> Result<Call<'v>, ExecError> {
+        let at = self.at.map(|p| Place { path: Some(arg), ..p });
+        Ok(Call { at, ..Call::of(self.get(arg)?)? })
+    }
+
+    /// `error` located at argument `arg` of this call in the recipe (or at the whole
+    /// declaration when the argument took its default); unchanged when the call has no place.
+    pub fn locate(&self, error: ExecError, arg: Option<&str>) -> ExecError {
+        let Some(at) = self.at else { return error };
+        let path = match (at.path, arg) {
+            (Some(p), Some(a)) => Some(format!("{p}.{a}")),
+            (Some(p), None) => Some(p.to_string()),
+            (None, a) => a.map(str::to_string),
+        };
+        error.in_recipe(at.program, at.decl, path.as_deref())
+    }
+
+    /// A user error about argument `arg`: a value the types allow but `self.name` cannot use.
+    pub fn invalid(&self, arg: &str, message: impl std::fmt::Display) -> ExecError {
+        self.locate(ExecError::Config(format!("`{}`: `{arg}` {message}", self.name)), Some(arg))
     }
 
     pub fn get(&self, arg: &str) -> Result<&'v Value, ExecError> {
@@ -39,8 +85,7 @@ impl<'v> Call<'v> {
     /// A non-negative count, with a user-facing error when negative.
     pub fn count(&self, arg: &str) -> Result<u64, ExecError> {
         let v = self.int(arg)?;
-        u64::try_from(v)
-            .map_err(|_| ExecError::Config(format!("`{}`: `{arg}` must not be negative, got {v}", self.name)))
+        u64::try_from(v).map_err(|_| self.invalid(arg, format!("must not be negative, got {v}")))
     }
 
     pub fn float(&self, arg: &str) -> Result<f64, ExecError> {
@@ -58,9 +103,13 @@ impl<'v> Call<'v> {
         self.get(arg)?.as_str().ok_or_else(|| self.bad(arg, "is not a String"))
     }
 
-    pub fn enum_name(&self, arg: &str) -> Result<&'v str, ExecError> {
+    /// An enum constant decoded into `T`. A constant `T` does not know is a disagreement
+    /// between the stdlib and the runtime (an internal error), never a silent default.
+    pub fn constant<T: Constant>(&self, arg: &str) -> Result<T, ExecError> {
         match self.get(arg)? {
-            Value::Enum { name, .. } => Ok(name),
+            Value::Enum { name, .. } => T::from_name(name).ok_or_else(|| {
+                self.bad(arg, &format!("is `{name}`, which this runtime does not know as a {}", T::TYPE))
+            }),
             _ => Err(self.bad(arg, "is not an enum constant")),
         }
     }
@@ -74,15 +123,20 @@ impl<'v> Call<'v> {
                 let hi = u32::try_from(end).ok();
                 match (lo, hi) {
                     (Some(lo), Some(hi)) if lo <= hi => Ok(lo..=hi),
-                    _ => Err(ExecError::Config(format!(
-                        "`{}`: `{arg}` must be a non-empty range of positive numbers",
-                        self.name
-                    ))),
+                    _ => Err(self.invalid(arg, "must be a non-empty range of positive numbers")),
                 }
             }
             _ => Err(self.bad(arg, "is not a Range")),
         }
     }
+}
+
+/// A stdlib enum type the runtime decodes exhaustively (`Optimizer`, `OnError`).
+pub trait Constant: Sized {
+    /// The enum type's name in the stdlib.
+    const TYPE: &'static str;
+    /// The value of the constant `name`, if it is one of the type's.
+    fn from_name(name: &str) -> Option<Self>;
 }
 
 /// Scalar functions of the program, compiled once (JIT) and shared by every stage.

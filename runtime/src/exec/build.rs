@@ -2,7 +2,7 @@
 //! `jsonl`, `split`, `take`, `filter`). Each declaration is built once, on first use, and cached
 //! by name; file paths resolve against the recipe's folder and the data roots only.
 
-use super::args::{Call, Functions};
+use super::args::{Call, Constant, Functions};
 use super::ExecError;
 use crate::artifact::FileDigest;
 use crate::data::{jsonl, synth, BadRowPolicy, Dataset, FieldType, Schema};
@@ -14,6 +14,13 @@ use recipe_compiler::program::{Decl, FieldKind, Program, RowSchema, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The model builtins [`Builder::model`] builds.
+pub const MODEL_BUILTINS: &[&str] = &["tiny_lm", "load"];
+
+/// The data builtins [`Builder::dataset`] builds.
+pub const DATA_BUILTINS: &[&str] =
+    &["synth.addition", "synth.multiplication", "synth.reverse", "synth.chain", "jsonl", "take", "split", "filter"];
 
 /// Models and datasets built so far, plus every input file's digest for the lock.
 pub struct Builder<'p> {
@@ -44,10 +51,10 @@ impl<'p> Builder<'p> {
     }
 
     /// The model declared as `model name = ...`, freshly built (stages train their own copy).
+    ///
+    /// Errors: a bad configuration or an unreadable folder, located at the declaration.
     pub fn model(&mut self, name: &str) -> Result<CausalLm, ExecError> {
-        let decl =
-            self.program.decl(name).ok_or_else(|| ExecError::Internal(format!("no model declaration `{name}`")))?;
-        let call = Call::of(&decl.value)?;
+        let call = Call::of_decl(self.program, name)?;
         match call.name {
             "tiny_lm" => {
                 let d_model = call.count("d_model")? as usize;
@@ -71,13 +78,14 @@ impl<'p> Builder<'p> {
                     max_position_embeddings: call.count("context")? as usize,
                     ..LlamaConfig::default()
                 };
-                cfg.validate().map_err(|message| ExecError::Config(format!("model `{name}`: {message}")))?;
+                cfg.validate()
+                    .map_err(|message| call.locate(ExecError::Config(format!("model `{name}`: {message}")), None))?;
                 let mut rng = Rng::derive(self.seed, &format!("model/{name}/init"));
                 Ok(CausalLm::tiny(cfg, &mut rng, &self.device)?)
             }
             "load" => {
-                let dir = self.resolve(call.str("path")?)?;
-                let model = CausalLm::load(&dir, &self.device)?;
+                let dir = self.resolve(call.str("path")?).map_err(|e| call.locate(e, Some("path")))?;
+                let model = CausalLm::load(&dir, &self.device).map_err(|e| call.locate(e.into(), Some("path")))?;
                 for digest in FileDigest::of_dir(&dir).map_err(|e| ExecError::io(&dir, e))? {
                     self.record(digest);
                 }
@@ -98,7 +106,8 @@ impl<'p> Builder<'p> {
                     .program
                     .decl(name)
                     .ok_or_else(|| ExecError::Internal(format!("no data declaration `{name}`")))?;
-                let data = self.build_dataset(&decl.value, Some(decl))?;
+                let data =
+                    self.build_dataset(&decl.value, Some(decl)).map_err(|e| e.in_recipe(self.program, name, None))?;
                 self.datasets.insert(name.clone(), data.clone());
                 Ok(data)
             }
@@ -152,11 +161,7 @@ impl<'p> Builder<'p> {
                         return Err(ExecError::Config(format!("`jsonl` needs a record row type, found `{}`", decl.ty)))
                     }
                 };
-                let policy = match call.enum_name("on_error")? {
-                    "skip" => BadRowPolicy::Skip,
-                    _ => BadRowPolicy::Fail,
-                };
-                let (data, report) = jsonl::read_jsonl(&path, &schema, policy)?;
+                let (data, report) = jsonl::read_jsonl(&path, &schema, call.constant("on_error")?)?;
                 for digest in &data.sources {
                     self.record(digest.clone());
                 }
@@ -230,6 +235,18 @@ impl<'p> Builder<'p> {
         }
         let searched: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
         Err(ExecError::Input(format!("`{path}` not found (searched {})", searched.join(", "))))
+    }
+}
+
+impl Constant for BadRowPolicy {
+    const TYPE: &'static str = "OnError";
+
+    fn from_name(name: &str) -> Option<BadRowPolicy> {
+        match name {
+            "skip" => Some(BadRowPolicy::Skip),
+            "fail" => Some(BadRowPolicy::Fail),
+            _ => None,
+        }
     }
 }
 
@@ -309,11 +326,15 @@ mod tests {
         assert_eq!(rows.column("n"), Some(&Column::Int(vec![2])));
         let first = builder.dataset(&Value::Data("first".into())).unwrap();
         assert_eq!(first.column("n"), Some(&Column::Int(vec![2])), "an inline source keeps the declared row type");
+        // Bad input, pointed at the declaration that asked for it.
         match builder.dataset(&Value::Data("nested".into())) {
-            Err(ExecError::Config(message)) => {
-                assert!(message.contains("`meta`") && message.contains("`{n: Int}`"), "{message}")
+            Err(ExecError::InRecipe { kind: super::super::ErrorKind::Input, diagnostic }) => {
+                let message = &diagnostic.message;
+                assert!(message.contains("`meta`") && message.contains("`{n: Int}`"), "{message}");
+                let (line, _) = diagnostic.source.as_ref().unwrap().line_col(diagnostic.span().unwrap().start);
+                assert_eq!(line, 4, "the `nested` declaration");
             }
-            other => panic!("expected a config error, got {other:?}"),
+            other => panic!("expected a located input error, got {other:?}"),
         }
     }
 }

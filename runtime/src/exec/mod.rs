@@ -8,6 +8,10 @@
 
 pub mod args;
 pub mod build;
+mod curricula;
+mod models;
+pub mod registry;
+mod settings;
 mod stages;
 
 use crate::artifact::{self, ArtifactError, RecipeLock, RunDir};
@@ -19,6 +23,7 @@ use crate::train::{StageSummary, TrainError};
 use args::Functions;
 use build::Builder;
 use rayon::prelude::*;
+use recipe_compiler::diag::Diagnostic;
 use recipe_compiler::program::Program;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -76,6 +81,11 @@ pub enum ExecError {
     /// A disagreement between compiler and runtime, or another fault of ours.
     #[error("{0}")]
     Internal(String),
+    /// An error whose cause is written in the recipe: `diagnostic` points at the declaration
+    /// or argument (with the recipe's source attached); `kind` is the kind of the error it
+    /// located.
+    #[error("{diagnostic}")]
+    InRecipe { kind: ErrorKind, diagnostic: Box<Diagnostic> },
 }
 
 /// What kind of failure an error is, for exit codes.
@@ -96,8 +106,27 @@ impl ExecError {
         ExecError::Input(format!("{}: {e}", path.display()))
     }
 
+    /// This error pointed at declaration `decl`'s argument `arg` (a dotted path for nested
+    /// calls; `None`: the whole declaration) when it is the user's to fix there — bad input or
+    /// something this runtime cannot execute; other errors are returned unchanged.
+    pub fn in_recipe(self, program: &Program, decl: &str, arg: Option<&str>) -> ExecError {
+        let kind = self.kind();
+        let (code, label) = match kind {
+            ErrorKind::Input => ("recipe::run::input", "the cause is here"),
+            ErrorKind::Unsupported => ("recipe::run::not_executable", "not executable by this runtime"),
+            ErrorKind::Diverged | ErrorKind::Internal => return self,
+        };
+        // A data error already names its file and line; a located error is located.
+        if matches!(self, ExecError::InRecipe { .. } | ExecError::Data(_)) {
+            return self;
+        }
+        let diagnostic = program.locate(Diagnostic::error(code, self.to_string()), decl, arg, label);
+        ExecError::InRecipe { kind, diagnostic: Box::new(diagnostic) }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
+            ExecError::InRecipe { kind, .. } => *kind,
             // The run folder is the user's input too: an existing run, a broken one to resume, or
             // a folder that cannot be written.
             ExecError::Input(_) | ExecError::Config(_) | ExecError::Data(_) | ExecError::Artifact(_) => {
@@ -148,9 +177,14 @@ pub fn run(
     options: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<RunOutcome, ExecError> {
+    if let Some(first) = registry::not_executable(program).into_iter().next() {
+        let e = ExecError::Unsupported(first.what);
+        return Err(e.in_recipe(program, &first.decl, first.arg.as_deref()));
+    }
     let functions = Arc::new(Functions::new(&program.scalar)?);
     let mut builder = Builder::new(program, options.device.clone(), options.roots.clone(), functions);
-    let plan_steps = stages::prepare(program, &mut builder, options.max_steps)?;
+    let mut models = models::ModelStore::default();
+    let (plan_steps, evals) = stages::prepare(program, &mut builder, &mut models, options.max_steps)?;
 
     let device = device_name(&options.device);
     let (mut dir, resume) = match &options.target {
@@ -184,7 +218,7 @@ pub fn run(
     for (file, skipped) in &builder.skipped {
         progress.note(&format!("skipped {skipped} malformed rows in {file}"));
     }
-    let stages = stages::execute(&plan_steps, &mut builder, &mut dir, progress, resume)?;
+    let stages = stages::execute(&plan_steps, &evals, &mut builder, &mut models, &mut dir, progress, resume)?;
     write_report(program, dir.root())?;
     Ok(RunOutcome { dir: dir.root().to_path_buf(), stages })
 }

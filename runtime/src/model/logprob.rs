@@ -14,6 +14,12 @@ use super::llama::{CausalLm, Positions};
 use super::ops;
 use super::tokenizer::Tokenizer;
 
+/// Positions a training row takes: `prompt ‖ completion ‖ EOS`, in tokens (what the collator
+/// builds, and what must fit the model's context).
+pub fn training_positions(tok: &Tokenizer, prompt: &str, completion: &str) -> usize {
+    tok.encode(prompt).len() + tok.encode(completion).len() + 1
+}
+
 /// A right-padded batch of prompt+completion rows with a mask of the completion positions.
 #[derive(Clone, Debug)]
 pub struct TokenBatch {
@@ -23,6 +29,8 @@ pub struct TokenBatch {
     pub completion_mask: Tensor,
     /// Number of completion tokens per row.
     pub completion_lens: Vec<usize>,
+    /// Number of prompt tokens per row.
+    pub prompt_lens: Vec<usize>,
 }
 
 impl TokenBatch {
@@ -60,7 +68,13 @@ impl TokenBatch {
             input_ids: Tensor::from_vec(ids, (rows.len(), t), device)?,
             completion_mask: Tensor::from_vec(mask, (rows.len(), t), device)?,
             completion_lens: rows.iter().map(|(_, c)| c.len()).collect(),
+            prompt_lens: rows.iter().map(|(p, _)| p.len()).collect(),
         })
+    }
+
+    /// Real (unpadded) tokens in the batch: prompts and completions.
+    pub fn tokens(&self) -> usize {
+        self.prompt_lens.iter().chain(&self.completion_lens).sum()
     }
 
     /// `(B, T)`.

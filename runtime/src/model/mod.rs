@@ -33,7 +33,7 @@ pub use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Arch, LlamaConfig};
 pub use generate::{generate, GenerateOptions};
 pub use llama::CausalLm;
-pub use logprob::{completion_logprobs, completion_token_logprobs, sft_loss, TokenBatch};
+pub use logprob::{completion_logprobs, completion_token_logprobs, sft_loss, training_positions, TokenBatch};
 pub use tokenizer::Tokenizer;
 
 /// Errors of loading, saving and running a model. Each names the file it concerns.

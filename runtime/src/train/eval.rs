@@ -11,7 +11,7 @@
 
 use super::TrainError;
 use crate::data::Dataset;
-use crate::model::{self, CausalLm, GenerateOptions};
+use crate::model::{self, CausalLm, GenerateOptions, Tokenizer};
 use crate::rng::Rng;
 
 /// Something that scores a model: returns named metrics (`accuracy`, `correct`, `total`).
@@ -22,6 +22,7 @@ pub trait Evaluator {
 }
 
 /// Greedy exact-match accuracy on a dataset.
+#[derive(Clone, Debug)]
 pub struct ExactMatch {
     name: String,
     prompts: Vec<String>,
@@ -32,14 +33,12 @@ pub struct ExactMatch {
 }
 
 impl ExactMatch {
-    /// Scores `data`'s `prompt` field against `target` (default: `completion` if the dataset has
-    /// it, else `answer`), generating `batch` prompts at a time.
-    pub fn new(name: &str, data: &Dataset, target: Option<&str>, batch: usize) -> Result<ExactMatch, TrainError> {
-        let target = match target {
-            Some(t) => t,
-            None if data.column("completion").is_some() => "completion",
-            None => "answer",
-        };
+    /// Scores `data`'s `prompt` field against its `completion` field if it has one, else its
+    /// `answer`, generating `batch` prompts at a time.
+    ///
+    /// Errors: `TrainError::Data` when `prompt` or the target field is missing.
+    pub fn new(name: &str, data: &Dataset, batch: usize) -> Result<ExactMatch, TrainError> {
+        let target = if data.column("completion").is_some() { "completion" } else { "answer" };
         let prompts = data.strings("prompt")?.iter().map(|s| s.to_string()).collect();
         let targets = (0..data.len()).map(|r| data.text_at(target, r)).collect::<Result<_, _>>()?;
         Ok(ExactMatch { name: name.to_string(), prompts, targets, batch: batch.max(1), max_tokens: usize::MAX })
@@ -50,11 +49,17 @@ impl ExactMatch {
         ExactMatch { max_tokens, ..self }
     }
 
+    /// New tokens generated per prompt under `tok`: the longest target plus EOS, capped by
+    /// `max_tokens`.
+    pub fn budget(&self, tok: &Tokenizer) -> usize {
+        let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
+        (max_target + 1).min(self.max_tokens)
+    }
+
     /// The decoded completions for every prompt (up to EOS), in order.
     pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
         let tok = model.tokenizer();
-        let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
-        let budget = (max_target + 1).min(self.max_tokens);
+        let budget = self.budget(tok);
         let opts = GenerateOptions { max_new_tokens: budget, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
         let mut rng = Rng::derive(0, "eval/greedy");
         let mut out = Vec::with_capacity(self.prompts.len());

@@ -1,23 +1,33 @@
-//! The step loop: one loop for every stage kind, with the stage's objective plugged in.
+//! The step loop: one loop for every stage kind, composed from three parts a stage kind
+//! supplies.
+//!
+//! - a [`Curriculum`] chooses each micro-batch's rows and observes what training measured on
+//!   them (`curriculum/`, one file per scheduler);
+//! - an [`ExperienceSource`] turns those rows into experience: the rows as they are for offline
+//!   data, rollouts under the current policy for RL (`experience.rs`);
+//! - an [`Objective`] turns experience into a differentiable loss under the models it names
+//!   (the policy, a frozen reference), plus metrics and per-row feedback (`sft.rs`, …).
 //!
 //! The loop owns everything a stage kind should not re-implement: learning-rate and
 //! weight-decay schedules, gradient accumulation, the point where data-parallel ranks would
 //! all-reduce gradients, clipping, AdamW, non-finite detection, metrics lines, periodic
-//! evaluation, checkpoints and progress events. An [`Objective`] only chooses the next batch of
-//! rows and turns a batch into a differentiable loss (SFT: completion NLL; preference and GRPO
-//! objectives plug in the same way).
+//! evaluation, checkpoints and progress events.
 //!
 //! Invariants: step `s` (0-based) evaluates schedules at `(s, total)`; metrics lines, evaluation
 //! and checkpoints count completed steps (`s + 1`); nothing is written for a step that failed, so
 //! after a non-finite error every metrics line and checkpoint on disk is from a healthy step; the
-//! only state carried between steps is the model, the optimiser, the objective's state and the
+//! only state carried between steps is the model, the optimiser, the three parts' states and the
 //! step counter, all of which a checkpoint saves, so a resumed stage continues bit for bit.
+//! Stages that run in several rounds with re-bound models (exclusive buckets, `rounds` blocks)
+//! are sequences of `run_stage` calls arranged by `exec`, never a second loop.
 
+pub mod curriculum;
 pub mod eval;
+pub mod experience;
 pub mod sft;
 
 use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};
-use crate::checkpoint::{self, Checkpoint, CheckpointError, TrainState};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, PartsState, TrainState};
 use crate::data::DataError;
 use crate::model::{CausalLm, ModelError, Tensor};
 use crate::optim::{self, AdamW, AdamWConfig, GradAccumulator, OptimError};
@@ -28,8 +38,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use curriculum::{Curriculum, Feedback, Uniform};
 pub use eval::{Evaluator, ExactMatch};
-pub use sft::{SftConfig, SftObjective};
+pub use experience::{Experience, ExperienceSource, Offline};
+pub use sft::SftObjective;
 
 /// A numeric argument as a function of `(step, total_steps)`: constants, recipe functions
 /// compiled by the JIT, or closures in tests.
@@ -57,15 +69,6 @@ impl fmt::Debug for Schedule {
     }
 }
 
-/// The rows an objective trains on in one micro-batch.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// Row indices into the objective's dataset.
-    pub rows: Vec<usize>,
-    /// The rows' stable ids (what errors report).
-    pub example_ids: Vec<u64>,
-}
-
 /// What an objective computes for one micro-batch.
 pub struct LossOutput {
     /// Scalar, differentiable loss (the micro-batch mean; the loop divides by `accumulate`).
@@ -74,19 +77,70 @@ pub struct LossOutput {
     pub tokens: usize,
     /// Extra per-step metrics (averaged over micro-batches), e.g. reward margins.
     pub metrics: Vec<(String, f64)>,
+    /// Per-row statistics for the curriculum (empty for offline objectives).
+    pub feedback: Feedback,
 }
 
-/// A stage kind's training signal. The loop calls `next_batch` then `loss` once per
-/// micro-batch, in order, so an objective's state evolves identically in resumed runs.
+/// The models an objective scores experience under.
+#[derive(Clone, Copy)]
+pub struct Models<'m> {
+    /// The model being trained.
+    pub policy: &'m CausalLm,
+    /// A frozen model (the preference and RL reference), when the stage names one.
+    pub reference: Option<&'m CausalLm>,
+}
+
+/// A stage kind's training signal: the loss of one micro-batch of experience.
 pub trait Objective {
-    /// The next micro-batch for 0-based `step` of `total`.
-    fn next_batch(&mut self, step: u64, total: u64) -> Result<Batch, TrainError>;
-    /// The loss of `batch` under `model`.
-    fn loss(&mut self, model: &CausalLm, batch: &Batch) -> Result<LossOutput, TrainError>;
-    /// Resumable state (data position, RNG streams), saved in checkpoints.
-    fn state(&self) -> Value;
+    /// The loss of `experience` under `models`.
+    fn loss(&mut self, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError>;
+
+    /// Resumable state (a running mean such as BCO's δ); none by default.
+    fn state(&self) -> Value {
+        Value::Null
+    }
+
     /// Restores what `state` returned.
-    fn restore(&mut self, state: &Value) -> Result<(), TrainError>;
+    fn restore(&mut self, _state: &Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A stage kind's three parts, each with its own checkpointed state.
+pub struct StageParts {
+    pub curriculum: Box<dyn Curriculum>,
+    pub experience: Box<dyn ExperienceSource>,
+    pub objective: Box<dyn Objective>,
+}
+
+impl StageParts {
+    /// Parts for offline data: `curriculum` chooses rows of `data`, which `objective` trains
+    /// on as they are.
+    pub fn offline(
+        curriculum: Box<dyn Curriculum>,
+        data: &crate::data::Dataset,
+        objective: Box<dyn Objective>,
+    ) -> StageParts {
+        StageParts { curriculum, experience: Box::new(Offline::new(data.ids.clone())), objective }
+    }
+
+    fn state(&self) -> PartsState {
+        PartsState {
+            curriculum: self.curriculum.state(),
+            experience: self.experience.state(),
+            objective: self.objective.state(),
+        }
+    }
+
+    fn restore(&mut self, stage: &str, state: &PartsState) -> Result<(), TrainError> {
+        let restore_err = |part: &str, message: String| TrainError::Restore {
+            stage: stage.to_string(),
+            message: format!("{part}: {message}"),
+        };
+        self.curriculum.restore(&state.curriculum).map_err(|m| restore_err("curriculum", m))?;
+        self.experience.restore(&state.experience).map_err(|m| restore_err("experience", m))?;
+        self.objective.restore(&state.objective).map_err(|m| restore_err("objective", m))
+    }
 }
 
 /// Loop settings shared by every stage kind.
@@ -97,6 +151,8 @@ pub struct LoopConfig {
     pub stage_index: usize,
     /// Optimiser steps.
     pub steps: u64,
+    /// Rows per micro-batch.
+    pub batch: usize,
     /// Micro-batches per optimiser step.
     pub accumulate: u32,
     pub lr: Schedule,
@@ -114,12 +170,14 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
-    /// Defaults matching TRL's: AdamW (0.9, 0.999, 1e-8), no weight decay, clip at 1.0, log every step.
-    pub fn new(stage: impl Into<String>, steps: u64, lr: Schedule) -> LoopConfig {
+    /// TRL's defaults: AdamW (0.9, 0.999, 1e-8), no weight decay, clip at 1.0, log every step,
+    /// a checkpoint at the end.
+    pub fn new(stage: impl Into<String>, steps: u64, batch: usize, lr: Schedule) -> LoopConfig {
         LoopConfig {
             stage: stage.into(),
             stage_index: 0,
             steps,
+            batch,
             accumulate: 1,
             lr,
             weight_decay: Schedule::constant(0.0),
@@ -138,7 +196,7 @@ pub struct Resume {
     pub step: u64,
     pub optimizer_steps: u64,
     pub moments: std::collections::HashMap<String, Tensor>,
-    pub objective: Value,
+    pub parts: PartsState,
 }
 
 impl Resume {
@@ -147,7 +205,7 @@ impl Resume {
             step: ck.state.step,
             optimizer_steps: ck.state.optimizer_steps,
             moments: ck.load_moments(device)?,
-            objective: ck.state.objective.clone(),
+            parts: ck.state.parts.clone(),
         })
     }
 }
@@ -172,7 +230,7 @@ pub enum TrainError {
     /// A stage's configuration cannot run (e.g. batch 0, a dataset without the needed field).
     #[error("stage `{stage}`: {message}")]
     Config { stage: String, message: String },
-    /// An objective's saved state does not fit it.
+    /// A saved curriculum, experience or objective state does not fit the stage.
     #[error("stage `{stage}`: cannot restore state: {message}")]
     Restore { stage: String, message: String },
     #[error(transparent)]
@@ -238,27 +296,32 @@ pub struct RunContext<'a> {
     pub progress: &'a mut dyn Progress,
 }
 
-/// Runs one stage: `cfg.steps` optimiser steps of `objective` on `model` with `optim`,
-/// evaluating with `evals`, from `resume` if given.
+/// Runs one stage: `cfg.steps` optimiser steps of `parts` training `models.policy` with
+/// `optim`, evaluating with `evals`, from `resume` if given.
+///
+/// Errors: `TrainError::Config` for a zero `batch`, `accumulate` or `log_every`;
+/// `TrainError::NonFinite` naming the step and example ids when a loss, gradient norm or
+/// scheduled value is NaN or infinite; I/O and checkpoint errors as they come.
 pub fn run_stage(
-    model: &CausalLm,
+    models: &Models<'_>,
     optim: &mut AdamW,
-    objective: &mut dyn Objective,
+    parts: &mut StageParts,
     cfg: &LoopConfig,
     evals: &mut [Box<dyn Evaluator>],
     ctx: &mut RunContext<'_>,
     resume: Option<Resume>,
 ) -> Result<StageSummary, TrainError> {
-    if cfg.accumulate == 0 || cfg.log_every == 0 {
+    if cfg.batch == 0 || cfg.accumulate == 0 || cfg.log_every == 0 {
         return Err(TrainError::Config {
             stage: cfg.stage.clone(),
-            message: "`accumulate` and `log_every` must be at least 1".into(),
+            message: "`batch`, `accumulate` and `log_every` must be at least 1".into(),
         });
     }
+    let model = models.policy;
     let mut start = 0;
     if let Some(r) = resume {
         optim.load_state(&r.moments, r.optimizer_steps)?;
-        objective.restore(&r.objective)?;
+        parts.restore(&cfg.stage, &r.parts)?;
         start = r.step;
     }
     ctx.progress.stage_started(&cfg.stage, cfg.steps, start);
@@ -269,7 +332,7 @@ pub fn run_stage(
     for s in start..cfg.steps {
         let done = s + 1;
         let step_clock = Instant::now();
-        let out = train_step(model, optim, objective, cfg, s)?;
+        let out = train_step(models, optim, parts, cfg, s)?;
         window.add(&out, step_clock.elapsed().as_secs_f64());
         summary.final_loss = out.loss;
         summary.steps = done;
@@ -290,6 +353,9 @@ pub fn run_stage(
         }
         if last || eval_now || done % cfg.log_every == 0 {
             let mut line = window.line(&cfg.stage, done);
+            for (k, v) in parts.curriculum.metrics() {
+                line.insert(k, json!(v));
+            }
             if eval_now {
                 line.insert("eval".into(), Value::Object(eval_fields));
             }
@@ -311,7 +377,7 @@ pub fn run_stage(
                 step: done,
                 total_steps: cfg.steps,
                 optimizer_steps: optim.steps(),
-                objective: objective.state(),
+                parts: parts.state(),
                 metrics_lines: ctx.run.metrics_lines(),
             };
             let path = checkpoint::write(&ctx.run.checkpoints(), model, optim, &state)?;
@@ -334,9 +400,9 @@ struct StepOutput {
 
 /// Accumulate → (all-reduce) → clip → AdamW for 0-based step `s`.
 fn train_step(
-    model: &CausalLm,
+    models: &Models<'_>,
     optim: &mut AdamW,
-    objective: &mut dyn Objective,
+    parts: &mut StageParts,
     cfg: &LoopConfig,
     s: u64,
 ) -> Result<StepOutput, TrainError> {
@@ -362,24 +428,21 @@ fn train_step(
     let mut metrics: Vec<(String, f64)> = Vec::new();
     let scale = 1.0 / f64::from(cfg.accumulate);
     for _ in 0..cfg.accumulate {
-        let batch = objective.next_batch(s, cfg.steps)?;
-        let out = objective.loss(model, &batch)?;
+        let rows = parts.curriculum.next_rows(s, cfg.steps, cfg.batch)?;
+        let experience = parts.experience.collect(models.policy, rows, s, cfg.steps)?;
+        let out = parts.objective.loss(models, &experience)?;
         let loss = scalar(&out.loss)?;
         if !loss.is_finite() {
-            return Err(non_finite("the loss", loss, batch.example_ids));
+            return Err(non_finite("the loss", loss, experience.example_ids));
         }
         let scaled = if cfg.accumulate == 1 { out.loss } else { out.loss.affine(scale, 0.0)? };
         let grads = scaled.backward()?;
-        acc.add(model.take_grads(&grads)?)?;
+        acc.add(models.policy.take_grads(&grads)?)?;
+        parts.curriculum.observe(&experience.rows, &out.feedback);
         loss_sum += loss * scale;
         tokens += out.tokens;
-        for (k, v) in out.metrics {
-            match metrics.iter_mut().find(|(n, _)| *n == k) {
-                Some((_, total)) => *total += v * scale,
-                None => metrics.push((k, v * scale)),
-            }
-        }
-        step_ids.extend(batch.example_ids);
+        add_scaled(&mut metrics, &out.metrics, scale);
+        step_ids.extend(experience.example_ids);
     }
     let mut grads = acc.take().unwrap_or_default();
 
@@ -409,6 +472,17 @@ fn scalar(t: &Tensor) -> Result<f64, TrainError> {
     }
 }
 
+/// Adds `scale × value` of each metric in `from` to the same-named total in `into`, appending
+/// metrics seen for the first time (in first-seen order, so metrics lines are stable).
+fn add_scaled(into: &mut Vec<(String, f64)>, from: &[(String, f64)], scale: f64) {
+    for (k, v) in from {
+        match into.iter_mut().find(|(n, _)| n == k) {
+            Some((_, total)) => *total += v * scale,
+            None => into.push((k.clone(), v * scale)),
+        }
+    }
+}
+
 /// Steps since the last metrics line, averaged into the next line.
 #[derive(Default)]
 struct LogWindow {
@@ -429,12 +503,7 @@ impl LogWindow {
         self.lr = out.lr;
         self.tokens += out.tokens;
         self.seconds += seconds;
-        for (k, v) in &out.metrics {
-            match self.metrics.iter_mut().find(|(n, _)| n == k) {
-                Some((_, total)) => *total += v,
-                None => self.metrics.push((k.clone(), *v)),
-            }
-        }
+        add_scaled(&mut self.metrics, &out.metrics, 1.0);
     }
 
     /// The deterministic part of a metrics line: means over the window, the last step's lr.

@@ -1,0 +1,160 @@
+//! Every model a run's stages name — the policy each trains, a frozen reference — resolved in
+//! one place.
+//!
+//! Invariants: a declaration (`model m = load(...)`) is built or loaded once per run, however
+//! many stages read it; a stage trains its own copy, so no stage changes a model another stage
+//! reads; a stage's output (model and optimiser) is kept exactly until its last reader has
+//! started and then freed, and so is a declared model; a stage's reference is rebuilt from what
+//! it names (a declaration or an earlier stage's output), never from the live policy, so a
+//! resumed stage scores against the same reference.
+
+use super::build::Builder;
+use super::ExecError;
+use crate::model::{CausalLm, Tokenizer};
+use crate::optim::AdamW;
+use recipe_compiler::program::Value;
+use std::collections::HashMap;
+
+/// What a stage argument of type `Model` names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ModelRef {
+    /// `model name = ...`.
+    Declared(String),
+    /// The output of an earlier stage (`sft.model`).
+    Stage(String),
+}
+
+impl ModelRef {
+    /// The model a `Model`-typed argument value names.
+    pub fn of(value: &Value) -> Result<ModelRef, ExecError> {
+        match value {
+            Value::Model(name) => Ok(ModelRef::Declared(name.clone())),
+            Value::Stage { stage, .. } => Ok(ModelRef::Stage(stage.clone())),
+            other => Err(ExecError::Internal(format!("expected a model, found {other:?}"))),
+        }
+    }
+}
+
+/// A finished stage's model and the optimiser that trained it (for `optimizer = keep`).
+pub struct StageOutput {
+    pub model: CausalLm,
+    pub optim: AdamW,
+}
+
+/// The models of a run: declarations built on first use, stage outputs until their last use.
+#[derive(Default)]
+pub struct ModelStore {
+    declared: HashMap<String, CausalLm>,
+    outputs: HashMap<String, StageOutput>,
+    /// For each model, how many stage starts still read it.
+    readers: HashMap<ModelRef, usize>,
+    /// Which declaration each stage's output descends from (for its tokenizer and context).
+    roots: HashMap<String, String>,
+}
+
+impl ModelStore {
+    /// Records that stage `stage` will read `policy` and `reference` (in run order, before it
+    /// runs), so each is kept until then and the stage's output inherits `policy`'s tokenizer.
+    pub fn register(&mut self, stage: &str, policy: &ModelRef, reference: Option<&ModelRef>) -> Result<(), ExecError> {
+        let root = self.root(policy)?.to_string();
+        self.roots.insert(stage.to_string(), root);
+        for r in std::iter::once(policy).chain(reference) {
+            *self.readers.entry(r.clone()).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    /// Counts a read of `r` by a stage that does not need it (restored from a checkpoint).
+    pub fn skip(&mut self, r: &ModelRef) {
+        self.read(r);
+    }
+
+    /// The declaration `r` descends from.
+    fn root<'r>(&'r self, r: &'r ModelRef) -> Result<&'r str, ExecError> {
+        match r {
+            ModelRef::Declared(name) => Ok(name),
+            ModelRef::Stage(stage) => self
+                .roots
+                .get(stage)
+                .map(String::as_str)
+                .ok_or_else(|| ExecError::Internal(format!("stage `{stage}` has no known model"))),
+        }
+    }
+
+    /// The declared model `name`, built (or loaded) on first use.
+    fn declared(&mut self, builder: &mut Builder<'_>, name: &str) -> Result<&CausalLm, ExecError> {
+        if !self.declared.contains_key(name) {
+            let model = builder.model(name)?;
+            self.declared.insert(name.to_string(), model);
+        }
+        Ok(&self.declared[name])
+    }
+
+    /// The tokenizer and context (positions) of the model `r` names, without training
+    /// anything: stage outputs share their declaration's.
+    pub fn limits(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<(Tokenizer, usize), ExecError> {
+        let root = self.root(r)?.to_string();
+        let model = self.declared(builder, &root)?;
+        Ok((model.tokenizer().clone(), model.config().max_position_embeddings))
+    }
+
+    /// A trainable copy of the model `r` names, and the optimiser that trained it when it is a
+    /// stage's output. Counts as one read of `r`.
+    pub fn start(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<(CausalLm, Option<&AdamW>), ExecError> {
+        let last = self.read(r);
+        match r {
+            ModelRef::Declared(name) => {
+                let model = match last {
+                    // Nobody else reads the declaration: train it in place of a copy.
+                    true => match self.declared.remove(name) {
+                        Some(model) => model,
+                        None => builder.model(name)?,
+                    },
+                    false => self.declared(builder, name)?.snapshot()?,
+                };
+                Ok((model, None))
+            }
+            ModelRef::Stage(stage) => {
+                let out = self.output(stage)?;
+                Ok((out.model.snapshot()?, Some(&out.optim)))
+            }
+        }
+    }
+
+    /// A frozen copy of the model `r` names (a reference). Counts as one read of `r`.
+    pub fn frozen(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<CausalLm, ExecError> {
+        self.read(r);
+        match r {
+            ModelRef::Declared(name) => Ok(self.declared(builder, name)?.frozen()?),
+            ModelRef::Stage(stage) => Ok(self.output(stage)?.model.frozen()?),
+        }
+    }
+
+    /// Keeps stage `stage`'s output while a later stage reads it; frees it otherwise.
+    pub fn finish(&mut self, stage: &str, output: StageOutput) {
+        if self.readers.get(&ModelRef::Stage(stage.to_string())).is_some_and(|&n| n > 0) {
+            self.outputs.insert(stage.to_string(), output);
+        }
+    }
+
+    /// Frees whatever no later stage reads (after a round of `start`/`frozen` calls).
+    pub fn release_unread(&mut self) {
+        let readers = &self.readers;
+        let unread = |r: ModelRef| readers.get(&r).is_none_or(|&n| n == 0);
+        self.declared.retain(|name, _| !unread(ModelRef::Declared(name.clone())));
+        self.outputs.retain(|stage, _| !unread(ModelRef::Stage(stage.clone())));
+    }
+
+    fn output(&self, stage: &str) -> Result<&StageOutput, ExecError> {
+        self.outputs
+            .get(stage)
+            .ok_or_else(|| ExecError::Internal(format!("the output of stage `{stage}` is not available")))
+    }
+
+    /// Counts one read of `r`; whether it was the last.
+    fn read(&mut self, r: &ModelRef) -> bool {
+        let n = self.readers.entry(r.clone()).or_insert(1);
+        *n = n.saturating_sub(1);
+        *n == 0
+    }
+}

@@ -1,0 +1,104 @@
+//! The optimiser and loop settings every training stage builtin takes (TRL's names: `lr`,
+//! `weight_decay`, `max_grad_norm`, `accumulate`, `adam_beta1`, `adam_beta2`, `adam_epsilon`,
+//! plus `steps`, `batch` and the `optimizer` policy at the stage boundary), decoded and
+//! validated once, before any compute.
+
+use super::args::{self, Call, Constant, Functions};
+use super::ExecError;
+use crate::optim::AdamWConfig;
+use crate::train::{LoopConfig, Schedule};
+use std::sync::Arc;
+
+/// What happens to AdamW's moments when a stage starts from another stage's model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerPolicy {
+    /// Continue the moments (and step count) of the stage the model comes from.
+    Keep,
+    /// Fresh moments.
+    Reset,
+}
+
+impl Constant for OptimizerPolicy {
+    const TYPE: &'static str = "Optimizer";
+
+    fn from_name(name: &str) -> Option<OptimizerPolicy> {
+        match name {
+            "keep" => Some(OptimizerPolicy::Keep),
+            "reset" => Some(OptimizerPolicy::Reset),
+            _ => None,
+        }
+    }
+}
+
+/// A training stage's settings, validated.
+#[derive(Clone, Debug)]
+pub struct TrainSettings {
+    /// Optimiser steps (capped by `--max-steps`).
+    pub steps: u64,
+    /// Rows per micro-batch (TRL's `per_device_train_batch_size`).
+    pub batch: usize,
+    /// Micro-batches per optimiser step (TRL's `gradient_accumulation_steps`).
+    pub accumulate: u32,
+    pub lr: Schedule,
+    pub weight_decay: Schedule,
+    /// Global-norm clipping threshold; `None` (from `max_grad_norm <= 0`) disables clipping.
+    pub clip: Option<f64>,
+    pub adam: AdamWConfig,
+    pub optimizer: OptimizerPolicy,
+}
+
+impl TrainSettings {
+    /// Reads the settings of a stage call; `max_steps` caps `steps`.
+    ///
+    /// Errors: `ExecError::Config` at the offending argument for `batch = 0`, `accumulate = 0`,
+    /// negative counts, `adam_beta1`/`adam_beta2` outside [0, 1) and `adam_epsilon <= 0`.
+    pub fn decode(
+        call: &Call<'_>,
+        functions: &Arc<Functions>,
+        max_steps: Option<u64>,
+    ) -> Result<TrainSettings, ExecError> {
+        let batch = call.count("batch")?;
+        if batch == 0 {
+            return Err(call.invalid("batch", "must be at least 1"));
+        }
+        let accumulate = u32::try_from(call.count("accumulate")?)
+            .ok()
+            .filter(|&a| a >= 1)
+            .ok_or_else(|| call.invalid("accumulate", "must be at least 1"))?;
+        let unit = |arg: &str| -> Result<f64, ExecError> {
+            let value = call.float(arg)?;
+            match (0.0..1.0).contains(&value) {
+                true => Ok(value),
+                false => Err(call.invalid(arg, format!("must be in [0, 1), found {value}"))),
+            }
+        };
+        let adam =
+            AdamWConfig { beta1: unit("adam_beta1")?, beta2: unit("adam_beta2")?, eps: call.float("adam_epsilon")? };
+        if !(adam.eps > 0.0) {
+            return Err(call.invalid("adam_epsilon", "must be positive"));
+        }
+        let schedule = |arg: &str| args::schedule(call, arg, functions);
+        Ok(TrainSettings {
+            steps: call.count("steps")?.min(max_steps.unwrap_or(u64::MAX)),
+            batch: batch as usize,
+            accumulate,
+            lr: schedule("lr")?,
+            weight_decay: schedule("weight_decay")?,
+            clip: Some(call.float("max_grad_norm")?).filter(|c| *c > 0.0),
+            adam,
+            optimizer: call.constant("optimizer")?,
+        })
+    }
+
+    /// The loop settings for stage `stage` at position `stage_index` of the run.
+    pub fn loop_config(&self, stage: &str, stage_index: usize) -> LoopConfig {
+        LoopConfig {
+            stage_index,
+            accumulate: self.accumulate,
+            weight_decay: self.weight_decay.clone(),
+            adam: self.adam,
+            clip: self.clip,
+            ..LoopConfig::new(stage, self.steps, self.batch, self.lr.clone())
+        }
+    }
+}

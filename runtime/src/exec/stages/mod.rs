@@ -1,0 +1,266 @@
+//! Stages: `prepare` binds each step of the run order through the stage-kind table (decoding
+//! and validating its arguments, checking its data against its model, all without compute),
+//! `execute` runs the bound stages through the one step loop, resuming from a checkpoint where
+//! one exists.
+//!
+//! A stage kind is a row of [`STAGE_KINDS`]: the builtin's name and its binding, a function
+//! that decodes the call into typed settings and returns a [`Bound`] stage — which models it
+//! reads and how to build its curriculum, experience source and objective. Adding a kind adds
+//! a row and a file; nothing here changes.
+
+mod sft;
+
+use super::args::Call;
+use super::build::Builder;
+use super::models::{ModelRef, ModelStore, StageOutput};
+use super::settings::{OptimizerPolicy, TrainSettings};
+use super::ExecError;
+use crate::artifact::RunDir;
+use crate::checkpoint::Checkpoint;
+use crate::data::Dataset;
+use crate::model::{self, Tokenizer};
+use crate::optim::AdamW;
+use crate::progress::Progress;
+use crate::train::{self, Evaluator, ExactMatch, Models, Resume, RunContext, StageParts, StageSummary};
+use recipe_compiler::program::{DeclKind, Program, Step, Value};
+use std::path::Path;
+
+/// A stage builtin this runtime executes.
+pub(super) struct StageKind {
+    /// The builtin's name (`sft`).
+    pub name: &'static str,
+    /// Decodes and validates a call of it, without compute.
+    pub bind: fn(&mut Binding<'_, '_>) -> Result<Bound, ExecError>,
+}
+
+/// Every stage kind the runtime executes.
+pub(super) const STAGE_KINDS: &[StageKind] = &[StageKind { name: "sft", bind: sft::bind }];
+
+/// What a binding reads: the stage's call and everything needed to decode and check it.
+pub(super) struct Binding<'b, 'p> {
+    /// The stage's name.
+    pub stage: &'b str,
+    pub call: Call<'p>,
+    pub builder: &'b mut Builder<'p>,
+    pub models: &'b mut ModelStore,
+    /// `--max-steps`: caps every stage's steps.
+    pub max_steps: Option<u64>,
+}
+
+impl Binding<'_, '_> {
+    /// The stage's `dataset` argument, built.
+    ///
+    /// Errors: the build's, and `ExecError::Config` for a dataset with no rows, at the argument.
+    pub fn dataset(&mut self) -> Result<Dataset, ExecError> {
+        let value = self.call.get("dataset")?;
+        let data = self.builder.dataset(value).map_err(|e| self.call.locate(e, Some("dataset")))?;
+        if data.is_empty() {
+            return Err(self.call.invalid("dataset", format!("({}) has no rows", data.origin)));
+        }
+        Ok(data)
+    }
+
+    /// The tokenizer and context of the model argument `arg` names.
+    pub fn limits(&mut self, arg: &str) -> Result<(Tokenizer, usize), ExecError> {
+        let r = ModelRef::of(self.call.get(arg)?)?;
+        self.models.limits(self.builder, &r)
+    }
+}
+
+/// A stage whose arguments are decoded and validated.
+pub(super) struct Bound {
+    /// The model the stage trains (a copy of it).
+    pub policy: ModelRef,
+    /// The frozen model its objective scores against, if any.
+    pub reference: Option<ModelRef>,
+    pub settings: TrainSettings,
+    /// Builds the stage's parts, fresh (a checkpoint's state is restored into them).
+    pub parts: Box<dyn Fn() -> Result<StageParts, ExecError>>,
+}
+
+/// A stage ready to run.
+pub(super) struct Prepared {
+    index: usize,
+    name: String,
+    bound: Bound,
+    /// Evaluate every this many steps (the smallest `every` of the evals).
+    eval_every: Option<u64>,
+    checkpoint_every: Option<u64>,
+}
+
+/// Binds every stage of the run order and checks everything that needs no compute. Builds
+/// (or loads) each declared model once, into `models`.
+pub(super) fn prepare<'p>(
+    program: &'p Program,
+    builder: &mut Builder<'p>,
+    models: &mut ModelStore,
+    max_steps: Option<u64>,
+) -> Result<(Vec<Prepared>, Vec<Eval>), ExecError> {
+    let evals = prepare_evals(program, builder)?;
+    let eval_every = evals.iter().map(|e| e.every).filter(|&e| e > 0).min();
+    let mut prepared: Vec<Prepared> = Vec::new();
+    for (index, step) in program.stage_order().into_iter().enumerate() {
+        let decl = match step {
+            Step::Stage(decl) => decl,
+            Step::Rounds(rounds) => {
+                return Err(ExecError::Unsupported(format!("`rounds {}` (iterative rounds)", rounds.name)))
+            }
+        };
+        let call = Call::of_decl(program, &decl.name)?;
+        let kind = STAGE_KINDS.iter().find(|k| k.name == call.name).ok_or_else(|| {
+            ExecError::Unsupported(format!("stage `{}` of kind `{}`", decl.name, call.name))
+                .in_recipe(program, &decl.name, None)
+        })?;
+        let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps };
+        let bound = (kind.bind)(&mut binding)?;
+        // Every evaluation runs during this stage on its policy: its prompts plus the
+        // generation budget must fit the model.
+        let (tok, context) = models.limits(builder, &bound.policy)?;
+        for eval in &evals {
+            let budget = eval.evaluator.budget(&tok);
+            let what = format!("eval `{}` of stage `{}`", eval.evaluator.name(), decl.name);
+            super::check_context(&what, &eval.data, context, |p, _| tok.encode(p).len() + budget)?;
+        }
+        models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
+        let checkpoint_every = checkpoint_every(program, bound.settings.steps);
+        prepared.push(Prepared { index, name: decl.name.clone(), bound, eval_every, checkpoint_every });
+    }
+    Ok((prepared, evals))
+}
+
+/// The header's `checkpoint_every` when given, else about ten checkpoints a stage.
+fn checkpoint_every(program: &Program, steps: u64) -> Option<u64> {
+    match program.header_field("checkpoint_every").and_then(Value::as_int) {
+        Some(n) if n > 0 => Some(n as u64),
+        _ => Some((steps / 10).max(1)),
+    }
+}
+
+/// An evaluation declared with `eval name = ...`, run during every stage.
+pub(super) struct Eval {
+    evaluator: ExactMatch,
+    /// Its rows, for errors that name one.
+    data: Dataset,
+    every: u64,
+}
+
+fn prepare_evals(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Eval>, ExecError> {
+    let mut evals = Vec::new();
+    for decl in program.decls_of(DeclKind::Eval) {
+        let call = Call::of_decl(program, &decl.name)?;
+        if call.name != "accuracy" {
+            let e = ExecError::Unsupported(format!("eval `{}` of kind `{}`", decl.name, call.name));
+            return Err(call.locate(e, None));
+        }
+        let data = builder.dataset(call.get("dataset")?).map_err(|e| call.locate(e, Some("dataset")))?;
+        let max_tokens = call.count("max_tokens")? as usize;
+        if max_tokens == 0 {
+            return Err(call.invalid("max_tokens", "must be at least 1"));
+        }
+        let evaluator = ExactMatch::new(&decl.name, &data, 64)?.max_tokens(max_tokens);
+        evals.push(Eval { evaluator, data, every: call.count("every")? });
+    }
+    Ok(evals)
+}
+
+/// Runs the prepared stages in order. With `resume`, stages finished before it are restored
+/// from their final checkpoints and the stage it belongs to continues from it.
+pub(super) fn execute(
+    stages: &[Prepared],
+    evals: &[Eval],
+    builder: &mut Builder<'_>,
+    models: &mut ModelStore,
+    run: &mut RunDir,
+    progress: &mut dyn Progress,
+    resume: Option<Checkpoint>,
+) -> Result<Vec<(String, StageSummary)>, ExecError> {
+    let device = builder.device.clone();
+    let mut summaries = Vec::new();
+    let resume_at = resume.as_ref().map(|c| c.state.stage_index);
+    for stage in stages {
+        let bound = &stage.bound;
+        let mut cfg = bound.settings.loop_config(&stage.name, stage.index);
+        cfg.eval_every = stage.eval_every;
+        cfg.checkpoint_every = stage.checkpoint_every;
+        // A stage that finished before the resume point: restore its output and move on.
+        if resume_at.is_some_and(|at| stage.index < at)
+            || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.complete())
+        {
+            let ck = final_checkpoint(&run.checkpoints(), stage)?;
+            let model = ck.load_model(&device)?;
+            let mut optim = AdamW::new(model.params(), cfg.adam)?;
+            optim.load_state(&ck.load_moments(&device)?, ck.state.optimizer_steps)?;
+            progress.note(&format!("stage `{}` restored from {}", stage.name, ck.dir.display()));
+            models.skip(&bound.policy);
+            bound.reference.iter().for_each(|r| models.skip(r));
+            models.finish(&stage.name, StageOutput { model, optim });
+            models.release_unread();
+            continue;
+        }
+        let resuming = resume.as_ref().filter(|c| c.state.stage_index == stage.index);
+        let (model, mut optim, state) = match resuming {
+            Some(ck) => {
+                models.skip(&bound.policy);
+                let model = ck.load_model(&device)?;
+                let optim = AdamW::new(model.params(), cfg.adam)?;
+                (model, optim, Some(Resume::from_checkpoint(ck, &device)?))
+            }
+            None => {
+                let (model, previous) = models.start(builder, &bound.policy)?;
+                let mut optim = AdamW::new(model.params(), cfg.adam)?;
+                if let (OptimizerPolicy::Keep, Some(previous)) = (bound.settings.optimizer, previous) {
+                    let moments = previous.state_tensors()?.into_iter().collect();
+                    optim.load_state(&moments, previous.steps())?;
+                }
+                (model, optim, None)
+            }
+        };
+        // The reference is rebuilt from what it names, also on resume.
+        let reference = bound.reference.as_ref().map(|r| models.frozen(builder, r)).transpose()?;
+        models.release_unread();
+        let mut parts = (bound.parts)()?;
+        let mut evaluators: Vec<Box<dyn Evaluator>> =
+            evals.iter().map(|e| Box::new(e.evaluator.clone()) as Box<dyn Evaluator>).collect();
+        let mut ctx = RunContext { run, progress };
+        let roles = Models { policy: &model, reference: reference.as_ref() };
+        let summary = train::run_stage(&roles, &mut optim, &mut parts, &cfg, &mut evaluators, &mut ctx, state)?;
+        summaries.push((stage.name.clone(), summary));
+        models.finish(&stage.name, StageOutput { model, optim });
+    }
+    Ok(summaries)
+}
+
+/// The last checkpoint a finished stage wrote.
+fn final_checkpoint(checkpoints: &Path, stage: &Prepared) -> Result<Checkpoint, ExecError> {
+    let prefix = format!("{:02}-{}-step", stage.index, stage.name);
+    let mut best: Option<Checkpoint> = None;
+    let entries = std::fs::read_dir(checkpoints).map_err(|e| ExecError::io(checkpoints, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| ExecError::io(checkpoints, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with(&prefix) && !name.contains(".tmp-") {
+            let ck = Checkpoint::open(&path)?;
+            if ck.state.complete() && best.as_ref().is_none_or(|b| ck.state.step > b.state.step) {
+                best = Some(ck);
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        ExecError::Input(format!(
+            "cannot resume: no final checkpoint of stage `{}` in {}",
+            stage.name,
+            checkpoints.display()
+        ))
+    })
+}
+
+/// Refuses rows of `data` whose prompt, completion and EOS need more positions than
+/// `context` (the rule [`model::training_positions`] states).
+pub(super) fn check_training_rows(
+    what: &str,
+    data: &Dataset,
+    tok: &Tokenizer,
+    context: usize,
+) -> Result<(), ExecError> {
+    super::check_context(what, data, context, |p, c| model::training_positions(tok, p, c))
+}

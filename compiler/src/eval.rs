@@ -1,6 +1,7 @@
 //! Compile-time evaluation: the checked program → [`Program`]. Every top-level declaration is
-//! evaluated to a value; calls of `fn`s are inlined, builtin calls become `Value::Call` with all
-//! arguments, arithmetic on constants is folded, and closures (lambdas, `fn`s used as values,
+//! evaluated to a value; calls of `fn`s are inlined ([`inline`], shared with the lowering),
+//! builtin calls become `Value::Call` with all arguments, scalar operations on constants are
+//! folded by the interpreter (see `fold_ir`), and closures (lambdas, `fn`s used as values,
 //! losses) are turned into code at the end — scalar IR (`lower::scalar`) or a tensor DAG
 //! (`lower::tensor`) — by the type they have.
 //!

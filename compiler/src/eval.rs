@@ -1,6 +1,7 @@
 //! Compile-time evaluation: the checked program → [`Program`]. Every top-level declaration is
-//! evaluated to a value; calls of `fn`s are inlined, builtin calls become `Value::Call` with all
-//! arguments, arithmetic on constants is folded, and closures (lambdas, `fn`s used as values,
+//! evaluated to a value; calls of `fn`s are inlined ([`inline`], shared with the lowering),
+//! builtin calls become `Value::Call` with all arguments, scalar operations on constants are
+//! folded by the interpreter (see `fold_ir`), and closures (lambdas, `fn`s used as values,
 //! losses) are turned into code at the end — scalar IR (`lower::scalar`) or a tensor DAG
 //! (`lower::tensor`) — by the type they have.
 //!
@@ -10,9 +11,9 @@
 
 use crate::ast::{BinOp, BindingKind, UnOp};
 use crate::check::typed::{Coercion, FileId, FnId, Lambda, LocalId, TExpr, TKind};
-use crate::check::{CheckedProgram, FnInfo};
+use crate::check::{CheckedProgram, CheckedRounds, FnInfo};
 use crate::diag::Diagnostic;
-use crate::interp::ops;
+use crate::interp::{self, Interp};
 use crate::ir;
 use crate::lower;
 use crate::program::{Decl, DeclKind, FunctionInfo, Origin, Program, Rounds, RowSchema, Value};
@@ -52,6 +53,65 @@ pub enum ClosureKind {
 /// Local bindings visible to an expression.
 pub type Env = HashMap<LocalId, CVal>;
 
+/// One of the three walkers of checked code — compile-time evaluation ([`Evaluator`]), scalar
+/// and tensor lowering (`lower`) — as far as [`inline`] needs it: its value type and how it
+/// evaluates an expression in an environment of such values.
+pub trait Walker<'c, 'a: 'c> {
+    /// What an expression evaluates to in this walker.
+    type Val;
+    /// The checked program whose `fn`s are inlined.
+    fn program(&self) -> &'c CheckedProgram<'a>;
+    /// Evaluates `e` with `env` binding its locals.
+    fn walk(&mut self, e: &TExpr, env: &HashMap<LocalId, Self::Val>) -> Self::Val;
+    /// The value of something already reported (a `fn` whose body did not check).
+    fn error() -> Self::Val;
+}
+
+/// An argument of an inlined `fn` call.
+pub enum Arg<'t, V> {
+    /// Written at the call: evaluated in the caller's environment.
+    Expr(&'t TExpr, &'t HashMap<LocalId, V>),
+    /// Already a value (a `fn` called as a function value).
+    Value(V),
+    /// Omitted: the parameter's default.
+    Default,
+}
+
+/// The arguments of a `TKind::CallFn` evaluated in `env`.
+pub fn call_args<'t, V>(args: &'t [Option<TExpr>], env: &'t HashMap<LocalId, V>) -> impl Iterator<Item = Arg<'t, V>> {
+    args.iter().map(move |a| a.as_ref().map_or(Arg::Default, |a| Arg::Expr(a, env)))
+}
+
+/// Inlines a call of `fn` `id` in any walker — the one place that knows how a `fn` call binds.
+/// Each parameter, in order, is bound to its argument, or else to its default evaluated in the
+/// callee's environment so far (so a default can use earlier parameters); the body is then
+/// evaluated in that environment. Missing arguments take their defaults.
+pub fn inline<'c, 'a: 'c, 't, W: Walker<'c, 'a>>(
+    w: &mut W,
+    id: FnId,
+    args: impl IntoIterator<Item = Arg<'t, W::Val>>,
+) -> W::Val
+where
+    W::Val: 't,
+{
+    let info = &w.program().fns[id];
+    let mut env = HashMap::new();
+    let mut args = args.into_iter();
+    for ((_, local, _), default) in info.params.iter().zip(&info.defaults) {
+        let v = match (args.next().unwrap_or(Arg::Default), default) {
+            (Arg::Expr(e, caller), _) => w.walk(e, caller),
+            (Arg::Value(v), _) => v,
+            (Arg::Default, Some(d)) => w.walk(d, &env),
+            (Arg::Default, None) => W::error(),
+        };
+        env.insert(*local, v);
+    }
+    match &info.body {
+        Some(body) => w.walk(body, &env),
+        None => W::error(),
+    }
+}
+
 pub struct Evaluator<'c, 'a> {
     pub checked: &'c CheckedProgram<'a>,
     pub module: ir::Module,
@@ -72,25 +132,7 @@ pub fn evaluate(
     source: String,
     overrides: &[(String, String)],
 ) -> Result<Program, Vec<(FileId, Diagnostic)>> {
-    let mut ev = Evaluator {
-        checked,
-        module: ir::Module::new(),
-        infos: Vec::new(),
-        diags: Vec::new(),
-        lets: HashMap::new(),
-        kinds: HashMap::new(),
-        context: String::new(),
-        compiled: HashMap::new(),
-    };
-    for item in &checked.items {
-        ev.kinds.insert(item.name.clone(), item.kind);
-    }
-    for r in &checked.rounds {
-        ev.kinds.insert(r.name.clone(), BindingKind::Stage);
-        for s in &r.stages {
-            ev.kinds.insert(s.name.clone(), BindingKind::Stage);
-        }
-    }
+    let mut ev = Evaluator::new(checked);
     let mut header = Vec::new();
     for (name, value) in &checked.header {
         ev.context = format!("header.{name}");
@@ -98,50 +140,12 @@ pub fn evaluate(
         header.push((name.clone(), ev.finalize(v, &value.ty)));
     }
     let seed = header.iter().find(|(n, _)| n == "seed").and_then(|(_, v)| v.as_int()).unwrap_or(0);
-    let mut decls = Vec::new();
-    for item in &checked.items {
-        ev.context = item.name.clone();
-        let v = ev.eval(&item.value, &Env::new());
-        let value = ev.finalize(v, &item.ty);
-        decls.push(Decl {
-            kind: decl_kind(item.kind),
-            name: item.name.clone(),
-            ty: item.ty.to_string(),
-            row: RowSchema::of_dataset(&item.ty),
-            value,
-            origin: origin(&item.value),
-            arg_origins: arg_origins(&item.value),
-        });
-    }
-    let mut rounds = Vec::new();
-    for r in &checked.rounds {
-        ev.context = r.name.clone();
-        let count = match ev.eval(&r.count, &Env::new()) {
-            CVal::V(Value::Int(n)) => n,
-            _ => {
-                ev.not_constant(&r.count, "a rounds count");
-                0
-            }
-        };
-        let from_v = ev.eval(&r.from, &Env::new());
-        let from = ev.finalize(from_v, &r.from.ty);
-        let mut stages = Vec::new();
-        for s in &r.stages {
-            ev.context = format!("{}.{}", r.name, s.name);
-            let v = ev.eval(&s.value, &Env::new());
-            let value = ev.finalize(v, &s.ty);
-            stages.push(Decl {
-                kind: DeclKind::Stage,
-                name: s.name.clone(),
-                ty: s.ty.to_string(),
-                row: RowSchema::of_dataset(&s.ty),
-                value,
-                origin: origin(&s.value),
-                arg_origins: arg_origins(&s.value),
-            });
-        }
-        rounds.push(Rounds { name: r.name.clone(), count, from, stages });
-    }
+    let decls = checked
+        .items
+        .iter()
+        .map(|item| ev.decl(decl_kind(item.kind), &item.name, &item.name, &item.value, &item.ty))
+        .collect();
+    let rounds = checked.rounds.iter().map(|r| ev.rounds(r)).collect();
     if let Err(e) = ev.module.validate() {
         ev.diags.push((
             FileId::USER,
@@ -201,6 +205,64 @@ fn decl_kind(kind: BindingKind) -> DeclKind {
 }
 
 impl<'c, 'a> Evaluator<'c, 'a> {
+    fn new(checked: &'c CheckedProgram<'a>) -> Self {
+        let mut kinds = HashMap::new();
+        for item in &checked.items {
+            kinds.insert(item.name.clone(), item.kind);
+        }
+        for r in &checked.rounds {
+            kinds.insert(r.name.clone(), BindingKind::Stage);
+            for s in &r.stages {
+                kinds.insert(s.name.clone(), BindingKind::Stage);
+            }
+        }
+        Evaluator {
+            checked,
+            module: ir::Module::new(),
+            infos: Vec::new(),
+            diags: Vec::new(),
+            lets: HashMap::new(),
+            kinds,
+            context: String::new(),
+            compiled: HashMap::new(),
+        }
+    }
+
+    /// Evaluate one declaration; `context` names the functions it compiles.
+    fn decl(&mut self, kind: DeclKind, name: &str, context: &str, expr: &TExpr, ty: &Ty) -> Decl {
+        self.context = context.to_string();
+        let v = self.eval(expr, &Env::new());
+        let value = self.finalize(v, ty);
+        Decl {
+            kind,
+            name: name.to_string(),
+            ty: ty.to_string(),
+            row: RowSchema::of_dataset(ty),
+            value,
+            origin: origin(expr),
+            arg_origins: arg_origins(expr),
+        }
+    }
+
+    fn rounds(&mut self, r: &CheckedRounds) -> Rounds {
+        self.context = r.name.clone();
+        let count = match self.eval(&r.count, &Env::new()) {
+            CVal::V(Value::Int(n)) => n,
+            _ => {
+                self.not_constant(&r.count, "a rounds count");
+                0
+            }
+        };
+        let from_v = self.eval(&r.from, &Env::new());
+        let from = self.finalize(from_v, &r.from.ty);
+        let stages = r
+            .stages
+            .iter()
+            .map(|s| self.decl(DeclKind::Stage, &s.name, &format!("{}.{}", r.name, s.name), &s.value, &s.ty))
+            .collect();
+        Rounds { name: r.name.clone(), count, from, stages }
+    }
+
     pub fn fn_info(&self, id: FnId) -> &FnInfo<'a> {
         &self.checked.fns[id]
     }
@@ -227,68 +289,22 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             TKind::FnRef(id) => closure(ClosureKind::Fn(*id), Env::new(), e.ty.clone()),
             TKind::ExternRef(name) => closure(ClosureKind::Extern(name.clone()), Env::new(), e.ty.clone()),
             TKind::Enum(ty, name) => CVal::V(Value::Enum { ty: ty.to_string(), name: name.clone() }),
-            TKind::Field(base, field) => match self.eval(base, env) {
-                CVal::Record(fields) => fields.into_iter().find(|(n, _)| n == field).map_or(CVal::Error, |(_, v)| v),
-                CVal::V(Value::Record(fields)) => {
-                    fields.into_iter().find(|(n, _)| n == field).map_or(CVal::Error, |(_, v)| CVal::V(v))
-                }
-                CVal::V(Value::Stage { stage, field: None }) => {
-                    CVal::V(Value::Stage { stage, field: Some(field.clone()) })
-                }
-                CVal::Error => CVal::Error,
-                _ => {
-                    self.not_constant(e, "this field");
-                    CVal::Error
-                }
-            },
-            TKind::CallFn(id, args) => {
-                let mut inner = Env::new();
-                let params = self.fn_info(*id).params.clone();
-                for (i, ((_, local, _), arg)) in params.iter().zip(args).enumerate() {
-                    let v = match arg {
-                        Some(a) => self.eval(a, env),
-                        None => match self.checked.fns[*id].defaults[i].as_ref() {
-                            Some(d) => self.eval(d, &inner),
-                            None => CVal::Error,
-                        },
-                    };
-                    inner.insert(*local, v);
-                }
-                match self.checked.fns[*id].body.as_ref() {
-                    Some(body) => self.eval(body, &inner),
-                    None => CVal::Error,
-                }
+            TKind::Field(base, field) => {
+                let base = self.eval(base, env);
+                self.field(base, field, e)
             }
-            TKind::CallExtern(name, args) => {
-                let mut inner = Env::new();
-                let mut values = Vec::new();
-                for (param, local, arg) in args {
-                    // Given arguments see the caller's scope; defaults see earlier parameters.
-                    let scope = if arg.file == FileId::BUILTINS { &inner } else { env };
-                    let v = self.eval(arg, scope);
-                    inner.insert(*local, v.clone());
-                    values.push((param.clone(), v));
-                }
-                fold_builtin(name, &values).unwrap_or_else(|| CVal::Call(crate::check::display_name(name), values))
-            }
+            TKind::CallFn(id, args) => inline(self, *id, call_args(args, env)),
+            TKind::CallExtern(name, args) => self.call_extern(name, args, env),
             TKind::CallValue(f, args) => {
                 let f = self.eval(f, env);
                 let args: Vec<CVal> = args.iter().map(|a| self.eval(a, env)).collect();
                 self.apply(f, args, e)
             }
-            TKind::Unary(op, a) => {
-                let v = self.eval(a, env);
-                match (op, v) {
-                    (UnOp::Neg, CVal::V(Value::Int(x))) => CVal::V(Value::Int(x.wrapping_neg())),
-                    (UnOp::Neg, CVal::V(Value::Float(x))) => CVal::V(Value::Float(-x)),
-                    (UnOp::Not, CVal::V(Value::Bool(b))) => CVal::V(Value::Bool(!b)),
-                    (_, CVal::Error) => CVal::Error,
-                    _ => {
-                        self.not_constant(e, "this value");
-                        CVal::Error
-                    }
-                }
-            }
+            TKind::Unary(op, a) => match self.eval(a, env) {
+                CVal::V(v) => self.folded(fold_unary(*op, &v), e, "this value"),
+                CVal::Error => CVal::Error,
+                _ => self.folded(None, e, "this value"),
+            },
             TKind::Binary(op, a, b) => {
                 let (x, y) = (self.eval(a, env), self.eval(b, env));
                 self.binary(*op, x, y, e)
@@ -297,10 +313,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 CVal::V(Value::Bool(true)) => self.eval(t, env),
                 CVal::V(Value::Bool(false)) => self.eval(o, env),
                 CVal::Error => CVal::Error,
-                _ => {
-                    self.not_constant(c, "this condition");
-                    CVal::Error
-                }
+                _ => self.folded(None, c, "this condition"),
             },
             TKind::Lambda(l) => closure(ClosureKind::Lambda(l.clone()), env.clone(), e.ty.clone()),
             TKind::List(items) => CVal::List(items.iter().map(|i| self.eval(i, env)).collect()),
@@ -321,18 +334,53 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             }
             TKind::Coerce(c, inner) => {
                 let v = self.eval(inner, env);
-                match (c, v) {
-                    (Coercion::IntToFloat, CVal::V(Value::Int(x))) => CVal::V(Value::Float(x as f64)),
-                    (Coercion::ToTensor | Coercion::ToSchedule, CVal::V(Value::Int(x))) => {
-                        CVal::V(Value::Float(x as f64))
-                    }
-                    (Coercion::StageField(f), CVal::V(Value::Stage { stage, field: None })) => {
-                        CVal::V(Value::Stage { stage, field: Some(f.to_string()) })
-                    }
-                    (_, v) => v,
-                }
+                coerce(*c, v)
             }
             TKind::Error => CVal::Error,
+        }
+    }
+
+    /// A folded value, or the `not_constant` diagnostic for `what` at `at` when there is none.
+    fn folded(&mut self, v: Option<Value>, at: &TExpr, what: &str) -> CVal {
+        match v {
+            Some(v) => CVal::V(v),
+            None => {
+                self.not_constant(at, what);
+                CVal::Error
+            }
+        }
+    }
+
+    /// `base.field` of an evaluated `base`.
+    fn field(&mut self, base: CVal, field: &str, at: &TExpr) -> CVal {
+        match base {
+            CVal::Record(fields) => fields.into_iter().find(|(n, _)| n == field).map_or(CVal::Error, |(_, v)| v),
+            CVal::V(Value::Record(fields)) => {
+                fields.into_iter().find(|(n, _)| n == field).map_or(CVal::Error, |(_, v)| CVal::V(v))
+            }
+            CVal::V(Value::Stage { stage, field: None }) => {
+                CVal::V(Value::Stage { stage, field: Some(field.to_string()) })
+            }
+            CVal::Error => CVal::Error,
+            _ => self.folded(None, at, "this field"),
+        }
+    }
+
+    /// A builtin call: folded when it is scalar code on constants, else a `Value::Call` for the
+    /// runtime with every argument named.
+    fn call_extern(&mut self, name: &str, args: &[(String, LocalId, TExpr)], env: &Env) -> CVal {
+        let mut inner = Env::new();
+        let mut values = Vec::new();
+        for (param, local, arg) in args {
+            // Given arguments see the caller's scope; defaults see earlier parameters.
+            let scope = if arg.file == FileId::BUILTINS { &inner } else { env };
+            let v = self.eval(arg, scope);
+            inner.insert(*local, v.clone());
+            values.push((param.clone(), v));
+        }
+        match fold_builtin(name, values.iter().map(|(_, v)| v)) {
+            Some(v) => CVal::V(v),
+            None => CVal::Call(crate::check::display_name(name), values),
         }
     }
 
@@ -368,81 +416,25 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                     }
                     self.eval(&l.body, &env)
                 }
-                ClosureKind::Fn(id) => {
-                    let mut env = Env::new();
-                    let params = self.fn_info(*id).params.clone();
-                    for ((_, local, _), a) in params.iter().zip(args) {
-                        env.insert(*local, a);
-                    }
-                    match self.checked.fns[*id].body.as_ref() {
-                        Some(body) => self.eval(body, &env),
-                        None => CVal::Error,
-                    }
-                }
+                ClosureKind::Fn(id) => inline(self, *id, args.into_iter().map(Arg::Value)),
                 ClosureKind::Extern(name) => {
-                    let named: Vec<(String, CVal)> =
-                        args.into_iter().enumerate().map(|(i, a)| (i.to_string(), a)).collect();
-                    fold_builtin(name, &named).unwrap_or_else(|| {
-                        self.not_constant(at, "this call");
-                        CVal::Error
-                    })
+                    let v = fold_builtin(name, &args);
+                    self.folded(v, at, "this call")
                 }
             },
             CVal::Error => CVal::Error,
-            _ => {
-                self.not_constant(at, "this call");
-                CVal::Error
-            }
+            _ => self.folded(None, at, "this call"),
         }
     }
 
     fn binary(&mut self, op: BinOp, x: CVal, y: CVal, at: &TExpr) -> CVal {
-        use BinOp::*;
-        // Loss algebra.
-        let as_loss = |v: &CVal| -> Option<Vec<(f64, Rc<Closure>)>> {
-            match v {
-                CVal::Loss(terms) => Some(terms.clone()),
-                CVal::Closure(c) if c.ty.is_tensor_fn() => Some(vec![(1.0, c.clone())]),
-                _ => None,
-            }
-        };
-        let num = |v: &CVal| match v {
-            CVal::V(Value::Int(i)) => Some(*i as f64),
-            CVal::V(Value::Float(f)) => Some(*f),
-            _ => None,
-        };
-        match (op, as_loss(&x), as_loss(&y)) {
-            (Mul, None, Some(terms)) if num(&x).is_some() => {
-                let w = num(&x).unwrap_or(1.0);
-                return CVal::Loss(terms.into_iter().map(|(a, c)| (a * w, c)).collect());
-            }
-            (Mul, Some(terms), None) if num(&y).is_some() => {
-                let w = num(&y).unwrap_or(1.0);
-                return CVal::Loss(terms.into_iter().map(|(a, c)| (a * w, c)).collect());
-            }
-            (Add, Some(mut a), Some(b)) => {
-                a.extend(b);
-                return CVal::Loss(a);
-            }
-            (Sub, Some(mut a), Some(b)) => {
-                a.extend(b.into_iter().map(|(w, c)| (-w, c)));
-                return CVal::Loss(a);
-            }
-            _ => {}
+        if let Some(loss) = loss_algebra(op, &x, &y) {
+            return loss;
         }
         match (x, y) {
-            (CVal::V(a), CVal::V(b)) => match fold_binary(op, &a, &b) {
-                Some(v) => CVal::V(v),
-                None => {
-                    self.not_constant(at, "this operation");
-                    CVal::Error
-                }
-            },
+            (CVal::V(a), CVal::V(b)) => self.folded(fold_binary(op, &a, &b), at, "this operation"),
             (CVal::Error, _) | (_, CVal::Error) => CVal::Error,
-            _ => {
-                self.not_constant(at, "this operation");
-                CVal::Error
-            }
+            _ => self.folded(None, at, "this operation"),
         }
     }
 
@@ -532,110 +524,126 @@ impl<'c, 'a> Evaluator<'c, 'a> {
     }
 }
 
+impl<'c, 'a> Walker<'c, 'a> for Evaluator<'c, 'a> {
+    type Val = CVal;
+
+    fn program(&self) -> &'c CheckedProgram<'a> {
+        self.checked
+    }
+
+    fn walk(&mut self, e: &TExpr, env: &Env) -> CVal {
+        self.eval(e, env)
+    }
+
+    fn error() -> CVal {
+        CVal::Error
+    }
+}
+
 fn closure(kind: ClosureKind, env: Env, ty: Ty) -> CVal {
     CVal::Closure(Rc::new(Closure { kind, env, ty }))
 }
 
-/// Fold a binary operation on constants, with the scalar semantics of `interp::ops` (wrapping
-/// Ints, `/` always Float, total `%` with the divisor's sign).
-pub fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
-    use BinOp::*;
-    use Value::{Bool as B, Float as F, Int as I, Str as S};
-    Some(match (op, a, b) {
-        (Add, I(x), I(y)) => I(x.wrapping_add(*y)),
-        (Sub, I(x), I(y)) => I(x.wrapping_sub(*y)),
-        (Mul, I(x), I(y)) => I(x.wrapping_mul(*y)),
-        (Rem, I(x), I(y)) => I(ops::irem(*x, *y)),
-        (Add, S(x), S(y)) => S(format!("{x}{y}")),
-        (Eq, S(x), S(y)) => B(x == y),
-        (Ne, S(x), S(y)) => B(x != y),
-        (Eq, B(x), B(y)) => B(x == y),
-        (Ne, B(x), B(y)) => B(x != y),
-        (And, B(x), B(y)) => B(*x && *y),
-        (Or, B(x), B(y)) => B(*x || *y),
-        (Eq, I(x), I(y)) => B(x == y),
-        (Ne, I(x), I(y)) => B(x != y),
-        (Lt, I(x), I(y)) => B(x < y),
-        (Le, I(x), I(y)) => B(x <= y),
-        (Gt, I(x), I(y)) => B(x > y),
-        (Ge, I(x), I(y)) => B(x >= y),
-        (op, x, y) => {
-            let (x, y) = (x.as_f64()?, y.as_f64()?);
-            match op {
-                Add => F(x + y),
-                Sub => F(x - y),
-                Mul => F(x * y),
-                Div => F(x / y),
-                Rem => F(ops::frem(x, y)),
-                Pow => F(ops::pow(x, y)),
-                Eq => B(x == y),
-                Ne => B(x != y),
-                Lt => B(x < y),
-                Le => B(x <= y),
-                Gt => B(x > y),
-                Ge => B(x >= y),
-                And | Or => return None,
-            }
+/// Losses form a vector space: a number times a loss, and sums and differences of losses, are
+/// weighted sums of loss terms. `None` when `op` does not combine losses.
+fn loss_algebra(op: BinOp, x: &CVal, y: &CVal) -> Option<CVal> {
+    let as_loss = |v: &CVal| -> Option<Vec<(f64, Rc<Closure>)>> {
+        match v {
+            CVal::Loss(terms) => Some(terms.clone()),
+            CVal::Closure(c) if c.ty.is_tensor_fn() => Some(vec![(1.0, c.clone())]),
+            _ => None,
         }
+    };
+    let num = |v: &CVal| match v {
+        CVal::V(v) => v.as_f64(),
+        _ => None,
+    };
+    let scale =
+        |terms: Vec<(f64, Rc<Closure>)>, w: f64| CVal::Loss(terms.into_iter().map(|(a, c)| (a * w, c)).collect());
+    match (op, as_loss(x), as_loss(y)) {
+        (BinOp::Mul, None, Some(terms)) => num(x).map(|w| scale(terms, w)),
+        (BinOp::Mul, Some(terms), None) => num(y).map(|w| scale(terms, w)),
+        (BinOp::Add, Some(mut a), Some(b)) => {
+            a.extend(b);
+            Some(CVal::Loss(a))
+        }
+        (BinOp::Sub, Some(mut a), Some(b)) => {
+            a.extend(b.into_iter().map(|(w, c)| (-w, c)));
+            Some(CVal::Loss(a))
+        }
+        _ => None,
+    }
+}
+
+/// An implicit conversion of an evaluated value. Int → Float goes through the IR's `float`, like
+/// every other scalar operation on constants.
+pub fn coerce(c: Coercion, v: CVal) -> CVal {
+    match (c, v) {
+        (Coercion::IntToFloat | Coercion::ToTensor | Coercion::ToSchedule, CVal::V(v @ Value::Int(_))) => {
+            fold_builtin("float", [&CVal::V(v)]).map_or(CVal::Error, CVal::V)
+        }
+        (Coercion::StageField(f), CVal::V(Value::Stage { stage, field: None })) => {
+            CVal::V(Value::Stage { stage, field: Some(f.to_string()) })
+        }
+        (_, v) => v,
+    }
+}
+
+// Constant folding. Scalar operations on constants are not given a meaning here: each is built as
+// scalar IR (`ir::Module::call`, `ir::binary`, `ir::unary` — the lowering's own builders, so with
+// the same overload and promotion choices and hence the checker's result type) and run on the
+// interpreter, which defines scalar semantics. Compile-time values therefore are, bit for bit,
+// what the scalar backends compute (`tests/differential.rs` checks the three against each other).
+
+/// Folds the operation `build` makes of `args` as IR constants on the interpreter. `None` if an
+/// argument is not a scalar or the IR has no such operation on these types.
+fn fold_ir(
+    args: &[&Value],
+    build: impl FnOnce(&mut ir::Module, Vec<ir::Expr>) -> Result<ir::Expr, ir::IrError>,
+) -> Option<Value> {
+    let mut module = ir::Module::new();
+    let mut operands = Vec::with_capacity(args.len());
+    for a in args {
+        operands.push(match a {
+            Value::Int(x) => ir::Expr::int(*x),
+            Value::Float(x) => ir::Expr::float(*x),
+            Value::Bool(x) => ir::Expr::bool(*x),
+            Value::Str(s) => ir::Expr::str(module.string(s)),
+            _ => return None,
+        });
+    }
+    let body = build(&mut module, operands).ok()?;
+    Some(match Interp::eval_closed(module, body).ok()? {
+        interp::Value::Int(x) => Value::Int(x),
+        interp::Value::Float(x) => Value::Float(x),
+        interp::Value::Bool(x) => Value::Bool(x),
+        interp::Value::Str(s) => Value::Str(s.to_string()),
     })
 }
 
-/// Fold a scalar builtin on constant arguments (the interpreter's semantics).
-fn fold_builtin(name: &str, args: &[(String, CVal)]) -> Option<CVal> {
-    let vals: Vec<&Value> =
-        args.iter().map(|(_, v)| if let CVal::V(v) = v { Some(v) } else { None }).collect::<Option<_>>()?;
-    let text = |i: usize| vals.get(i).and_then(|v| v.as_str());
-    let folded = match (name, vals.as_slice()) {
-        ("len", [Value::Str(s)]) => Some(Value::Int(s.chars().count() as i64)),
-        ("contains", [Value::Str(s), Value::Str(t)]) => Some(Value::Bool(s.contains(t.as_str()))),
-        ("starts_with", [Value::Str(s), Value::Str(t)]) => Some(Value::Bool(s.starts_with(t.as_str()))),
-        ("ends_with", [Value::Str(s), Value::Str(t)]) => Some(Value::Bool(s.ends_with(t.as_str()))),
-        ("trim", [Value::Str(s)]) => Some(Value::Str(s.trim().to_string())),
-        ("parse_int", [Value::Str(s), Value::Int(d)]) => Some(Value::Int(s.trim().parse().unwrap_or(*d))),
-        ("parse_float", [Value::Str(s), d]) => Some(Value::Float(s.trim().parse().unwrap_or(d.as_f64()?))),
-        ("matches", [Value::Str(s), Value::Str(p)]) => Some(Value::Bool(regex::Regex::new(p).ok()?.is_match(s))),
-        ("is_nan", [x]) => Some(Value::Bool(x.as_f64()?.is_nan())),
-        _ => None,
-    };
-    if let Some(v) = folded {
-        return Some(CVal::V(v));
+fn fold_unary(op: UnOp, a: &Value) -> Option<Value> {
+    fold_ir(&[a], |_, mut xs| ir::unary(op, xs.remove(0)))
+}
+
+/// Folds a binary operator. String `+` and enum equality exist only at compile time (scalar code
+/// has neither), so they are the two operations defined here.
+fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
+    match (op, a, b) {
+        (BinOp::Add, Value::Str(x), Value::Str(y)) => Some(Value::Str(format!("{x}{y}"))),
+        (BinOp::Eq | BinOp::Ne, Value::Enum { name: x, .. }, Value::Enum { name: y, .. }) => {
+            Some(Value::Bool((x == y) == (op == BinOp::Eq)))
+        }
+        _ => fold_ir(&[a, b], |_, mut xs| {
+            let y = xs.remove(1);
+            ir::binary(op, xs.remove(0), y)
+        }),
     }
-    if text(0).is_some() {
-        return None;
-    }
-    let nums: Option<Vec<f64>> = args
-        .iter()
-        .map(|(_, v)| match v {
-            CVal::V(v) => v.as_f64(),
-            _ => None,
-        })
-        .collect();
-    let all_int = args.iter().all(|(_, v)| matches!(v, CVal::V(Value::Int(_))));
-    let ints: Vec<i64> =
-        args.iter().filter_map(|(_, v)| if let CVal::V(Value::Int(i)) = v { Some(*i) } else { None }).collect();
-    let n = nums?;
-    let f = |x: f64| Some(CVal::V(Value::Float(x)));
-    match (name, n.as_slice()) {
-        ("min", [_, _]) if all_int => Some(CVal::V(Value::Int(ints[0].min(ints[1])))),
-        ("max", [_, _]) if all_int => Some(CVal::V(Value::Int(ints[0].max(ints[1])))),
-        ("abs", [_]) if all_int => Some(CVal::V(Value::Int(ints[0].wrapping_abs()))),
-        ("div", [_, _]) if all_int => Some(CVal::V(Value::Int(ops::idiv(ints[0], ints[1])))),
-        ("float", [a]) => f(*a),
-        ("int", [a]) => Some(CVal::V(Value::Int(*a as i64))),
-        ("min", [a, b]) => f(ops::fmin(*a, *b)),
-        ("max", [a, b]) => f(ops::fmax(*a, *b)),
-        ("abs", [a]) => f(a.abs()),
-        ("sqrt", [a]) => f(a.sqrt()),
-        ("exp", [a]) => f(ops::exp(*a)),
-        ("log", [a]) => f(ops::log(*a)),
-        ("pow", [a, b]) => f(ops::pow(*a, *b)),
-        ("floor", [a]) => f(a.floor()),
-        ("ceil", [a]) => f(a.ceil()),
-        ("round", [a]) => f(ops::round(*a)),
-        ("tanh", [a]) => f(ops::tanh(*a)),
-        ("log1p", [a]) => f(ops::log1p(*a)),
-        ("sigmoid", [a]) => f(ops::sigmoid(*a)),
-        ("clamp", [x, lo, hi]) => f(ops::fclamp(*x, *lo, *hi)),
-        _ => None,
-    }
+}
+
+/// Folds a call of the builtin `name` when it is scalar code on constants (`None` for the other
+/// builtins: stages, data sources, curricula).
+fn fold_builtin<'v>(name: &str, args: impl IntoIterator<Item = &'v CVal>) -> Option<Value> {
+    let values: Vec<&Value> =
+        args.into_iter().map(|v| if let CVal::V(v) = v { Some(v) } else { None }).collect::<Option<_>>()?;
+    fold_ir(&values, |m, xs| m.call(name, xs))
 }

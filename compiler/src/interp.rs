@@ -99,6 +99,17 @@ impl Interp {
         Ok(Interp { module: module.clone(), regexes, local_counts })
     }
 
+    /// Evaluates `body`, an expression without parameters over `module`'s string and regex
+    /// tables, as a function of its own: validated, and canonicalised like any result. This is
+    /// how compile-time folding gets the interpreter's meaning (`eval::fold_ir`).
+    pub fn eval_closed(mut module: Module, body: Expr) -> Result<Value, IrError> {
+        let name = format!("closed#{}", module.functions.len());
+        let f = module.push(crate::ir::Function { name, params: Vec::new(), ret: body.ty, body });
+        let interp = Interp::new(&module)?;
+        let mut locals = interp.locals(f);
+        Ok(owned(interp.eval_row(f, &[], &mut locals)))
+    }
+
     pub fn module(&self) -> &Module {
         &self.module
     }
@@ -117,12 +128,7 @@ impl Interp {
             })
             .collect();
         let mut locals = self.locals(f);
-        Ok(match self.eval_row(f, &params, &mut locals) {
-            Val::Int(v) => Value::Int(v),
-            Val::Float(v) => Value::Float(v),
-            Val::Bool(v) => Value::Bool(v),
-            Val::Str(s) => Value::Str(Arc::from(s.as_str())),
-        })
+        Ok(owned(self.eval_row(f, &params, &mut locals)))
     }
 
     /// Fresh local slots for function `f`, to be reused across rows.
@@ -138,6 +144,16 @@ impl Interp {
             Val::Float(x) => Val::Float(ops::canonical(x)),
             v => v,
         }
+    }
+}
+
+/// A result as an owned value.
+fn owned(v: Val<'_>) -> Value {
+    match v {
+        Val::Int(v) => Value::Int(v),
+        Val::Float(v) => Value::Float(v),
+        Val::Bool(v) => Value::Bool(v),
+        Val::Str(s) => Value::Str(Arc::from(s.as_str())),
     }
 }
 

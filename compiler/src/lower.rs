@@ -11,8 +11,9 @@
 
 use crate::ast::{BinOp, UnOp};
 use crate::check::typed::{Coercion, FileId, LocalId, TExpr, TKind};
+use crate::check::CheckedProgram;
 use crate::diag::Diagnostic;
-use crate::eval::{CVal, Closure, ClosureKind, Env, Evaluator};
+use crate::eval::{call_args, coerce, inline, Arg, CVal, Closure, ClosureKind, Env, Evaluator, Walker};
 use crate::ir::{self, Expr};
 use crate::program::Value;
 use crate::tensor::{BinaryOp, Builder, Node, NodeId, Reduce, TensorFn, UnaryOp};
@@ -163,13 +164,7 @@ impl Scalar<'_, '_, '_> {
                     let l = l.clone();
                     self.sx(&l.body, &env)
                 }
-                ClosureKind::Fn(id) => {
-                    let info = self.ev.fn_info(*id);
-                    let params = info.params.clone();
-                    let Some(body) = info.body.clone() else { return SV::C(CVal::Error) };
-                    let env: HashMap<LocalId, SV> = params.iter().map(|(_, l, _)| *l).zip(args).collect();
-                    self.sx(&body, &env)
-                }
+                ClosureKind::Fn(id) => inline(self, *id, args.into_iter().map(Arg::Value)),
                 ClosureKind::Extern(name) => {
                     let name = name.clone();
                     self.builtin(&name, args, at)
@@ -190,17 +185,7 @@ impl Scalar<'_, '_, '_> {
                 None => return SV::C(CVal::Error),
             }
         }
-        // Builtins the IR does not have natively, by their definitions.
-        let zero = Expr::float(0.0);
-        let result = match (name, irs.as_slice()) {
-            ("relu", [x]) => self.ev.module.call("max", vec![x.clone(), zero]),
-            ("softplus", [x]) => softplus(&mut self.ev.module, x.clone()),
-            ("log_sigmoid", [x]) => ir::unary(UnOp::Neg, x.clone().to_float())
-                .and_then(|nx| softplus(&mut self.ev.module, nx))
-                .and_then(|s| ir::unary(UnOp::Neg, s)),
-            _ => self.ev.module.call(name, irs),
-        };
-        match (result, at) {
+        match (self.ev.module.call(name, irs), at) {
             (Ok(e), _) => SV::Ir(e),
             (Err(err), Some(at)) => self.ir_result(Err(err), at),
             (Err(err), None) => {
@@ -210,45 +195,19 @@ impl Scalar<'_, '_, '_> {
         }
     }
 
+    /// Lowers `e` symbolically: constants fold (through the compile-time evaluator), the rest
+    /// becomes IR.
     fn sx(&mut self, e: &TExpr, env: &HashMap<LocalId, SV>) -> SV {
         if self.failed {
             return SV::C(CVal::Error);
         }
         match &e.kind {
             TKind::Local(id) => env.get(id).cloned().unwrap_or(SV::C(CVal::Error)),
-            TKind::Field(base, field) => match self.sx(base, env) {
-                SV::Row(r) => self.field_param(r, field, e),
-                SV::C(c) => {
-                    let v = match c {
-                        CVal::Record(fs) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| v),
-                        CVal::V(Value::Record(fs)) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| CVal::V(v)),
-                        _ => None,
-                    };
-                    SV::C(v.unwrap_or(CVal::Error))
-                }
-                SV::Ir(_) => {
-                    self.fail(Some(e), "this field access");
-                    SV::C(CVal::Error)
-                }
-            },
-            TKind::CallFn(id, args) => {
-                let info = self.ev.fn_info(*id);
-                let params = info.params.clone();
-                let defaults = info.defaults.clone();
-                let Some(body) = info.body.clone() else { return SV::C(CVal::Error) };
-                let mut inner = HashMap::new();
-                for (i, ((_, local, _), a)) in params.iter().zip(args).enumerate() {
-                    let v = match a {
-                        Some(a) => self.sx(a, env),
-                        None => match &defaults[i] {
-                            Some(d) => self.sx(d, &inner),
-                            None => SV::C(CVal::Error),
-                        },
-                    };
-                    inner.insert(*local, v);
-                }
-                self.sx(&body, &inner)
+            TKind::Field(base, field) => {
+                let base = self.sx(base, env);
+                self.field(base, field, e)
             }
+            TKind::CallFn(id, args) => inline(self, *id, call_args(args, env)),
             TKind::CallExtern(name, args) => {
                 let vals: Vec<SV> = args.iter().map(|(_, _, a)| self.sx(a, env)).collect();
                 if vals.iter().all(|v| matches!(v, SV::C(_))) {
@@ -278,51 +237,11 @@ impl Scalar<'_, '_, '_> {
                     _ => SV::C(CVal::Error),
                 }
             }
-            TKind::If(c, t, o) => match self.sx(c, env) {
-                SV::C(CVal::V(Value::Bool(b))) => self.sx(if b { t } else { o }, env),
-                cond => {
-                    let (tv, ov) = (self.sx(t, env), self.sx(o, env));
-                    match (self.as_ir(cond, Some(e)), self.as_ir(tv, Some(e)), self.as_ir(ov, Some(e))) {
-                        (Some(c), Some(mut t), Some(mut o)) => {
-                            if t.ty != o.ty {
-                                t = t.to_float();
-                                o = o.to_float();
-                            }
-                            SV::Ir(Expr::if_(c, t, o))
-                        }
-                        _ => SV::C(CVal::Error),
-                    }
-                }
-            },
-            TKind::Block(lets, result) => {
-                let mut inner = env.clone();
-                let mut bound = Vec::new();
-                for (local, value) in lets {
-                    match self.sx(value, &inner) {
-                        SV::Ir(x) if !matches!(x.kind, ir::ExprKind::Param(_) | ir::ExprKind::Const(_)) => {
-                            let id = self.next_local;
-                            self.next_local += 1;
-                            inner.insert(*local, SV::Ir(Expr::local(id, x.ty)));
-                            bound.push((id, x));
-                        }
-                        v => {
-                            inner.insert(*local, v);
-                        }
-                    }
-                }
-                let r = self.sx(result, &inner);
-                if bound.is_empty() {
-                    return r;
-                }
-                let Some(mut body) = self.as_ir(r, Some(e)) else { return SV::C(CVal::Error) };
-                for (id, value) in bound.into_iter().rev() {
-                    body = Expr::let_(id, value, body);
-                }
-                SV::Ir(body)
-            }
+            TKind::If(c, t, o) => self.if_(c, t, o, env, e),
+            TKind::Block(lets, result) => self.block(lets, result, env, e),
             TKind::Coerce(Coercion::IntToFloat, a) => match self.sx(a, env) {
                 SV::Ir(x) => SV::Ir(x.to_float()),
-                SV::C(CVal::V(Value::Int(i))) => SV::C(CVal::V(Value::Float(i as f64))),
+                SV::C(c) => SV::C(coerce(Coercion::IntToFloat, c)),
                 v => v,
             },
             TKind::Coerce(_, a) => self.sx(a, env),
@@ -336,6 +255,76 @@ impl Scalar<'_, '_, '_> {
             }
             _ => SV::C(self.ev.eval(e, &constants(env))),
         }
+    }
+
+    /// `base.field`: a record parameter's field becomes an IR parameter; a constant record's is
+    /// looked up.
+    fn field(&mut self, base: SV, field: &str, e: &TExpr) -> SV {
+        match base {
+            SV::Row(r) => self.field_param(r, field, e),
+            SV::C(c) => {
+                let v = match c {
+                    CVal::Record(fs) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| v),
+                    CVal::V(Value::Record(fs)) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| CVal::V(v)),
+                    _ => None,
+                };
+                SV::C(v.unwrap_or(CVal::Error))
+            }
+            SV::Ir(_) => {
+                self.fail(Some(e), "this field access");
+                SV::C(CVal::Error)
+            }
+        }
+    }
+
+    /// `if`: a constant condition picks its branch; otherwise an IR `if` over both branches
+    /// (promoted to Float when one is Int and the other Float).
+    fn if_(&mut self, c: &TExpr, t: &TExpr, o: &TExpr, env: &HashMap<LocalId, SV>, e: &TExpr) -> SV {
+        match self.sx(c, env) {
+            SV::C(CVal::V(Value::Bool(b))) => self.sx(if b { t } else { o }, env),
+            cond => {
+                let (tv, ov) = (self.sx(t, env), self.sx(o, env));
+                match (self.as_ir(cond, Some(e)), self.as_ir(tv, Some(e)), self.as_ir(ov, Some(e))) {
+                    (Some(c), Some(mut t), Some(mut o)) => {
+                        if t.ty != o.ty {
+                            t = t.to_float();
+                            o = o.to_float();
+                        }
+                        SV::Ir(Expr::if_(c, t, o))
+                    }
+                    _ => SV::C(CVal::Error),
+                }
+            }
+        }
+    }
+
+    /// A block: a `let` whose value is computed IR becomes an IR `let` (so it is computed once);
+    /// constants and plain parameters are substituted.
+    fn block(&mut self, lets: &[(LocalId, TExpr)], result: &TExpr, env: &HashMap<LocalId, SV>, e: &TExpr) -> SV {
+        let mut inner = env.clone();
+        let mut bound = Vec::new();
+        for (local, value) in lets {
+            match self.sx(value, &inner) {
+                SV::Ir(x) if !matches!(x.kind, ir::ExprKind::Param(_) | ir::ExprKind::Const(_)) => {
+                    let id = self.next_local;
+                    self.next_local += 1;
+                    inner.insert(*local, SV::Ir(Expr::local(id, x.ty)));
+                    bound.push((id, x));
+                }
+                v => {
+                    inner.insert(*local, v);
+                }
+            }
+        }
+        let r = self.sx(result, &inner);
+        if bound.is_empty() {
+            return r;
+        }
+        let Some(mut body) = self.as_ir(r, Some(e)) else { return SV::C(CVal::Error) };
+        for (id, value) in bound.into_iter().rev() {
+            body = Expr::let_(id, value, body);
+        }
+        SV::Ir(body)
     }
 
     fn field_param(&mut self, record: usize, field: &str, e: &TExpr) -> SV {
@@ -355,17 +344,6 @@ impl Scalar<'_, '_, '_> {
         self.fields.insert((record, field.to_string()), i);
         SV::Ir(Expr::param(i, ty))
     }
-}
-
-/// softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable for large |x|.
-fn softplus(m: &mut ir::Module, x: ir::Expr) -> Result<Expr, ir::IrError> {
-    let x = x.to_float();
-    let pos = m.call("max", vec![x.clone(), Expr::float(0.0)])?;
-    let abs = m.call("abs", vec![x])?;
-    let neg = ir::unary(UnOp::Neg, abs)?;
-    let e = m.call("exp", vec![neg])?;
-    let l = m.call("log1p", vec![e])?;
-    ir::binary(BinOp::Add, pos, l)
 }
 
 /// The constant part of a symbolic environment.
@@ -394,6 +372,38 @@ impl AsConst for TV {
         } else {
             None
         }
+    }
+}
+
+impl<'c, 'a> Walker<'c, 'a> for Scalar<'_, 'c, 'a> {
+    type Val = SV;
+
+    fn program(&self) -> &'c CheckedProgram<'a> {
+        self.ev.checked
+    }
+
+    fn walk(&mut self, e: &TExpr, env: &HashMap<LocalId, SV>) -> SV {
+        self.sx(e, env)
+    }
+
+    fn error() -> SV {
+        SV::C(CVal::Error)
+    }
+}
+
+impl<'c, 'a> Walker<'c, 'a> for Tensor<'_, 'c, 'a> {
+    type Val = TV;
+
+    fn program(&self) -> &'c CheckedProgram<'a> {
+        self.ev.checked
+    }
+
+    fn walk(&mut self, e: &TExpr, env: &HashMap<LocalId, TV>) -> TV {
+        self.tx(e, env)
+    }
+
+    fn error() -> TV {
+        TV::C(CVal::Error)
     }
 }
 
@@ -481,13 +491,7 @@ impl Tensor<'_, '_, '_> {
                         let l = l.clone();
                         self.tx(&l.body, &env)
                     }
-                    ClosureKind::Fn(id) => {
-                        let info = self.ev.fn_info(*id);
-                        let params = info.params.clone();
-                        let Some(body) = info.body.clone() else { return TV::C(CVal::Error) };
-                        let env: HashMap<LocalId, TV> = params.iter().map(|(_, l, _)| *l).zip(args).collect();
-                        self.tx(&body, &env)
-                    }
+                    ClosureKind::Fn(id) => inline(self, *id, args.into_iter().map(Arg::Value)),
                     ClosureKind::Extern(name) => {
                         let name = name.clone();
                         self.builtin(&name, args, at)
@@ -546,24 +550,7 @@ impl Tensor<'_, '_, '_> {
                     TV::C(CVal::Error)
                 }
             },
-            TKind::CallFn(id, args) => {
-                let info = self.ev.fn_info(*id);
-                let params = info.params.clone();
-                let defaults = info.defaults.clone();
-                let Some(body) = info.body.clone() else { return TV::C(CVal::Error) };
-                let mut inner = HashMap::new();
-                for (i, ((_, local, _), a)) in params.iter().zip(args).enumerate() {
-                    let v = match a {
-                        Some(a) => self.tx(a, env),
-                        None => match &defaults[i] {
-                            Some(d) => self.tx(d, &inner),
-                            None => TV::C(CVal::Error),
-                        },
-                    };
-                    inner.insert(*local, v);
-                }
-                self.tx(&body, &inner)
-            }
+            TKind::CallFn(id, args) => inline(self, *id, call_args(args, env)),
             TKind::CallExtern(name, args) => {
                 let vals: Vec<TV> = args.iter().map(|(_, _, a)| self.tx(a, env)).collect();
                 if vals.iter().all(|v| matches!(v, TV::C(_))) {

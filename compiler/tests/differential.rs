@@ -3,8 +3,11 @@
 //! `to_bits`, which is exact because both backends canonicalise NaN results
 //! (`docs/scalar-semantics.md`). Each case runs over the cartesian product of special values for
 //! its parameter types, both as one batch (`eval_batch`) and row by row (`call`).
-//! A property test (`differential/random.rs`) does the same for random well-typed expressions.
+//! A property test (`differential/random.rs`) does the same for random well-typed expressions,
+//! and `differential/folding.rs` holds compile-time constant folding to the same results.
 
+#[path = "differential/folding.rs"]
+mod folding;
 #[path = "differential/random.rs"]
 mod random;
 

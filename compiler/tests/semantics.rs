@@ -211,3 +211,40 @@ fn tensors_never_flow_into_scalars() {
     );
     assert_eq!(codes, vec!["recipe::type::tensor_in_scalar"]);
 }
+
+#[test]
+fn builtins_fold_to_the_type_the_checker_gives() {
+    // `clamp` on Ints is an Int (check/call.rs), so the folded `steps` is one: the runtime reads
+    // it as an Int and the plan prints it without a decimal point.
+    let p = program("stage s = sft(m, d, steps = clamp(500, 1, 20))\nrun s\n");
+    assert_eq!(p.decl("s").unwrap().value.arg("steps"), Some(&Value::Int(20)));
+    let plan = recipe_compiler::plan::render_text(&p);
+    assert!(plan.lines().any(|l| l.trim() == "steps = 20,"), "{plan}");
+    let p = program(
+        "let lr = clamp(0.5, 0, 1)\nlet n = max(div(7, 2), -3)\nlet big = abs(-2)\nstage s = sft(m, d)\nrun s\n",
+    );
+    assert_eq!(p.decl("lr").unwrap().value, Value::Float(0.5));
+    assert_eq!(p.decl("n").unwrap().value, Value::Int(3));
+    assert_eq!(p.decl("big").unwrap().value, Value::Int(2));
+}
+
+#[test]
+fn fn_defaults_see_earlier_parameters_in_every_evaluator() {
+    // The one inliner: a default may use an earlier parameter, whether the call is evaluated at
+    // compile time, lowered to scalar IR or to a loss.
+    let p = program(concat!(
+        "fn scaled(x: Float, k: Float = 2.0 * x) -> Float = x + k\n",
+        "let c = scaled(1.5)\n",
+        "fn sched(step: Int, total: Int) -> Float = scaled(float(step))\n",
+        "fn tscaled(x: Tensor, k: Tensor = 2.0 * x) -> Tensor = x + k\n",
+        "let l: Loss = |b| mean(tscaled(b.policy_chosen))\n",
+        "stage s = sft(m, d, lr = sched)\nstage t = preference(s.model, prefs, loss = l)\nrun s -> t\n",
+    ));
+    assert_eq!(p.decl("c").unwrap().value, Value::Float(4.5));
+    let Some(Value::Scalar(f)) = p.decl("s").unwrap().value.arg("lr") else { panic!("lr is not a function") };
+    let interp = Interp::new(&p.scalar).unwrap();
+    assert_eq!(interp.call(FuncId(*f), &[IV::Int(2), IV::Int(10)]).unwrap(), IV::Float(6.0));
+    let got = loss(&p, "l").eval(&batch(), &|_| 0.0)[0];
+    let want = 3.0 * (-3.0 + -5.0) / 2.0;
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+}

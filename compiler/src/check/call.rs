@@ -6,7 +6,7 @@
 
 use super::typed::{FileId, LocalId, TExpr, TKind};
 use super::Checker;
-use crate::ast::{Arg, Expr, ExprKind, Span};
+use crate::ast::{self, Arg, Expr, ExprKind, Span};
 use crate::diag::{suggest, Diagnostic};
 use crate::types::{self, Ty};
 use std::collections::HashMap;
@@ -94,46 +94,9 @@ impl<'a> Checker<'a> {
         let mut slots: Vec<Option<usize>> = vec![None; params.len()];
         let mut ok = true;
         for (i, arg) in args.iter().enumerate() {
-            let slot = match &arg.name {
-                None => {
-                    if i >= params.len() {
-                        self.report(
-                            Diagnostic::error(
-                                "recipe::call::too_many_arguments",
-                                format!(
-                                    "`{callee}` takes {} argument(s), {} given",
-                                    params.len(),
-                                    args.iter().filter(|a| a.name.is_none()).count()
-                                ),
-                            )
-                            .with_primary(arg.span, "surplus argument")
-                            .with_secondary(callee_span, format!("`{callee}` called here")),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    i
-                }
-                Some(name) => match params.iter().position(|p| p.name == name.name) {
-                    Some(p) => p,
-                    None => {
-                        let mut d = Diagnostic::error(
-                            "recipe::call::unknown_argument",
-                            format!("`{callee}` has no parameter `{}`", name.name),
-                        )
-                        .with_primary(name.span, "unknown argument");
-                        d = match suggest(&name.name, params.iter().map(|p| p.name)) {
-                            Some(s) => d.with_help(format!("did you mean `{s}`?")),
-                            None => d.with_help(format!(
-                                "parameters: {}",
-                                params.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
-                            )),
-                        };
-                        self.report(d);
-                        ok = false;
-                        continue;
-                    }
-                },
+            let Some(slot) = self.param_of(callee, callee_span, params, args, i) else {
+                ok = false;
+                continue;
             };
             if let Some(prev) = slots[slot] {
                 self.report(
@@ -149,39 +112,102 @@ impl<'a> Checker<'a> {
             }
             slots[slot] = Some(i);
         }
-        let missing: Vec<&ParamSpec<'_>> =
-            params.iter().zip(&slots).filter(|(p, s)| s.is_none() && !p.has_default).map(|(p, _)| p).collect();
-        if !missing.is_empty() {
-            let list = missing
-                .iter()
-                .map(|p| format!("`{}: {}`", p.name, self.subst.resolve(&p.ty)))
-                .collect::<Vec<_>>()
-                .join(", ");
+        ok &= self.report_missing(callee, callee_span, params, &slots);
+        if !ok {
+            self.check_unmatched(params, args, &slots);
+        }
+        ok.then_some(slots)
+    }
+
+    /// The parameter argument `i` is for (by position or name), or `None` after reporting a
+    /// surplus or unknown argument.
+    fn param_of(
+        &mut self,
+        callee: &str,
+        callee_span: Span,
+        params: &[ParamSpec<'_>],
+        args: &[Arg],
+        i: usize,
+    ) -> Option<usize> {
+        let arg = &args[i];
+        let Some(name) = &arg.name else {
+            if i < params.len() {
+                return Some(i);
+            }
             self.report(
                 Diagnostic::error(
-                    "recipe::call::missing_argument",
-                    format!("`{callee}` is missing {} required argument(s)", missing.len()),
+                    "recipe::call::too_many_arguments",
+                    format!(
+                        "`{callee}` takes {} argument(s), {} given",
+                        params.len(),
+                        args.iter().filter(|a| a.name.is_none()).count()
+                    ),
                 )
-                .with_primary(callee_span, "called here")
-                .with_help(format!("add {list}, e.g. `{} = ...`", missing[0].name)),
+                .with_primary(arg.span, "surplus argument")
+                .with_secondary(callee_span, format!("`{callee}` called here")),
             );
-            ok = false;
+            return None;
+        };
+        if let Some(p) = params.iter().position(|p| p.name == name.name) {
+            return Some(p);
         }
-        if !ok {
-            for (i, a) in args.iter().enumerate() {
-                match slots.iter().position(|s| *s == Some(i)) {
-                    Some(p) => {
-                        let want = params[p].ty.clone();
-                        let t = self.expr(&a.value, Some(&want));
-                        self.coerce(t, &want, None);
-                    }
-                    None => {
-                        self.expr(&a.value, None);
-                    }
+        let d =
+            Diagnostic::error("recipe::call::unknown_argument", format!("`{callee}` has no parameter `{}`", name.name))
+                .with_primary(name.span, "unknown argument");
+        let d = match suggest(&name.name, params.iter().map(|p| p.name)) {
+            Some(s) => d.with_help(format!("did you mean `{s}`?")),
+            None => {
+                d.with_help(format!("parameters: {}", params.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")))
+            }
+        };
+        self.report(d);
+        None
+    }
+
+    /// Reports the parameters without an argument or a default; true if there are none.
+    fn report_missing(
+        &mut self,
+        callee: &str,
+        callee_span: Span,
+        params: &[ParamSpec<'_>],
+        slots: &[Option<usize>],
+    ) -> bool {
+        let missing: Vec<&ParamSpec<'_>> =
+            params.iter().zip(slots).filter(|(p, s)| s.is_none() && !p.has_default).map(|(p, _)| p).collect();
+        if missing.is_empty() {
+            return true;
+        }
+        let list = missing
+            .iter()
+            .map(|p| format!("`{}: {}`", p.name, self.subst.resolve(&p.ty)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.report(
+            Diagnostic::error(
+                "recipe::call::missing_argument",
+                format!("`{callee}` is missing {} required argument(s)", missing.len()),
+            )
+            .with_primary(callee_span, "called here")
+            .with_help(format!("add {list}, e.g. `{} = ...`", missing[0].name)),
+        );
+        false
+    }
+
+    /// Checks the arguments of a call that failed to match, so their own errors are reported:
+    /// a matched one against its parameter's type, the others without an expectation.
+    fn check_unmatched(&mut self, params: &[ParamSpec<'_>], args: &'a [Arg], slots: &[Option<usize>]) {
+        for (i, a) in args.iter().enumerate() {
+            match slots.iter().position(|s| *s == Some(i)) {
+                Some(p) => {
+                    let want = params[p].ty.clone();
+                    let t = self.expr(&a.value, Some(&want));
+                    self.coerce(t, &want, None);
+                }
+                None => {
+                    self.expr(&a.value, None);
                 }
             }
         }
-        ok.then_some(slots)
     }
 
     fn call_fn(&mut self, e: &'a Expr, id: usize, args: &'a [Arg]) -> TExpr {
@@ -286,30 +312,9 @@ impl<'a> Checker<'a> {
         let Some(slots) = self.match_args(&display, callee_span, &specs, args) else {
             return TExpr::error(e.span, file);
         };
-        // Elementwise builtins lift to Tensors; min/max/abs/clamp stay Int on Ints.
-        let mut checked: HashMap<usize, TExpr> = HashMap::new();
+        let mut checked = HashMap::new();
         if types::ELEMENTWISE.contains(&name) {
-            let mut tys = Vec::new();
-            for &i in slots.iter().flatten() {
-                let t = self.expr(&args[i].value, None);
-                tys.push(self.subst.resolve(&t.ty));
-                checked.insert(i, t);
-            }
-            let lift = |ts: &mut Vec<Ty>, r: &mut Ty, to: Ty| {
-                for t in ts.iter_mut().chain(std::iter::once(r)) {
-                    if *t == Ty::Float {
-                        *t = to.clone();
-                    }
-                }
-            };
-            if tys.contains(&Ty::Tensor) {
-                lift(&mut ptys, &mut ret, Ty::Tensor);
-            } else if matches!(name, "min" | "max" | "abs" | "clamp")
-                && !tys.is_empty()
-                && tys.iter().all(|t| *t == Ty::Int)
-            {
-                lift(&mut ptys, &mut ret, Ty::Int);
-            }
+            checked = self.lift_elementwise(name, args, &slots, &mut ptys, &mut ret);
         }
         // Let the expected result type inform the type parameters (`jsonl` rows).
         if let Some(want) = expected {
@@ -321,24 +326,7 @@ impl<'a> Checker<'a> {
             }
         }
         let locals: Vec<LocalId> = ext.params.iter().map(|_| self.fresh_local()).collect();
-        let mut values: Vec<Option<TExpr>> = vec![None; ext.params.len()];
-        let is_lambda = |i: usize| matches!(args[i].value.kind, ExprKind::Lambda(..));
-        for pass in [false, true] {
-            for (p, slot) in slots.iter().enumerate() {
-                if let Some(i) = *slot {
-                    if is_lambda(i) == pass {
-                        let want = self.subst.resolve(&ptys[p]);
-                        let saved =
-                            self.param_hint.replace(format!("`{display}` takes `{}: {want}`", ext.params[p].name.name));
-                        values[p] = Some(match checked.remove(&i) {
-                            Some(t) => self.coerce(t, &ptys[p], None),
-                            None => self.check_against(&args[i].value, &ptys[p], None),
-                        });
-                        self.param_hint = saved;
-                    }
-                }
-            }
-        }
+        let mut values = self.extern_args(&display, ext, args, &slots, &ptys, checked);
         // Defaults, in the scope of the earlier parameters.
         for (p, param) in ext.params.iter().enumerate() {
             if values[p].is_some() {
@@ -363,6 +351,74 @@ impl<'a> Checker<'a> {
             .collect();
         let ret = self.subst.resolve(&ret);
         TExpr::new(TKind::CallExtern(name.to_string(), args_out), ret, e.span, file)
+    }
+
+    /// Elementwise builtins lift to Tensors: a Tensor argument turns their Float parameters and
+    /// result into Tensors. `min`/`max`/`abs`/`clamp` on Ints only stay Int. The arguments are
+    /// checked first to see their types; returns them by argument index.
+    fn lift_elementwise(
+        &mut self,
+        name: &str,
+        args: &'a [Arg],
+        slots: &[Option<usize>],
+        ptys: &mut [Ty],
+        ret: &mut Ty,
+    ) -> HashMap<usize, TExpr> {
+        let mut checked = HashMap::new();
+        let mut tys = Vec::new();
+        for &i in slots.iter().flatten() {
+            let t = self.expr(&args[i].value, None);
+            tys.push(self.subst.resolve(&t.ty));
+            checked.insert(i, t);
+        }
+        let to = if tys.contains(&Ty::Tensor) {
+            Ty::Tensor
+        } else if matches!(name, "min" | "max" | "abs" | "clamp")
+            && !tys.is_empty()
+            && tys.iter().all(|t| *t == Ty::Int)
+        {
+            Ty::Int
+        } else {
+            return checked;
+        };
+        for t in ptys.iter_mut().chain(std::iter::once(ret)) {
+            if *t == Ty::Float {
+                *t = to.clone();
+            }
+        }
+        checked
+    }
+
+    /// Checks the given arguments of an `extern fn` call against their parameter types, lambdas
+    /// last (their parameter types are inferred from the other arguments). `checked` holds
+    /// arguments already checked (by argument index), which are only coerced. Per parameter.
+    fn extern_args(
+        &mut self,
+        display: &str,
+        ext: &ast::ExternFn,
+        args: &'a [Arg],
+        slots: &[Option<usize>],
+        ptys: &[Ty],
+        mut checked: HashMap<usize, TExpr>,
+    ) -> Vec<Option<TExpr>> {
+        let mut values: Vec<Option<TExpr>> = vec![None; slots.len()];
+        let is_lambda = |i: usize| matches!(args[i].value.kind, ExprKind::Lambda(..));
+        for pass in [false, true] {
+            for (p, slot) in slots.iter().enumerate() {
+                let Some(i) = *slot else { continue };
+                if is_lambda(i) != pass {
+                    continue;
+                }
+                let want = self.subst.resolve(&ptys[p]);
+                let saved = self.param_hint.replace(format!("`{display}` takes `{}: {want}`", ext.params[p].name.name));
+                values[p] = Some(match checked.remove(&i) {
+                    Some(t) => self.coerce(t, &ptys[p], None),
+                    None => self.check_against(&args[i].value, &ptys[p], None),
+                });
+                self.param_hint = saved;
+            }
+        }
+        values
     }
 }
 

@@ -118,6 +118,9 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "parse_int",
     "parse_float",
     "matches",
+    "relu",
+    "softplus",
+    "log_sigmoid",
 ];
 
 impl Module {
@@ -228,9 +231,34 @@ impl Module {
                 }
                 (b, out)
             }
+            "relu" | "softplus" | "log_sigmoid" => {
+                arity(name, 1, &args)?;
+                if !all_num {
+                    return Err(no());
+                }
+                return self.derived(name, floats(args).remove(0));
+            }
             _ => return Err(no()),
         };
         Ok(Expr::call(builtin, args))
+    }
+
+    /// The builtins the IR has no node for, by their definitions in other builtins:
+    /// `relu(x) = max(x, 0)`, `softplus(x) = max(x, 0) + log1p(exp(-|x|))` (stable for large
+    /// `|x|`) and `log_sigmoid(x) = -softplus(-x)`. `x` is a Float.
+    fn derived(&mut self, name: &str, x: Expr) -> Result<Expr, IrError> {
+        let softplus = |m: &mut Module, x: Expr| {
+            let pos = m.call("max", vec![x.clone(), Expr::float(0.0)])?;
+            let abs = m.call("abs", vec![x])?;
+            let e = m.call("exp", vec![Expr::unary(UnOp::FNeg, abs)])?;
+            let l = m.call("log1p", vec![e])?;
+            Ok(Expr::binary(BinOp::FAdd, pos, l))
+        };
+        match name {
+            "relu" => self.call("max", vec![x, Expr::float(0.0)]),
+            "softplus" => softplus(self, x),
+            _ => Ok(Expr::unary(UnOp::FNeg, softplus(self, Expr::unary(UnOp::FNeg, x))?)),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// The random function's parameters (named `p<i>` as `assert_agree` binds them): two Ints, two
 /// Floats, a Bool, two Strings.
-const PARAMS: [(&str, Ty); 7] = [
+pub(super) const PARAMS: [(&str, Ty); 7] = [
     ("p0", Ty::Int),
     ("p1", Ty::Int),
     ("p2", Ty::Float),
@@ -24,8 +24,8 @@ const PARAMS: [(&str, Ty); 7] = [
     ("p6", Ty::Str),
 ];
 
-const STRINGS: [&str; 6] = ["", "a", " 12 ", "Ünïcode", "-3.5", "abc"];
-const REGEXES: [&str; 3] = [r"^\d+$", r"[aeiou]", r"(?i)^\s*x"];
+pub(super) const STRINGS: [&str; 6] = ["", "a", " 12 ", "Ünïcode", "-3.5", "abc"];
+pub(super) const REGEXES: [&str; 3] = [r"^\d+$", r"[aeiou]", r"(?i)^\s*x"];
 const MAX_DEPTH: u32 = 5;
 const ROWS: usize = 6;
 
@@ -34,6 +34,9 @@ struct Gen<'a> {
     pos: usize,
     /// Locals in scope: (id, type).
     scope: Vec<(u32, Ty)>,
+    /// Only what a recipe can write with constants: no parameters, and none of the IR's
+    /// builtins the language does not expose (`lower`, `upper`).
+    surface: bool,
 }
 
 impl Gen<'_> {
@@ -77,7 +80,7 @@ impl Gen<'_> {
             PARAMS.iter().enumerate().filter(|(_, (_, t))| *t == ty).map(|(i, _)| i as u32).collect();
         match self.pick(3) {
             0 if !locals.is_empty() => Expr::local(locals[self.pick(locals.len())], ty),
-            1 => Expr::param(params[self.pick(params.len())], ty),
+            1 if !self.surface => Expr::param(params[self.pick(params.len())], ty),
             _ => self.constant(ty),
         }
     }
@@ -152,6 +155,7 @@ impl Gen<'_> {
                     self.builtin(B::Matches(re), d)
                 }
             },
+            Ty::Str if self.surface => self.builtin(B::Trim, d),
             Ty::Str => self.one_of(&[B::Trim, B::Lower, B::Upper], d),
         }
     }
@@ -171,7 +175,9 @@ impl Gen<'_> {
     }
 }
 
-fn module(choices: &[u32]) -> Module {
+/// A module of one random function `f` of [`PARAMS`]; with `surface`, its body uses no parameter
+/// and only operations a recipe can write.
+pub(super) fn module(choices: &[u32], surface: bool) -> Module {
     let mut m = Module::new();
     for s in STRINGS {
         m.string(s);
@@ -179,7 +185,7 @@ fn module(choices: &[u32]) -> Module {
     for r in REGEXES {
         m.regex(r).unwrap();
     }
-    let mut g = Gen { choices, pos: 0, scope: Vec::new() };
+    let mut g = Gen { choices, pos: 0, scope: Vec::new(), surface };
     let ret = g.ty();
     let body = g.expr(ret, MAX_DEPTH);
     let params = PARAMS.iter().map(|(n, t)| Param { name: (*n).into(), ty: *t }).collect();
@@ -255,7 +261,7 @@ proptest! {
         choices in prop::collection::vec(any::<u32>(), 0..160),
         cols in columns(),
     ) {
-        let m = module(&choices);
+        let m = module(&choices, false);
         m.validate().unwrap();
         assert_agree(&m, &cols);
     }

@@ -95,15 +95,15 @@ pub(super) fn prepare(
             }
             let (tok, context) = &limits[root];
             let what = format!("stage `{}`", decl.name);
-            super::check_context(&what, &data, *context, |p, c| tok.encode(p).len() + tok.encode(c).len() + 1)?;
+            super::check_context(&what, &data, *context, |p, c| Ok(tok.encode(p)?.len() + tok.encode(c)?.len() + 1))?;
             for eval in &evals {
                 let target = if eval.data.column("completion").is_some() { "completion" } else { "answer" };
                 let longest = (0..eval.data.len())
-                    .map(|r| eval.data.text_at(target, r).map(|t| tok.encode(&t).len()))
+                    .map(|r| -> Result<usize, ExecError> { Ok(tok.encode(&eval.data.text_at(target, r)?)?.len()) })
                     .try_fold(0, |m, len| len.map(|len| m.max(len)))?;
                 let budget = (longest + 1).min(eval.max_tokens);
                 let what = format!("eval `{}` of stage `{}`", eval.name, decl.name);
-                super::check_context(&what, &eval.data, *context, |p, _| tok.encode(p).len() + budget)?;
+                super::check_context(&what, &eval.data, *context, |p, _| Ok(tok.encode(p)?.len() + budget))?;
             }
         }
         let batch = call.count("batch")? as usize;

@@ -13,6 +13,7 @@ use super::cpu::Tokens;
 use super::llama::{CausalLm, Positions};
 use super::ops;
 use super::tokenizer::Tokenizer;
+use super::ModelError;
 
 /// A right-padded batch of prompt+completion rows with a mask of the completion positions.
 #[derive(Clone, Debug)]
@@ -27,19 +28,25 @@ pub struct TokenBatch {
 
 impl TokenBatch {
     /// Tokenises `(prompt, completion)` rows (prompt and completion separately, then joined, as
-    /// TRL does), appending EOS to each completion when `append_eos`.
-    pub fn collate(tok: &Tokenizer, rows: &[(&str, &str)], append_eos: bool, device: &Device) -> Result<TokenBatch> {
-        let ids: Vec<(Vec<u32>, Vec<u32>)> = rows
+    /// TRL does), appending EOS to each completion when `append_eos`. Errors: `Encode` when a
+    /// text cannot be tokenised, `Candle` when the tensors cannot be made on `device`.
+    pub fn collate(
+        tok: &Tokenizer,
+        rows: &[(&str, &str)],
+        append_eos: bool,
+        device: &Device,
+    ) -> std::result::Result<TokenBatch, ModelError> {
+        let ids = rows
             .iter()
             .map(|(p, c)| {
-                let mut comp = tok.encode(c);
+                let mut comp = tok.encode(c)?;
                 if append_eos {
                     comp.push(tok.eos_id());
                 }
-                (tok.encode(p), comp)
+                Ok((tok.encode(p)?, comp))
             })
-            .collect();
-        TokenBatch::from_ids(&ids, tok.pad_id(), device)
+            .collect::<std::result::Result<Vec<_>, ModelError>>()?;
+        Ok(TokenBatch::from_ids(&ids, tok.pad_id(), device)?)
     }
 
     /// Collates already-tokenised `(prompt_ids, completion_ids)` rows.

@@ -50,18 +50,18 @@ impl ExactMatch {
         ExactMatch { max_tokens, ..self }
     }
 
-    /// The decoded completions for every prompt (up to EOS), in order.
+    /// The decoded completions for every prompt (up to a stop id), in order.
     pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
         let tok = model.tokenizer();
-        let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
+        let max_target = self.targets.iter().try_fold(0, |m, t| tok.encode(t).map(|ids| m.max(ids.len())))?;
         let budget = (max_target + 1).min(self.max_tokens);
         let opts = GenerateOptions { max_new_tokens: budget, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
         let mut rng = Rng::derive(0, "eval/greedy");
         let mut out = Vec::with_capacity(self.prompts.len());
         for chunk in self.prompts.chunks(self.batch) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| tok.encode(p)).collect();
+            let ids = chunk.iter().map(|p| tok.encode(p)).collect::<Result<Vec<_>, _>>()?;
             for mut generated in model::generate(model, &ids, &opts, &mut rng)? {
-                if let Some(end) = generated.iter().position(|&t| t == tok.eos_id()) {
+                if let Some(end) = generated.iter().position(|&t| tok.is_stop(t)) {
                     generated.truncate(end);
                 }
                 out.push(tok.decode(&generated));

@@ -148,7 +148,8 @@ impl Objective for SftObjective {
         let pairs: Vec<(&str, &str)> = batch.rows.iter().map(|&r| (&*self.prompts[r], &*self.completions[r])).collect();
         let tokens_batch = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device())?;
         let loss = model::sft_loss(model, &tokens_batch)?;
-        let prompt_tokens: usize = pairs.iter().map(|(p, _)| model.tokenizer().encode(p).len()).sum();
+        let prompt_tokens =
+            pairs.iter().map(|(p, _)| model.tokenizer().encode(p).map(|ids| ids.len())).sum::<Result<usize, _>>()?;
         let tokens = prompt_tokens + tokens_batch.completion_lens.iter().sum::<usize>();
         Ok(LossOutput { loss, tokens, metrics: Vec::new() })
     }

@@ -194,7 +194,8 @@ fn score_rows(model_dir: &Path, data: &Path, batch: usize, device_name: &str) ->
     for start in (0..rows.len()).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(rows.len());
         let pairs: Vec<(&str, &str)> = (start..end).map(|i| (&*prompts[i], &*completions[i])).collect();
-        let tokens = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device()).map_err(internal)?;
+        let tokens = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device())
+            .map_err(|e| Failure::Internal(e.to_string()))?;
         let (sum, count) = model::completion_logprobs(&model, &tokens).map_err(internal)?;
         let sum = sum.to_vec1::<f32>().map_err(internal)?;
         let count = count.to_dtype(candle_core::DType::F32).and_then(|c| c.to_vec1::<f32>()).map_err(internal)?;
@@ -227,7 +228,7 @@ pub fn generate(args: GenerateArgs) -> Result<u8, Failure> {
 
 fn generate_text(args: GenerateArgs) -> Result<u8, Failure> {
     let model = load_model(&args.model, &args.device)?;
-    let prompt = model.tokenizer().encode(&args.prompt);
+    let prompt = model.tokenizer().encode(&args.prompt).map_err(|e| Failure::Input(e.to_string()))?;
     let context = model.config().max_position_embeddings;
     if prompt.len() + args.max_tokens > context {
         return Err(Failure::Usage(format!(
@@ -249,8 +250,7 @@ fn generate_text(args: GenerateArgs) -> Result<u8, Failure> {
         let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
         render::out_line(ids.join(" "));
     } else {
-        let eos = model.tokenizer().eos_id();
-        let text: Vec<u32> = tokens.into_iter().take_while(|&t| t != eos).collect();
+        let text: Vec<u32> = tokens.into_iter().take_while(|&t| !model.tokenizer().is_stop(t)).collect();
         render::out_line(model.tokenizer().decode(&text));
     }
     Ok(exit::OK)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -58,8 +58,24 @@ impl FileDigest {
         FileDigest { path: path.display().to_string(), sha256: sha256_hex(bytes), bytes: bytes.len() as u64 }
     }
 
+    /// Digest of the file at `path`, read in 1 MiB pieces: hashing a model's weights never
+    /// holds the whole file in memory. Errors: opening or reading the file.
     pub fn of_file(path: &Path) -> io::Result<FileDigest> {
-        Ok(FileDigest::of_bytes(path, &fs::read(path)?))
+        let mut file = File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        Ok(FileDigest { path: path.display().to_string(), sha256: hex(&hasher.finalize()), bytes })
     }
 
     /// Digests of every file under `dir` (a model folder), sorted by path.
@@ -85,7 +101,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 
 /// Lower-case hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Everything needed to re-run a recipe and check the result: `recipe.lock`.
@@ -350,6 +370,22 @@ mod tests {
     #[test]
     fn sha256_matches_known_vector() {
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn streamed_file_digest_equals_the_digest_of_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Longer than one read buffer, and not a multiple of it.
+        let bytes: Vec<u8> =
+            (0..(1u32 << 20) * 2 + 12_345).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let path = dir.path().join("weights.bin");
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(FileDigest::of_file(&path).unwrap(), FileDigest::of_bytes(&path, &bytes));
+        let empty = dir.path().join("empty");
+        fs::write(&empty, b"").unwrap();
+        assert_eq!(FileDigest::of_file(&empty).unwrap().sha256, sha256_hex(b""));
+        let digests = FileDigest::of_dir(dir.path()).unwrap();
+        assert_eq!(digests.iter().map(|d| d.bytes).collect::<Vec<_>>(), vec![0, bytes.len() as u64]);
     }
 
     #[test]

@@ -8,8 +8,12 @@
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use recipe_runtime::artifact::FileDigest;
 use recipe_runtime::model::generate::greedy_uncached;
-use recipe_runtime::model::{completion_logprobs, generate, Arch, CausalLm, GenerateOptions, LlamaConfig, TokenBatch};
+use recipe_runtime::model::{
+    completion_logprobs, generate, Arch, CausalLm, GenerateOptions, LlamaConfig, MmapSafetensors, TensorInfo,
+    TokenBatch, TokenizerSpec, WeightSource,
+};
 use recipe_runtime::rng::Rng;
 use serde_json::Value;
 
@@ -60,6 +64,8 @@ fn loads_the_transformers_checkpoint() {
     assert_eq!((cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads), (4, 4, 4));
     assert_eq!(cfg.rope_theta, 10_000.0);
     assert!(model.tokenizer().is_bytes(), "the fixture's byte-level tokenizer.json is detected");
+    // EOS 10, PAD 0, no BOS, no chat template: what the embedded byte tokenizer declares too.
+    assert_eq!(model.tokenizer().spec(), &TokenizerSpec::bytes());
     assert_eq!(model.num_params(), 3_295_488);
     let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
     let mut sorted = names.clone();
@@ -149,7 +155,7 @@ fn batched_greedy_generation_matches_transformers() {
 #[test]
 fn cached_greedy_equals_the_uncached_argmax_loop() {
     let model = tiny_llama();
-    let prompt = model.tokenizer().encode("27+22=");
+    let prompt = model.tokenizer().encode("27+22=").unwrap();
     let opts = GenerateOptions { max_new_tokens: 20, temperature: 0.0, top_p: 1.0, stop_at_eos: false };
     let cached = generate(&model, std::slice::from_ref(&prompt), &opts, &mut Rng::derive(0, "g")).unwrap();
     assert_eq!(cached[0], greedy_uncached(&model, &prompt, 20).unwrap());
@@ -170,6 +176,7 @@ fn saved_folder_round_trips_and_keeps_hf_layout() {
     let back = CausalLm::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(back.config(), model.config());
     assert!(back.tokenizer().is_bytes());
+    assert_eq!(back.tokenizer().spec(), model.tokenizer().spec());
     for ((n1, v1), (n2, v2)) in model.params().iter().zip(back.params()) {
         assert_eq!(n1, n2);
         let diff: f32 =
@@ -184,6 +191,34 @@ fn saved_folder_round_trips_and_keeps_hf_layout() {
     names.sort();
     our_names.sort();
     assert_eq!(names, our_names);
+}
+
+#[test]
+fn mapped_weights_equal_a_whole_file_read_bit_for_bit() {
+    let file = fixtures().join("tiny-llama/model.safetensors");
+    let whole = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let mapped = MmapSafetensors::in_dir(file.parent().unwrap()).unwrap();
+    assert_eq!(mapped.origin(), file);
+    let names = mapped.names();
+    let mut expected: Vec<&String> = whole.keys().collect();
+    expected.sort();
+    assert_eq!(names.iter().collect::<Vec<_>>(), expected);
+    for name in &names {
+        let t = mapped.load_f32(name, &Device::Cpu).unwrap();
+        assert_eq!(mapped.info(name), Some(TensorInfo { shape: whole[name].dims().to_vec(), dtype: "F32".into() }));
+        let bits = |t: &Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert!(bits(&t) == bits(&whole[name]), "{name} differs");
+    }
+    assert!(mapped.info("lm_head.bias").is_none());
+}
+
+#[test]
+fn streamed_digest_of_the_weights_matches_the_published_sha256() {
+    let digest = FileDigest::of_file(&fixtures().join("tiny-llama/model.safetensors")).unwrap();
+    assert_eq!(digest.sha256, "04d5039357c867d9808a4d0915489117149b9fde4ebaf2bc1e7c8e4faf9d238d");
+    assert_eq!(digest.bytes, 13_186_104);
 }
 
 #[test]
@@ -258,7 +293,7 @@ fn qwen2_with_biases_and_gqa_round_trips() {
 #[test]
 fn sampling_is_seeded_and_stops_at_eos() {
     let model = tiny_llama();
-    let prompts = vec![model.tokenizer().encode("12+34="), model.tokenizer().encode("5+6=")];
+    let prompts = vec![model.tokenizer().encode("12+34=").unwrap(), model.tokenizer().encode("5+6=").unwrap()];
     let opts = GenerateOptions { max_new_tokens: 40, temperature: 1.0, top_p: 0.9, stop_at_eos: true };
     let a = generate(&model, &prompts, &opts, &mut Rng::derive(3, "sample")).unwrap();
     let b = generate(&model, &prompts, &opts, &mut Rng::derive(3, "sample")).unwrap();

@@ -135,21 +135,25 @@ impl ExecError {
             ExecError::Unsupported(_) => ErrorKind::Unsupported,
             ExecError::Train(TrainError::NonFinite { .. }) => ErrorKind::Diverged,
             ExecError::Train(e) if e.is_user_error() => ErrorKind::Input,
-            ExecError::Model(ModelError::Io { .. } | ModelError::Config { .. } | ModelError::MissingTensor { .. }) => {
-                ErrorKind::Input
-            }
+            ExecError::Model(
+                ModelError::Io { .. }
+                | ModelError::Config { .. }
+                | ModelError::MissingTensor { .. }
+                | ModelError::Encode { .. },
+            ) => ErrorKind::Input,
             _ => ErrorKind::Internal,
         }
     }
 }
 
 /// Refuses `data` when a row needs more positions than the model's `context`: `tokens` counts a
-/// row's positions from its prompt and completion. Names the first such row.
+/// row's positions from its prompt and completion. Names the first such row; a row `tokens`
+/// cannot count (its text does not encode) is its error.
 pub fn check_context(
     what: &str,
     data: &Dataset,
     context: usize,
-    tokens: impl Fn(&str, &str) -> usize + Sync,
+    tokens: impl Fn(&str, &str) -> Result<usize, ModelError> + Sync,
 ) -> Result<(), ExecError> {
     let prompts = data.strings("prompt")?;
     let empty: Arc<str> = Arc::from("");
@@ -158,7 +162,10 @@ pub fn check_context(
         let completion = completions.map_or(&empty, |c| &c[r]);
         (r, tokens(&prompts[r], completion))
     });
-    let Some((row, len)) = too_long.find_first(|&(_, len)| len > context) else { return Ok(()) };
+    let Some((row, len)) = too_long.find_first(|(_, len)| len.as_ref().map_or(true, |&len| len > context)) else {
+        return Ok(());
+    };
+    let len = len?;
     let at = if data.sources.is_empty() {
         format!("row {} of {}", data.ids[row], data.origin)
     } else {

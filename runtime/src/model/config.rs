@@ -1,5 +1,6 @@
 //! Model configuration: the subset of a Hugging Face `config.json` that a Llama / Qwen2 decoder
-//! needs, read from and written back to the Hugging Face field names.
+//! needs, read from and written back to the Hugging Face field names. The special token ids in
+//! the same file belong to the tokenizer (`TokenizerSpec`), not here.
 //!
 //! Invariants: `hidden_size == num_attention_heads * head_dim` and `num_attention_heads` is a
 //! multiple of `num_key_value_heads` (checked by [`LlamaConfig::validate`], which `load` and `tiny`
@@ -52,8 +53,6 @@ pub struct LlamaConfig {
     /// Bias on the q/k/v projections (Qwen2 always; Llama when `attention_bias` is set, where
     /// the output projection has one too — see [`LlamaConfig::o_bias`]).
     pub attention_bias: bool,
-    pub eos_token_id: u32,
-    pub pad_token_id: u32,
     pub architecture: Arch,
 }
 
@@ -72,8 +71,6 @@ impl Default for LlamaConfig {
             rope_theta: 10_000.0,
             tie_word_embeddings: false,
             attention_bias: false,
-            eos_token_id: 10,
-            pad_token_id: 0,
             architecture: Arch::Llama,
         }
     }
@@ -118,11 +115,6 @@ impl LlamaConfig {
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
-        }
-        for (name, id) in [("eos_token_id", self.eos_token_id), ("pad_token_id", self.pad_token_id)] {
-            if id as usize >= self.vocab_size {
-                return Err(format!("`{name}` {id} is outside the vocabulary of {}", self.vocab_size));
-            }
         }
         if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
             return Err("rms_norm_eps and rope_theta must be positive".into());
@@ -185,14 +177,6 @@ impl LlamaConfig {
                 return Err(format!("hidden_act `{act}` is not supported (only silu)"));
             }
         }
-        // eos_token_id may be a list; the first entry is the one generation stops on by default.
-        let eos_token_id = match v.get("eos_token_id") {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::Array(a)) => a.first().and_then(Value::as_u64),
-            _ => None,
-        }
-        .ok_or("missing `eos_token_id`")? as u32;
-        let pad_token_id = v.get("pad_token_id").and_then(Value::as_u64).map_or(eos_token_id, |p| p as u32);
         let cfg = LlamaConfig {
             vocab_size: usize_field("vocab_size")?,
             hidden_size,
@@ -214,15 +198,14 @@ impl LlamaConfig {
                 Arch::Qwen2 => true,
                 Arch::Llama => v.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
             },
-            eos_token_id,
-            pad_token_id,
             architecture,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// The Hugging Face config.json value (float32 weights).
+    /// The Hugging Face config.json value (float32 weights), without the special token ids
+    /// (`TokenizerSpec::write_hf_ids` adds them).
     pub fn to_hf(&self) -> Value {
         let mut v = json!({
             "architectures": [self.architecture.hf_class()],
@@ -240,9 +223,6 @@ impl LlamaConfig {
             "rope_parameters": {"rope_theta": self.rope_theta, "rope_type": "default"},
             "tie_word_embeddings": self.tie_word_embeddings,
             "hidden_act": "silu",
-            "bos_token_id": null,
-            "eos_token_id": self.eos_token_id,
-            "pad_token_id": self.pad_token_id,
             "initializer_range": 0.02,
             "attention_dropout": 0.0,
             "torch_dtype": "float32",

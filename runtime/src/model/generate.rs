@@ -3,8 +3,9 @@
 //! Prompts are left-padded to a common length; each row keeps its own rotary positions
 //! (`0..len` for its real tokens) and its pad slots are masked out of attention, so a row
 //! generates the same tokens alone or in a batch. After the prefill, each step feeds one token
-//! per row and reuses the cached keys and values. Rows that hit EOS (when stopping on it) keep
-//! being fed PAD but their output is frozen; the loop ends when every row is done.
+//! per row and reuses the cached keys and values. Rows that emit a stop id (when stopping: EOS or
+//! any other of the tokenizer's stop ids) keep being fed PAD but their output is frozen; the loop
+//! ends when every row is done.
 //!
 //! Invariant: all randomness is drawn from the caller's `Rng`, one uniform per sampled token,
 //! rows in order, so a seeded run is reproducible.
@@ -26,7 +27,8 @@ pub struct GenerateOptions {
     pub temperature: f64,
     /// Nucleus sampling mass in (0, 1]; 1 disables it.
     pub top_p: f64,
-    /// Stop a row when it emits EOS (the EOS is included in its output).
+    /// Stop a row when it emits one of the tokenizer's stop ids ([`crate::model::Tokenizer::is_stop`]:
+    /// the EOS and the extra stop ids); that id is included in its output.
     pub stop_at_eos: bool,
 }
 
@@ -73,7 +75,7 @@ pub fn generate(
     }
 
     let device = model.device();
-    let (batch, pad, eos) = (prompts.len(), model.tokenizer().pad_id(), model.tokenizer().eos_id());
+    let (batch, pad) = (prompts.len(), model.tokenizer().pad_id());
     let w = model.weights(false)?;
     let mut cache: Vec<KvCache> = Vec::new();
     let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
@@ -110,7 +112,7 @@ pub fn generate(
             let tok = pick(&rows[b], opts, rng);
             out[b].push(tok);
             next[b] = tok;
-            if opts.stop_at_eos && tok == eos {
+            if opts.stop_at_eos && model.tokenizer().is_stop(tok) {
                 done[b] = true;
             }
         }
@@ -187,4 +189,43 @@ pub fn greedy_uncached(model: &CausalLm, prompt: &[u32], max_new_tokens: usize) 
         seq.push(argmax(&last));
     }
     Ok(seq[prompt.len()..].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Device, LlamaConfig, ModelSpec, Tokenizer, TokenizerSpec, Vocab};
+
+    #[test]
+    fn generation_stops_at_any_stop_id() {
+        let cfg = LlamaConfig {
+            hidden_size: 64,
+            intermediate_size: 160,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 4,
+            ..LlamaConfig::default()
+        };
+        let model = CausalLm::tiny(cfg, &mut Rng::derive(0, "init"), &Device::Cpu).unwrap();
+        let prompt = b"12+34=".iter().map(|&b| u32::from(b)).collect::<Vec<_>>();
+        let free_opts = GenerateOptions { max_new_tokens: 24, stop_at_eos: false, ..GenerateOptions::default() };
+        let free = generate(&model, std::slice::from_ref(&prompt), &free_opts, &mut Rng::derive(0, "g")).unwrap();
+        let free = &free[0];
+        // The stop id: the last token of the longest prefix of distinct tokens (its first occurrence).
+        let at = (0..free.len()).take_while(|&k| !free[..k].contains(&free[k])).last().unwrap();
+        assert!(at > 0, "the seed should give a continuation of distinct tokens: {free:?}");
+        // An EOS the model never emits here, so only the second stop id can end the row.
+        let eos = (0..256).find(|t| !free.contains(t)).unwrap();
+
+        // The same weights, with the stop id second in the tokenizer's list.
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let mut spec = ModelSpec::from_hf_dir(dir.path()).unwrap();
+        let stops = TokenizerSpec { eos_id: eos, extra_stop_ids: vec![free[at]], ..TokenizerSpec::bytes() };
+        spec.tokenizer = Tokenizer::new(Vocab::bytes(), stops);
+        let stopping = CausalLm::from_spec(spec, &Device::Cpu).unwrap();
+        let opts = GenerateOptions { stop_at_eos: true, ..free_opts };
+        let got = generate(&stopping, &[prompt], &opts, &mut Rng::derive(0, "g")).unwrap();
+        assert_eq!(got[0], free[..=at]);
+    }
 }

@@ -1,4 +1,5 @@
-//! `CausalLm`: the Llama / Qwen2 decoder — parameters, forward pass, random init, HF load/save.
+//! `CausalLm`: the Llama / Qwen2 decoder — parameters, forward pass, random init, building from a
+//! [`ModelSpec`] (a Hugging Face folder is one), HF save.
 //!
 //! Parameters are `Var`s under their Hugging Face names (`model.layers.0.self_attn.q_proj.weight`
 //! …), sorted by name. For speed the forward pass concatenates q‖k‖v and gate‖up weights into one
@@ -8,7 +9,7 @@
 //! Invariant: `forward` is a pure function of the parameters and the ids: no dropout, no state.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::backprop::GradStore;
@@ -18,6 +19,7 @@ use serde_json::json;
 use super::config::LlamaConfig;
 use super::cpu::{self, BlockIndex, Dims, GradSink, ParamIndex, Tokens, TrainPass};
 use super::ops::{self, AttnMask, HeadShape, RopeTables};
+use super::spec::ModelSpec;
 use super::tokenizer::Tokenizer;
 use super::weights::{self, write_atomic};
 use super::ModelError;
@@ -134,6 +136,14 @@ fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// Checks a configuration and that its vocabulary holds the tokenizer's special ids; errors are
+/// `Config` naming `path`.
+fn check(cfg: &LlamaConfig, tokenizer: &Tokenizer, path: &Path) -> Result<(), ModelError> {
+    cfg.validate()
+        .and_then(|()| tokenizer.spec().validate(cfg.vocab_size))
+        .map_err(|message| ModelError::Config { path: path.to_path_buf(), message })
+}
+
 fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
     let y = x.matmul(&w.t()?)?;
     match b {
@@ -145,10 +155,11 @@ fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
 impl CausalLm {
     /// Random init from a seeded stream: normal(0, 0.02) for every matrix (transformers'
     /// `initializer_range`), zeros for biases, ones for norms, a zero padding row in the
-    /// embeddings; byte-level tokenizer.
+    /// embeddings; the embedded byte tokenizer ([`Tokenizer::bytes`]). Errors: `Config` when the
+    /// configuration is invalid or its vocabulary cannot hold the tokenizer's special ids.
     pub fn tiny(cfg: LlamaConfig, rng: &mut Rng, device: &Device) -> Result<CausalLm, ModelError> {
-        let path = PathBuf::from("<tiny>");
-        cfg.validate().map_err(|message| ModelError::Config { path: path.clone(), message })?;
+        let tokenizer = Tokenizer::bytes();
+        check(&cfg, &tokenizer, Path::new("<tiny>"))?;
         let mut tensors = HashMap::new();
         for (name, shape) in param_shapes(&cfg) {
             let n: usize = shape.iter().product();
@@ -160,64 +171,59 @@ impl CausalLm {
                 let mut d: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.02) as f32).collect();
                 if name == "model.embed_tokens.weight" {
                     let h = shape[1];
-                    let pad = cfg.pad_token_id as usize;
+                    let pad = tokenizer.pad_id() as usize;
                     d[pad * h..(pad + 1) * h].fill(0.0);
                 }
                 d
             };
             tensors.insert(name, Tensor::from_vec(data, shape, device)?);
         }
-        let tokenizer = Tokenizer::bytes(cfg.eos_token_id, cfg.pad_token_id);
-        CausalLm::from_tensors(cfg, tensors, tokenizer, device, &path)
+        CausalLm::from_tensors(cfg, tensors, tokenizer, device)
     }
 
-    /// Opens a Hugging Face folder: config.json, model.safetensors (or a sharded index) and
-    /// tokenizer.json (the byte tokenizer when the folder has none).
+    /// Opens a Hugging Face folder: [`ModelSpec::from_hf_dir`] then [`CausalLm::from_spec`].
     pub fn load(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> {
-        let cfg_path = dir.join("config.json");
-        let text =
-            std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.clone(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: cfg_path.clone(), message: e.to_string() })?;
-        let cfg = LlamaConfig::from_hf(&value).map_err(|message| ModelError::Config { path: cfg_path, message })?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = if tok_path.is_file() {
-            Tokenizer::from_file(&tok_path, cfg.eos_token_id, cfg.pad_token_id)?
-        } else if cfg.vocab_size == 256 {
-            Tokenizer::bytes(cfg.eos_token_id, cfg.pad_token_id)
-        } else {
-            return Err(ModelError::Io {
-                path: tok_path,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no tokenizer.json and the vocabulary is not byte-level",
-                ),
-            });
-        };
-        let tensors = weights::read_weights(dir, device)?;
-        let weights_path = dir.join(weights::WEIGHTS_FILE);
-        CausalLm::from_tensors(cfg, tensors, tokenizer, device, &weights_path)
+        CausalLm::from_spec(ModelSpec::from_hf_dir(dir)?, device)
     }
 
+    /// Builds the model `spec` describes: every parameter the configuration implies is looked up
+    /// in the weight source, its shape checked, then loaded as f32 on `device` (tensors the
+    /// architecture does not use are ignored). Errors: `Config` for an invalid configuration or
+    /// special ids outside the vocabulary, `MissingTensor`, `Shape` (a wrong shape or a non-float
+    /// tensor), and the weight source's own errors; each names the source's file.
+    pub fn from_spec(spec: ModelSpec, device: &Device) -> Result<CausalLm, ModelError> {
+        let ModelSpec { config, tokenizer, weights } = spec;
+        let path = weights.origin();
+        check(&config, &tokenizer, path)?;
+        let mut tensors = HashMap::new();
+        for (name, shape) in param_shapes(&config) {
+            let info = weights
+                .info(&name)
+                .ok_or_else(|| ModelError::MissingTensor { path: path.to_path_buf(), name: name.clone() })?;
+            if info.shape != shape {
+                return Err(ModelError::Shape {
+                    path: path.to_path_buf(),
+                    message: format!("expected shape {shape:?}, found {:?}", info.shape),
+                    name,
+                });
+            }
+            let t = weights.load_f32(&name, device)?;
+            tensors.insert(name, t);
+        }
+        CausalLm::from_tensors(config, tensors, tokenizer, device)
+    }
+
+    /// The model of `tensors`, which hold exactly the parameters of `param_shapes(&cfg)` (the
+    /// callers check or construct them so).
     fn from_tensors(
         cfg: LlamaConfig,
         mut tensors: HashMap<String, Tensor>,
         tokenizer: Tokenizer,
         device: &Device,
-        path: &Path,
     ) -> Result<CausalLm, ModelError> {
         let mut params = Vec::new();
-        for (name, shape) in param_shapes(&cfg) {
-            let t = tensors
-                .remove(&name)
-                .ok_or_else(|| ModelError::MissingTensor { path: path.to_path_buf(), name: name.clone() })?;
-            if t.dims() != shape.as_slice() {
-                return Err(ModelError::Shape {
-                    path: path.to_path_buf(),
-                    message: format!("expected shape {shape:?}, found {:?}", t.dims()),
-                    name,
-                });
-            }
+        for (name, _) in param_shapes(&cfg) {
+            let t = tensors.remove(&name).expect("the caller supplies every parameter");
             params.push((name, Var::from_tensor(&t.to_device(device)?.contiguous()?)?));
         }
         let by_name: HashMap<&str, &Var> = params.iter().map(|(n, v)| (n.as_str(), v)).collect();
@@ -291,12 +297,11 @@ impl CausalLm {
             self.params.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect();
         weights::write_weights(dir, &tensors)?;
         let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("json values serialise");
-        write_atomic(&dir.join("config.json"), &pretty(&self.cfg.to_hf()))?;
-        let generation = json!({
-            "eos_token_id": self.cfg.eos_token_id,
-            "pad_token_id": self.cfg.pad_token_id,
-            "use_cache": true,
-        });
+        let mut config = self.cfg.to_hf();
+        self.tokenizer.spec().write_hf_ids(&mut config);
+        write_atomic(&dir.join("config.json"), &pretty(&config))?;
+        let mut generation = json!({"use_cache": true});
+        self.tokenizer.spec().write_hf_ids(&mut generation);
         write_atomic(&dir.join("generation_config.json"), &pretty(&generation))?;
         write_atomic(&dir.join("tokenizer.json"), self.tokenizer.to_json().as_bytes())?;
         write_atomic(&dir.join("tokenizer_config.json"), &pretty(&self.tokenizer.config_json()))?;
@@ -308,7 +313,7 @@ impl CausalLm {
     pub fn snapshot(&self) -> Result<CausalLm, ModelError> {
         let tensors =
             self.params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<CResult<_>>()?;
-        CausalLm::from_tensors(self.cfg.clone(), tensors, self.tokenizer.clone(), &self.device, Path::new("<snapshot>"))
+        CausalLm::from_tensors(self.cfg.clone(), tensors, self.tokenizer.clone(), &self.device)
     }
 
     /// A frozen copy for reference models: like [`CausalLm::snapshot`], but its forward passes

@@ -13,11 +13,14 @@ use super::cpu::Tokens;
 use super::llama::{CausalLm, Positions};
 use super::ops;
 use super::tokenizer::Tokenizer;
+use super::ModelError;
 
 /// Positions a training row takes: `prompt ‖ completion ‖ EOS`, in tokens (what the collator
 /// builds, and what must fit the model's context).
-pub fn training_positions(tok: &Tokenizer, prompt: &str, completion: &str) -> usize {
-    tok.encode(prompt).len() + tok.encode(completion).len() + 1
+///
+/// Errors: `ModelError::Encode` for text the tokenizer cannot encode.
+pub fn training_positions(tok: &Tokenizer, prompt: &str, completion: &str) -> std::result::Result<usize, ModelError> {
+    Ok(tok.encode(prompt)?.len() + tok.encode(completion)?.len() + 1)
 }
 
 /// A right-padded batch of prompt+completion rows with a mask of the completion positions.
@@ -35,19 +38,25 @@ pub struct TokenBatch {
 
 impl TokenBatch {
     /// Tokenises `(prompt, completion)` rows (prompt and completion separately, then joined, as
-    /// TRL does), appending EOS to each completion when `append_eos`.
-    pub fn collate(tok: &Tokenizer, rows: &[(&str, &str)], append_eos: bool, device: &Device) -> Result<TokenBatch> {
-        let ids: Vec<(Vec<u32>, Vec<u32>)> = rows
+    /// TRL does), appending EOS to each completion when `append_eos`. Errors: `Encode` when a
+    /// text cannot be tokenised, `Candle` when the tensors cannot be made on `device`.
+    pub fn collate(
+        tok: &Tokenizer,
+        rows: &[(&str, &str)],
+        append_eos: bool,
+        device: &Device,
+    ) -> std::result::Result<TokenBatch, ModelError> {
+        let ids = rows
             .iter()
             .map(|(p, c)| {
-                let mut comp = tok.encode(c);
+                let mut comp = tok.encode(c)?;
                 if append_eos {
                     comp.push(tok.eos_id());
                 }
-                (tok.encode(p), comp)
+                Ok((tok.encode(p)?, comp))
             })
-            .collect();
-        TokenBatch::from_ids(&ids, tok.pad_id(), device)
+            .collect::<std::result::Result<Vec<_>, ModelError>>()?;
+        Ok(TokenBatch::from_ids(&ids, tok.pad_id(), device)?)
     }
 
     /// Collates already-tokenised `(prompt_ids, completion_ids)` rows.

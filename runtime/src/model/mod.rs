@@ -1,14 +1,20 @@
 //! Causal language models: a Llama / Qwen2 decoder written on candle (no candle-transformers),
-//! Hugging Face folder load/save, tokenizers, completion log-probabilities and KV-cached
+//! built from a model spec (configuration + tokenizer + weight source; a Hugging Face folder is
+//! one), saved as a Hugging Face folder; tokenizers, completion log-probabilities and KV-cached
 //! generation.
 //!
 //! Code map:
 //! - [`config`]: `LlamaConfig`, read from / written to HF `config.json`;
 //! - [`ops`] and `kernels`: differentiable RMSNorm, rotary embeddings, masked softmax, SwiGLU
 //!   and token log-probs (composed reference versions plus fused CPU kernels with backward);
-//! - [`llama`]: `CausalLm` — parameters, forward pass, `tiny` init, `load`, `save`, `snapshot`;
-//! - [`weights`]: safetensors reading (single file or shards) and atomic writing;
-//! - [`tokenizer`]: byte-level or `tokenizers`-backed `Tokenizer`;
+//! - [`spec`]: `ModelSpec` (configuration, tokenizer, weight source) and reading one from a
+//!   Hugging Face folder;
+//! - [`llama`]: `CausalLm` — parameters, forward pass, `tiny` init, `from_spec`, `load` (a
+//!   folder), `save`, `snapshot`;
+//! - [`weights`]: the `WeightSource` trait, memory-mapped safetensors (single file or shards),
+//!   atomic writing;
+//! - [`tokenizer`]: `Vocab` (byte-level or `tokenizers`-backed), `TokenizerSpec` (BOS policy,
+//!   stop ids, PAD, chat template) and the `Tokenizer` that pairs them;
 //! - `cpu`: the hand-written forward and backward used for training on the CPU (candle's
 //!   autograd cost as much as the arithmetic there); checked against the candle path;
 //! - [`logprob`]: `TokenBatch` collation, `completion_logprobs`, `sft_loss`;
@@ -24,6 +30,7 @@ pub(crate) mod kernels;
 pub mod llama;
 pub mod logprob;
 pub mod ops;
+pub mod spec;
 pub mod tokenizer;
 pub mod weights;
 
@@ -34,7 +41,9 @@ pub use config::{Arch, LlamaConfig};
 pub use generate::{generate, GenerateOptions};
 pub use llama::CausalLm;
 pub use logprob::{completion_logprobs, completion_token_logprobs, sft_loss, training_positions, TokenBatch};
-pub use tokenizer::Tokenizer;
+pub use spec::ModelSpec;
+pub use tokenizer::{Tokenizer, TokenizerSpec, Vocab};
+pub use weights::{MmapSafetensors, TensorInfo, WeightSource};
 
 /// Errors of loading, saving and running a model. Each names the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +63,9 @@ pub enum ModelError {
     /// tokenizer.json could not be parsed.
     #[error("{}: tokenizer: {message}", path.display())]
     Tokenizer { path: PathBuf, message: String },
+    /// The tokenizer failed on a text (`text` is its start, at most 60 characters).
+    #[error("the tokenizer cannot encode {text:?}: {message}")]
+    Encode { text: String, message: String },
     /// A tensor operation failed (shape mismatch inside the model, out-of-range ids, ...).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

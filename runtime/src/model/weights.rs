@@ -1,12 +1,14 @@
-//! Reading and writing Hugging Face safetensors weights: a single `model.safetensors` or the
-//! shards listed in `model.safetensors.index.json`. Every floating dtype is read and converted
-//! to f32; files are written as F32 with `{"format": "pt"}` metadata (what transformers expects),
-//! atomically (temporary file in the same folder, then rename).
+//! Where a model's tensors come from ([`WeightSource`]) and Hugging Face safetensors weights:
+//! [`MmapSafetensors`] maps a single `model.safetensors` or the shards listed in
+//! `model.safetensors.index.json` and converts one tensor at a time to f32, so loading never holds
+//! a second copy of a whole file. Files are written as F32 with `{"format": "pt"}` metadata (what
+//! transformers expects), atomically (temporary file in the same folder, then rename).
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, View};
 use serde_json::Value;
@@ -22,28 +24,120 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Io { path: path.to_path_buf(), source }
 }
 
-/// Every tensor of the folder's weights, as f32 on `device`, keyed by name.
-pub fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
-    let single = dir.join(WEIGHTS_FILE);
-    let index = dir.join(INDEX_FILE);
-    let files: Vec<PathBuf> = if single.is_file() {
-        vec![single]
-    } else if index.is_file() {
-        shard_files(&index)?.into_iter().map(|f| dir.join(f)).collect()
-    } else {
-        return Err(ModelError::Io {
-            path: single,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("neither {WEIGHTS_FILE} nor {INDEX_FILE} found"),
-            ),
-        });
-    };
-    let mut out = HashMap::new();
-    for file in files {
-        read_file(&file, device, &mut out)?;
+/// Shape and stored element type of one tensor of a [`WeightSource`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Dimensions, outermost first, in the Hugging Face layout (`[out, in]` for a linear weight).
+    pub shape: Vec<usize>,
+    /// The element type as the file names it (`F32`, `BF16`, …);
+    /// [`WeightSource::load_f32`] converts from it.
+    pub dtype: String,
+}
+
+/// The tensors of a model by Hugging Face name (`model.layers.0.self_attn.q_proj.weight`, …),
+/// whatever their file format. `CausalLm::from_spec` asks for each parameter's [`TensorInfo`]
+/// and loads it only when the shape fits.
+pub trait WeightSource {
+    /// The file (or index) the tensors come from, named in errors.
+    fn origin(&self) -> &Path;
+    /// Every tensor name, sorted, without repeats.
+    fn names(&self) -> Vec<String>;
+    /// Shape and stored type of `name`; `None` when there is no such tensor.
+    fn info(&self, name: &str) -> Option<TensorInfo>;
+    /// Tensor `name` as f32 on `device`, in the shape [`WeightSource::info`] reports. Errors:
+    /// `MissingTensor`, `Shape` for an element type that is not a float, `Candle` when the
+    /// device cannot take it.
+    fn load_f32(&self, name: &str, device: &Device) -> Result<Tensor, ModelError>;
+}
+
+/// Memory-mapped safetensors: one file or the shards of an index. Opening reads only the
+/// headers; each [`WeightSource::load_f32`] copies one tensor out of the map.
+pub struct MmapSafetensors {
+    origin: PathBuf,
+    files: MmapedSafetensors,
+}
+
+impl MmapSafetensors {
+    /// The weights of a Hugging Face folder: `model.safetensors`, else the shards of
+    /// `model.safetensors.index.json`. Errors: `Io` when neither exists or a file cannot be
+    /// opened, `Config` for a malformed index, `Shape` for an unreadable safetensors header.
+    pub fn in_dir(dir: &Path) -> Result<MmapSafetensors, ModelError> {
+        let single = dir.join(WEIGHTS_FILE);
+        let index = dir.join(INDEX_FILE);
+        if single.is_file() {
+            MmapSafetensors::open(&single)
+        } else if index.is_file() {
+            MmapSafetensors::open_index(&index)
+        } else {
+            Err(ModelError::Io {
+                path: single,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("neither {WEIGHTS_FILE} nor {INDEX_FILE} found"),
+                ),
+            })
+        }
     }
-    Ok(out)
+
+    /// One `.safetensors` file. Errors as [`MmapSafetensors::in_dir`].
+    pub fn open(file: &Path) -> Result<MmapSafetensors, ModelError> {
+        MmapSafetensors::map(file, &[file.to_path_buf()])
+    }
+
+    /// The shards an index's `weight_map` names, relative to the index's folder. Errors as
+    /// [`MmapSafetensors::in_dir`].
+    pub fn open_index(index: &Path) -> Result<MmapSafetensors, ModelError> {
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let shards: Vec<PathBuf> = shard_files(index)?.iter().map(|f| dir.join(f)).collect();
+        MmapSafetensors::map(index, &shards)
+    }
+
+    fn map(origin: &Path, files: &[PathBuf]) -> Result<MmapSafetensors, ModelError> {
+        // Opened here first so that a missing or unreadable file is an `Io` error naming it.
+        for file in files {
+            std::fs::File::open(file).map_err(io_err(file))?;
+        }
+        // SAFETY: a memory map is undefined behaviour if the file changes while mapped. The map
+        // lives only while a model is built (each tensor is copied out), and this crate replaces
+        // weight files by renaming a new file over them (`write_atomic`), which leaves mapped
+        // contents intact; only another program rewriting the file in place could break that.
+        let files = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| ModelError::Shape {
+            path: origin.to_path_buf(),
+            name: String::new(),
+            message: e.to_string(),
+        })?;
+        Ok(MmapSafetensors { origin: origin.to_path_buf(), files })
+    }
+}
+
+impl WeightSource for MmapSafetensors {
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    fn names(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self.files.tensors().into_iter().map(|(name, _)| name).collect();
+        names.into_iter().collect()
+    }
+
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        let view = self.files.get(name).ok()?;
+        Some(TensorInfo { shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()) })
+    }
+
+    fn load_f32(&self, name: &str, device: &Device) -> Result<Tensor, ModelError> {
+        let missing = || ModelError::MissingTensor { path: self.origin.clone(), name: name.to_string() };
+        let info = self.info(name).ok_or_else(missing)?;
+        let t = self.files.load(name, device)?;
+        match t.dtype() {
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(t.to_dtype(DType::F32)?),
+            _ => Err(ModelError::Shape {
+                path: self.origin.clone(),
+                name: name.to_string(),
+                message: format!("unsupported dtype {}", info.dtype),
+            }),
+        }
+    }
 }
 
 /// The distinct shard file names of an index, in order.
@@ -61,32 +155,6 @@ fn shard_files(index: &Path) -> Result<BTreeSet<String>, ModelError> {
                 .ok_or_else(|| ModelError::Config { path: index.into(), message: "non-string shard name".into() })
         })
         .collect()
-}
-
-fn read_file(path: &Path, device: &Device, out: &mut HashMap<String, Tensor>) -> Result<(), ModelError> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let bad = |message: String| ModelError::Shape { path: path.to_path_buf(), name: String::new(), message };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    for (name, view) in st.tensors() {
-        let dtype = match view.dtype() {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            Dtype::F64 => DType::F64,
-            other => {
-                return Err(ModelError::Shape {
-                    path: path.to_path_buf(),
-                    name,
-                    message: format!("unsupported dtype {other:?}"),
-                })
-            }
-        };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .and_then(|t| t.to_device(device))?;
-        out.insert(name, t);
-    }
-    Ok(())
 }
 
 /// An f32 tensor's bytes for the safetensors writer.

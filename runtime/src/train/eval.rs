@@ -11,7 +11,7 @@
 
 use super::TrainError;
 use crate::data::Dataset;
-use crate::model::{self, CausalLm, GenerateOptions, Tokenizer};
+use crate::model::{self, CausalLm, GenerateOptions, ModelError, Tokenizer};
 use crate::rng::Rng;
 
 /// Something that scores a model: returns named metrics (`accuracy`, `correct`, `total`).
@@ -51,22 +51,24 @@ impl ExactMatch {
 
     /// New tokens generated per prompt under `tok`: the longest target plus EOS, capped by
     /// `max_tokens`.
-    pub fn budget(&self, tok: &Tokenizer) -> usize {
-        let max_target = self.targets.iter().map(|t| tok.encode(t).len()).max().unwrap_or(0);
-        (max_target + 1).min(self.max_tokens)
+    ///
+    /// Errors: `ModelError::Encode` for a target the tokenizer cannot encode.
+    pub fn budget(&self, tok: &Tokenizer) -> Result<usize, ModelError> {
+        let max_target = self.targets.iter().try_fold(0, |m, t| tok.encode(t).map(|ids| m.max(ids.len())))?;
+        Ok((max_target + 1).min(self.max_tokens))
     }
 
     /// The decoded completions for every prompt (up to EOS), in order.
     pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
         let tok = model.tokenizer();
-        let budget = self.budget(tok);
+        let budget = self.budget(tok)?;
         let opts = GenerateOptions { max_new_tokens: budget, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
         let mut rng = Rng::derive(0, "eval/greedy");
         let mut out = Vec::with_capacity(self.prompts.len());
         for chunk in self.prompts.chunks(self.batch) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| tok.encode(p)).collect();
+            let ids = chunk.iter().map(|p| tok.encode(p)).collect::<Result<Vec<_>, _>>()?;
             for mut generated in model::generate(model, &ids, &opts, &mut rng)? {
-                if let Some(end) = generated.iter().position(|&t| t == tok.eos_id()) {
+                if let Some(end) = generated.iter().position(|&t| tok.is_stop(t)) {
                     generated.truncate(end);
                 }
                 out.push(tok.decode(&generated));

@@ -117,9 +117,9 @@ pub(super) fn prepare<'p>(
         // generation budget must fit the model.
         let (tok, context) = models.limits(builder, &bound.policy)?;
         for eval in &evals {
-            let budget = eval.evaluator.budget(&tok);
+            let budget = eval.evaluator.budget(&tok)?;
             let what = format!("eval `{}` of stage `{}`", eval.evaluator.name(), decl.name);
-            super::check_context(&what, &eval.data, context, |p, _| tok.encode(p).len() + budget)?;
+            super::check_context(&what, &eval.data, context, |p, _| Ok(tok.encode(p)?.len() + budget))?;
         }
         models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
         let checkpoint_every = checkpoint_every(program, bound.settings.steps);

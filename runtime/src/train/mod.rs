@@ -14,6 +14,7 @@
 //! step counter, all of which a checkpoint saves, so a resumed stage continues bit for bit.
 
 pub mod eval;
+pub mod loss;
 pub mod sft;
 
 use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};

@@ -218,48 +218,58 @@ impl Lower<'_, '_, '_> {
         })
     }
 
+    /// The mask's forms, made on first use.
     fn mask(&mut self, id: NodeId) -> Result<&Mask, LossError> {
-        if self.mask.is_none() {
-            let b = self.inputs.batch;
-            let err =
-                |got: Option<&Tensor>| LossError::Mask { node: id, batch: b, got: got.map(|m| m.dims().to_vec()) };
-            let m = self.inputs.mask.as_ref().ok_or_else(|| err(None))?;
-            let &[rows, time] = m.dims() else { return Err(err(Some(m))) };
-            if rows != b {
-                return Err(err(Some(m)));
-            }
-            let candle = |source| LossError::Candle { node: id, source };
-            let valid = m.ne(0.0).map_err(candle)?;
-            let ones = valid.to_dtype(self.inputs.dtype).map_err(candle)?;
-            let per_seq = ones.sum(1).and_then(|c| c.maximum(1.0)).map_err(candle)?;
-            let total = ones.sum_all().and_then(|c| c.maximum(1.0)).map_err(candle)?;
-            self.mask = Some(Mask { valid, time, per_seq, total });
-        }
-        Ok(self.mask.as_ref().expect("set above"))
+        let mask = match self.mask.take() {
+            Some(m) => m,
+            None => self.make_mask(id)?,
+        };
+        Ok(self.mask.insert(mask))
     }
 
-    fn groups(&mut self, id: NodeId) -> Result<&GroupIndex, LossError> {
-        if self.groups.is_none() {
-            let b = self.inputs.batch;
-            let err = LossError::Groups { node: id, batch: b };
-            let g = self.inputs.groups.as_ref().ok_or_else(|| err)?;
-            if g.index.len() != b || g.index.iter().any(|&i| i as usize >= g.count) {
-                return Err(LossError::Groups { node: id, batch: b });
-            }
-            let mut sizes = vec![0.0f64; g.count];
-            for &i in &g.index {
-                sizes[i as usize] += 1.0;
-            }
-            let (device, dtype) = (&self.inputs.device, self.inputs.dtype);
-            let candle = |source| LossError::Candle { node: id, source };
-            let index = Tensor::from_vec(g.index.clone(), b, device).map_err(candle)?;
-            let sizes = Tensor::from_vec(sizes, g.count, device)
-                .and_then(|s| s.maximum(1.0))
-                .and_then(|s| s.to_dtype(dtype))
-                .map_err(candle)?;
-            self.groups = Some(GroupIndex { index, count: g.count, sizes });
+    fn make_mask(&self, id: NodeId) -> Result<Mask, LossError> {
+        let b = self.inputs.batch;
+        let err = |got: Option<&Tensor>| LossError::Mask { node: id, batch: b, got: got.map(|m| m.dims().to_vec()) };
+        let m = self.inputs.mask.as_ref().ok_or_else(|| err(None))?;
+        let &[rows, time] = m.dims() else { return Err(err(Some(m))) };
+        if rows != b {
+            return Err(err(Some(m)));
         }
-        Ok(self.groups.as_ref().expect("set above"))
+        let candle = |source| LossError::Candle { node: id, source };
+        let valid = m.ne(0.0).map_err(candle)?;
+        let ones = valid.to_dtype(self.inputs.dtype).map_err(candle)?;
+        let per_seq = ones.sum(1).and_then(|c| c.maximum(1.0)).map_err(candle)?;
+        let total = ones.sum_all().and_then(|c| c.maximum(1.0)).map_err(candle)?;
+        Ok(Mask { valid, time, per_seq, total })
+    }
+
+    /// The groups' forms, made on first use.
+    fn groups(&mut self, id: NodeId) -> Result<&GroupIndex, LossError> {
+        let groups = match self.groups.take() {
+            Some(g) => g,
+            None => self.make_groups(id)?,
+        };
+        Ok(self.groups.insert(groups))
+    }
+
+    fn make_groups(&self, id: NodeId) -> Result<GroupIndex, LossError> {
+        let b = self.inputs.batch;
+        let g = match &self.inputs.groups {
+            Some(g) if g.index.len() == b && g.index.iter().all(|&i| (i as usize) < g.count) => g,
+            _ => return Err(LossError::Groups { node: id, batch: b }),
+        };
+        let mut sizes = vec![0.0f64; g.count];
+        for &i in &g.index {
+            sizes[i as usize] += 1.0;
+        }
+        let (device, dtype) = (&self.inputs.device, self.inputs.dtype);
+        let candle = |source| LossError::Candle { node: id, source };
+        let index = Tensor::from_vec(g.index.clone(), b, device).map_err(candle)?;
+        let sizes = Tensor::from_vec(sizes, g.count, device)
+            .and_then(|s| s.maximum(1.0))
+            .and_then(|s| s.to_dtype(dtype))
+            .map_err(candle)?;
+        Ok(GroupIndex { index, count: g.count, sizes })
     }
 }
 
@@ -331,49 +341,35 @@ mod tests {
         Some(0.5 + func as f64)
     }
 
-    /// A random batch in both forms: f64 vectors for the reference, F64 CPU tensors for candle.
-    struct Batch {
-        eval: EvalInputs,
+    /// A random batch for the reference; [`loss_inputs`] gives the same as F64 CPU tensors.
+    fn random_batch(rng: &mut Rng) -> EvalInputs {
+        let (b, t, g) = (1 + rng.below(5) as usize, 1 + rng.below(4) as usize, 1 + rng.below(3) as usize);
+        // Some sequences have no valid token and some groups no sequence: means over nothing.
+        let mask: Vec<bool> = (0..b * t).map(|_| rng.uniform() < 0.7).collect();
+        let seq = SEQ.iter().map(|n| (n.to_string(), (0..b).map(|_| 2.0 * rng.normal()).collect())).collect();
+        // Padded positions hold values that must never reach a reduction.
+        let token = TOKEN
+            .iter()
+            .map(|n| (n.to_string(), mask.iter().map(|v| if *v { 2.0 } else { 9.0 } * rng.normal()).collect()))
+            .collect();
+        let groups = Groups { index: (0..b).map(|_| rng.below(g as u64) as u32).collect(), count: g };
+        EvalInputs { batch: b, time: t, seq, token, mask, groups: Some(groups) }
     }
 
-    impl Batch {
-        fn random(rng: &mut Rng) -> Batch {
-            let (b, t, g) = (1 + rng.below(5) as usize, 1 + rng.below(4) as usize, 1 + rng.below(3) as usize);
-            // Some sequences have no valid token and some groups no sequence: means over nothing.
-            let mask: Vec<bool> = (0..b * t).map(|_| rng.uniform() < 0.7).collect();
-            let seq = SEQ.iter().map(|n| (n.to_string(), (0..b).map(|_| 2.0 * rng.normal()).collect())).collect();
-            // Padded positions hold values that must never reach a reduction.
-            let token = TOKEN
-                .iter()
-                .map(|n| (n.to_string(), mask.iter().map(|v| if *v { 2.0 } else { 9.0 } * rng.normal()).collect()))
-                .collect();
-            let groups = Groups { index: (0..b).map(|_| rng.below(g as u64) as u32).collect(), count: g };
-            Batch { eval: EvalInputs { batch: b, time: t, seq, token, mask, groups: Some(groups) } }
-        }
-
-        fn tensors(&self, names: &[&str], shape: Shape) -> HashMap<String, Tensor> {
-            let e = &self.eval;
-            let dims = if shape == Shape::Token { vec![e.batch, e.time] } else { vec![e.batch] };
-            let map = if shape == Shape::Token { &e.token } else { &e.seq };
-            names
-                .iter()
-                .map(|n| (n.to_string(), Tensor::from_vec(map[*n].clone(), dims.clone(), &Device::Cpu).unwrap()))
-                .collect()
-        }
-
-        fn inputs(&self) -> LossInputs<'static> {
-            let e = &self.eval;
-            let mask: Vec<f64> = e.mask.iter().map(|v| *v as u8 as f64).collect();
-            LossInputs {
-                batch: e.batch,
-                device: Device::Cpu,
-                dtype: DType::F64,
-                seq: self.tensors(&SEQ, Shape::Seq),
-                token: self.tensors(&TOKEN, Shape::Token),
-                mask: Some(Tensor::from_vec(mask, (e.batch, e.time), &Device::Cpu).unwrap()),
-                groups: e.groups.clone(),
-                scalars: &scalars,
-            }
+    fn loss_inputs(e: &EvalInputs) -> LossInputs<'static> {
+        let tensors = |map: &HashMap<String, Vec<f64>>, dims: &[usize]| {
+            map.iter().map(|(n, v)| (n.clone(), Tensor::from_vec(v.clone(), dims, &Device::Cpu).unwrap())).collect()
+        };
+        let mask: Vec<f64> = e.mask.iter().map(|v| *v as u8 as f64).collect();
+        LossInputs {
+            batch: e.batch,
+            device: Device::Cpu,
+            dtype: DType::F64,
+            seq: tensors(&e.seq, &[e.batch]),
+            token: tensors(&e.token, &[e.batch, e.time]),
+            mask: Some(Tensor::from_vec(mask, (e.batch, e.time), &Device::Cpu).unwrap()),
+            groups: e.groups.clone(),
+            scalars: &scalars,
         }
     }
 
@@ -489,17 +485,17 @@ mod tests {
         for _ in 0..80 {
             let (b, pool) = dag(&mut rng, 30, true);
             let f = b.finish(*pool.last().unwrap());
-            let batch = Batch::random(&mut rng);
-            let inputs = batch.inputs();
+            let batch = random_batch(&mut rng);
+            let inputs = loss_inputs(&batch);
             for (id, node) in f.nodes.iter().enumerate() {
                 seen.extend(kind(&f, node));
                 let g = with_output(&f, id as NodeId);
-                let want = g.eval(&batch.eval, &scalars).unwrap();
+                let want = g.eval(&batch, &scalars).unwrap();
                 let got = values(&evaluate(&g, &inputs).unwrap());
                 assert_eq!(got.len(), want.len(), "node {id} of {g}");
                 for (j, (x, y)) in got.iter().zip(&want).enumerate() {
                     // Values at padded token positions are unspecified.
-                    let padded = f.shape(id as NodeId) == Shape::Token && !batch.eval.mask[j];
+                    let padded = f.shape(id as NodeId) == Shape::Token && !batch.mask[j];
                     assert!(padded || close(*x, *y, 1e-9), "node {id} [{j}]: candle {x}, reference {y}: {g}");
                 }
             }
@@ -510,8 +506,8 @@ mod tests {
 
     /// The gradient of `f` (a Scalar) with respect to every input element, by candle's backward
     /// and by central differences of the reference.
-    fn check_gradients(f: &TensorFn, batch: &Batch) {
-        let mut inputs = batch.inputs();
+    fn check_gradients(f: &TensorFn, batch: &EvalInputs) {
+        let mut inputs = loss_inputs(batch);
         let vars: Vec<(String, Shape, Var)> = [(&mut inputs.seq, Shape::Seq), (&mut inputs.token, Shape::Token)]
             .into_iter()
             .flat_map(|(map, shape)| {
@@ -529,7 +525,7 @@ mod tests {
         for (name, shape, var) in &vars {
             let got = grads.get(var).map(values).unwrap_or_else(|| vec![0.0; var.elem_count()]);
             for (j, g) in got.iter().enumerate() {
-                let mut e = batch.eval.clone();
+                let mut e = batch.clone();
                 let map = if *shape == Shape::Token { &mut e.token } else { &mut e.seq };
                 let x = map[name][j];
                 let h = 1e-6 * x.abs().max(1.0);
@@ -557,7 +553,7 @@ mod tests {
                 };
                 total = add(&mut b, Node::Binary(BinaryOp::Add, total, mean));
             }
-            check_gradients(&b.finish(total), &Batch::random(&mut rng));
+            check_gradients(&b.finish(total), &random_batch(&mut rng));
         }
     }
 
@@ -579,7 +575,7 @@ mod tests {
         let f = b.finish(loss);
         let mut rng = Rng::derive(3, "loss-grpo");
         for _ in 0..5 {
-            check_gradients(&f, &Batch::random(&mut rng));
+            check_gradients(&f, &random_batch(&mut rng));
         }
     }
 
@@ -591,12 +587,12 @@ mod tests {
         let sq = add(&mut b, Node::Binary(BinaryOp::Mul, frozen, x));
         let out = add(&mut b, Node::Reduce(Reduce::Sum, Axis::SeqToScalar, sq));
         let f = b.finish(out);
-        let batch = Batch::random(&mut Rng::derive(1, "loss-stop"));
-        let mut inputs = batch.inputs();
+        let batch = random_batch(&mut Rng::derive(1, "loss-stop"));
+        let mut inputs = loss_inputs(&batch);
         let var = Var::from_tensor(&inputs.seq["s0"]).unwrap();
         inputs.seq.insert("s0".into(), var.as_tensor().clone());
         let grads = evaluate(&f, &inputs).unwrap().backward().unwrap();
-        assert_eq!(values(grads.get(&var).unwrap()), batch.eval.seq["s0"], "d(sg(x) x)/dx = x, not 2x");
+        assert_eq!(values(grads.get(&var).unwrap()), batch.seq["s0"], "d(sg(x) x)/dx = x, not 2x");
     }
 
     fn empty(batch: usize) -> LossInputs<'static> {

@@ -16,7 +16,7 @@ use crate::diag::Diagnostic;
 use crate::eval::{call_args, coerce, inline, Arg, CVal, Closure, ClosureKind, Env, Evaluator, Walker};
 use crate::ir::{self, Expr};
 use crate::program::Value;
-use crate::tensor::{BinaryOp, Builder, Node, NodeId, Reduce, TensorFn, UnaryOp};
+use crate::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, TensorFn, UnaryOp};
 use crate::types::Ty;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -434,12 +434,13 @@ pub fn tensor(ev: &mut Evaluator<'_, '_>, terms: &[(f64, Rc<Closure>)]) -> Tenso
         let Some(mut node) = t.node(v, None) else { continue };
         if *w != 1.0 {
             let wn = t.b.constant(*w);
-            node = t.b.add(Node::Binary(BinaryOp::Mul, wn, node));
+            let Some(n) = t.add(Node::Binary(BinaryOp::Mul, wn, node), None) else { continue };
+            node = n;
         }
-        total = Some(match total {
-            None => node,
-            Some(acc) => t.b.add(Node::Binary(BinaryOp::Add, acc, node)),
-        });
+        total = match total {
+            None => Some(node),
+            Some(acc) => t.add(Node::Binary(BinaryOp::Add, acc, node), None).or(Some(acc)),
+        };
     }
     let out = total.unwrap_or_else(|| t.b.constant(0.0));
     t.b.finish(out)
@@ -453,6 +454,23 @@ impl Tensor<'_, '_, '_> {
             }
         }
         self.failed = true;
+    }
+
+    /// Add a node; an ill-shaped one is a diagnostic, at `at` or (for the sum of a loss's
+    /// terms, which has no one place) unplaced.
+    fn add(&mut self, node: Node, at: Option<&TExpr>) -> Option<NodeId> {
+        match self.b.add(node) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                let what = format!("this loss expression ({err})");
+                if at.is_none() && !self.failed {
+                    let d = Diagnostic::error("recipe::eval::unsupported", format!("{what} cannot be compiled"));
+                    self.ev.diags.push((FileId::USER, d));
+                }
+                self.fail(at, &what);
+                None
+            }
+        }
     }
 
     fn node(&mut self, v: TV, at: Option<&TExpr>) -> Option<NodeId> {
@@ -478,7 +496,9 @@ impl Tensor<'_, '_, '_> {
                         .filter_map(|a| if let TV::BatchScalar(n) = a { Some(n.clone()) } else { None })
                         .collect();
                     return match scalar(self.ev, &c) {
-                        Some(func) => TV::Node(self.b.add(Node::Scalar { func, args: names })),
+                        Some(func) => {
+                            self.add(Node::Scalar { func, args: names }, at).map_or(TV::C(CVal::Error), TV::Node)
+                        }
                         None => TV::C(CVal::Error),
                     };
                 }
@@ -514,16 +534,21 @@ impl Tensor<'_, '_, '_> {
             }
         }
         let node = match (name, nodes.as_slice()) {
-            ("mean", [x]) => Node::Reduce(Reduce::Mean, *x),
-            ("sum", [x]) => Node::Reduce(Reduce::Sum, *x),
+            // `mean` and `sum` reduce a whole value to a scalar; a scalar is first broadcast over
+            // the batch's sequences, so `sum(c)` is B × c.
+            ("mean" | "sum", [x]) => {
+                let r = if name == "mean" { Reduce::Mean } else { Reduce::Sum };
+                let shape = self.b.shape(*x).unwrap_or(Shape::Scalar);
+                Node::Reduce(r, Axis::to_scalar(shape).unwrap_or(Axis::SeqToScalar), *x)
+            }
             ("stop_gradient", [x]) => Node::StopGradient(*x),
             ("min", [x, y]) => Node::Binary(BinaryOp::Min, *x, *y),
             ("max", [x, y]) => Node::Binary(BinaryOp::Max, *x, *y),
             ("pow", [x, y]) => Node::Binary(BinaryOp::Pow, *x, *y),
-            ("clamp", [x, lo, hi]) => {
-                let m = self.b.add(Node::Binary(BinaryOp::Max, *x, *lo));
-                Node::Binary(BinaryOp::Min, m, *hi)
-            }
+            ("clamp", [x, lo, hi]) => match self.add(Node::Binary(BinaryOp::Max, *x, *lo), at) {
+                Some(m) => Node::Binary(BinaryOp::Min, m, *hi),
+                None => return TV::C(CVal::Error),
+            },
             (n, [x]) if UnaryOp::from_builtin(n).is_some() => {
                 Node::Unary(UnaryOp::from_builtin(n).unwrap_or(UnaryOp::Neg), *x)
             }
@@ -532,7 +557,7 @@ impl Tensor<'_, '_, '_> {
                 return TV::C(CVal::Error);
             }
         };
-        TV::Node(self.b.add(node))
+        self.add(node, at).map_or(TV::C(CVal::Error), TV::Node)
     }
 
     fn tx(&mut self, e: &TExpr, env: &HashMap<LocalId, TV>) -> TV {
@@ -542,7 +567,10 @@ impl Tensor<'_, '_, '_> {
         match &e.kind {
             TKind::Local(id) => env.get(id).cloned().unwrap_or(TV::C(CVal::Error)),
             TKind::Field(base, field) => match self.tx(base, env) {
-                TV::Batch if e.ty == Ty::Tensor => TV::Node(self.b.add(Node::Input(field.clone()))),
+                // Every Tensor field of today's batch records has one value per sequence.
+                TV::Batch if e.ty == Ty::Tensor => self
+                    .add(Node::Input { name: field.clone(), shape: Shape::Seq }, Some(e))
+                    .map_or(TV::C(CVal::Error), TV::Node),
                 TV::Batch => TV::BatchScalar(field.clone()),
                 TV::C(_) => TV::C(self.ev.eval(e, &constants(env))),
                 _ => {
@@ -569,7 +597,7 @@ impl Tensor<'_, '_, '_> {
             TKind::Unary(UnOp::Neg, a) => match self.tx(a, env) {
                 TV::C(_) => TV::C(self.ev.eval(e, &constants(env))),
                 v => match self.node(v, Some(e)) {
-                    Some(n) => TV::Node(self.b.add(Node::Unary(UnaryOp::Neg, n))),
+                    Some(n) => self.add(Node::Unary(UnaryOp::Neg, n), Some(e)).map_or(TV::C(CVal::Error), TV::Node),
                     None => TV::C(CVal::Error),
                 },
             },
@@ -590,7 +618,9 @@ impl Tensor<'_, '_, '_> {
                     }
                 };
                 match (self.node(x, Some(e)), self.node(y, Some(e))) {
-                    (Some(x), Some(y)) => TV::Node(self.b.add(Node::Binary(bop, x, y))),
+                    (Some(x), Some(y)) => {
+                        self.add(Node::Binary(bop, x, y), Some(e)).map_or(TV::C(CVal::Error), TV::Node)
+                    }
                     _ => TV::C(CVal::Error),
                 }
             }

@@ -10,7 +10,7 @@ use recipe_compiler::diag::Source;
 use recipe_compiler::interp::{Interp, Value as IV};
 use recipe_compiler::ir::FuncId;
 use recipe_compiler::program::{Program, Value};
-use recipe_compiler::tensor::TensorFn;
+use recipe_compiler::tensor::{EvalInputs, TensorFn};
 use std::collections::HashMap;
 
 const HEAD: &str = "recipe \"t\" { seed = 3 }\nmodel m = tiny_lm()\ndata d = synth.addition(digits = 1..=2, count = 10)\ndata prefs = best_worst_pairs(synth.rated_responses())\n";
@@ -58,6 +58,12 @@ fn batch() -> HashMap<String, Vec<f64>> {
     cols.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// A loss's value on the two-pair `batch()`.
+fn eval(t: &TensorFn, b: &HashMap<String, Vec<f64>>) -> f64 {
+    let inputs = EvalInputs { batch: 2, seq: b.clone(), ..Default::default() };
+    t.eval(&inputs, &|_, _| None).expect("evaluates")[0]
+}
+
 fn log_sigmoid(x: f64) -> f64 {
     -((-x).exp().ln_1p())
 }
@@ -66,7 +72,7 @@ fn log_sigmoid(x: f64) -> f64 {
 fn mixed_loss_is_the_weighted_sum_of_its_parts() {
     let p = program("let mixed: Loss = 0.8 * dpo(beta = 0.1) + 0.2 * bco(beta = 0.1) + 1.0 * nll()\nstage s = preference(m, prefs, loss = mixed)\nrun s\n");
     let b = batch();
-    let got = loss(&p, "mixed").eval(&b, &|_| 0.0)[0];
+    let got = eval(&loss(&p, "mixed"), &b);
     let (mut dpo, mut bco, mut nll) = (0.0, 0.0, 0.0);
     for i in 0..2 {
         let (pc, pr, rc, rr) =
@@ -91,13 +97,14 @@ fn ipo_simpo_and_wpo_match_their_formulas() {
             (b["policy_chosen"][i], b["policy_rejected"][i], b["ref_chosen"][i], b["ref_rejected"][i]);
         let (lc, lr) = (b["len_chosen"][i], b["len_rejected"][i]);
         let h = (pc - rc) - (pr - rr);
-        ipo += (h - 1.0 / (2.0 * 0.5)).powi(2) / 2.0;
+        let h_per_token = (pc - rc) / lc - (pr - rr) / lr;
+        ipo += (h_per_token - 1.0 / (2.0 * 0.5)).powi(2) / 2.0;
         simpo += -log_sigmoid(2.0 * pc / lc - 2.0 * pr / lr - 0.5) / 2.0;
         let weight = (pc / lc - b["wpo_chosen"][i] + (pr / lr - b["wpo_rejected"][i])).exp().min(1.0);
         wpo += weight * -log_sigmoid(0.1 * h) / 2.0;
     }
     for (name, want) in [("i", ipo), ("s", simpo), ("w", wpo)] {
-        let got = loss(&p, name).eval(&b, &|_| 0.0)[0];
+        let got = eval(&loss(&p, name), &b);
         assert!((got - want).abs() < 1e-12, "{name}: got {got}, want {want}");
     }
 }
@@ -244,7 +251,7 @@ fn fn_defaults_see_earlier_parameters_in_every_evaluator() {
     let Some(Value::Scalar(f)) = p.decl("s").unwrap().value.arg("lr") else { panic!("lr is not a function") };
     let interp = Interp::new(&p.scalar).unwrap();
     assert_eq!(interp.call(FuncId(*f), &[IV::Int(2), IV::Int(10)]).unwrap(), IV::Float(6.0));
-    let got = loss(&p, "l").eval(&batch(), &|_| 0.0)[0];
+    let got = eval(&loss(&p, "l"), &batch());
     let want = 3.0 * (-3.0 + -5.0) / 2.0;
     assert!((got - want).abs() < 1e-12, "{got} vs {want}");
 }

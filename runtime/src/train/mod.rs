@@ -24,6 +24,7 @@
 pub mod curriculum;
 pub mod eval;
 pub mod experience;
+pub mod loss;
 pub mod sft;
 
 use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};

@@ -67,8 +67,8 @@ pub enum Command {
         /// A folder the recipe may read data from, besides its own.
         #[arg(long = "data-root", value_name = "DIR")]
         data_roots: Vec<PathBuf>,
-        /// Cap every stage at N steps (a smoke test of the whole recipe).
-        #[arg(long, value_name = "N", conflicts_with = "resume")]
+        /// Cap every stage at N steps, N >= 1 (a smoke test of the whole recipe).
+        #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u64).range(1..))]
         max_steps: Option<u64>,
         /// No progress output.
         #[arg(long, short)]

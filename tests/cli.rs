@@ -168,6 +168,27 @@ fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
     let err = stderr(&out);
     assert!(err.contains("recipe::run::not_executable") && err.contains("loss_on.recipe:5:10"), "{err}");
     assert!(!run.exists());
+
+    // Values the types allow but a stage cannot use are refused at the argument, before compute.
+    let stage = |args: &str| {
+        format!(
+            "recipe \"v\" {{ seed = 1 }}\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
+             data d = synth.addition(count = 32)\nstage s = sft(m, d, {args})\nrun s\n"
+        )
+    };
+    for (args, says) in [
+        ("steps = 0", "`steps` must be at least 1"),
+        ("batch = 1_000_000_000", "`batch` must be in 1..="),
+        ("optimizer = keep", "no optimiser moments to keep"),
+    ] {
+        // The value's column: after `stage s = sft(m, d, ` (20 characters) and `name = `.
+        let col = 21 + args.find("= ").expect("name = value") + 2;
+        let file = write("values.recipe", &stage(args));
+        let out = recipe(&["run", &file, "--quiet", "--out", dir.join("run-values").to_str().unwrap()]);
+        assert_eq!(code(&out), 3, "{args}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(says) && err.contains(&format!("values.recipe:4:{col}")), "{args}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -239,13 +239,17 @@ impl Program {
     }
 
     /// `diagnostic` labelled `label` at what declaration `decl` wrote for argument `arg` (a
-    /// dotted path for nested calls), or at the whole declaration when the argument took its
-    /// default or `arg` is `None`; with the source attached, ready to render. Unchanged when
+    /// dotted path for nested calls: `curriculum.count`), else at the nearest enclosing argument
+    /// the recipe wrote (`curriculum`: the argument took its default, or is computed by a `fn`),
+    /// else at the whole declaration; with the source attached, ready to render. Unchanged when
     /// the program has no such declaration or no sources.
     pub fn locate(&self, diagnostic: Diagnostic, decl: &str, arg: Option<&str>, label: &str) -> Diagnostic {
         let Some(d) = self.any_decl(decl) else { return diagnostic };
-        let written = arg.and_then(|a| d.arg_origins.iter().find(|(n, _)| n == a)).map(|(_, o)| *o);
-        let origin = written.unwrap_or(d.origin);
+        let written = |path: &str| d.arg_origins.iter().find(|(n, _)| n == path).map(|(_, o)| *o);
+        let prefixes = arg.into_iter().flat_map(|a| {
+            std::iter::once(a).chain(a.char_indices().rev().filter(|(_, c)| *c == '.').map(move |(i, _)| &a[..i]))
+        });
+        let origin = prefixes.filter_map(written).next().unwrap_or(d.origin);
         match self.sources.get(origin.file as usize) {
             Some(source) => diagnostic.with_primary(origin.span, label).with_source(source),
             None => diagnostic,
@@ -334,6 +338,27 @@ mod tests {
         assert_eq!(names, ["answer", "carries", "completion", "digits", "prompt"]);
         assert_eq!(program.decl("m").and_then(|d| d.row.clone()), None);
         assert_eq!(program.decl("s").and_then(|d| d.row.clone()), None);
+    }
+
+    /// An error is shown where the recipe wrote the argument, else at the nearest enclosing
+    /// argument it wrote, else at the whole declaration.
+    #[test]
+    fn locate_points_at_the_written_argument_or_the_nearest_enclosing_one() {
+        let text = "recipe \"t\" { seed = 1 }\nmodel m = tiny_lm()\ndata d = synth.addition()\n\
+                    stage s = sft(m, d, steps = 5, curriculum = uniform())\nrun s\n";
+        let program = crate::compile(&Source::new("t.recipe", text), &[]).expect("compiles");
+        let at = |arg: Option<&str>| {
+            let d = program.locate(Diagnostic::error("t::t", "m"), "s", arg, "here");
+            let span = d.span().expect("labelled");
+            text[span.start as usize..span.end as usize].to_string()
+        };
+        assert_eq!(at(Some("steps")), "5");
+        assert_eq!(at(Some("curriculum")), "uniform()");
+        assert_eq!(at(Some("curriculum.by.x")), "uniform()", "the nearest written prefix");
+        assert_eq!(at(Some("batch")), "sft(m, d, steps = 5, curriculum = uniform())", "a default");
+        assert_eq!(at(None), "sft(m, d, steps = 5, curriculum = uniform())");
+        let unknown = program.locate(Diagnostic::error("t::t", "m"), "nope", None, "here");
+        assert!(unknown.span().is_none() && unknown.source.is_none());
     }
 
     #[test]

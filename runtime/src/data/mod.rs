@@ -116,6 +116,16 @@ impl Dataset {
         self.ids.len()
     }
 
+    /// How errors name row `row`: `file:line` for rows read from a file, else its id and the
+    /// dataset's origin.
+    pub fn row_name(&self, row: usize) -> String {
+        if self.sources.is_empty() {
+            format!("row {} of {}", self.ids[row], self.origin)
+        } else {
+            format!("{}:{}", self.origin, self.ids[row])
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }

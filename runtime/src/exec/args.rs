@@ -20,12 +20,13 @@ pub struct Call<'v> {
     at: Option<Place<'v>>,
 }
 
-/// A declaration's call, or an argument of it (`path`: `curriculum`), in a program.
-#[derive(Clone, Copy)]
+/// A declaration's call, or an argument of it (`path`: `curriculum`, `curriculum.policy`), in a
+/// program.
+#[derive(Clone)]
 struct Place<'v> {
     program: &'v Program,
     decl: &'v str,
-    path: Option<&'v str>,
+    path: Option<String>,
 }
 
 impl<'v> Call<'v> {
@@ -48,21 +49,27 @@ impl<'v> Call<'v> {
     }
 
     /// The call passed as argument `arg` (`curriculum = buckets(...)`), keeping its place.
-    pub fn nested(&self, arg: &'v str) -> Result<Call<'v>, ExecError> {
-        let at = self.at.map(|p| Place { path: Some(arg), ..p });
+    pub fn nested(&self, arg: &str) -> Result<Call<'v>, ExecError> {
+        let at =
+            self.at.as_ref().map(|p| Place { path: Some(self.path_of(Some(arg)).unwrap_or_default()), ..p.clone() });
         Ok(Call { at, ..Call::of(self.get(arg)?)? })
     }
 
-    /// `error` located at argument `arg` of this call in the recipe (or at the whole
-    /// declaration when the argument took its default); unchanged when the call has no place.
-    pub fn locate(&self, error: ExecError, arg: Option<&str>) -> ExecError {
-        let Some(at) = self.at else { return error };
-        let path = match (at.path, arg) {
+    /// The dotted path of argument `arg` of this call within its declaration.
+    fn path_of(&self, arg: Option<&str>) -> Option<String> {
+        let outer = self.at.as_ref().and_then(|p| p.path.as_deref());
+        match (outer, arg) {
             (Some(p), Some(a)) => Some(format!("{p}.{a}")),
             (Some(p), None) => Some(p.to_string()),
             (None, a) => a.map(str::to_string),
-        };
-        error.in_recipe(at.program, at.decl, path.as_deref())
+        }
+    }
+
+    /// `error` located at argument `arg` of this call in the recipe (or at the nearest enclosing
+    /// argument the recipe wrote, or the whole declaration); unchanged when the call has no place.
+    pub fn locate(&self, error: ExecError, arg: Option<&str>) -> ExecError {
+        let Some(at) = &self.at else { return error };
+        error.in_recipe(at.program, at.decl, self.path_of(arg).as_deref())
     }
 
     /// A user error about argument `arg`: a value the types allow but `self.name` cannot use.
@@ -118,9 +125,9 @@ impl<'v> Call<'v> {
     pub fn range(&self, arg: &str) -> Result<RangeInclusive<u32>, ExecError> {
         match self.get(arg)? {
             &Value::Range { start, end, inclusive } => {
-                let end = if inclusive { end } else { end - 1 };
+                let end = if inclusive { Some(end) } else { end.checked_sub(1) };
                 let lo = u32::try_from(start).ok();
-                let hi = u32::try_from(end).ok();
+                let hi = end.and_then(|end| u32::try_from(end).ok());
                 match (lo, hi) {
                     (Some(lo), Some(hi)) if lo <= hi => Ok(lo..=hi),
                     _ => Err(self.invalid(arg, "must be a non-empty range of positive numbers")),

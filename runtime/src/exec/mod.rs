@@ -2,9 +2,10 @@
 //! order through the one step loop, and leave a run folder (lock, metrics, checkpoints, report).
 //!
 //! Invariants: everything that can be checked without compute — stage kinds this runtime
-//! executes, datasets, model configurations, schedules — is checked before the first step, so a
-//! bad recipe fails in seconds; the lock is written before training starts; a stage's output
-//! model is a separate copy, so a stage that trains never changes a model another stage reads.
+//! executes, datasets and their rows against each model's context, every model a stage names
+//! (policy and reference, loaded and hashed), settings — is checked before the first step, so a
+//! bad recipe fails in seconds; the lock is written before training starts; a stage trains its
+//! own copy of its model, so a stage that trains never changes a model another stage reads.
 
 pub mod args;
 pub mod build;
@@ -135,10 +136,14 @@ impl ExecError {
             ExecError::Unsupported(_) => ErrorKind::Unsupported,
             ExecError::Train(TrainError::NonFinite { .. }) => ErrorKind::Diverged,
             ExecError::Train(e) if e.is_user_error() => ErrorKind::Input,
+            // A user's model folder: unreadable, misconfigured, incomplete, a tokenizer that does
+            // not parse or encode, a tensor of the wrong shape or type.
             ExecError::Model(
                 ModelError::Io { .. }
                 | ModelError::Config { .. }
                 | ModelError::MissingTensor { .. }
+                | ModelError::Shape { .. }
+                | ModelError::Tokenizer { .. }
                 | ModelError::Encode { .. },
             ) => ErrorKind::Input,
             _ => ErrorKind::Internal,
@@ -166,15 +171,26 @@ pub fn check_context(
         return Ok(());
     };
     let len = len?;
-    let at = if data.sources.is_empty() {
-        format!("row {} of {}", data.ids[row], data.origin)
-    } else {
-        format!("{}:{}", data.origin, data.ids[row])
-    };
+    let at = data.row_name(row);
     Err(ExecError::Config(format!(
         "{what}: {at} needs {len} positions (prompt, completion and EOS) but the model has {context} \
          (its `context` / max_position_embeddings); shorten or leave out such rows, or use a longer context"
     )))
+}
+
+/// Refuses rows of `data` whose prompt encodes to no tokens (generation needs one to start
+/// from), naming the first such row.
+pub fn check_prompts_not_empty(what: &str, data: &Dataset, tok: &crate::model::Tokenizer) -> Result<(), ExecError> {
+    let prompts = data.strings("prompt")?;
+    for (row, prompt) in prompts.iter().enumerate() {
+        if tok.encode(prompt)?.is_empty() {
+            return Err(ExecError::Config(format!(
+                "{what}: {} has an empty prompt; generation needs at least one prompt token",
+                data.row_name(row)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `program`. `plan` is the compiler's JSON plan, recorded in the lock.

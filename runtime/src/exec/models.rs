@@ -35,6 +35,13 @@ impl ModelRef {
     }
 }
 
+/// A model's tokenizer, context (positions) and vocabulary size (tokens).
+pub struct Limits {
+    pub tokenizer: Tokenizer,
+    pub context: usize,
+    pub vocab_size: usize,
+}
+
 /// A finished stage's model and the optimiser that trained it (for `optimizer = keep`).
 pub struct StageOutput {
     pub model: CausalLm,
@@ -50,6 +57,12 @@ pub struct ModelStore {
     readers: HashMap<ModelRef, usize>,
     /// Which declaration each stage's output descends from (for its tokenizer and context).
     roots: HashMap<String, String>,
+    /// The optimiser of the output the last `start` took (lent to the caller for `keep`).
+    taken: Option<AdamW>,
+}
+
+fn missing(stage: &str) -> ExecError {
+    ExecError::Internal(format!("the output of stage `{stage}` is not available"))
 }
 
 impl ModelStore {
@@ -90,12 +103,17 @@ impl ModelStore {
         Ok(&self.declared[name])
     }
 
-    /// The tokenizer and context (positions) of the model `r` names, without training
+    /// What the data a model reads must fit, for the model `r` names, without training
     /// anything: stage outputs share their declaration's.
-    pub fn limits(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<(Tokenizer, usize), ExecError> {
+    pub fn limits(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<Limits, ExecError> {
         let root = self.root(r)?.to_string();
         let model = self.declared(builder, &root)?;
-        Ok((model.tokenizer().clone(), model.config().max_position_embeddings))
+        let config = model.config();
+        Ok(Limits {
+            tokenizer: model.tokenizer().clone(),
+            context: config.max_position_embeddings,
+            vocab_size: config.vocab_size,
+        })
     }
 
     /// A trainable copy of the model `r` names, and the optimiser that trained it when it is a
@@ -114,6 +132,12 @@ impl ModelStore {
                 };
                 Ok((model, None))
             }
+            ModelRef::Stage(stage) if last => {
+                // The last reader takes the output itself (its optimiser moves with it).
+                let out = self.outputs.remove(stage).ok_or_else(|| missing(stage))?;
+                self.taken = Some(out.optim);
+                Ok((out.model, self.taken.as_ref()))
+            }
             ModelRef::Stage(stage) => {
                 let out = self.output(stage)?;
                 Ok((out.model.snapshot()?, Some(&out.optim)))
@@ -121,18 +145,31 @@ impl ModelStore {
         }
     }
 
-    /// A frozen copy of the model `r` names (a reference). Counts as one read of `r`.
+    /// A frozen copy of the model `r` names (a reference). Counts as one read of `r`; the last
+    /// reader freezes the model itself instead of a copy.
     pub fn frozen(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<CausalLm, ExecError> {
-        self.read(r);
+        let last = self.read(r);
         match r {
+            ModelRef::Declared(name) if last => match self.declared.remove(name) {
+                Some(model) => Ok(model.into_frozen()),
+                None => Ok(builder.model(name)?.into_frozen()),
+            },
             ModelRef::Declared(name) => Ok(self.declared(builder, name)?.frozen()?),
+            ModelRef::Stage(stage) if last => {
+                Ok(self.outputs.remove(stage).ok_or_else(|| missing(stage))?.model.into_frozen())
+            }
             ModelRef::Stage(stage) => Ok(self.output(stage)?.model.frozen()?),
         }
     }
 
+    /// Whether a later stage reads stage `stage`'s output.
+    pub fn is_read_later(&self, stage: &str) -> bool {
+        self.readers.get(&ModelRef::Stage(stage.to_string())).is_some_and(|&n| n > 0)
+    }
+
     /// Keeps stage `stage`'s output while a later stage reads it; frees it otherwise.
     pub fn finish(&mut self, stage: &str, output: StageOutput) {
-        if self.readers.get(&ModelRef::Stage(stage.to_string())).is_some_and(|&n| n > 0) {
+        if self.is_read_later(stage) {
             self.outputs.insert(stage.to_string(), output);
         }
     }
@@ -146,9 +183,7 @@ impl ModelStore {
     }
 
     fn output(&self, stage: &str) -> Result<&StageOutput, ExecError> {
-        self.outputs
-            .get(stage)
-            .ok_or_else(|| ExecError::Internal(format!("the output of stage `{stage}` is not available")))
+        self.outputs.get(stage).ok_or_else(|| missing(stage))
     }
 
     /// Counts one read of `r`; whether it was the last.

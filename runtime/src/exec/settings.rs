@@ -9,6 +9,10 @@ use crate::optim::AdamWConfig;
 use crate::train::{LoopConfig, Schedule};
 use std::sync::Arc;
 
+/// The most rows a micro-batch (and micro-batches a step) may have: far beyond any memory, but
+/// small enough that a typo such as `batch = 1e12` is an error, not an allocation failure.
+const MAX_BATCH: u64 = 1 << 20;
+
 /// What happens to AdamW's moments when a stage starts from another stage's model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerPolicy {
@@ -58,13 +62,18 @@ impl TrainSettings {
         max_steps: Option<u64>,
     ) -> Result<TrainSettings, ExecError> {
         let batch = call.count("batch")?;
-        if batch == 0 {
-            return Err(call.invalid("batch", "must be at least 1"));
+        if !(1..=MAX_BATCH).contains(&batch) {
+            return Err(call.invalid("batch", format!("must be in 1..={MAX_BATCH}, found {batch}")));
+        }
+        // A stage of no steps would leave no checkpoint to resume later stages from.
+        let steps = call.count("steps")?;
+        if steps == 0 {
+            return Err(call.invalid("steps", "must be at least 1"));
         }
         let accumulate = u32::try_from(call.count("accumulate")?)
             .ok()
-            .filter(|&a| a >= 1)
-            .ok_or_else(|| call.invalid("accumulate", "must be at least 1"))?;
+            .filter(|&a| (1..=MAX_BATCH as u32).contains(&a))
+            .ok_or_else(|| call.invalid("accumulate", format!("must be in 1..={MAX_BATCH}")))?;
         let unit = |arg: &str| -> Result<f64, ExecError> {
             let value = call.float(arg)?;
             match (0.0..1.0).contains(&value) {
@@ -79,7 +88,7 @@ impl TrainSettings {
         }
         let schedule = |arg: &str| args::schedule(call, arg, functions);
         Ok(TrainSettings {
-            steps: call.count("steps")?.min(max_steps.unwrap_or(u64::MAX)),
+            steps: steps.min(max_steps.unwrap_or(u64::MAX)),
             batch: batch as usize,
             accumulate,
             lr: schedule("lr")?,

@@ -7,7 +7,10 @@
 //! (candle-nn's fused ops have none), in forms that stay finite for large arguments:
 //! `softplus(x) = relu(x) + log(1 + exp(-|x|))`, `log_sigmoid(x) = -softplus(-x)`,
 //! `sigmoid(x) = exp(log_sigmoid(x))`. Masked reductions select with `where_cond` rather than
-//! multiply by the mask, so a padded position never reaches a sum, whatever its value; segment
+//! multiply by the mask, so a padded position's value never reaches a sum. Its gradient is 0
+//! times the op's derivative there, which is NaN where that derivative is infinite (`log` or
+//! `sqrt` of 0, a division by 0): whoever builds the inputs fills padding with values inside
+//! every op's domain (a log-prob of 0, a length of 1). Segment
 //! sums use `index_add` and gathers `index_select` (the sparse forms of the one-hot matmuls,
 //! which also keep one group's NaN out of the others). [`TensorFn::eval`] is the reference
 //! meaning and the tests hold this lowering to it.
@@ -78,7 +81,9 @@ pub fn evaluate(f: &TensorFn, inputs: &LossInputs<'_>) -> Result<Tensor, LossErr
     }
     match lower.values.get(f.output as usize) {
         Some(Some(v)) => Ok(v.clone()),
-        _ => lower.constant(f.output, 0.0),
+        // A function of no nodes (a sum of no loss terms) is the zero loss.
+        None if f.nodes.is_empty() => lower.constant(f.output, 0.0),
+        _ => Err(LossError::Operand { node: f.output, operand: f.output }),
     }
 }
 

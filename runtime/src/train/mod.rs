@@ -450,7 +450,7 @@ fn train_step(
     // DATA-PARALLEL POINT: with one process per GPU, each rank would all-reduce (mean) `grads`
     // here, after local accumulation and before clipping, so every rank clips and steps on the
     // same global gradient. Ranks would then draw disjoint rows of the same seeded order (a
-    // rank-strided `next_batch`); today the runtime is single-process, and nothing else in the
+    // rank-strided `Curriculum::next_rows`); today the runtime is single-process, and nothing else in the
     // loop depends on a rank.
 
     let grad_norm = match cfg.clip {

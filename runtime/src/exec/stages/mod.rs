@@ -12,7 +12,7 @@ mod sft;
 
 use super::args::Call;
 use super::build::Builder;
-use super::models::{ModelRef, ModelStore, StageOutput};
+use super::models::{Limits, ModelRef, ModelStore, StageOutput};
 use super::settings::{OptimizerPolicy, TrainSettings};
 use super::ExecError;
 use crate::artifact::RunDir;
@@ -60,8 +60,8 @@ impl Binding<'_, '_> {
         Ok(data)
     }
 
-    /// The tokenizer and context of the model argument `arg` names.
-    pub fn limits(&mut self, arg: &str) -> Result<(Tokenizer, usize), ExecError> {
+    /// The tokenizer, context and vocabulary of the model argument `arg` names.
+    pub fn limits(&mut self, arg: &str) -> Result<Limits, ExecError> {
         let r = ModelRef::of(self.call.get(arg)?)?;
         self.models.limits(self.builder, &r)
     }
@@ -113,19 +113,41 @@ pub(super) fn prepare<'p>(
         })?;
         let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps };
         let bound = (kind.bind)(&mut binding)?;
+        let call = binding.call;
+        check_models(&call, &bound)?;
+        // The reference is loaded (and its files hashed for the lock) now, not after earlier
+        // stages have trained; it must speak the policy's vocabulary.
+        let Limits { tokenizer: tok, context, vocab_size } = models.limits(builder, &bound.policy)?;
+        if let Some(reference) = &bound.reference {
+            let reference = models.limits(builder, reference)?.vocab_size;
+            if reference != vocab_size {
+                let message = format!("has a vocabulary of {reference} tokens; the policy's has {vocab_size}");
+                return Err(call.invalid("reference", message));
+            }
+        }
         // Every evaluation runs during this stage on its policy: its prompts plus the
-        // generation budget must fit the model.
-        let (tok, context) = models.limits(builder, &bound.policy)?;
+        // generation budget must fit the model, and generation needs a prompt.
         for eval in &evals {
             let budget = eval.evaluator.budget(&tok)?;
             let what = format!("eval `{}` of stage `{}`", eval.evaluator.name(), decl.name);
-            super::check_context(&what, &eval.data, context, |p, _| Ok(tok.encode(p)?.len() + budget))?;
+            super::check_context(&what, &eval.data, context, |p, _| Ok(tok.encode(p)?.len() + budget))
+                .and_then(|()| super::check_prompts_not_empty(&what, &eval.data, &tok))
+                .map_err(|e| e.in_recipe(program, eval.evaluator.name(), Some("dataset")))?;
         }
         models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
         let checkpoint_every = checkpoint_every(program, bound.settings.steps);
         prepared.push(Prepared { index, name: decl.name.clone(), bound, eval_every, checkpoint_every });
     }
     Ok((prepared, evals))
+}
+
+/// Refuses model settings that cannot do what they say: `optimizer = keep` on a policy that no
+/// earlier stage trained (there are no moments to keep).
+fn check_models(call: &Call<'_>, bound: &Bound) -> Result<(), ExecError> {
+    if bound.settings.optimizer == OptimizerPolicy::Keep && matches!(bound.policy, ModelRef::Declared(_)) {
+        return Err(call.invalid("optimizer", "is `keep`, but the policy is a declared model: no stage trained it, so there are no optimiser moments to keep"));
+    }
+    Ok(())
 }
 
 /// The header's `checkpoint_every` when given, else about ten checkpoints a stage.
@@ -186,14 +208,17 @@ pub(super) fn execute(
         if resume_at.is_some_and(|at| stage.index < at)
             || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.complete())
         {
-            let ck = final_checkpoint(&run.checkpoints(), stage)?;
-            let model = ck.load_model(&device)?;
-            let mut optim = AdamW::new(model.params(), cfg.adam)?;
-            optim.load_state(&ck.load_moments(&device)?, ck.state.optimizer_steps)?;
-            progress.note(&format!("stage `{}` restored from {}", stage.name, ck.dir.display()));
             models.skip(&bound.policy);
             bound.reference.iter().for_each(|r| models.skip(r));
-            models.finish(&stage.name, StageOutput { model, optim });
+            // Only an output a later stage starts from or scores against is read back.
+            if models.is_read_later(&stage.name) {
+                let ck = final_checkpoint(&run.checkpoints(), stage)?;
+                let model = ck.load_model(&device)?;
+                let mut optim = AdamW::new(model.params(), cfg.adam)?;
+                optim.load_state(&ck.load_moments(&device)?, ck.state.optimizer_steps)?;
+                progress.note(&format!("stage `{}` restored from {}", stage.name, ck.dir.display()));
+                models.finish(&stage.name, StageOutput { model, optim });
+            }
             models.release_unread();
             continue;
         }

@@ -20,8 +20,9 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
             return Err(b.call.locate(e, Some("dataset")));
         }
     }
-    let (tok, context) = b.limits("policy")?;
-    super::check_training_rows(&format!("stage `{}`", b.stage), &data, &tok, context)?;
+    let limits = b.limits("policy")?;
+    super::check_training_rows(&format!("stage `{}`", b.stage), &data, &limits.tokenizer, limits.context)
+        .map_err(|e| b.call.locate(e, Some("dataset")))?;
     let curriculum = curricula::bind(&b.call.nested("curriculum")?, b.stage, &data, b.builder.seed)?;
     Ok(Bound {
         policy: ModelRef::of(b.call.get("policy")?)?,

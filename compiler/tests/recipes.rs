@@ -222,3 +222,23 @@ fn plan_json_keys_are_the_documented_ones() {
     );
     assert_eq!(keys(&json["functions"][0]), sorted(backticked(&doc, "`functions` lists the scalar functions (", ")")));
 }
+
+/// The reference's table of prelude functions has a row for every `fn` of the prelude, with the
+/// signature the prelude declares: `| `name` | `(params) -> Ret` | ... |`.
+#[test]
+fn the_language_reference_tables_every_prelude_function() {
+    let doc = std::fs::read_to_string(root().join("docs/language.md")).expect("docs/language.md exists");
+    let text = recipe_stdlib::PRELUDE;
+    let module = parse(&Source::new("prelude", text)).expect("the prelude parses");
+    let mut missing = Vec::new();
+    for item in &module.items {
+        let recipe_compiler::ast::Item::Fn(f) = item else { continue };
+        let head = text[f.name.span.end as usize..f.body.span.start as usize].trim_end();
+        let signature = head.strip_suffix('=').expect("`=` before the body").trim_end();
+        let row = format!("| `{}` | `{signature}` |", f.name.name);
+        if !doc.lines().any(|l| l.starts_with(&row)) {
+            missing.push(row);
+        }
+    }
+    assert!(missing.is_empty(), "docs/language.md's prelude table lacks the rows:\n{}", missing.join("\n"));
+}

@@ -178,16 +178,32 @@ impl miette::SourceCode for Source {
     }
 }
 
-/// The closest candidate to `name` by edit distance, for "did you mean" help; `None` when no
-/// candidate is close enough to be a plausible typo.
+/// The candidate `name` most plausibly meant, for "did you mean" help: the closest by edit
+/// distance if one is close enough to be a typo, else one with the same `_`-separated words in
+/// another order (`cosine_warmup` for `warmup_cosine`), else the longest candidate that is one of
+/// `name`'s words (`cosine` for `cosine_decay`); `None` when there is none.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let candidates: Vec<&'a str> = candidates.into_iter().collect();
     let limit = (name.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(name, c), c))
+    let typo = candidates
+        .iter()
+        .map(|&c| (edit_distance(name, c), c))
         .filter(|&(d, _)| d <= limit)
         .min_by_key(|&(d, c)| (d, c))
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    let words = |s: &str| {
+        let mut w: Vec<String> = s.split('_').filter(|w| !w.is_empty()).map(str::to_string).collect();
+        w.sort();
+        w
+    };
+    let reordered = || candidates.iter().copied().filter(|c| words(c) == words(name)).min();
+    let part = || {
+        let parts: Vec<&str> = name.split('_').collect();
+        (parts.len() > 1)
+            .then(|| candidates.iter().copied().filter(|c| parts.contains(c)).max_by_key(|c| (c.len(), *c)))
+            .flatten()
+    };
+    typo.or_else(reordered).or_else(part)
 }
 
 /// Optimal-string-alignment distance: insertions, deletions, substitutions and adjacent
@@ -223,6 +239,10 @@ mod tests {
         assert_eq!(suggest("step", names), Some("steps"));
         assert_eq!(suggest("bacth", names), Some("batch"));
         assert_eq!(suggest("temperature", names), None);
+        let fns = ["warmup", "cosine", "warmup_cosine", "linear"];
+        assert_eq!(suggest("cosine_warmup", fns), Some("warmup_cosine"), "the same words reordered");
+        assert_eq!(suggest("linear_decay", fns), Some("linear"), "a word of the name");
+        assert_eq!(suggest("decay_rate", fns), None);
     }
 
     #[test]

@@ -228,6 +228,7 @@ impl<'a> Frame<'a, '_> {
                 }
                 (Builtin::Int, [a]) => ops::to_int(self.float(a)),
                 (Builtin::Len, [s]) => ops::len(self.string(s).as_str()),
+                (Builtin::Bytes, [s]) => ops::bytes(self.string(s).as_str()),
                 (Builtin::ParseInt, [s, d]) => {
                     let s = self.string(s);
                     ops::parse_int(s.as_str(), self.int(d))
@@ -293,6 +294,8 @@ impl<'a> Frame<'a, '_> {
                         Builtin::Log => ops::log(x),
                         Builtin::Log1p => ops::log1p(x),
                         Builtin::Tanh => ops::tanh(x),
+                        Builtin::Cos => ops::cos(x),
+                        Builtin::Sin => ops::sin(x),
                         Builtin::Sigmoid => ops::sigmoid(x),
                         _ => unreachable!("validated: unary Float builtin"),
                     }

@@ -225,13 +225,13 @@ fn mixed_int_float_promotion() {
 
 #[test]
 fn numeric_builtins() {
-    for name in ["abs", "floor", "ceil", "round", "sqrt", "exp", "log", "log1p", "tanh", "sigmoid"] {
+    for name in ["abs", "floor", "ceil", "round", "sqrt", "exp", "log", "log1p", "tanh", "cos", "sin", "sigmoid"] {
         case(&[TF], call(name));
     }
     for name in ["is_nan", "int", "float"] {
         case(&[TF], call(name));
     }
-    for name in ["abs", "float", "int", "sqrt"] {
+    for name in ["abs", "float", "int", "sqrt", "cos"] {
         case(&[TI], call(name));
     }
     for name in ["min", "max", "pow"] {
@@ -297,7 +297,7 @@ fn booleans() {
 
 #[test]
 fn strings_builtins() {
-    for name in ["len", "trim", "lower", "upper"] {
+    for name in ["len", "bytes", "trim", "lower", "upper"] {
         case(&[TS], call(name));
     }
     for name in ["str_eq", "contains", "starts_with", "ends_with"] {
@@ -312,6 +312,10 @@ fn strings_builtins() {
         let upper = m.call("upper", vec![a[0].clone()]).unwrap();
         let trimmed = m.call("trim", vec![upper]).unwrap();
         m.call("len", vec![trimmed]).unwrap()
+    });
+    case(&[TS], |m, a| {
+        let upper = m.call("upper", vec![a[0].clone()]).unwrap();
+        m.call("bytes", vec![upper]).unwrap()
     });
     case(&[TS, TS], |m, a| {
         let l = m.call("lower", vec![a[0].clone()]).unwrap();

@@ -169,7 +169,7 @@ fn the_language_reference_lists_the_whole_stdlib() {
         for item in &module.items {
             let name = match item {
                 recipe_compiler::ast::Item::Extern(e) => e.name.name.replacen("synth_", "synth.", 1),
-                recipe_compiler::ast::Item::Fn(f) if f.name.name != "cos_pi" => f.name.name.clone(),
+                recipe_compiler::ast::Item::Fn(f) => f.name.name.clone(),
                 _ => continue,
             };
             if !doc.contains(&format!("`{name}"))
@@ -181,4 +181,64 @@ fn the_language_reference_lists_the_whole_stdlib() {
         }
     }
     assert!(missing.is_empty(), "docs/language.md does not mention: {missing:?}");
+}
+
+/// The backticked names in `doc` between `from` and the next `until`.
+fn backticked<'d>(doc: &'d str, from: &str, until: &str) -> Vec<&'d str> {
+    let start = doc.find(from).unwrap_or_else(|| panic!("docs/language.md lacks {from:?}")) + from.len();
+    let text = &doc[start..start + doc[start..].find(until).expect("the end of the list")];
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// `recipe plan --json` has the keys "The compiled program" in the reference names.
+#[test]
+fn plan_json_keys_are_the_documented_ones() {
+    let doc = std::fs::read_to_string(root().join("docs/language.md")).expect("docs/language.md exists");
+    let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = concat!(
+        "recipe \"keys\" { seed = 1 }\nmodel m = tiny_lm()\ntype Row = {prompt: String, completion: String}\n",
+        "data d: Dataset[Row] = jsonl(\"d.jsonl\")\n",
+        "fn lr(step: Int, total: Int) -> Float = 1e-3 * warmup(step, 10)\n",
+        "stage s = sft(m, d, lr = lr)\nrounds r = 2 from s.model { stage t = sft(r.input, d) }\nrun s -> r\n",
+    );
+    let program = compile(&Source::new("keys.recipe", text), &[]).expect("compiles");
+    let json: serde_json::Value = serde_json::from_str(&plan::render_json(&program)).expect("JSON");
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let sorted = |mut v: Vec<&str>| {
+        v.sort();
+        v.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&json), sorted(backticked(&doc, "prints the `Program` as one object with the keys", ".")));
+    let decl_keys = sorted(backticked(&doc, "Each of `decls` (and of a round's `stages`) has", ";"));
+    let data = json["decls"].as_array().unwrap().iter().find(|d| d["name"] == "d").expect("the dataset");
+    assert_eq!(keys(data), decl_keys);
+    assert_eq!(
+        keys(&json["rounds"][0]["stages"][0]),
+        decl_keys.iter().filter(|k| *k != "row").cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(keys(&json["functions"][0]), sorted(backticked(&doc, "`functions` lists the scalar functions (", ")")));
+}
+
+/// The reference's table of prelude functions has a row for every `fn` of the prelude, with the
+/// signature the prelude declares: `| `name` | `(params) -> Ret` | ... |`.
+#[test]
+fn the_language_reference_tables_every_prelude_function() {
+    let doc = std::fs::read_to_string(root().join("docs/language.md")).expect("docs/language.md exists");
+    let text = recipe_stdlib::PRELUDE;
+    let module = parse(&Source::new("prelude", text)).expect("the prelude parses");
+    let mut missing = Vec::new();
+    for item in &module.items {
+        let recipe_compiler::ast::Item::Fn(f) = item else { continue };
+        let head = text[f.name.span.end as usize..f.body.span.start as usize].trim_end();
+        let signature = head.strip_suffix('=').expect("`=` before the body").trim_end();
+        let row = format!("| `{}` | `{signature}` |", f.name.name);
+        if !doc.lines().any(|l| l.starts_with(&row)) {
+            missing.push(row);
+        }
+    }
+    assert!(missing.is_empty(), "docs/language.md's prelude table lacks the rows:\n{}", missing.join("\n"));
 }

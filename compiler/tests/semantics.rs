@@ -236,6 +236,31 @@ fn builtins_fold_to_the_type_the_checker_gives() {
 }
 
 #[test]
+fn trigonometry_and_byte_counts_are_in_the_language() {
+    // Folded at compile time, and lowered to scalar IR where they depend on the row or step.
+    let p = program(concat!(
+        "let c = cos(pi())\nlet s = sin(pi() / 2)\nlet n = len(\"héllo\")\nlet b = bytes(\"héllo\")\n",
+        "fn lr(step: Int, total: Int) -> Float = 0.5 * (1.0 + cos(pi() * step / total))\n",
+        "data short = filter(d, |r| bytes(r.prompt) <= 4)\n",
+        "stage st = sft(m, short, lr = lr)\nrun st\n",
+    ));
+    assert_eq!(p.decl("c").unwrap().value, Value::Float(-1.0));
+    assert_eq!(p.decl("s").unwrap().value, Value::Float(1.0));
+    assert_eq!((&p.decl("n").unwrap().value, &p.decl("b").unwrap().value), (&Value::Int(5), &Value::Int(6)));
+    let Some(Value::Scalar(lr)) = p.decl("st").unwrap().value.arg("lr") else { panic!("lr is not a function") };
+    let interp = Interp::new(&p.scalar).unwrap();
+    let at = |step: i64| match interp.call(FuncId(*lr), &[IV::Int(step), IV::Int(100)]) {
+        Ok(IV::Float(x)) => x,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((at(0), at(100)), (1.0, 0.0));
+    assert!((at(50) - 0.5).abs() < 1e-15, "half way: {}", at(50));
+    let Some(Value::Scalar(keep)) = p.decl("short").unwrap().value.arg("keep") else { panic!("keep is compiled") };
+    let keep = interp.call(FuncId(*keep), &[IV::Str("é+1=".into())]);
+    assert!(matches!(keep, Ok(IV::Bool(false))), "4 characters, 5 bytes: {keep:?}");
+}
+
+#[test]
 fn fn_defaults_see_earlier_parameters_in_every_evaluator() {
     // The one inliner: a default may use an earlier parameter, whether the call is evaluated at
     // compile time, lowered to scalar IR or to a loss.

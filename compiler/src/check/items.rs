@@ -296,9 +296,10 @@ impl<'a> Checker<'a> {
                 let mut d =
                     Diagnostic::error("recipe::header::unknown_field", format!("unknown header field `{name}`"))
                         .with_primary(field.name.span, "unknown field");
+                let fields = HEADER_FIELDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
                 d = match suggest(name, HEADER_FIELDS.iter().map(|(n, _)| *n)) {
-                    Some(s) => d.with_help(format!("did you mean `{s}`?")),
-                    None => d.with_help("header fields: seed, description, threads"),
+                    Some(s) => d.with_help(format!("did you mean `{s}`? (header fields: {fields})")),
+                    None => d.with_help(format!("header fields: {fields}")),
                 };
                 self.report(d);
                 continue;

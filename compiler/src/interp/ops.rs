@@ -130,6 +130,16 @@ pub fn tanh(x: f64) -> f64 {
     x.tanh()
 }
 
+/// Cosine of `x` radians (the platform libm, as every other transcendental here).
+pub fn cos(x: f64) -> f64 {
+    x.cos()
+}
+
+/// Sine of `x` radians.
+pub fn sin(x: f64) -> f64 {
+    x.sin()
+}
+
 /// `1 / (1 + e^-x)`, computed without overflow for large `|x|`.
 pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
@@ -154,6 +164,11 @@ pub fn to_int(x: f64) -> i64 {
 /// Number of Unicode scalar values.
 pub fn len(s: &str) -> i64 {
     s.chars().count() as i64
+}
+
+/// Number of bytes of the UTF-8 encoding: what the embedded byte tokenizer counts as tokens.
+pub fn bytes(s: &str) -> i64 {
+    s.len() as i64
 }
 
 /// Parses a trimmed decimal Int with optional sign; `default` on any failure, overflow included.

@@ -101,6 +101,8 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "log",
     "log1p",
     "tanh",
+    "cos",
+    "sin",
     "sigmoid",
     "pow",
     "is_nan",
@@ -108,6 +110,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "int",
     "div",
     "len",
+    "bytes",
     "str_eq",
     "contains",
     "starts_with",
@@ -149,7 +152,8 @@ impl Module {
                     _ => return Err(no()),
                 }
             }
-            "floor" | "ceil" | "round" | "sqrt" | "exp" | "log" | "log1p" | "tanh" | "sigmoid" | "pow" | "is_nan" => {
+            "floor" | "ceil" | "round" | "sqrt" | "exp" | "log" | "log1p" | "tanh" | "cos" | "sin" | "sigmoid"
+            | "pow" | "is_nan" => {
                 let b = match name {
                     "floor" => B::Floor,
                     "ceil" => B::Ceil,
@@ -159,6 +163,8 @@ impl Module {
                     "log" => B::Log,
                     "log1p" => B::Log1p,
                     "tanh" => B::Tanh,
+                    "cos" => B::Cos,
+                    "sin" => B::Sin,
                     "sigmoid" => B::Sigmoid,
                     "pow" => B::Pow,
                     _ => B::IsNan,
@@ -205,10 +211,11 @@ impl Module {
                 };
                 (B::Matches(id), args.into_iter().take(1).collect())
             }
-            "len" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower" | "upper" | "parse_int"
-            | "parse_float" => {
+            "len" | "bytes" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower" | "upper"
+            | "parse_int" | "parse_float" => {
                 let b = match name {
                     "len" => B::Len,
+                    "bytes" => B::Bytes,
                     "str_eq" => B::StrEq,
                     "contains" => B::Contains,
                     "starts_with" => B::StartsWith,

@@ -394,6 +394,8 @@ impl Gen<'_, '_> {
             B::Log => self.native1("recipe_log", &[one(0)]),
             B::Log1p => self.native1("recipe_log1p", &[one(0)]),
             B::Tanh => self.native1("recipe_tanh", &[one(0)]),
+            B::Cos => self.native1("recipe_cos", &[one(0)]),
+            B::Sin => self.native1("recipe_sin", &[one(0)]),
             B::Sigmoid => self.native1("recipe_sigmoid", &[one(0)]),
             B::Pow => self.native1("recipe_pow", &[one(0), one(1)]),
             B::IsNan => self.b.ins().fcmp(FloatCC::Unordered, one(0), one(0)),
@@ -403,6 +405,8 @@ impl Gen<'_, '_> {
                 let (p, n) = strs(0);
                 self.native1("recipe_len", &[p, n])
             }
+            // A string is (pointer, UTF-8 byte length): the count is already there.
+            B::Bytes => strs(0).1,
             B::StrEq | B::Contains | B::StartsWith | B::EndsWith => {
                 let name = match builtin {
                     B::StrEq => "recipe_str_eq",

@@ -50,6 +50,12 @@ extern "C" fn log1p(x: f64) -> f64 {
 extern "C" fn tanh(x: f64) -> f64 {
     ops::tanh(x)
 }
+extern "C" fn cos(x: f64) -> f64 {
+    ops::cos(x)
+}
+extern "C" fn sin(x: f64) -> f64 {
+    ops::sin(x)
+}
 extern "C" fn sigmoid(x: f64) -> f64 {
     ops::sigmoid(x)
 }
@@ -128,6 +134,8 @@ pub(super) fn all() -> Vec<Native> {
         f1("recipe_log", log),
         f1("recipe_log1p", log1p),
         f1("recipe_tanh", tanh),
+        f1("recipe_cos", cos),
+        f1("recipe_sin", sin),
         f1("recipe_sigmoid", sigmoid),
         f2("recipe_pow", pow),
         f2("recipe_frem", frem),

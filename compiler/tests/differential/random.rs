@@ -105,7 +105,7 @@ impl Gen<'_> {
                 }
                 2 => self.one_of(&[B::AbsInt, B::MinInt, B::MaxInt, B::ClampInt], d),
                 3 => self.builtin(B::Int, d),
-                4 => self.builtin(B::Len, d),
+                4 => self.one_of(&[B::Len, B::Bytes], d),
                 5 => self.builtin(B::ParseInt, d),
                 _ => {
                     let op = [BinOp::IAdd, BinOp::IMul, BinOp::IDiv][self.pick(3)];
@@ -129,6 +129,8 @@ impl Gen<'_> {
                         B::Log,
                         B::Log1p,
                         B::Tanh,
+                        B::Cos,
+                        B::Sin,
                         B::Sigmoid,
                     ];
                     self.one_of(&all, d)

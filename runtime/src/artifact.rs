@@ -30,7 +30,9 @@ const RUN_README: &str = "\
 
 - `recipe.lock` (JSON): the recipe's canonical text and its sha256, the resolved plan (every
   default filled in), the seed, the sha256 of every data file and model file read, the
-  `recipe-runtime` version and the device. `recipe verify` re-runs from it.
+  `recipe-runtime` version, the device, the absolute folders relative paths were resolved in
+  (`roots`), and once the run finished, `final`: its final model's folder, relative to this one.
+  `recipe verify` re-runs from it; `recipe generate`/`score --model` accept this folder.
 - `metrics.jsonl`: one JSON object per logged step: `stage`, `step` (completed optimiser
   steps), `loss` and `grad_norm` (pre-clipping; means since the previous line), `lr` (this
   step's), `tokens`, objective metrics, `eval` (per evaluator: `accuracy`, `correct`, `total`)
@@ -130,6 +132,12 @@ pub struct RecipeLock {
     /// `recipe run --max-steps N`: every stage was capped at N steps.
     #[serde(default)]
     pub max_steps: Option<u64>,
+    /// Set when the run finished: its final model, the Hugging Face folder of the last stage's
+    /// last checkpoint, relative to the run folder (`checkpoints/00-sft-step000006/model`).
+    /// `recipe generate` and `recipe score` given the run folder use it; `--resume` refuses a
+    /// run that has it.
+    #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
+    pub final_model: Option<String>,
 }
 
 impl RecipeLock {
@@ -145,6 +153,7 @@ impl RecipeLock {
             device,
             roots: Vec::new(),
             max_steps: None,
+            final_model: None,
         }
     }
 }

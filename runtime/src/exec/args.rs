@@ -152,14 +152,18 @@ impl Functions {
     }
 
     pub fn func(&self, index: u32) -> Result<Func<'_>, ExecError> {
-        let name = self
-            .program
+        self.program.func(&self.name(index)?).map_err(|e| ExecError::Internal(e.to_string()))
+    }
+
+    /// The name of scalar function `index` (as the recipe declares it). Errors: `Internal` for an
+    /// index the program does not have.
+    pub fn name(&self, index: u32) -> Result<String, ExecError> {
+        self.program
             .module()
             .functions
             .get(index as usize)
             .map(|f| f.name.clone())
-            .ok_or_else(|| ExecError::Internal(format!("no scalar function #{index}")))?;
-        self.program.func(&name).map_err(|e| ExecError::Internal(e.to_string()))
+            .ok_or_else(|| ExecError::Internal(format!("no scalar function #{index}")))
     }
 }
 
@@ -176,8 +180,9 @@ pub fn schedule(call: &Call<'_>, arg: &str, functions: &Arc<Functions>) -> Resul
             if !matches!(probe, Ok(Scalar::Float(_))) {
                 return Err(ExecError::Internal(format!("`{arg}` of `{}` is not a fn(Int, Int) -> Float", call.name)));
             }
+            let name = functions.name(index)?;
             let functions = Arc::clone(functions);
-            Ok(Schedule::new(move |step, total| {
+            Ok(Schedule::named(name, move |step, total| {
                 let args = [Scalar::Int(step as i64), Scalar::Int(total as i64)];
                 match functions.func(index).and_then(|f| f.call(&args).map_err(|e| ExecError::Internal(e.to_string())))
                 {

@@ -69,7 +69,8 @@ impl<'p> Builder<'p> {
                     n => n,
                 };
                 let cfg = LlamaConfig {
-                    vocab_size: 256,
+                    // The 256 bytes and the embedded tokenizer's EOS.
+                    vocab_size: crate::model::tokenizer::BYTES_EOS as usize + 1,
                     hidden_size: d_model,
                     intermediate_size: ffn,
                     num_hidden_layers: call.count("layers")? as usize,

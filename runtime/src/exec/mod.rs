@@ -226,8 +226,19 @@ pub fn run(
         progress.note(&format!("skipped {skipped} malformed rows in {file}"));
     }
     let stages = stages::execute(&plan_steps, &evals, &mut builder, &mut models, &mut dir, progress, resume)?;
+    record_final_model(&dir)?;
     write_report(program, dir.root())?;
     Ok(RunOutcome { dir: dir.root().to_path_buf(), stages })
+}
+
+/// Records the finished run's final model (its latest checkpoint's) as `final` in its lock.
+fn record_final_model(dir: &RunDir) -> Result<(), ExecError> {
+    let mut lock = artifact::read_lock(dir.root())?;
+    lock.final_model = Checkpoint::latest(&dir.checkpoints())?.map(|c| {
+        let model = c.model_dir();
+        model.strip_prefix(dir.root()).unwrap_or(&model).to_string_lossy().into_owned()
+    });
+    Ok(dir.write_lock(&lock)?)
 }
 
 /// (Re)writes `report.html` from the run folder's metrics.

@@ -216,7 +216,7 @@ fn a_nan_stops_training_and_keeps_what_was_written() {
     let out = recipe(&["run", "tests/e2e/diverge.recipe", "--quiet", "--out", run.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("recipe::train::non_finite") && err.contains("step 5"), "{err}");
+    assert!(err.contains("step 5: the loss is NaN"), "{err}");
     assert!(err.contains("start a new run") && !err.contains("resume with"), "advice that works: {err}");
     assert_eq!(trace(&run).len(), 4, "the four healthy steps stay logged");
     assert!(run.join("recipe.lock").exists());
@@ -315,7 +315,7 @@ fn a_run_folder_works_from_anywhere_and_names_its_final_model() {
     std::fs::write(
         dir.join("nl.recipe"),
         "recipe \"newline\" { seed = 1 }\nmodel policy = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
-         data rows = jsonl(\"rows.jsonl\")\nstage sft = sft(policy, rows, steps = 80, batch = 4, lr = 1e-2)\n\
+         data rows: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\")\nstage sft = sft(policy, rows, steps = 80, batch = 4, lr = 1e-2)\n\
          eval exact = accuracy(rows, every = 80, max_tokens = 8)\nrun sft\n",
     )
     .expect("write");
@@ -349,6 +349,35 @@ fn a_run_folder_works_from_anywhere_and_names_its_final_model() {
     assert_eq!(code(&out), 0, "--resume from another directory: {}", stderr(&out));
     let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
     assert_eq!(lock["final"], "checkpoints/00-sft-step000080/model");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rows `on_error = skip` leaves out are reported with their lines: as a note, as the first
+/// metrics line (which `verify` and `report` still read), and in the lock.
+#[test]
+fn skipped_rows_are_reported_with_their_lines() {
+    let dir = scratch("skip");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let good = |p: &str| serde_json::json!({"prompt": p, "completion": "1"}).to_string();
+    let rows = [good("a"), "{\"prompt\": \"b\"}".into(), good("c"), "not json".into(), good("d")];
+    std::fs::write(dir.join("rows.jsonl"), rows.join("\n") + "\n").expect("write");
+    std::fs::write(
+        dir.join("skip.recipe"),
+        "recipe \"skip\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
+         data d: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\", on_error = skip)\nstage s = sft(m, d, steps = 2, batch = 2)\nrun s\n",
+    )
+    .expect("write");
+    let out = recipe_in(&dir, &["run", "skip.recipe", "--json", "--out", "run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skipped 2 malformed rows in rows.jsonl (lines 2, 4)"), "{stdout}");
+    let run = dir.join("run");
+    let expected = serde_json::json!({"event": "skipped_rows", "file": "rows.jsonl", "count": 2, "lines": [2, 4]});
+    assert_eq!(trace(&run)[0], expected);
+    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
+    assert_eq!(lock["skipped"], serde_json::json!([{"file": "rows.jsonl", "count": 2, "lines": [2, 4]}]));
+    assert_eq!(code(&recipe(&["verify", run.to_str().unwrap(), "--quiet"])), 0);
+    assert_eq!(code(&recipe(&["report", run.to_str().unwrap()])), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -282,7 +282,9 @@ fn qwen2_with_biases_and_gqa_round_trips() {
     let back = CausalLm::load(dir.path(), &Device::Cpu).unwrap();
     let ids = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8]], &Device::Cpu).unwrap();
     let (a, b) = (model.forward(&ids).unwrap(), back.forward(&ids).unwrap());
-    assert_eq!(a.dims(), &[2, 4, 256]);
+    assert_eq!(a.dims(), &[2, 4, 257], "the 256 bytes and the embedded EOS");
+    assert!(back.tokenizer().is_bytes(), "the saved tokenizer.json with its EOS token reads as the byte tokenizer");
+    assert_eq!(back.tokenizer().spec(), model.tokenizer().spec());
     let diff: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert_eq!(diff, 0.0);
     let prompt = vec![1u32, 2, 3];

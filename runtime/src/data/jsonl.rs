@@ -22,6 +22,8 @@ pub struct LoadReport {
     pub skipped: usize,
     /// The first few skipped rows' errors (at most `MAX_REPORTED`), for the user to look at.
     pub examples: Vec<DataError>,
+    /// The 1-based lines of those rows.
+    pub skipped_lines: Vec<u64>,
 }
 
 /// How many skipped-row errors a report keeps.
@@ -54,6 +56,7 @@ pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<
                     report.skipped += 1;
                     if report.examples.len() < MAX_REPORTED {
                         report.examples.push(err);
+                        report.skipped_lines.push(line_no as u64);
                     }
                 }
             },

@@ -4,7 +4,7 @@
 
 use super::args::{Call, Constant, Functions};
 use super::ExecError;
-use crate::artifact::FileDigest;
+use crate::artifact::{FileDigest, SkippedRows};
 use crate::data::{jsonl, synth, BadRowPolicy, Dataset, FieldType, Schema};
 use crate::model::{CausalLm, Device, LlamaConfig};
 use crate::rng::Rng;
@@ -33,7 +33,7 @@ pub struct Builder<'p> {
     datasets: HashMap<String, Dataset>,
     pub inputs: Vec<FileDigest>,
     /// Rows skipped by `on_error = skip`, per dataset, for the run summary.
-    pub skipped: Vec<(String, usize)>,
+    pub skipped: Vec<SkippedRows>,
 }
 
 impl<'p> Builder<'p> {
@@ -154,7 +154,8 @@ impl<'p> Builder<'p> {
                 synth::chain(call.range("steps")?, count, seed)?
             }
             "jsonl" => {
-                let path = self.resolve(call.str("path")?)?;
+                let written = call.str("path")?;
+                let path = self.resolve(written)?;
                 let schema = match declared {
                     None => Schema::prompt_completion(),
                     Some(Decl { row: Some(row), .. }) => jsonl_schema(row)?,
@@ -167,7 +168,8 @@ impl<'p> Builder<'p> {
                     self.record(digest.clone());
                 }
                 if report.skipped > 0 {
-                    self.skipped.push((path.display().to_string(), report.skipped));
+                    let (file, count, lines) = (written.to_string(), report.skipped, report.skipped_lines);
+                    self.skipped.push(SkippedRows { file, count, lines });
                 }
                 data
             }

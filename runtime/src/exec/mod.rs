@@ -204,6 +204,7 @@ pub fn run(
                 RecipeLock::new(program.source.clone(), plan, program.seed as u64, builder.inputs.clone(), device);
             lock.roots = options.roots.clone();
             lock.max_steps = options.max_steps;
+            lock.skipped = builder.skipped.clone();
             run.write_lock(&lock)?;
             (run, None)
         }
@@ -222,8 +223,12 @@ pub fn run(
             (RunDir::reopen(path, lines)?, latest)
         }
     };
-    for (file, skipped) in &builder.skipped {
-        progress.note(&format!("skipped {skipped} malformed rows in {file}"));
+    for skipped in &builder.skipped {
+        progress.note(&skipped.describe());
+        // Resuming from a checkpoint keeps the lines written before it; from none, they were cut.
+        if resume.is_none() {
+            dir.append_metrics(&skipped.metrics_line())?;
+        }
     }
     let stages = stages::execute(&plan_steps, &evals, &mut builder, &mut models, &mut dir, progress, resume)?;
     record_final_model(&dir)?;

@@ -352,6 +352,29 @@ fn a_run_folder_works_from_anywhere_and_names_its_final_model() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A declared row type is the schema that is read: an `accuracy` eval over rows declared without
+/// `completion` cannot read the file's `completion` field, and the run fails cleanly, at the
+/// recipe (a check error or bad input), never training on the undeclared field.
+#[test]
+fn undeclared_fields_are_not_read() {
+    let dir = scratch("undeclared");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("rows.jsonl"), "{\"prompt\": \"1+1=\", \"completion\": \"2\"}\n").expect("write");
+    std::fs::write(
+        dir.join("held.recipe"),
+        "recipe \"held\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
+         data train: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\")\n\
+         data held: Dataset[{prompt: String}] = jsonl(\"rows.jsonl\")\n\
+         stage s = sft(m, train, steps = 2, batch = 1)\neval acc = accuracy(held, every = 1)\nrun s\n",
+    )
+    .expect("write");
+    let out = recipe_in(&dir, &["run", "held.recipe", "--quiet", "--out", "run"]);
+    assert!(matches!(code(&out), 1 | 3), "exit {}: {}", code(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("completion") && err.contains("held.recipe:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Rows `on_error = skip` leaves out are reported with their lines: as a note, as the first
 /// metrics line (which `verify` and `report` still read), and in the lock.
 #[test]

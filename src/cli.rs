@@ -87,6 +87,7 @@ pub enum Command {
     Report { run: PathBuf },
     /// Log-probabilities of completions: one JSON line per `prompt`/`completion` row.
     Score {
+        /// A Hugging Face model folder, a checkpoint folder, or a run folder (its final model).
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
@@ -98,6 +99,7 @@ pub enum Command {
     },
     /// Continue a prompt with a model folder.
     Generate {
+        /// A Hugging Face model folder, a checkpoint folder, or a run folder (its final model).
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]

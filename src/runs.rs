@@ -7,6 +7,7 @@ use crate::progress::{Mode, Reporter};
 use crate::render;
 use recipe_compiler::diag::Source;
 use recipe_runtime::artifact::{self, RecipeLock};
+use recipe_runtime::checkpoint::{Checkpoint, MODEL_DIR};
 use recipe_runtime::data::{jsonl, BadRowPolicy, Schema};
 use recipe_runtime::exec::{self, ErrorKind, ExecError, RunOptions, Target};
 use recipe_runtime::model::{self, CausalLm, Device, GenerateOptions, TokenBatch};
@@ -63,16 +64,27 @@ fn exec_failure(e: ExecError) -> Failure {
     match e.kind() {
         ErrorKind::Input => Failure::Input(message),
         ErrorKind::Diverged => Failure::Diverged(format!(
-            "{message}\n  metrics and checkpoints written so far are intact; fix the cause and resume with --resume"
+            "{message}\n  metrics and checkpoints written so far are intact; fix the recipe and start a new run \
+             (`--resume` replays the locked recipe: it only continues an interrupted run)"
         )),
         ErrorKind::Unsupported => Failure::Unsupported(message),
         ErrorKind::Internal => Failure::Internal(message),
     }
 }
 
+/// A run folder's lock. Errors: `Input` saying "not a run folder" when `dir` is missing or has no
+/// recipe.lock, and for an unreadable lock.
+fn read_lock(dir: &Path) -> Result<RecipeLock, Failure> {
+    if !dir.join(artifact::LOCK_FILE).is_file() {
+        let why = if dir.is_dir() { "it has no recipe.lock" } else { "no such folder" };
+        return Err(Failure::Input(format!("`{}` is not a run folder ({why})", dir.display())));
+    }
+    artifact::read_lock(dir).map_err(|e| Failure::Input(e.to_string()))
+}
+
 /// A recipe recompiled from a run folder's lock (for `--resume` and `verify`).
 fn from_lock(dir: &Path) -> Result<(recipe_compiler::Program, RecipeLock), Failure> {
-    let lock = artifact::read_lock(dir).map_err(|e| Failure::Input(e.to_string()))?;
+    let lock = read_lock(dir)?;
     let overrides: Vec<(String, String)> =
         serde_json::from_value(lock.plan.get("overrides").cloned().unwrap_or(json!([]))).unwrap_or_default();
     let source = Source::new(format!("{}/recipe.lock", dir.display()), lock.recipe.clone());
@@ -86,13 +98,27 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let (program, target, roots, max_steps) = match (&args.resume, &args.file) {
         (Some(dir), _) => {
             let (program, lock) = from_lock(dir)?;
+            if let Some(model) = &lock.final_model {
+                eprintln!(
+                    "`{}` finished already (its final model is {}); nothing to resume",
+                    dir.display(),
+                    dir.join(model).display()
+                );
+                return Ok(exit::OK);
+            }
             (program, Target::Resume(dir.clone()), lock.roots, lock.max_steps)
         }
         (None, Some(file)) => {
+            if let Some(out) = args.out.as_ref().filter(|out| out.is_file()) {
+                return Err(Failure::Input(format!("--out `{}` is a file; name a folder", out.display())));
+            }
             let (program, _) = compile(file, &cli::parse_overrides(&args.overrides)?)?;
             let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let mut roots = vec![folder.to_path_buf()];
-            roots.extend(args.data_roots.iter().cloned());
+            // Absolute, so `verify` and `--resume` find the inputs from any working directory.
+            let mut roots = vec![absolute(folder)?];
+            for root in &args.data_roots {
+                roots.push(absolute(root)?);
+            }
             (program, Target::New { runs: args.runs.clone(), dir: args.out.clone() }, roots, args.max_steps)
         }
         (None, None) => return Err(Failure::Usage("`recipe run` needs a recipe FILE or --resume RUN".into())),
@@ -116,6 +142,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         eprintln!("run folder: {}", outcome.dir.display());
     }
     Ok(exit::OK)
+}
+
+/// `path` made absolute against the working directory (not resolving links).
+fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 
 /// Re-executes a run from its lock into a scratch folder and compares the metric traces.
@@ -170,8 +201,28 @@ fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Res
     recipe_runtime::threads::run_on_pool(threads, f).map_err(|e| Failure::Internal(format!("thread pool: {e}")))
 }
 
-fn load_model(dir: &Path, device_name: &str) -> Result<CausalLm, Failure> {
-    CausalLm::load(dir, &device(device_name)?).map_err(|e| Failure::Input(e.to_string()))
+/// The model folder `--model PATH` names: a run folder (with recipe.lock) gives its final model,
+/// or while unfinished its latest checkpoint's; a checkpoint folder gives its `model/`; anything
+/// else is taken as a Hugging Face model folder. Errors: `Input` for a run without checkpoints.
+fn model_folder(path: &Path) -> Result<PathBuf, Failure> {
+    if path.join(artifact::LOCK_FILE).is_file() {
+        if let Some(model) = read_lock(path)?.final_model {
+            return Ok(path.join(model));
+        }
+        let latest = Checkpoint::latest(&path.join(artifact::CHECKPOINTS_DIR))
+            .map_err(|e| Failure::Input(e.to_string()))?
+            .ok_or_else(|| Failure::Input(format!("run `{}` has no checkpoint yet", path.display())))?;
+        return Ok(latest.model_dir());
+    }
+    match path.join(MODEL_DIR) {
+        model if model.join("config.json").is_file() => Ok(model),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+fn load_model(path: &Path, device_name: &str) -> Result<CausalLm, Failure> {
+    let dir = model_folder(path)?;
+    CausalLm::load(&dir, &device(device_name)?).map_err(|e| Failure::Input(e.to_string()))
 }
 
 /// One JSONL line per row: summed and mean log-probability of the completion (EOS appended).

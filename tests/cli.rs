@@ -14,7 +14,12 @@ fn root() -> PathBuf {
 }
 
 fn recipe(args: &[&str]) -> Output {
-    Command::new(RECIPE).args(args).current_dir(root()).env("NO_COLOR", "1").output().expect("spawn recipe")
+    recipe_in(&root(), args)
+}
+
+/// `recipe ARGS` run from the working directory `cwd`.
+fn recipe_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(RECIPE).args(args).current_dir(cwd).env("NO_COLOR", "1").output().expect("spawn recipe")
 }
 
 fn code(out: &Output) -> i32 {
@@ -124,6 +129,40 @@ fn user_errors_have_distinct_exit_codes() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("long_rows.jsonl:2 needs 27 positions"), "{}", stderr(&out));
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
+
+    // Run folders that are not, and an --out that is a file, are named as such.
+    for command in [&["verify", "tests/e2e"][..], &["run", "--resume", "does/not/exist"], &["report", "tests/e2e"]] {
+        let out = recipe(command);
+        assert_eq!(code(&out), 3, "{command:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("is not a run folder"), "{command:?}: {}", stderr(&out));
+    }
+    let out = recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", "tests/e2e/rows.jsonl"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--out `tests/e2e/rows.jsonl` is a file"), "{}", stderr(&out));
+}
+
+/// A learning rate or weight decay outside [0, ∞) is refused before any compute, at the argument,
+/// naming the schedule and the first 0-based `step` it was given that goes out of the domain.
+#[test]
+fn schedules_out_of_their_domain_are_refused_before_compute() {
+    let dir = scratch("schedule");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("negative.recipe");
+    std::fs::write(
+        &file,
+        "recipe \"n\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
+         data d = synth.addition(count = 32)\nfn lr(step: Int, total: Int) -> Float = 3e-3 * (1.0 - step / 100)\n\
+         stage s = sft(m, d, steps = 200, lr = lr)\nrun s\n",
+    )
+    .expect("write");
+    let run = dir.join("run");
+    let out = recipe(&["run", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("(schedule `lr`) is -0.0000") && err.contains("at step = 101 of total = 200"), "{err}");
+    assert!(err.contains("negative.recipe:5:"), "located at the `lr` argument: {err}");
+    assert!(!run.exists(), "nothing is written before the recipe is accepted");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A runtime error whose cause is in the recipe points there (file:line:col and a label), as
@@ -197,8 +236,10 @@ fn a_nan_stops_training_and_keeps_what_was_written() {
     let run = scratch("diverge");
     let out = recipe(&["run", "tests/e2e/diverge.recipe", "--quiet", "--out", run.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
-    assert!(stderr(&out).contains("step 4") && stderr(&out).contains("NaN"), "{}", stderr(&out));
-    assert_eq!(trace(&run).len(), 3, "the three healthy steps stay logged");
+    let err = stderr(&out);
+    assert!(err.contains("step 5: the loss is NaN"), "{err}");
+    assert!(err.contains("start a new run") && !err.contains("resume with"), "advice that works: {err}");
+    assert_eq!(trace(&run).len(), 4, "the four healthy steps stay logged");
     assert!(run.join("recipe.lock").exists());
 }
 
@@ -278,6 +319,110 @@ fn resume_after_kill_matches_an_uninterrupted_run() {
         assert_eq!(trace(&run), trace(&whole), "trace after a kill near step {wait_for_step}");
         assert_eq!(final_weights(&run), final_weights(&whole), "weights after a kill near step {wait_for_step}");
     }
+}
+
+/// A recipe in its own folder, run from there (`run nl.recipe`), reading `rows.jsonl` beside it:
+/// completions with newlines are learnt whole (the embedded tokenizer's EOS is not a byte); the
+/// run folder works from any other directory (`verify`, `--resume`) and names its final model,
+/// which `generate` and `score` take as the run folder itself.
+#[test]
+fn a_run_folder_works_from_anywhere_and_names_its_final_model() {
+    let dir = scratch("anywhere");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let rows = [("x=", "a3\nb3"), ("y=", "c4\nd4")];
+    let text: Vec<String> =
+        rows.iter().map(|(p, c)| serde_json::json!({"prompt": p, "completion": c}).to_string()).collect();
+    std::fs::write(dir.join("rows.jsonl"), text.join("\n") + "\n").expect("write");
+    std::fs::write(
+        dir.join("nl.recipe"),
+        "recipe \"newline\" { seed = 1 }\nmodel policy = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
+         data rows: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\")\nstage sft = sft(policy, rows, steps = 80, batch = 4, lr = 1e-2)\n\
+         eval exact = accuracy(rows, every = 80, max_tokens = 8)\nrun sft\n",
+    )
+    .expect("write");
+    let out = recipe_in(&dir, &["run", "nl.recipe", "--quiet", "--out", "run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = dir.join("run");
+    let last = trace(&run).pop().expect("a metrics line");
+    assert_eq!(last["eval"]["exact"]["accuracy"], 1.0, "both multi-line completions are learnt whole: {last}");
+
+    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
+    assert_eq!(lock["final"], "checkpoints/00-sft-step000080/model");
+    let out = recipe(&["generate", "--model", run.to_str().unwrap(), "--prompt", "x=", "--max-tokens", "8"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a3\nb3\n", "the run folder's final model continues");
+    let checkpoint = run.join("checkpoints/00-sft-step000080");
+    let out =
+        recipe(&["score", "--model", checkpoint.to_str().unwrap(), "--data", dir.join("rows.jsonl").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "a checkpoint folder is a model too: {}", stderr(&out));
+
+    let (run_arg, elsewhere) = (run.to_str().unwrap(), root());
+    let out = recipe_in(&elsewhere, &["verify", run_arg, "--quiet"]);
+    assert_eq!(code(&out), 0, "verify from another directory: {}", stderr(&out));
+    let out = recipe_in(&elsewhere, &["run", "--resume", run_arg, "--quiet"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("finished already"), "{}", stderr(&out));
+    // Killed after its last checkpoint but before it was recorded as finished: resume from elsewhere.
+    let mut unfinished = lock.clone();
+    unfinished.as_object_mut().unwrap().remove("final");
+    std::fs::write(run.join("recipe.lock"), unfinished.to_string()).unwrap();
+    let out = recipe_in(&elsewhere, &["run", "--resume", run_arg, "--quiet"]);
+    assert_eq!(code(&out), 0, "--resume from another directory: {}", stderr(&out));
+    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
+    assert_eq!(lock["final"], "checkpoints/00-sft-step000080/model");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A declared row type is the schema that is read: an `accuracy` eval over rows declared without
+/// `completion` cannot read the file's `completion` field, and the run fails cleanly, at the
+/// recipe (a check error or bad input), never training on the undeclared field.
+#[test]
+fn undeclared_fields_are_not_read() {
+    let dir = scratch("undeclared");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("rows.jsonl"), "{\"prompt\": \"1+1=\", \"completion\": \"2\"}\n").expect("write");
+    std::fs::write(
+        dir.join("held.recipe"),
+        "recipe \"held\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
+         data train: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\")\n\
+         data held: Dataset[{prompt: String}] = jsonl(\"rows.jsonl\")\n\
+         stage s = sft(m, train, steps = 2, batch = 1)\neval acc = accuracy(held, every = 1)\nrun s\n",
+    )
+    .expect("write");
+    let out = recipe_in(&dir, &["run", "held.recipe", "--quiet", "--out", "run"]);
+    assert!(matches!(code(&out), 1 | 3), "exit {}: {}", code(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("completion") && err.contains("held.recipe:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rows `on_error = skip` leaves out are reported with their lines: as a note, as the first
+/// metrics line (which `verify` and `report` still read), and in the lock.
+#[test]
+fn skipped_rows_are_reported_with_their_lines() {
+    let dir = scratch("skip");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let good = |p: &str| serde_json::json!({"prompt": p, "completion": "1"}).to_string();
+    let rows = [good("a"), "{\"prompt\": \"b\"}".into(), good("c"), "not json".into(), good("d")];
+    std::fs::write(dir.join("rows.jsonl"), rows.join("\n") + "\n").expect("write");
+    std::fs::write(
+        dir.join("skip.recipe"),
+        "recipe \"skip\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
+         data d: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\", on_error = skip)\nstage s = sft(m, d, steps = 2, batch = 2)\nrun s\n",
+    )
+    .expect("write");
+    let out = recipe_in(&dir, &["run", "skip.recipe", "--json", "--out", "run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skipped 2 malformed rows in rows.jsonl (lines 2, 4)"), "{stdout}");
+    let run = dir.join("run");
+    let expected = serde_json::json!({"event": "skipped_rows", "file": "rows.jsonl", "count": 2, "lines": [2, 4]});
+    assert_eq!(trace(&run)[0], expected);
+    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
+    assert_eq!(lock["skipped"], serde_json::json!([{"file": "rows.jsonl", "count": 2, "lines": [2, 4]}]));
+    assert_eq!(code(&recipe(&["verify", run.to_str().unwrap(), "--quiet"])), 0);
+    assert_eq!(code(&recipe(&["report", run.to_str().unwrap()])), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn fixture(name: &str) -> Option<PathBuf> {

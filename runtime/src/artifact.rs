@@ -30,8 +30,12 @@ const RUN_README: &str = "\
 
 - `recipe.lock` (JSON): the recipe's canonical text and its sha256, the resolved plan (every
   default filled in), the seed, the sha256 of every data file and model file read, the
-  `recipe-runtime` version and the device. `recipe verify` re-runs from it.
-- `metrics.jsonl`: one JSON object per logged step: `stage`, `step` (completed optimiser
+  `recipe-runtime` version, the device, the absolute folders relative paths were resolved in
+  (`roots`), and once the run finished, `final`: its final model's folder, relative to this one.
+  `recipe verify` re-runs from it; `recipe generate`/`score --model` accept this folder.
+  `skipped` lists, per file, rows that `on_error = skip` left out (count and first lines).
+- `metrics.jsonl`: first, one `{\"event\": \"skipped_rows\", \"file\", \"count\", \"lines\"}` line per
+  file with rows left out by `on_error = skip`; then one JSON object per logged step: `stage`, `step` (completed optimiser
   steps), `loss` and `grad_norm` (pre-clipping; means since the previous line), `lr` (this
   step's), `tokens`, objective metrics, `eval` (per evaluator: `accuracy`, `correct`, `total`)
   on evaluation steps, and `timing` (`tokens_per_s`, `elapsed_s`). Everything except `timing`
@@ -108,6 +112,35 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Rows of one file that `on_error = skip` left out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkippedRows {
+    /// The file as the recipe names it (`jsonl("rows.jsonl")`).
+    pub file: String,
+    /// How many rows were skipped.
+    pub count: usize,
+    /// The 1-based lines of the first few of them (at most `data::jsonl::MAX_REPORTED`).
+    pub lines: Vec<u64>,
+}
+
+impl SkippedRows {
+    /// The metrics.jsonl line that records them (`"event": "skipped_rows"`; no `step`).
+    pub fn metrics_line(&self) -> Value {
+        serde_json::json!({"event": "skipped_rows", "file": self.file, "count": self.count, "lines": self.lines})
+    }
+
+    /// `skipped 3 malformed rows in rows.jsonl (lines 3, 5, 9)`, with `…` when more were skipped
+    /// than lines are listed.
+    pub fn describe(&self) -> String {
+        let mut lines: Vec<String> = self.lines.iter().map(u64::to_string).collect();
+        if self.count > self.lines.len() {
+            lines.push("…".into());
+        }
+        let noun = if self.lines.len() == 1 && self.count == 1 { "line" } else { "lines" };
+        format!("skipped {} malformed rows in {} ({noun} {})", self.count, self.file, lines.join(", "))
+    }
+}
+
 /// Everything needed to re-run a recipe and check the result: `recipe.lock`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecipeLock {
@@ -130,6 +163,15 @@ pub struct RecipeLock {
     /// `recipe run --max-steps N`: every stage was capped at N steps.
     #[serde(default)]
     pub max_steps: Option<u64>,
+    /// Set when the run finished: its final model, the Hugging Face folder of the last stage's
+    /// last checkpoint, relative to the run folder (`checkpoints/00-sft-step000006/model`).
+    /// `recipe generate` and `recipe score` given the run folder use it; `--resume` refuses a
+    /// run that has it.
+    #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
+    pub final_model: Option<String>,
+    /// Rows `on_error = skip` left out, per file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedRows>,
 }
 
 impl RecipeLock {
@@ -145,6 +187,8 @@ impl RecipeLock {
             device,
             roots: Vec::new(),
             max_steps: None,
+            final_model: None,
+            skipped: Vec::new(),
         }
     }
 }

@@ -45,7 +45,8 @@ pub fn render(title: &str, metrics: &[Value], summary: &[(String, String)]) -> S
 fn collect(metrics: &[Value]) -> Series {
     let mut series = Series::new();
     for (index, line) in metrics.iter().enumerate() {
-        let Some(fields) = line.as_object() else { continue };
+        // Event lines (`"event": "skipped_rows"`) are not points of any curve.
+        let Some(fields) = line.as_object().filter(|f| !f.contains_key("event")) else { continue };
         let stage = fields.get("stage").and_then(Value::as_str).unwrap_or("run").to_string();
         let step = fields.get("step").and_then(Value::as_f64).unwrap_or(index as f64);
         for (key, value) in fields {

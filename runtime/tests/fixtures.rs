@@ -64,8 +64,9 @@ fn loads_the_transformers_checkpoint() {
     assert_eq!((cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads), (4, 4, 4));
     assert_eq!(cfg.rope_theta, 10_000.0);
     assert!(model.tokenizer().is_bytes(), "the fixture's byte-level tokenizer.json is detected");
-    // EOS 10, PAD 0, no BOS, no chat template: what the embedded byte tokenizer declares too.
-    assert_eq!(model.tokenizer().spec(), &TokenizerSpec::bytes());
+    // The folder keeps its own ids: EOS 10 (its config.json's), not the embedded tokenizer's 256.
+    let expected = TokenizerSpec { eos_id: 10, ..TokenizerSpec::bytes() };
+    assert_eq!(model.tokenizer().spec(), &expected);
     assert_eq!(model.num_params(), 3_295_488);
     let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
     let mut sorted = names.clone();
@@ -281,7 +282,9 @@ fn qwen2_with_biases_and_gqa_round_trips() {
     let back = CausalLm::load(dir.path(), &Device::Cpu).unwrap();
     let ids = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8]], &Device::Cpu).unwrap();
     let (a, b) = (model.forward(&ids).unwrap(), back.forward(&ids).unwrap());
-    assert_eq!(a.dims(), &[2, 4, 256]);
+    assert_eq!(a.dims(), &[2, 4, 257], "the 256 bytes and the embedded EOS");
+    assert!(back.tokenizer().is_bytes(), "the saved tokenizer.json with its EOS token reads as the byte tokenizer");
+    assert_eq!(back.tokenizer().spec(), model.tokenizer().spec());
     let diff: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert_eq!(diff, 0.0);
     let prompt = vec![1u32, 2, 3];

@@ -2,9 +2,9 @@
 //! `prompt`/`chosen`/`rejected`), checked against the schema a recipe declares.
 //!
 //! Invariants: a row's id is its 1-based line number, so a message about a row always points at
-//! the file's line; declared fields come first in declaration order; an extra field is kept when
-//! every kept row has it with one type (Int widens to Float), and is otherwise dropped and named in
-//! the report; blank lines are not rows; the sha256 covers the exact bytes that were parsed.
+//! the file's line; the schema is what is read: its fields, in declaration order, and no other
+//! (a field the row type does not declare is never a column, so nothing downstream can read it);
+//! blank lines are not rows; the sha256 covers the exact bytes that were parsed.
 
 use super::{BadRowPolicy, DataError, Dataset, FieldType, Schema};
 use crate::artifact::FileDigest;
@@ -22,8 +22,8 @@ pub struct LoadReport {
     pub skipped: usize,
     /// The first few skipped rows' errors (at most `MAX_REPORTED`), for the user to look at.
     pub examples: Vec<DataError>,
-    /// Extra fields dropped because some row lacked them or their type varied.
-    pub dropped_fields: Vec<String>,
+    /// The 1-based lines of those rows.
+    pub skipped_lines: Vec<u64>,
 }
 
 /// How many skipped-row errors a report keeps.
@@ -38,18 +38,16 @@ pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<
     let mut report = LoadReport::default();
     let mut ids = Vec::new();
     let mut declared: Vec<Vec<Value>> = vec![Vec::new(); schema.fields.len()];
-    let mut extra = ExtraFields::default();
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
         if line.trim().is_empty() {
             continue;
         }
         match parse_row(path, line_no, line, schema) {
-            Ok((values, object)) => {
+            Ok(values) => {
                 for (slot, v) in declared.iter_mut().zip(values) {
                     slot.push(v);
                 }
-                extra.add_row(object, schema);
                 ids.push(line_no as u64);
             }
             Err(err) => match policy {
@@ -58,6 +56,7 @@ pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<
                     report.skipped += 1;
                     if report.examples.len() < MAX_REPORTED {
                         report.examples.push(err);
+                        report.skipped_lines.push(line_no as u64);
                     }
                 }
             },
@@ -67,15 +66,12 @@ pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<
         return Err(DataError::Empty { path: path.to_path_buf(), skipped: report.skipped });
     }
 
-    let mut columns: Vec<(String, Column)> = schema
+    let columns: Vec<(String, Column)> = schema
         .fields
         .iter()
         .zip(declared)
         .map(|((name, ty), values)| (name.clone(), to_column(*ty, &values)))
         .collect();
-    let (kept, dropped) = extra.finish(ids.len());
-    columns.extend(kept);
-    report.dropped_fields = dropped;
     report.rows = ids.len();
 
     let mut data = Dataset::new(path.display().to_string(), ids, columns)?;
@@ -83,13 +79,8 @@ pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<
     Ok((data, report))
 }
 
-/// Parses one line: the declared fields' values (type-checked) and the whole object.
-fn parse_row(
-    path: &Path,
-    line: usize,
-    text: &str,
-    schema: &Schema,
-) -> Result<(Vec<Value>, serde_json::Map<String, Value>), DataError> {
+/// Parses one line into the declared fields' values (type-checked); other fields are ignored.
+fn parse_row(path: &Path, line: usize, text: &str, schema: &Schema) -> Result<Vec<Value>, DataError> {
     let bad = |message: String| DataError::BadJson { path: path.to_path_buf(), line, message };
     let object = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => o,
@@ -115,7 +106,7 @@ fn parse_row(
         }
         values.push(value.clone());
     }
-    Ok((values, object))
+    Ok(values)
 }
 
 fn fits(v: &Value, ty: FieldType) -> bool {
@@ -124,17 +115,6 @@ fn fits(v: &Value, ty: FieldType) -> bool {
         FieldType::Float => v.is_number(),
         FieldType::Bool => v.is_boolean(),
         FieldType::Str => v.is_string(),
-    }
-}
-
-/// The narrowest field type of a JSON value, if it has one.
-fn infer(v: &Value) -> Option<FieldType> {
-    match v {
-        Value::Bool(_) => Some(FieldType::Bool),
-        Value::String(_) => Some(FieldType::Str),
-        Value::Number(n) if n.is_i64() => Some(FieldType::Int),
-        Value::Number(_) => Some(FieldType::Float),
-        _ => None,
     }
 }
 
@@ -167,49 +147,5 @@ fn to_column(ty: FieldType, values: &[Value]) -> Column {
         FieldType::Float => Column::Float(values.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()),
         FieldType::Bool => Column::Bool(values.iter().map(|v| v.as_bool().unwrap_or_default()).collect()),
         FieldType::Str => Column::Str(values.iter().map(|v| Arc::from(v.as_str().unwrap_or_default())).collect()),
-    }
-}
-
-/// Fields beyond the schema, collected per kept row.
-#[derive(Default)]
-struct ExtraFields {
-    /// Field name, its type so far (`None` once inconsistent), values of the rows that had it.
-    fields: Vec<(String, Option<FieldType>, Vec<Value>)>,
-}
-
-impl ExtraFields {
-    fn add_row(&mut self, object: serde_json::Map<String, Value>, schema: &Schema) {
-        for (name, value) in object {
-            if schema.get(&name).is_some() {
-                continue;
-            }
-            let ty = infer(&value);
-            match self.fields.iter_mut().find(|(n, _, _)| *n == name) {
-                Some((_, known, values)) => {
-                    *known = match (*known, ty) {
-                        (Some(a), Some(b)) if a == b => Some(a),
-                        (Some(FieldType::Int | FieldType::Float), Some(FieldType::Int | FieldType::Float)) => {
-                            Some(FieldType::Float)
-                        }
-                        _ => None,
-                    };
-                    values.push(value);
-                }
-                None => self.fields.push((name, ty, vec![value])),
-            }
-        }
-    }
-
-    /// Columns for fields every row had with one type; the names of the others.
-    fn finish(self, rows: usize) -> (Vec<(String, Column)>, Vec<String>) {
-        let mut kept = Vec::new();
-        let mut dropped = Vec::new();
-        for (name, ty, values) in self.fields {
-            match ty {
-                Some(ty) if values.len() == rows => kept.push((name, to_column(ty, &values))),
-                _ => dropped.push(name),
-            }
-        }
-        (kept, dropped)
     }
 }

@@ -93,7 +93,7 @@ pub struct Dataset {
     pub origin: String,
     /// Stable row ids (see the module invariants).
     pub ids: Vec<u64>,
-    /// Columns in a fixed order: declared fields first, then extra fields as found.
+    /// Columns in a fixed order: the declared fields (for JSONL, exactly the row type's).
     pub columns: Vec<(String, Column)>,
     /// sha256 of every file the rows were read from (empty for synthetic data).
     pub sources: Vec<FileDigest>,
@@ -134,7 +134,7 @@ impl Dataset {
         self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
 
-    /// The schema of all columns (declared and extra).
+    /// The schema of all columns.
     pub fn schema(&self) -> Schema {
         Schema { fields: self.columns.iter().map(|(n, c)| (n.clone(), FieldType::of(c))).collect() }
     }

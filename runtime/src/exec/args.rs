@@ -72,6 +72,17 @@ impl<'v> Call<'v> {
         error.in_recipe(at.program, at.decl, self.path_of(arg).as_deref())
     }
 
+    /// The recipe text written for argument `arg`; `None` when it took its default or the call
+    /// has no place in a program.
+    pub fn written(&self, arg: &str) -> Option<String> {
+        let at = self.at?;
+        let path = at.path.map_or(arg.to_string(), |p| format!("{p}.{arg}"));
+        let decl = at.program.any_decl(at.decl)?;
+        let (_, origin) = decl.arg_origins.iter().find(|(n, _)| *n == path)?;
+        let text = &at.program.sources.get(origin.file as usize)?.text;
+        text.get(origin.span.start as usize..origin.span.end as usize).map(str::to_string)
+    }
+
     /// A user error about argument `arg`: a value the types allow but `self.name` cannot use.
     pub fn invalid(&self, arg: &str, message: impl std::fmt::Display) -> ExecError {
         self.locate(ExecError::Config(format!("`{}`: `{arg}` {message}", self.name)), Some(arg))
@@ -183,8 +194,10 @@ pub fn schedule(call: &Call<'_>, arg: &str, functions: &Arc<Functions>) -> Resul
             if !matches!(probe, Ok(Scalar::Float(_))) {
                 return Err(ExecError::Internal(format!("`{arg}` of `{}` is not a fn(Int, Int) -> Float", call.name)));
             }
+            // Named as written (`lr`, `warmup_cosine(3e-3)`), else by the argument.
+            let name = call.written(arg).unwrap_or_else(|| arg.to_string());
             let functions = Arc::clone(functions);
-            Ok(Schedule::new(move |step, total| {
+            Ok(Schedule::named(name, move |step, total| {
                 let args = [Scalar::Int(step as i64), Scalar::Int(total as i64)];
                 match functions.func(index).and_then(|f| f.call(&args).map_err(|e| ExecError::Internal(e.to_string())))
                 {

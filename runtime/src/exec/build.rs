@@ -4,7 +4,7 @@
 
 use super::args::{Call, Constant, Functions};
 use super::ExecError;
-use crate::artifact::FileDigest;
+use crate::artifact::{FileDigest, SkippedRows};
 use crate::data::{jsonl, synth, BadRowPolicy, Dataset, FieldType, Schema};
 use crate::model::{CausalLm, Device, LlamaConfig};
 use crate::rng::Rng;
@@ -33,7 +33,7 @@ pub struct Builder<'p> {
     datasets: HashMap<String, Dataset>,
     pub inputs: Vec<FileDigest>,
     /// Rows skipped by `on_error = skip`, per dataset, for the run summary.
-    pub skipped: Vec<(String, usize)>,
+    pub skipped: Vec<SkippedRows>,
 }
 
 impl<'p> Builder<'p> {
@@ -69,7 +69,8 @@ impl<'p> Builder<'p> {
                     n => n,
                 };
                 let cfg = LlamaConfig {
-                    vocab_size: 256,
+                    // The 256 bytes and the embedded tokenizer's EOS.
+                    vocab_size: crate::model::tokenizer::BYTES_EOS as usize + 1,
                     hidden_size: d_model,
                     intermediate_size: ffn,
                     num_hidden_layers: call.count("layers")? as usize,
@@ -153,7 +154,8 @@ impl<'p> Builder<'p> {
                 synth::chain(call.range("steps")?, count, seed)?
             }
             "jsonl" => {
-                let path = self.resolve(call.str("path")?)?;
+                let written = call.str("path")?;
+                let path = self.resolve(written)?;
                 let schema = match declared {
                     None => Schema::prompt_completion(),
                     Some(Decl { row: Some(row), .. }) => jsonl_schema(row)?,
@@ -166,7 +168,8 @@ impl<'p> Builder<'p> {
                     self.record(digest.clone());
                 }
                 if report.skipped > 0 {
-                    self.skipped.push((path.display().to_string(), report.skipped));
+                    let (file, count, lines) = (written.to_string(), report.skipped, report.skipped_lines);
+                    self.skipped.push(SkippedRows { file, count, lines });
                 }
                 data
             }
@@ -310,10 +313,10 @@ mod tests {
     #[test]
     fn a_declared_row_type_types_the_jsonl_rows() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"a\", \"n\": 2}\n").unwrap();
+        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"a\", \"completion\": \"b\", \"n\": 2}\n").unwrap();
         let recipe = "recipe \"t\" { seed = 1 }\n\
                       model m = tiny_lm()\n\
-                      data rows: Dataset[{prompt: String, n: Int}] = jsonl(\"rows.jsonl\")\n\
+                      data rows: Dataset[{prompt: String, completion: String, n: Int}] = jsonl(\"rows.jsonl\")\n\
                       data nested: Dataset[{prompt: String, meta: {n: Int}}] = jsonl(\"rows.jsonl\")\n\
                       data first: Dataset[{prompt: String, n: Int}] = take(jsonl(\"rows.jsonl\"), 1)\n\
                       stage s = sft(m, rows)\n\

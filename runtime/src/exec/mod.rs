@@ -220,6 +220,7 @@ pub fn run(
                 RecipeLock::new(program.source.clone(), plan, program.seed as u64, builder.inputs.clone(), device);
             lock.roots = options.roots.clone();
             lock.max_steps = options.max_steps;
+            lock.skipped = builder.skipped.clone();
             run.write_lock(&lock)?;
             (run, None)
         }
@@ -238,12 +239,27 @@ pub fn run(
             (RunDir::reopen(path, lines)?, latest)
         }
     };
-    for (file, skipped) in &builder.skipped {
-        progress.note(&format!("skipped {skipped} malformed rows in {file}"));
+    for skipped in &builder.skipped {
+        progress.note(&skipped.describe());
+        // Resuming from a checkpoint keeps the lines written before it; from none, they were cut.
+        if resume.is_none() {
+            dir.append_metrics(&skipped.metrics_line())?;
+        }
     }
     let stages = stages::execute(&plan_steps, &evals, &mut builder, &mut models, &mut dir, progress, resume)?;
+    record_final_model(&dir)?;
     write_report(program, dir.root())?;
     Ok(RunOutcome { dir: dir.root().to_path_buf(), stages })
+}
+
+/// Records the finished run's final model (its latest checkpoint's) as `final` in its lock.
+fn record_final_model(dir: &RunDir) -> Result<(), ExecError> {
+    let mut lock = artifact::read_lock(dir.root())?;
+    lock.final_model = Checkpoint::latest(&dir.checkpoints())?.map(|c| {
+        let model = c.model_dir();
+        model.strip_prefix(dir.root()).unwrap_or(&model).to_string_lossy().into_owned()
+    });
+    Ok(dir.write_lock(&lock)?)
 }
 
 /// (Re)writes `report.html` from the run folder's metrics.

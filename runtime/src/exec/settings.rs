@@ -13,6 +13,10 @@ use std::sync::Arc;
 /// small enough that a typo such as `batch = 1e12` is an error, not an allocation failure.
 const MAX_BATCH: u64 = 1 << 20;
 
+/// Schedules of stages up to this many steps are evaluated at every step before any compute;
+/// longer ones are checked step by step as they train.
+pub const CHECKED_SCHEDULE_STEPS: u64 = 1_000_000;
+
 /// What happens to AdamW's moments when a stage starts from another stage's model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerPolicy {
@@ -55,7 +59,10 @@ impl TrainSettings {
     /// Reads the settings of a stage call; `max_steps` caps `steps`.
     ///
     /// Errors: `ExecError::Config` at the offending argument for `batch = 0`, `accumulate = 0`,
-    /// negative counts, `adam_beta1`/`adam_beta2` outside [0, 1) and `adam_epsilon <= 0`.
+    /// negative counts, `adam_beta1`/`adam_beta2` outside [0, 1), `adam_epsilon <= 0`, and an
+    /// `lr` or `weight_decay` that is negative, NaN or infinite at some step of a stage of at most
+    /// [`CHECKED_SCHEDULE_STEPS`] steps (the message names the schedule and the first such 0-based
+    /// `step` it was given).
     pub fn decode(
         call: &Call<'_>,
         functions: &Arc<Functions>,
@@ -86,13 +93,30 @@ impl TrainSettings {
         if !(adam.eps > 0.0) {
             return Err(call.invalid("adam_epsilon", "must be positive"));
         }
-        let schedule = |arg: &str| args::schedule(call, arg, functions);
+        let steps = steps.min(max_steps.unwrap_or(u64::MAX));
+        let schedule = |arg: &str, what: &str| -> Result<Schedule, ExecError> {
+            let schedule = args::schedule(call, arg, functions)?;
+            let bad = (steps <= CHECKED_SCHEDULE_STEPS).then(|| schedule.first_out_of_domain(steps)).flatten();
+            match (bad, schedule.name()) {
+                (None, _) => Ok(schedule),
+                (Some((_, value)), None) => {
+                    Err(call.invalid(arg, format!("is {value}: {what} must be finite and not negative")))
+                }
+                (Some((step, value)), Some(name)) => Err(call.invalid(
+                    arg,
+                    format!(
+                        "(schedule `{name}`) is {value} at step = {step} of total = {steps}: \
+                         {what} must be finite and not negative at every step"
+                    ),
+                )),
+            }
+        };
         Ok(TrainSettings {
-            steps: steps.min(max_steps.unwrap_or(u64::MAX)),
+            steps,
             batch: batch as usize,
             accumulate,
-            lr: schedule("lr")?,
-            weight_decay: schedule("weight_decay")?,
+            lr: schedule("lr", "a learning rate")?,
+            weight_decay: schedule("weight_decay", "a weight decay")?,
             clip: Some(call.float("max_grad_norm")?).filter(|c| *c > 0.0),
             adam,
             optimizer: call.constant("optimizer")?,

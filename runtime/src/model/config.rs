@@ -57,10 +57,11 @@ pub struct LlamaConfig {
 }
 
 impl Default for LlamaConfig {
-    /// The configuration of the shared `tiny-llama` fixture and of the peer benchmarks.
+    /// The configuration of the shared `tiny-llama` fixture and of the peer benchmarks, with the
+    /// embedded byte tokenizer's vocabulary (257: the fixture's 256 bytes and EOS 256).
     fn default() -> Self {
         LlamaConfig {
-            vocab_size: 256,
+            vocab_size: crate::model::tokenizer::BYTES_EOS as usize + 1,
             hidden_size: 256,
             intermediate_size: 688,
             num_hidden_layers: 4,

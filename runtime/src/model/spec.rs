@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::config::LlamaConfig;
-use super::tokenizer::{Tokenizer, TokenizerSpec, Vocab};
+use super::tokenizer::{Tokenizer, TokenizerSpec, Vocab, BYTES_EOS};
 use super::weights::{MmapSafetensors, WeightSource};
 use super::ModelError;
 
@@ -24,8 +24,9 @@ impl ModelSpec {
     /// Reads a Hugging Face folder: config.json (required), generation_config.json and
     /// tokenizer_config.json (when present; see [`TokenizerSpec::from_hf`]), the chat template
     /// of `chat_template.jinja` when tokenizer_config.json has none, tokenizer.json (the byte
-    /// vocabulary when absent and the vocabulary has 256 entries), and the safetensors weights,
-    /// memory-mapped ([`MmapSafetensors::in_dir`]); no tensor is read yet.
+    /// vocabulary when absent and the vocabulary has 256 or 257 entries: the bytes, then EOS),
+    /// and the safetensors weights, memory-mapped ([`MmapSafetensors::in_dir`]); no tensor is
+    /// read yet.
     ///
     /// Errors: `Io` for a missing or unreadable file, `Config` for a malformed or unsupported
     /// config.json or special-token declaration (the message names the file), `Tokenizer` for
@@ -40,7 +41,7 @@ impl ModelSpec {
         let tok_path = dir.join("tokenizer.json");
         let vocab = if tok_path.is_file() {
             Vocab::from_file(&tok_path)?
-        } else if config.vocab_size == 256 {
+        } else if config.vocab_size == 256 || config.vocab_size == BYTES_EOS as usize + 1 {
             Vocab::bytes()
         } else {
             return Err(ModelError::Io {

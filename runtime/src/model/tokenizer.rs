@@ -12,6 +12,14 @@ use serde_json::{json, Value};
 
 use super::ModelError;
 
+/// The embedded byte tokenizer's EOS id: the one id after the 256 byte ids, so a `tiny_lm`'s
+/// vocabulary is 257. Hugging Face folders keep their own ids (a byte-level folder whose
+/// config.json says EOS 10 keeps EOS 10).
+pub const BYTES_EOS: u32 = 256;
+
+/// The token string of [`BYTES_EOS`] in a saved tokenizer.json (GPT-2's EOS spelling).
+pub const BYTES_EOS_TOKEN: &str = "<|endoftext|>";
+
 /// The special tokens and the chat template of a model, wherever they were declared (Hugging
 /// Face config.json / generation_config.json / tokenizer_config.json, or the embedded byte
 /// tokenizer). Every id is below the model's vocabulary size ([`TokenizerSpec::validate`]).
@@ -35,12 +43,13 @@ pub struct TokenizerSpec {
 }
 
 impl TokenizerSpec {
-    /// The embedded byte tokenizer's (`tiny_lm`): EOS 10 (`"\n"`), PAD 0, no BOS, no template.
+    /// The embedded byte tokenizer's (`tiny_lm`): EOS [`BYTES_EOS`] (a token of its own, outside
+    /// the 256 byte ids, so any text, newlines included, round-trips), PAD 0, no BOS, no template.
     pub fn bytes() -> TokenizerSpec {
         TokenizerSpec {
             bos_id: None,
             add_bos: false,
-            eos_id: 10,
+            eos_id: BYTES_EOS,
             extra_stop_ids: Vec::new(),
             pad_id: 0,
             chat_template: None,
@@ -185,7 +194,7 @@ enum Kind {
 }
 
 impl Vocab {
-    /// The byte vocabulary: 256 ids, id == byte.
+    /// The byte vocabulary: id == byte for the 256 bytes, and [`BYTES_EOS`].
     pub fn bytes() -> Vocab {
         Vocab(Kind::Bytes)
     }
@@ -207,6 +216,7 @@ impl Vocab {
     /// The id of one token string (for the byte vocabulary, a byte's GPT-2 character).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         match &self.0 {
+            Kind::Bytes if token == BYTES_EOS_TOKEN => Some(BYTES_EOS),
             Kind::Bytes => {
                 let mut chars = token.chars();
                 let (Some(c), None) = (chars.next(), chars.next()) else { return None };
@@ -219,6 +229,7 @@ impl Vocab {
     /// The token string of `id` (the inverse of [`Vocab::token_id`]).
     fn token(&self, id: u32) -> Option<String> {
         match &self.0 {
+            Kind::Bytes if id == BYTES_EOS => Some(BYTES_EOS_TOKEN.to_string()),
             Kind::Bytes => byte_to_char().get(id as usize).map(char::to_string),
             Kind::Hf(t, _) => t.id_to_token(id),
         }
@@ -264,7 +275,7 @@ impl Tokenizer {
         Tokenizer { vocab, spec }
     }
 
-    /// The embedded byte tokenizer (vocabulary 256, [`TokenizerSpec::bytes`]).
+    /// The embedded byte tokenizer (the 256 bytes and EOS [`BYTES_EOS`], [`TokenizerSpec::bytes`]).
     pub fn bytes() -> Tokenizer {
         Tokenizer::new(Vocab::bytes(), TokenizerSpec::bytes())
     }
@@ -290,7 +301,7 @@ impl Tokenizer {
         }
     }
 
-    /// Text of `ids` (invalid UTF-8 is replaced).
+    /// Text of `ids` (invalid UTF-8 is replaced; the byte tokenizer drops ids that are not bytes).
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.vocab.0 {
             Kind::Bytes => {
@@ -316,7 +327,8 @@ impl Tokenizer {
     }
 
     /// The tokenizer.json text to save: the original for loaded tokenizers, the byte-level
-    /// alphabet otherwise (the same file transformers' peer scripts build).
+    /// alphabet otherwise (the same file transformers' peer scripts build), with [`BYTES_EOS`] as
+    /// an added special token `<|endoftext|>` when the spec names it.
     pub fn to_json(&self) -> String {
         match &self.vocab.0 {
             Kind::Hf(_, text) => text.clone(),
@@ -325,7 +337,7 @@ impl Tokenizer {
                 let vocab: serde_json::Map<String, Value> =
                     (0..256).map(|b| (chars[b].to_string(), json!(b))).collect();
                 let special = |id: u32| {
-                    json!({"id": id, "content": chars[id as usize % 256].to_string(), "single_word": false,
+                    json!({"id": id, "content": self.vocab.token(id), "single_word": false,
                            "lstrip": false, "rstrip": false, "normalized": false, "special": true})
                 };
                 let mut added = vec![special(self.spec.pad_id)];
@@ -384,7 +396,8 @@ fn excerpt(text: &str) -> String {
 }
 
 /// True when `tokenizer.json` is a BPE with no merges whose vocabulary maps the byte-level
-/// character of every byte b to id b, with a ByteLevel pre-tokenizer and no normaliser.
+/// character of every byte b to id b, with a ByteLevel pre-tokenizer and no normaliser, and whose
+/// only added token beyond the bytes is the embedded EOS ([`BYTES_EOS_TOKEN`] at [`BYTES_EOS`]).
 fn is_byte_level(v: &Value) -> bool {
     let model = &v["model"];
     if model["type"] != "BPE" || !v["normalizer"].is_null() {
@@ -403,11 +416,16 @@ fn is_byte_level(v: &Value) -> bool {
         return false;
     }
     let chars = byte_to_char();
-    // Added tokens must not change the ids either (they are the same characters here).
+    // Added tokens must not change the ids either: they are the same characters here, or the
+    // embedded EOS after them.
     let added_ok = v["added_tokens"].as_array().is_none_or(|a| {
         a.iter().all(|t| {
-            let id = t["id"].as_u64().unwrap_or(u64::MAX);
-            id < 256 && t["content"].as_str() == Some(chars[id as usize].to_string().as_str())
+            let content = t["content"].as_str();
+            match t["id"].as_u64() {
+                Some(id) if id < 256 => content == Some(chars[id as usize].to_string().as_str()),
+                Some(id) => id == u64::from(BYTES_EOS) && content == Some(BYTES_EOS_TOKEN),
+                None => false,
+            }
         })
     });
     added_ok && (0..256).all(|b| vocab.get(&chars[b].to_string()).and_then(Value::as_u64) == Some(b as u64))
@@ -429,6 +447,24 @@ mod tests {
         assert_eq!(hf.encode("a+b= é", false).unwrap().get_ids(), tok.encode("a+b= é").unwrap());
         assert_eq!(Vocab::bytes().token_id("Ċ"), Some(10));
         assert_eq!(Vocab::bytes().token_id("ab"), None);
+    }
+
+    /// A newline is text, not the end: EOS is its own id after the bytes, in memory and in the
+    /// saved tokenizer.json that `tokenizers` (and so transformers) reads.
+    #[test]
+    fn byte_tokenizer_eos_is_not_a_byte() {
+        let tok = Tokenizer::bytes();
+        assert_eq!(tok.eos_id(), BYTES_EOS);
+        let ids = tok.encode("a3\nb3").unwrap();
+        assert!(ids.iter().all(|&id| !tok.is_stop(id)), "no byte of {ids:?} stops generation");
+        let mut with_eos = ids.clone();
+        with_eos.push(tok.eos_id());
+        assert_eq!(tok.decode(&with_eos), "a3\nb3");
+        let hf = tokenizers::Tokenizer::from_bytes(tok.to_json().as_bytes()).unwrap();
+        assert_eq!(hf.token_to_id(BYTES_EOS_TOKEN), Some(BYTES_EOS));
+        assert_eq!(hf.get_vocab_size(true), 257);
+        assert_eq!(tok.config_json()["eos_token"], BYTES_EOS_TOKEN);
+        assert_eq!(Vocab::bytes().token_id(BYTES_EOS_TOKEN), Some(BYTES_EOS));
     }
 
     /// Llama-3-Instruct's layout: a list-valued `eos_token_id`, a BOS named in tokenizer_config.json.

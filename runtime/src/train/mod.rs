@@ -45,23 +45,48 @@ pub use experience::{Experience, ExperienceSource, Offline};
 pub use sft::SftObjective;
 
 /// A numeric argument as a function of `(step, total_steps)`: constants, recipe functions
-/// compiled by the JIT, or closures in tests.
+/// compiled by the JIT, or closures in tests. A named schedule is a recipe function, whose name
+/// errors quote.
 #[derive(Clone)]
-pub struct Schedule(Arc<dyn Fn(u64, u64) -> f64 + Send + Sync>);
+pub struct Schedule {
+    f: Arc<dyn Fn(u64, u64) -> f64 + Send + Sync>,
+    name: Option<String>,
+}
 
 impl Schedule {
     pub fn new(f: impl Fn(u64, u64) -> f64 + Send + Sync + 'static) -> Schedule {
-        Schedule(Arc::new(f))
+        Schedule { f: Arc::new(f), name: None }
+    }
+
+    /// A schedule that is the recipe function `name`.
+    pub fn named(name: impl Into<String>, f: impl Fn(u64, u64) -> f64 + Send + Sync + 'static) -> Schedule {
+        Schedule { f: Arc::new(f), name: Some(name.into()) }
     }
 
     pub fn constant(value: f64) -> Schedule {
         Schedule::new(move |_, _| value)
     }
 
+    /// The recipe function's name; `None` for constants.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// The value at 0-based `step` of `total`.
     pub fn at(&self, step: u64, total: u64) -> f64 {
-        (self.0)(step, total)
+        (self.f)(step, total)
     }
+
+    /// The first 0-based step of `0..total` whose value is outside the domain of a learning rate
+    /// or weight decay ([`in_domain`]), with that value; `None` when every step's is in it.
+    pub fn first_out_of_domain(&self, total: u64) -> Option<(u64, f64)> {
+        (0..total).map(|s| (s, self.at(s, total))).find(|&(_, v)| !in_domain(v))
+    }
+}
+
+/// Whether `value` can be a learning rate or weight decay: finite and not negative.
+pub fn in_domain(value: f64) -> bool {
+    value.is_finite() && value >= 0.0
 }
 
 impl fmt::Debug for Schedule {
@@ -225,9 +250,14 @@ pub struct StageSummary {
 /// Why a stage stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// A loss, gradient norm or scheduled value was NaN or infinite.
+    /// A loss or gradient norm was NaN or infinite.
     #[error("stage `{stage}`, step {step}: {quantity} is {value}{}", ids(example_ids))]
     NonFinite { stage: String, step: u64, quantity: &'static str, value: f64, example_ids: Vec<u64> },
+    /// A learning rate or weight decay outside [0, ∞) (negative, NaN or infinite) at 1-based
+    /// `step`; `schedule` says where it came from (``schedule `lr` `` or a constant's argument),
+    /// and the schedule itself saw `step - 1`.
+    #[error("stage `{stage}`, step {step} ({schedule} at step = {}): {quantity} is {value}", step - 1)]
+    Schedule { stage: String, step: u64, schedule: String, quantity: &'static str, value: f64 },
     /// A stage's configuration cannot run (e.g. batch 0, a dataset without the needed field).
     #[error("stage `{stage}`: {message}")]
     Config { stage: String, message: String },
@@ -266,6 +296,7 @@ impl TrainError {
         match self {
             TrainError::NonFinite { .. } => "recipe::train::non_finite",
             TrainError::Config { .. } => "recipe::train::config",
+            TrainError::Schedule { .. } => "recipe::train::schedule",
             TrainError::Restore { .. } => "recipe::train::restore",
             TrainError::Data(e) => e.code(),
             TrainError::Artifact(e) => e.code(),
@@ -285,7 +316,10 @@ impl TrainError {
             TrainError::Data(e) => e.to_diagnostic(),
             TrainError::NonFinite { .. } => Diagnostic::error(self.code(), self.to_string())
                 .with_help("lower the learning rate, enable gradient clipping, or inspect the named examples")
-                .with_note("metrics logged so far and earlier checkpoints are intact; resume with --resume"),
+                .with_note(
+                    "metrics logged so far and earlier checkpoints are intact; fix the recipe and start a new run \
+                     (`--resume` replays the locked recipe: it only continues an interrupted run)",
+                ),
             _ => Diagnostic::error(self.code(), self.to_string()),
         }
     }
@@ -301,8 +335,9 @@ pub struct RunContext<'a> {
 /// `optim`, evaluating with `evals`, from `resume` if given.
 ///
 /// Errors: `TrainError::Config` for a zero `batch`, `accumulate` or `log_every`;
-/// `TrainError::NonFinite` naming the step and example ids when a loss, gradient norm or
-/// scheduled value is NaN or infinite; I/O and checkpoint errors as they come.
+/// `TrainError::NonFinite` naming the step and example ids when a loss or gradient norm is NaN
+/// or infinite; `TrainError::Schedule` when a learning rate or weight decay is negative, NaN or
+/// infinite; I/O and checkpoint errors as they come.
 pub fn run_stage(
     models: &Models<'_>,
     optim: &mut AdamW,
@@ -414,14 +449,21 @@ fn train_step(
         value,
         example_ids,
     };
-    let lr = cfg.lr.at(s, cfg.steps);
-    let weight_decay = cfg.weight_decay.at(s, cfg.steps);
-    if !lr.is_finite() {
-        return Err(non_finite("the learning rate", lr, Vec::new()));
-    }
-    if !weight_decay.is_finite() {
-        return Err(non_finite("the weight decay", weight_decay, Vec::new()));
-    }
+    let scheduled = |schedule: &Schedule, arg: &str, quantity| {
+        let value = schedule.at(s, cfg.steps);
+        match in_domain(value) {
+            true => Ok(value),
+            false => Err(TrainError::Schedule {
+                stage: cfg.stage.clone(),
+                step: s + 1,
+                schedule: schedule.name().map_or(format!("`{arg}`"), |n| format!("schedule `{n}`")),
+                quantity,
+                value,
+            }),
+        }
+    };
+    let lr = scheduled(&cfg.lr, "lr", "the learning rate")?;
+    let weight_decay = scheduled(&cfg.weight_decay, "weight_decay", "the weight decay")?;
 
     let mut acc = GradAccumulator::default();
     let mut step_ids = Vec::new();

@@ -179,10 +179,19 @@ fn prepare_evals(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Eva
         if max_tokens == 0 {
             return Err(call.invalid("max_tokens", "must be at least 1"));
         }
+        if data.column("completion").is_none() && data.column("answer").is_none() {
+            let message = format!("`accuracy` needs a `completion` or `answer` field; the rows have {}", fields(&data));
+            return Err(call.locate(ExecError::Config(message), Some("dataset")));
+        }
         let evaluator = ExactMatch::new(&decl.name, &data, 64)?.max_tokens(max_tokens);
         evals.push(Eval { evaluator, data, every: call.count("every")? });
     }
     Ok(evals)
+}
+
+/// `` `prompt`, `level` `` for a message.
+fn fields(data: &Dataset) -> String {
+    data.columns.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Runs the prepared stages in order. With `resume`, stages finished before it are restored

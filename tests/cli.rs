@@ -396,6 +396,31 @@ fn undeclared_fields_are_not_read() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `log_every = N` writes a metrics line every N steps (and at evaluations and the last step);
+/// 0 is refused at the argument; an eval's `every = 0` evaluates only at the end of each stage.
+#[test]
+fn log_every_thins_the_metrics_and_zero_is_refused() {
+    let dir = scratch("log-every");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("log.recipe"),
+        "recipe \"log\" { seed = 1 }\nlet n = 2\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 16)\n\
+         data d = synth.addition(digits = 1..=1, count = 32)\n\
+         stage s = sft(m, d, steps = 7, batch = 2, log_every = n)\neval acc = accuracy(d, every = 0, max_tokens = 2)\n\
+         run s\n",
+    )
+    .expect("write");
+    let out = recipe_in(&dir, &["run", "log.recipe", "--quiet", "--out", "run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let steps: Vec<u64> = trace(&dir.join("run")).iter().map(|l| l["step"].as_u64().expect("step")).collect();
+    assert_eq!(steps, [2, 4, 6, 7], "every 2 steps and the last");
+    assert!(trace(&dir.join("run"))[3].get("eval").is_some(), "`every = 0` evaluates at the end only");
+    let out = recipe_in(&dir, &["run", "log.recipe", "--quiet", "--set", "n=0", "--out", "run0"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("`log_every` must be at least 1") && stderr(&out).contains("log.recipe:5:"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Rows `on_error = skip` leaves out are reported with their lines: as a note, as the first
 /// metrics line (which `verify` and `report` still read), and in the lock.
 #[test]

@@ -53,13 +53,17 @@ pub struct TrainSettings {
     pub clip: Option<f64>,
     pub adam: AdamWConfig,
     pub optimizer: OptimizerPolicy,
+    /// Write a metrics line every this many steps (TRL's `logging_steps`); evaluation steps and
+    /// the last step always write one.
+    pub log_every: u64,
 }
 
 impl TrainSettings {
     /// Reads the settings of a stage call; `max_steps` caps `steps`.
     ///
     /// Errors: `ExecError::Config` at the offending argument for `batch = 0`, `accumulate = 0`,
-    /// negative counts, `adam_beta1`/`adam_beta2` outside [0, 1), `adam_epsilon <= 0`, and an
+    /// negative counts, `adam_beta1`/`adam_beta2` outside [0, 1), `adam_epsilon <= 0`,
+    /// `log_every = 0`, and an
     /// `lr` or `weight_decay` that is negative, NaN or infinite at some step of a stage of at most
     /// [`CHECKED_SCHEDULE_STEPS`] steps (the message names the schedule and the first such 0-based
     /// `step` it was given).
@@ -94,6 +98,10 @@ impl TrainSettings {
             return Err(call.invalid("adam_epsilon", "must be positive"));
         }
         let steps = steps.min(max_steps.unwrap_or(u64::MAX));
+        let log_every = call.count("log_every")?;
+        if log_every == 0 {
+            return Err(call.invalid("log_every", "must be at least 1 (every step)"));
+        }
         let schedule = |arg: &str, what: &str| -> Result<Schedule, ExecError> {
             let schedule = args::schedule(call, arg, functions)?;
             let bad = (steps <= CHECKED_SCHEDULE_STEPS).then(|| schedule.first_out_of_domain(steps)).flatten();
@@ -120,6 +128,7 @@ impl TrainSettings {
             clip: Some(call.float("max_grad_norm")?).filter(|c| *c > 0.0),
             adam,
             optimizer: call.constant("optimizer")?,
+            log_every,
         })
     }
 
@@ -131,6 +140,7 @@ impl TrainSettings {
             weight_decay: self.weight_decay.clone(),
             adam: self.adam,
             clip: self.clip,
+            log_every: self.log_every,
             ..LoopConfig::new(stage, self.steps, self.batch, self.lr.clone())
         }
     }

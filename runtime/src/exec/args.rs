@@ -75,8 +75,8 @@ impl<'v> Call<'v> {
     /// The recipe text written for argument `arg`; `None` when it took its default or the call
     /// has no place in a program.
     pub fn written(&self, arg: &str) -> Option<String> {
-        let at = self.at?;
-        let path = at.path.map_or(arg.to_string(), |p| format!("{p}.{arg}"));
+        let at = self.at.as_ref()?;
+        let path = self.path_of(Some(arg))?;
         let decl = at.program.any_decl(at.decl)?;
         let (_, origin) = decl.arg_origins.iter().find(|(n, _)| *n == path)?;
         let text = &at.program.sources.get(origin.file as usize)?.text;

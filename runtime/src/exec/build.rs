@@ -313,7 +313,8 @@ mod tests {
     #[test]
     fn a_declared_row_type_types_the_jsonl_rows() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"a\", \"completion\": \"b\", \"n\": 2}\n").unwrap();
+        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"a\", \"completion\": \"b\", \"n\": 2}\n")
+            .unwrap();
         let recipe = "recipe \"t\" { seed = 1 }\n\
                       model m = tiny_lm()\n\
                       data rows: Dataset[{prompt: String, completion: String, n: Int}] = jsonl(\"rows.jsonl\")\n\

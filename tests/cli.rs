@@ -513,3 +513,27 @@ fn the_readme_recipe_is_the_quickstart_and_checks() {
     let without_comments: String = quickstart.lines().filter(|l| !l.starts_with("// ")).collect::<Vec<_>>().join("\n");
     assert_eq!(block.trim(), without_comments.trim(), "README shows recipes/quickstart.recipe");
 }
+
+/// `eval_on_start` (TRL's name) evaluates before the first step, logged at `step = 0`; the run
+/// still verifies.
+#[test]
+fn eval_on_start_logs_an_evaluation_at_step_zero() {
+    let dir = scratch("eval-on-start");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let text = std::fs::read_to_string(root().join("tests/e2e/tiny_sft.recipe")).expect("tiny_sft");
+    let text = text.replace("{ seed = 3 }", "{ seed = 3, eval_on_start = true }");
+    assert!(text.contains("eval_on_start"), "the header changed");
+    let file = dir.join("start.recipe");
+    std::fs::write(&file, text).expect("write");
+    let run = dir.join("run");
+    let out = recipe(&["run", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lines = trace(&run);
+    assert_eq!(lines[0]["step"], 0, "{:?}", lines[0]);
+    assert!(lines[0]["eval"]["held_acc"]["accuracy"].is_number(), "{:?}", lines[0]);
+    assert!(lines[0].get("loss").is_none(), "no step ran yet");
+    assert_eq!(lines[1]["step"], 1);
+    let out = recipe(&["verify", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}

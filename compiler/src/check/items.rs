@@ -10,8 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Header fields a recipe may set, with their types.
-pub const HEADER_FIELDS: &[(&str, Ty)] =
-    &[("seed", Ty::Int), ("description", Ty::String), ("threads", Ty::Int), ("checkpoint_every", Ty::Int)];
+pub const HEADER_FIELDS: &[(&str, Ty)] = &[
+    ("seed", Ty::Int),
+    ("description", Ty::String),
+    ("threads", Ty::Int),
+    ("checkpoint_every", Ty::Int),
+    ("eval_on_start", Ty::Bool),
+];
 
 /// A `--set key=value` override, parsed.
 pub struct Override {

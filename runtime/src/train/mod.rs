@@ -190,6 +190,8 @@ pub struct LoopConfig {
     pub log_every: u64,
     /// Evaluate every this many steps (and always at the end of the stage when evaluators exist).
     pub eval_every: Option<u64>,
+    /// Evaluate before the first step too (TRL's `eval_on_start`), logged as `step = 0`.
+    pub eval_on_start: bool,
     /// Checkpoint every this many steps; `checkpoint_at_end` adds one when the stage finishes.
     pub checkpoint_every: Option<u64>,
     pub checkpoint_at_end: bool,
@@ -211,6 +213,7 @@ impl LoopConfig {
             clip: Some(1.0),
             log_every: 1,
             eval_every: None,
+            eval_on_start: false,
             checkpoint_every: None,
             checkpoint_at_end: true,
         }
@@ -364,6 +367,11 @@ pub fn run_stage(
     let stage_clock = Instant::now();
     let mut window = LogWindow::default();
     let mut summary = StageSummary { steps: start, final_loss: f64::NAN, eval: Vec::new(), last_checkpoint: None };
+    if cfg.eval_on_start && start == 0 && !evals.is_empty() {
+        let eval = evaluate_all(evals, model, ctx, &cfg.stage, 0, &mut summary)?;
+        let line = json!({ "stage": cfg.stage, "step": 0, "eval": eval });
+        ctx.run.append_metrics(&line)?;
+    }
 
     for s in start..cfg.steps {
         let done = s + 1;
@@ -376,17 +384,8 @@ pub fn run_stage(
 
         let last = done == cfg.steps;
         let eval_now = !evals.is_empty() && (last || cfg.eval_every.is_some_and(|n| done % n == 0));
-        let mut eval_fields = Map::new();
-        if eval_now {
-            summary.eval.clear();
-            for ev in evals.iter_mut() {
-                let metrics = ev.evaluate(model)?;
-                ctx.progress.evaluated(&cfg.stage, done, ev.name(), &metrics);
-                let fields: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-                eval_fields.insert(ev.name().to_string(), Value::Object(fields));
-                summary.eval.push((ev.name().to_string(), metrics));
-            }
-        }
+        let eval_fields =
+            if eval_now { evaluate_all(evals, model, ctx, &cfg.stage, done, &mut summary)? } else { Map::new() };
         if last || eval_now || done % cfg.log_every == 0 {
             let mut line = window.line(&cfg.stage, done);
             for (k, v) in parts.curriculum.metrics() {
@@ -423,6 +422,28 @@ pub fn run_stage(
     }
     ctx.progress.stage_finished(&cfg.stage, summary.steps);
     Ok(summary)
+}
+
+/// Runs every evaluator on `model` after `step` completed steps: their metrics by evaluator name
+/// (for a metrics line), also kept as the summary's latest evaluation.
+fn evaluate_all(
+    evals: &mut [Box<dyn Evaluator>],
+    model: &CausalLm,
+    ctx: &mut RunContext<'_>,
+    stage: &str,
+    step: u64,
+    summary: &mut StageSummary,
+) -> Result<Map<String, Value>, TrainError> {
+    summary.eval.clear();
+    let mut fields = Map::new();
+    for ev in evals.iter_mut() {
+        let metrics = ev.evaluate(model)?;
+        ctx.progress.evaluated(stage, step, ev.name(), &metrics);
+        let values: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        fields.insert(ev.name().to_string(), Value::Object(values));
+        summary.eval.push((ev.name().to_string(), metrics));
+    }
+    Ok(fields)
 }
 
 /// One optimiser step's outcome.

@@ -85,6 +85,8 @@ pub(super) struct Prepared {
     bound: Bound,
     /// Evaluate every this many steps (the smallest `every` of the evals).
     eval_every: Option<u64>,
+    /// The header's `eval_on_start`: evaluate before the first step too.
+    eval_on_start: bool,
     checkpoint_every: Option<u64>,
 }
 
@@ -98,6 +100,7 @@ pub(super) fn prepare<'p>(
 ) -> Result<(Vec<Prepared>, Vec<Eval>), ExecError> {
     let evals = prepare_evals(program, builder)?;
     let eval_every = evals.iter().map(|e| e.every).filter(|&e| e > 0).min();
+    let eval_on_start = matches!(program.header_field("eval_on_start"), Some(Value::Bool(true)));
     let mut prepared: Vec<Prepared> = Vec::new();
     for (index, step) in program.stage_order().into_iter().enumerate() {
         let decl = match step {
@@ -136,7 +139,7 @@ pub(super) fn prepare<'p>(
         }
         models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
         let checkpoint_every = checkpoint_every(program, bound.settings.steps);
-        prepared.push(Prepared { index, name: decl.name.clone(), bound, eval_every, checkpoint_every });
+        prepared.push(Prepared { index, name: decl.name.clone(), bound, eval_every, eval_on_start, checkpoint_every });
     }
     Ok((prepared, evals))
 }
@@ -213,6 +216,7 @@ pub(super) fn execute(
         let mut cfg = bound.settings.loop_config(&stage.name, stage.index);
         cfg.eval_every = stage.eval_every;
         cfg.checkpoint_every = stage.checkpoint_every;
+        cfg.eval_on_start = stage.eval_on_start;
         // A stage that finished before the resume point: restore its output and move on.
         if resume_at.is_some_and(|at| stage.index < at)
             || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.complete())

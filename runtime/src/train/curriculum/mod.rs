@@ -21,13 +21,6 @@ pub struct Feedback {
     pub columns: Vec<(String, Vec<f64>)>,
 }
 
-impl Feedback {
-    /// The column `name`, if the objective measured it.
-    pub fn column(&self, name: &str) -> Option<&[f64]> {
-        self.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
-    }
-}
-
 /// Chooses the rows of every micro-batch and observes what training measured on them.
 pub trait Curriculum {
     /// The next micro-batch's `size` row indices (into the stage's dataset) for 0-based `step`

@@ -9,8 +9,8 @@ use recipe_compiler::compile;
 use recipe_compiler::diag::Source;
 use recipe_compiler::interp::{Interp, Value as IV};
 use recipe_compiler::ir::FuncId;
-use recipe_compiler::program::{Program, Value};
-use recipe_compiler::tensor::{EvalInputs, TensorFn};
+use recipe_compiler::program::{LossTerm, Program, Value};
+use recipe_compiler::tensor::EvalInputs;
 use std::collections::HashMap;
 
 const HEAD: &str = "recipe \"t\" { seed = 3 }\nmodel m = tiny_lm()\ndata d = synth.addition(digits = 1..=2, count = 10)\ndata prefs = best_worst_pairs(synth.rated_responses())\n";
@@ -36,9 +36,9 @@ fn errors(body: &str, overrides: &[(&str, &str)]) -> Vec<&'static str> {
     }
 }
 
-fn loss(p: &Program, name: &str) -> TensorFn {
+fn loss(p: &Program, name: &str) -> Vec<LossTerm> {
     match &p.decl(name).expect("declared").value {
-        Value::Tensor(t) => t.clone(),
+        Value::Loss(terms) => terms.clone(),
         other => panic!("{name} is not a loss: {other:?}"),
     }
 }
@@ -59,9 +59,9 @@ fn batch() -> HashMap<String, Vec<f64>> {
 }
 
 /// A loss's value on the two-pair `batch()`.
-fn eval(t: &TensorFn, b: &HashMap<String, Vec<f64>>) -> f64 {
+fn eval(terms: &[LossTerm], b: &HashMap<String, Vec<f64>>) -> f64 {
     let inputs = EvalInputs { batch: 2, seq: b.clone(), ..Default::default() };
-    t.eval(&inputs, &|_, _| None).expect("evaluates")[0]
+    terms.iter().map(|t| t.weight * t.f.eval(&inputs, &|_, _| None).expect("evaluates")[0]).sum()
 }
 
 fn log_sigmoid(x: f64) -> f64 {
@@ -113,7 +113,7 @@ fn ipo_simpo_and_wpo_match_their_formulas() {
 fn a_scheduled_beta_becomes_a_per_batch_scalar_function() {
     let p =
         program("let l: Loss = dpo(beta = interpolate(0.1, 0.5))\nstage s = preference(m, prefs, loss = l)\nrun s\n");
-    let t = loss(&p, "l");
+    let t = &loss(&p, "l")[0].f;
     let scalar = t.nodes.iter().find_map(|n| match n {
         recipe_compiler::tensor::Node::Scalar { func, args } => Some((*func, args.clone())),
         _ => None,

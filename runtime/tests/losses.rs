@@ -38,7 +38,7 @@ fn compiled_loss(loss: &str) -> TensorFn {
         .unwrap_or_else(|errors| panic!("{loss}: {:?}", errors.iter().map(|d| &d.message).collect::<Vec<_>>()));
     let Some(Value::Call { args, .. }) = program.decl("s").map(|d| &d.value) else { panic!("stage s is a call") };
     match args.iter().find(|(n, _)| n == "loss") {
-        Some((_, Value::Tensor(t))) => t.clone(),
+        Some((_, Value::Loss(terms))) if terms.len() == 1 => terms[0].f.clone(),
         other => panic!("{loss}: the loss argument is {other:?}"),
     }
 }

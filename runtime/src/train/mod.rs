@@ -25,6 +25,7 @@ pub mod curriculum;
 pub mod eval;
 pub mod experience;
 pub mod loss;
+pub mod preference;
 pub mod sft;
 
 use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};
@@ -42,6 +43,7 @@ use std::time::Instant;
 pub use curriculum::{Curriculum, Feedback, Uniform};
 pub use eval::{Evaluator, ExactMatch};
 pub use experience::{Experience, ExperienceSource, Offline};
+pub use preference::PreferenceObjective;
 pub use sft::SftObjective;
 
 /// A numeric argument as a function of `(step, total_steps)`: constants, recipe functions

@@ -172,6 +172,40 @@ pub struct RecipeLock {
     /// Rows `on_error = skip` left out, per file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedRows>,
+    /// The frozen reference of each stage that has one, as it was when the stage started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<ReferenceDigest>,
+}
+
+/// A stage's reference model: what it names and the sha256 of its weights
+/// ([`weights_sha256`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceDigest {
+    pub stage: String,
+    /// The model the stage's `reference` names (`policy`, `sft.model`).
+    pub model: String,
+    pub sha256: String,
+}
+
+/// sha256 over named f32 tensors in the order given: for each, its name, a NUL, its dims as
+/// little-endian u64s and its values as little-endian f32 bytes. Equal for equal weights on
+/// any device.
+pub fn weights_sha256<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a candle_core::Tensor)>,
+) -> candle_core::Result<String> {
+    let mut hasher = Sha256::new();
+    for (name, t) in tensors {
+        hasher.update(name.as_bytes());
+        hasher.update([0u8]);
+        for d in t.dims() {
+            hasher.update((*d as u64).to_le_bytes());
+        }
+        let values: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        for v in values {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 impl RecipeLock {
@@ -189,6 +223,7 @@ impl RecipeLock {
             max_steps: None,
             final_model: None,
             skipped: Vec::new(),
+            references: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod build;
 mod curricula;
+pub mod loss;
 mod models;
 pub mod registry;
 mod settings;

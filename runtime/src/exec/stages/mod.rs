@@ -8,6 +8,7 @@
 //! reads and how to build its curriculum, experience source and objective. Adding a kind adds
 //! a row and a file; nothing here changes.
 
+mod preference;
 mod sft;
 
 use super::args::Call;
@@ -15,7 +16,7 @@ use super::build::Builder;
 use super::models::{Limits, ModelRef, ModelStore, StageOutput};
 use super::settings::{OptimizerPolicy, TrainSettings};
 use super::ExecError;
-use crate::artifact::RunDir;
+use crate::artifact::{self, ReferenceDigest, RunDir};
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::model::{self, Tokenizer};
@@ -34,7 +35,8 @@ pub(super) struct StageKind {
 }
 
 /// Every stage kind the runtime executes.
-pub(super) const STAGE_KINDS: &[StageKind] = &[StageKind { name: "sft", bind: sft::bind }];
+pub(super) const STAGE_KINDS: &[StageKind] =
+    &[StageKind { name: "sft", bind: sft::bind }, StageKind { name: "preference", bind: preference::bind }];
 
 /// What a binding reads: the stage's call and everything needed to decode and check it.
 pub(super) struct Binding<'b, 'p> {
@@ -255,6 +257,9 @@ pub(super) fn execute(
         };
         // The reference is rebuilt from what it names, also on resume.
         let reference = bound.reference.as_ref().map(|r| models.frozen(builder, r)).transpose()?;
+        if let (Some(r), Some(model)) = (&bound.reference, &reference) {
+            record_reference(run, &stage.name, r, model)?;
+        }
         models.release_unread();
         let mut parts = (bound.parts)()?;
         let mut evaluators: Vec<Box<dyn Evaluator>> =
@@ -266,6 +271,29 @@ pub(super) fn execute(
         models.finish(&stage.name, StageOutput { model, optim });
     }
     Ok(summaries)
+}
+
+/// Records the sha256 of stage `stage`'s reference weights in the lock. A resumed run must
+/// rebuild the same reference: a different one is refused.
+fn record_reference(run: &RunDir, stage: &str, named: &ModelRef, model: &model::CausalLm) -> Result<(), ExecError> {
+    let sha256 = artifact::weights_sha256(model.params().iter().map(|(n, v)| (n.as_str(), v.as_tensor())))?;
+    let named = match named {
+        ModelRef::Declared(name) => name.clone(),
+        ModelRef::Stage(stage) => format!("{stage}.model"),
+    };
+    let mut lock = artifact::read_lock(run.root())?;
+    match lock.references.iter().find(|d| d.stage == stage) {
+        Some(d) if d.sha256 == sha256 => return Ok(()),
+        Some(d) => {
+            return Err(ExecError::Input(format!(
+                "cannot resume: the reference of stage `{stage}` ({named}) differs from the one the run started \
+                 with (weights sha256 {} in recipe.lock, {sha256} now)",
+                d.sha256
+            )))
+        }
+        None => lock.references.push(ReferenceDigest { stage: stage.to_string(), model: named, sha256 }),
+    }
+    Ok(run.write_lock(&lock)?)
 }
 
 /// The last checkpoint a finished stage wrote.

@@ -167,7 +167,17 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
             runs::generate(runs::GenerateArgs { model, prompt, max_tokens, temperature, top_p, seed, ids, device })
         }
         Command::Loss { policy, reference, data, loss, recipe, step, total, json, device } => {
-            crate::loss::loss(crate::loss::LossArgs { policy, reference, data, loss, recipe, step, total, json, device })
+            crate::loss::loss(crate::loss::LossArgs {
+                policy,
+                reference,
+                data,
+                loss,
+                recipe,
+                step,
+                total,
+                json,
+                device,
+            })
         }
     }
 }

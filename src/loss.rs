@@ -63,12 +63,11 @@ fn evaluate(args: LossArgs) -> Result<u8, Failure> {
         other => Failure::Input(other.to_string()),
     })?;
     let scalars = Functions::numeric(&compiled.functions);
-    let report =
-        loss_on_all_rows(&policy, &reference, Arc::new(pairs), compiled.terms, scalars, args.step, args.total)
-            .map_err(|e| match e {
-                e @ TrainError::Config { .. } => Failure::Input(e.to_string()),
-                e => Failure::Internal(e.to_string()),
-            })?;
+    let report = loss_on_all_rows(&policy, &reference, Arc::new(pairs), compiled.terms, scalars, args.step, args.total)
+        .map_err(|e| match e {
+            TrainError::Config { message, .. } => Failure::Input(message),
+            e => Failure::Internal(e.to_string()),
+        })?;
     if args.json {
         let mut object = Map::new();
         object.insert("loss".into(), json!(report.loss));
@@ -79,10 +78,7 @@ fn evaluate(args: LossArgs) -> Result<u8, Failure> {
         }
         render::out_line(Value::Object(object));
     } else {
-        let mut lines = vec![
-            ("loss".to_string(), report.loss),
-            ("grad_norm".to_string(), report.grad_norm),
-        ];
+        let mut lines = vec![("loss".to_string(), report.loss), ("grad_norm".to_string(), report.grad_norm)];
         lines.extend(report.metrics);
         let width = lines.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
         let mut text = format!("{} pairs\n", report.pairs);

@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn a_loss_is_its_terms_and_sees_the_recipes_functions() {
-        let loss = compile_loss("0.5 * nll() + 2.0 * nll()", None).ok().expect("compiles");
+        let loss = compile_loss("0.5 * nll() + 2.0 * nll()", None).expect("compiles");
         let names: Vec<(&str, f64)> = loss.terms.iter().map(|t| (t.name.as_str(), t.weight)).collect();
         assert_eq!(names, [("nll", 0.5), ("nll", 2.0)]);
 
@@ -83,7 +83,7 @@ mod tests {
             "recipe \"mine\" { seed = 1 }\nmodel m = tiny_lm()\ndata d = synth.addition()\nlet w = 3.0\n\
              fn mine(beta: Float = 0.1) -> Loss = |b| w * mean(b.policy_chosen)\nstage s = sft(m, d)\nrun s\n",
         );
-        let loss = compile_loss("mine()", Some(&recipe)).ok().expect("sees `mine` and `w`");
+        let loss = compile_loss("mine()", Some(&recipe)).expect("sees `mine` and `w`");
         assert_eq!(loss.terms.len(), 1);
         assert_eq!(loss.terms[0].name, "mine");
         assert_eq!(loss.terms[0].beta, Some(Value::Float(0.1)));

@@ -56,7 +56,13 @@ impl Offline {
 }
 
 impl ExperienceSource for Offline {
-    fn collect(&mut self, _policy: &CausalLm, rows: Vec<usize>, step: u64, total: u64) -> Result<Experience, TrainError> {
+    fn collect(
+        &mut self,
+        _policy: &CausalLm,
+        rows: Vec<usize>,
+        step: u64,
+        total: u64,
+    ) -> Result<Experience, TrainError> {
         let example_ids = rows.iter().map(|&r| self.ids[r]).collect();
         Ok(Experience { rows, example_ids, step, total })
     }

@@ -49,15 +49,16 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     let scalars = Functions::numeric(&b.builder.functions);
     let pairs = Arc::new(pairs);
     // Checks the loss's fields now, before any compute.
-    PreferenceObjective::new(pairs.clone(), terms.clone(), scalars.clone())
+    PreferenceObjective::new(b.stage, pairs.clone(), terms.clone(), scalars.clone())
         .map_err(|e| b.call.invalid("loss", format!("cannot be evaluated on preference pairs: {}", e.0)))?;
     let curriculum = curricula::bind(&b.call.nested("curriculum")?, b.stage, &data, b.builder.seed)?;
+    let stage = b.stage.to_string();
     Ok(Bound {
         policy: ModelRef::of(b.call.get("policy")?)?,
         reference: Some(ModelRef::of(b.call.get("reference")?)?),
         settings,
         parts: Box::new(move || {
-            let objective = PreferenceObjective::new(pairs.clone(), terms.clone(), scalars.clone())
+            let objective = PreferenceObjective::new(&stage, pairs.clone(), terms.clone(), scalars.clone())
                 .map_err(|e| ExecError::Internal(e.0))?;
             Ok(StageParts::offline(curriculum.build()?, &data, Box::new(objective)))
         }),

@@ -109,12 +109,19 @@ impl RefCache {
     }
 
     /// Scores every row of `rows` not yet cached under `reference`, `chunk` pairs per pass.
-    pub fn fill(&mut self, reference: &CausalLm, pairs: &Pairs, rows: &[usize], chunk: usize) -> Result<(), TrainError> {
+    pub fn fill(
+        &mut self,
+        reference: &CausalLm,
+        pairs: &Pairs,
+        rows: &[usize],
+        chunk: usize,
+    ) -> Result<(), TrainError> {
         let mut missing: Vec<usize> = rows.iter().copied().filter(|&r| self.seq[r].is_none()).collect();
         missing.sort_unstable();
         missing.dedup();
         for part in missing.chunks(chunk.max(1)) {
-            let batch = TokenBatch::from_ids(&pairs.sequences(part), reference.tokenizer().pad_id(), reference.device())?;
+            let batch =
+                TokenBatch::from_ids(&pairs.sequences(part), reference.tokenizer().pad_id(), reference.device())?;
             let per_token = model::completion_token_logprobs(reference, &batch)?.detach();
             let sums: Vec<f32> = per_token.sum(1)?.to_vec1()?;
             let values: Vec<Vec<f32>> = if self.keep_tokens { per_token.to_vec2()? } else { Vec::new() };

@@ -37,6 +37,8 @@ pub type ScalarFns = Arc<dyn Fn(u32, &[f64]) -> Option<f64> + Send + Sync>;
 
 /// The preference objective over one dataset's pairs.
 pub struct PreferenceObjective {
+    /// The stage's name, for errors.
+    stage: String,
     pairs: Arc<Pairs>,
     terms: Vec<LossTerm>,
     reads: Reads,
@@ -57,13 +59,13 @@ struct StepPlan {
 pub struct LossMismatch(pub String);
 
 impl PreferenceObjective {
-    /// An objective training on `pairs` with the loss `terms`.
+    /// The objective of stage `stage`, training on `pairs` with the loss `terms`.
     ///
     /// Errors: `LossMismatch` when a term reads a field no preference batch has.
-    pub fn new(pairs: Arc<Pairs>, terms: Vec<LossTerm>, scalars: ScalarFns) -> Result<Self, LossMismatch> {
+    pub fn new(stage: &str, pairs: Arc<Pairs>, terms: Vec<LossTerm>, scalars: ScalarFns) -> Result<Self, LossMismatch> {
         let reads = Reads::of(&terms).map_err(LossMismatch)?;
         let cache = RefCache::new(pairs.len(), reads.reference_tokens());
-        Ok(PreferenceObjective { pairs, terms, reads, scalars, cache, plan: None })
+        Ok(PreferenceObjective { stage: stage.to_string(), pairs, terms, reads, scalars, cache, plan: None })
     }
 
     /// Forward passes of the reference so far, and the rows they scored (each row once).
@@ -85,7 +87,7 @@ impl PreferenceObjective {
     /// Scores the rows not yet cached under the reference, `chunk` pairs per pass.
     fn fill_reference(&mut self, models: &Models<'_>, rows: &[usize], chunk: usize) -> Result<(), TrainError> {
         let reference = models.reference.ok_or_else(|| TrainError::Config {
-            stage: "preference".into(),
+            stage: self.stage.clone(),
             message: "a preference objective needs a reference model".into(),
         })?;
         self.cache.fill(reference, &self.pairs, rows, chunk)
@@ -133,9 +135,11 @@ impl PreferenceObjective {
         let mut loss: Option<Tensor> = None;
         let mut metrics: Vec<(String, f64)> = Vec::new();
         for term in &self.terms {
-            let value = evaluate(&term.f, &inputs).map_err(|e| TrainError::Config {
-                stage: "preference".into(),
-                message: format!("loss term `{}`: {e}", term.name),
+            // The checker typed the loss and `Reads` checked its fields: a loss the evaluator
+            // refuses now is a disagreement between compiler and runtime, not the user's.
+            let value = evaluate(&term.f, &inputs).map_err(|e| {
+                let message = format!("stage `{}`, loss term `{}`: {e}", self.stage, term.name);
+                TrainError::Candle(candle_core::Error::Msg(message))
             })?;
             let weighted = if term.weight == 1.0 { value } else { value.affine(term.weight, 0.0)? };
             let v = super::scalar(&weighted)?;
@@ -221,6 +225,9 @@ impl Objective for PreferenceObjective {
     }
 }
 
+/// The stage name [`loss_on_all_rows`] reports in its errors.
+pub const LOSS_STAGE: &str = "recipe loss";
+
 /// What [`loss_on_all_rows`] measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossReport {
@@ -252,8 +259,8 @@ pub fn loss_on_all_rows(
     total: u64,
 ) -> Result<LossReport, TrainError> {
     let n = pairs.len();
-    let mut objective = PreferenceObjective::new(pairs, terms, scalars)
-        .map_err(|e| TrainError::Config { stage: "loss".into(), message: e.0 })?;
+    let mut objective = PreferenceObjective::new(LOSS_STAGE, pairs, terms, scalars)
+        .map_err(|e| TrainError::Config { stage: LOSS_STAGE.into(), message: e.0 })?;
     let models = Models { policy, reference: Some(reference) };
     let experience = Experience { rows: (0..n).collect(), example_ids: (0..n as u64).collect(), step, total };
     objective.begin_step(&models, std::slice::from_ref(&experience))?;

@@ -56,7 +56,8 @@ impl Pairs {
             Ok(ids)
         };
         // Parallel over rows; the first bad row (in row order) is the one reported.
-        let rows: Vec<Result<(Vec<u32>, Vec<u32>, Vec<u32>), ModelError>> = (0..data.len())
+        type Row = (Vec<u32>, Vec<u32>, Vec<u32>);
+        let rows: Vec<Result<Row, ModelError>> = (0..data.len())
             .into_par_iter()
             .map(|r| Ok((tok.encode(&prompts[r])?, response(&chosen[r])?, response(&rejected[r])?)))
             .collect();

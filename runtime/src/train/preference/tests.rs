@@ -167,7 +167,7 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
     let mut policy = model(2);
     let reference = policy.frozen().unwrap();
     let pairs = pairs(&policy);
-    let mut objective = PreferenceObjective::new(pairs.clone(), vec![dpo(0.1)], no_scalars()).unwrap();
+    let mut objective = PreferenceObjective::new("po", pairs.clone(), vec![dpo(0.1)], no_scalars()).unwrap();
     let mut first_margins: Option<Vec<f64>> = None;
     for epoch in 0..3 {
         for step in 0..3u64 {
@@ -209,9 +209,14 @@ fn step_totals_cover_every_micro_batch_of_the_step() {
     let policy = model(3);
     let reference = policy.frozen().unwrap();
     let pairs = pairs(&policy);
-    let mut objective = PreferenceObjective::new(pairs.clone(), vec![dpo(0.1)], no_scalars()).unwrap();
+    let mut objective = PreferenceObjective::new("po", pairs.clone(), vec![dpo(0.1)], no_scalars()).unwrap();
     let models = Models { policy: &policy, reference: Some(&reference) };
-    let exp = |rows: Vec<usize>| Experience { example_ids: rows.iter().map(|&r| r as u64).collect(), rows, step: 0, total: 1 };
+    let exp = |rows: Vec<usize>| Experience {
+        example_ids: rows.iter().map(|&r| r as u64).collect(),
+        rows,
+        step: 0,
+        total: 1,
+    };
     let micro = [exp(vec![0, 1]), exp(vec![2])];
     objective.begin_step(&models, &micro).unwrap();
     assert_eq!(objective.reference_passes(), (2, 3), "2 rows per pass, as the largest micro-batch");
@@ -263,10 +268,10 @@ fn a_loss_reading_an_unknown_field_or_without_a_reference_is_refused() {
     let policy = model(6);
     let pairs = pairs(&policy);
     let bad = LossTerm { name: "mine".into(), weight: 1.0, beta: None, f: input_term("rating") };
-    let err = PreferenceObjective::new(pairs.clone(), vec![bad], no_scalars()).err().unwrap();
+    let err = PreferenceObjective::new("po", pairs.clone(), vec![bad], no_scalars()).err().unwrap();
     assert!(err.0.contains("`mine`") && err.0.contains("`rating`"), "{}", err.0);
 
-    let mut objective = PreferenceObjective::new(pairs, vec![dpo(0.1)], no_scalars()).unwrap();
+    let mut objective = PreferenceObjective::new("po", pairs, vec![dpo(0.1)], no_scalars()).unwrap();
     let models = Models { policy: &policy, reference: None };
     let e = Experience { rows: vec![0], example_ids: vec![0], step: 0, total: 1 };
     assert!(matches!(objective.loss(&models, &e), Err(TrainError::Config { .. })));
@@ -279,8 +284,8 @@ fn beta_is_the_first_terms_and_may_be_a_schedule() {
     let scheduled = LossTerm { beta: Some(Value::Scalar(3)), ..dpo(0.1) };
     let nll = LossTerm { name: "nll".into(), beta: None, ..reads_everything() };
     let scalars: ScalarFns = Arc::new(|f, args| (f == 3).then(|| 0.1 + args[0] / args[1]));
-    let objective = PreferenceObjective::new(pairs.clone(), vec![nll.clone(), scheduled], scalars).unwrap();
+    let objective = PreferenceObjective::new("po", pairs.clone(), vec![nll.clone(), scheduled], scalars).unwrap();
     assert_eq!(objective.beta(1, 4), 0.35, "the first term with a beta, at step 1 of 4");
-    let objective = PreferenceObjective::new(pairs, vec![nll], no_scalars()).unwrap();
+    let objective = PreferenceObjective::new("po", pairs, vec![nll], no_scalars()).unwrap();
     assert_eq!(objective.beta(0, 1), 1.0, "no term has a beta");
 }

@@ -157,6 +157,14 @@ pub fn evaluate(
         ));
     }
     if !ev.diags.is_empty() {
+        // A value used twice (a `let` loss passed to a stage) is lowered twice; report once.
+        let mut seen = Vec::new();
+        ev.diags.retain(|(file, d)| {
+            let key = (*file, d.code, d.message.clone(), d.labels.first().map(|l| l.span));
+            let new = !seen.contains(&key);
+            seen.push(key);
+            new
+        });
         return Err(ev.diags);
     }
     Ok(Program {

@@ -10,44 +10,22 @@
 use super::pairs::Pairs;
 use super::TrainError;
 use crate::model::{self, CausalLm, DType, Device, Tensor, TokenBatch};
+use recipe_compiler::lower::BATCH_FIELDS;
 use recipe_compiler::program::LossTerm;
-use recipe_compiler::tensor::Groups;
+use recipe_compiler::tensor::{Groups, Shape};
 use std::collections::{BTreeSet, HashMap};
 
-/// Where a batch field lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FieldKind {
-    /// `[B]`, one per sequence.
-    Seq,
-    /// `[B, T]`, one per token position.
-    Token,
-    /// `[P]`, one per pair.
-    Group,
-    /// One number for the batch.
-    Scalar,
+/// The Float fields of a preference batch, besides `step` and `total` (its Tensor fields and
+/// their shapes are the compiler's `lower::BATCH_FIELDS`, which `PrefBatch` is held to).
+pub const SCALAR_FIELDS: &[&str] = &["chosen_tokens"];
+
+/// Whether a preference batch has the field `name`, and its shape.
+pub fn field_shape(name: &str) -> Option<Shape> {
+    let tensor = BATCH_FIELDS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+    tensor.or_else(|| SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar))
 }
 
-/// Every field of a preference batch, with where it lives.
-pub const FIELDS: &[(&str, FieldKind)] = &[
-    ("logps", FieldKind::Seq),
-    ("ref_logps", FieldKind::Seq),
-    ("len", FieldKind::Seq),
-    ("chosen", FieldKind::Seq),
-    ("token_logps", FieldKind::Token),
-    ("ref_token_logps", FieldKind::Token),
-    ("position", FieldKind::Token),
-    ("policy_chosen", FieldKind::Group),
-    ("policy_rejected", FieldKind::Group),
-    ("ref_chosen", FieldKind::Group),
-    ("ref_rejected", FieldKind::Group),
-    ("len_chosen", FieldKind::Group),
-    ("len_rejected", FieldKind::Group),
-    ("wpo_chosen", FieldKind::Group),
-    ("wpo_rejected", FieldKind::Group),
-    ("chosen_tokens", FieldKind::Scalar),
-];
-
-/// The fields a loss's terms read (their `TensorFn::inputs`), checked against [`FIELDS`].
+/// The fields a loss's terms read (their `TensorFn::inputs`), checked against [`field_shape`].
 #[derive(Clone, Debug, Default)]
 pub struct Reads(BTreeSet<String>);
 
@@ -57,8 +35,9 @@ impl Reads {
         let mut names = BTreeSet::new();
         for term in terms {
             for (name, _) in term.f.inputs() {
-                if !FIELDS.iter().any(|(n, _)| *n == name) {
-                    let known: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
+                if field_shape(name).is_none() {
+                    let known: Vec<&str> =
+                        BATCH_FIELDS.iter().map(|(n, _)| *n).chain(SCALAR_FIELDS.iter().copied()).collect();
                     return Err(format!(
                         "the loss term `{}` reads the batch field `{name}`, which a preference batch does not have \
                          (it has {})",
@@ -271,7 +250,7 @@ pub fn build(
         }
         Ok(Tensor::from_vec(out, (b, t), &device)?)
     };
-    for &(name, _) in FIELDS {
+    for &(name, shape) in BATCH_FIELDS {
         if !reads.has(name) {
             continue;
         }
@@ -298,10 +277,9 @@ pub fn build(
             },
             _ => continue,
         };
-        let kind = FIELDS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k);
-        let map = match kind {
-            Some(FieldKind::Token) => &mut batch.token,
-            Some(FieldKind::Group) => &mut batch.group,
+        let map = match shape {
+            Shape::Token => &mut batch.token,
+            Shape::Group => &mut batch.group,
             _ => &mut batch.seq,
         };
         map.insert(name.to_string(), value);

@@ -28,6 +28,7 @@ use crate::model::{CausalLm, Tensor};
 use batch::{Batch, Reads, RefCache, StepTotals};
 pub use pairs::{Pairs, PairsError};
 use recipe_compiler::program::{LossTerm, Value};
+use recipe_compiler::tensor::Totals;
 use std::sync::Arc;
 
 /// The program's scalar function `func` called with numeric arguments (each converted to its
@@ -164,20 +165,24 @@ impl PreferenceObjective {
     }
 }
 
-/// The loss IR's view of `batch`.
+/// The loss IR's view of `batch`; with `totals`, a mean to one value divides by the whole
+/// step's counts.
 fn loss_inputs<'a>(
     batch: &'a Batch,
     scalars: &'a dyn Fn(u32, &[String]) -> Option<f64>,
-    _totals: Option<StepTotals>,
+    totals: Option<StepTotals>,
 ) -> LossInputs<'a> {
     LossInputs {
         batch: 2 * batch.pairs,
         device: batch.device.clone(),
         dtype: batch.dtype(),
+        scalar: batch.scalar.clone(),
         seq: batch.seq.clone(),
+        group: batch.group.clone(),
         token: batch.token.clone(),
         mask: Some(batch.mask().clone()),
         groups: Some(batch.groups.clone()),
+        totals: totals.map(|t| Totals { tokens: t.tokens, sequences: t.sequences, groups: t.groups }),
         scalars,
     }
 }

@@ -1,9 +1,10 @@
-use super::batch::{self, FieldKind, Reads, RefCache, StepTotals, FIELDS};
+use super::batch::{self, Reads, RefCache, StepTotals};
 use super::*;
 use crate::data::Dataset;
 use crate::model::{Device, LlamaConfig};
 use crate::rng::Rng;
 use recipe_compiler::column::Column;
+use recipe_compiler::lower::BATCH_FIELDS;
 use recipe_compiler::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, UnaryOp};
 
 fn model(seed: u64) -> CausalLm {
@@ -72,10 +73,10 @@ fn dpo(beta: f64) -> LossTerm {
 fn reads_everything() -> LossTerm {
     let mut b = Builder::default();
     let mut total = b.constant(0.0);
-    for &(name, kind) in FIELDS {
-        let (shape, axis) = match kind {
-            FieldKind::Seq => (Shape::Seq, Axis::SeqToScalar),
-            FieldKind::Token => (Shape::Token, Axis::TokenToScalar),
+    for &(name, shape) in BATCH_FIELDS {
+        let axis = match shape {
+            Shape::Seq => Axis::SeqToScalar,
+            Shape::Token => Axis::TokenToScalar,
             _ => continue,
         };
         let x = add(&mut b, Node::Input { name: name.into(), shape });
@@ -97,8 +98,8 @@ fn the_batch_has_trls_layout() {
     let rows = [1, 0, 3];
     // Every field: the Seq and Token ones summed, the Group ones each in a term of its own.
     let mut terms = vec![reads_everything()];
-    for &(name, kind) in FIELDS {
-        if kind == FieldKind::Group {
+    for &(name, shape) in BATCH_FIELDS {
+        if shape == Shape::Group {
             terms.push(LossTerm { f: input_term(name), ..reads_everything() });
         }
     }
@@ -138,6 +139,20 @@ fn the_batch_has_trls_layout() {
     assert!(close(&token_sum("ref_token_logps"), &values(&b.seq["ref_logps"])));
     assert!(close(&values(&b.seq["logps"]), &values(&b.seq["ref_logps"])), "reference = policy at the start");
     assert_eq!(values(&b.group["wpo_chosen"]), b.wpo.as_ref().unwrap()[..p].to_vec());
+    for &(name, shape) in BATCH_FIELDS {
+        let map = match shape {
+            Shape::Seq => &b.seq,
+            Shape::Token => &b.token,
+            _ => &b.group,
+        };
+        let dims = map.get(name).unwrap_or_else(|| panic!("`{name}` is built")).dims().to_vec();
+        let want = match shape {
+            Shape::Seq => vec![2 * p],
+            Shape::Token => vec![2 * p, t],
+            _ => vec![p],
+        };
+        assert_eq!(dims, want, "`{name}` is {shape}");
+    }
 
     // WPO's statistic against a direct computation from the logits of sequence 0.
     let logits = policy.forward(&b.tokens.input_ids).unwrap().to_dtype(candle_core::DType::F64).unwrap();
@@ -169,6 +184,7 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
     let pairs = pairs(&policy);
     let mut objective = PreferenceObjective::new("po", pairs.clone(), vec![dpo(0.1)], no_scalars()).unwrap();
     let mut first_margins: Option<Vec<f64>> = None;
+    let mut first_loss = 0.0;
     for epoch in 0..3 {
         for step in 0..3u64 {
             let models = Models { policy: &policy, reference: Some(&reference) };
@@ -183,8 +199,8 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
                 let out = objective.loss(&models, e).unwrap();
                 assert_eq!(out.feedback.columns[0].1.len(), e.rows.len(), "one margin per row");
                 if epoch == 0 && step == 0 {
-                    let loss = super::super::scalar(&out.loss).unwrap();
-                    assert!((loss - std::f64::consts::LN_2).abs() < 1e-5, "policy = reference: ln 2, got {loss}");
+                    // Each micro-batch's loss is its share of the step's mean.
+                    first_loss += super::super::scalar(&out.loss).unwrap();
                     first_margins.get_or_insert_with(Vec::new).extend(&out.feedback.columns[0].1);
                 }
                 let _ = out.loss.backward().unwrap();
@@ -197,6 +213,7 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
     // Epoch 0: each step's two one-row micro-batches, one pass each; later epochs: none.
     assert_eq!(objective.reference_passes(), (6, 6), "each of the 6 rows scored once");
     assert!(first_margins.unwrap().iter().all(|m| m.abs() < 1e-6));
+    assert!((first_loss - std::f64::consts::LN_2).abs() < 1e-5, "policy = reference: ln 2, got {first_loss}");
     let models = Models { policy: &policy, reference: Some(&reference) };
     let e = Experience { rows: vec![0, 1], example_ids: vec![0, 1], step: 0, total: 1 };
     let out = objective.loss(&models, &e).unwrap();

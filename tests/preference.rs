@@ -84,6 +84,83 @@ fn a_preference_stage_runs_end_to_end_and_verifies() {
     assert_eq!(references[0]["sha256"].as_str().map(str::len), Some(64));
     let out = recipe(&["verify", path(&run), "--quiet"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // WPO reads the policy's WPO statistic, and a scheduled beta is evaluated at each step.
+    let wpo = dir.join("wpo");
+    let set = "loss=wpo(beta = interpolate(0.1, 0.3))";
+    let out = recipe(&["run", path(&file), "--quiet", "--max-steps", "2", "--set", set, "--out", path(&wpo)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for line in lines_of(&wpo, "po") {
+        let weight = line["wpo/weight"].as_f64().expect("wpo/weight is logged");
+        assert!(weight > 0.0 && weight.is_finite(), "{line}");
+        assert!(line["loss/wpo"].as_f64().is_some_and(f64::is_finite), "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The metrics lines without their timing fields.
+fn trace(run: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("JSON");
+            v.as_object_mut().expect("object").remove("timing");
+            v
+        })
+        .collect()
+}
+
+/// A run interrupted inside the preference stage (its later checkpoints gone, as after a
+/// kill -9) and resumed ends exactly as the uninterrupted run: the reference is rebuilt from
+/// what it names and rescored into the cache. A rebuilt reference that differs from the
+/// recorded one is refused.
+#[test]
+fn a_resumed_preference_stage_ends_as_an_uninterrupted_one() {
+    let dir = scratch("resume");
+    let whole = dir.join("whole");
+    let file = root().join("tests/e2e/tiny_preference.recipe");
+    let out = recipe(&["run", path(&file), "--quiet", "--out", path(&whole)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let weights = |run: &Path| std::fs::read(run.join("checkpoints/01-po-step000004/model/model.safetensors")).unwrap();
+    for cut in [0, 2] {
+        let run = dir.join(format!("cut-{cut}"));
+        copy_dir(&whole, &run);
+        for step in cut + 1..=4 {
+            std::fs::remove_dir_all(run.join(format!("checkpoints/01-po-step{step:06}"))).expect("a checkpoint");
+        }
+        let lock_path = run.join("recipe.lock");
+        let mut lock: Value = serde_json::from_slice(&std::fs::read(&lock_path).unwrap()).unwrap();
+        lock.as_object_mut().unwrap().remove("final");
+        std::fs::write(&lock_path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+        let out = recipe(&["run", "--resume", path(&run), "--quiet"]);
+        assert_eq!(code(&out), 0, "resume after po step {cut}: {}", stderr(&out));
+        assert_eq!(trace(&run), trace(&whole), "trace after po step {cut}");
+        assert!(weights(&run) == weights(&whole), "final weights after po step {cut}");
+    }
+    let run = dir.join("tampered");
+    copy_dir(&whole, &run);
+    std::fs::remove_dir_all(run.join("checkpoints/01-po-step000004")).unwrap();
+    let lock_path = run.join("recipe.lock");
+    let mut lock: Value = serde_json::from_slice(&std::fs::read(&lock_path).unwrap()).unwrap();
+    lock.as_object_mut().unwrap().remove("final");
+    lock["references"][0]["sha256"] = Value::from("0".repeat(64));
+    std::fs::write(&lock_path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+    let out = recipe(&["run", "--resume", path(&run), "--quiet"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("reference of stage `po` (sft.model) differs"), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -177,6 +254,15 @@ fn recipe_loss_matches_trl_on_the_fixture() {
         assert!((g - w).abs() < 1e-4, "{name}: {g} against TRL's {w}");
     }
     assert!(got["loss/dpo"].as_f64().is_some());
+
+    // A scheduled beta, evaluated at `--step` of `--total`: 0.1 at step 0 of 2.
+    let scheduled = loss_json(&data, "dpo(beta = interpolate(0.1, 0.3))", &["--step", "0", "--total", "2"]);
+    assert!((scheduled["loss"].as_f64().unwrap() - got["loss"].as_f64().unwrap()).abs() < 1e-7, "{scheduled}");
+    let later = loss_json(&data, "dpo(beta = interpolate(0.1, 0.3))", &["--step", "1", "--total", "2"]);
+    let fixed = loss_json(&data, "dpo(beta = 0.2)", &[]);
+    assert!((later["loss"].as_f64().unwrap() - fixed["loss"].as_f64().unwrap()).abs() < 1e-7, "{later}");
+    let rewards = |v: &Value| v["rewards/chosen"].as_f64().unwrap();
+    assert!((rewards(&later) - 2.0 * rewards(&got)).abs() < 1e-5, "rewards use the scheduled beta: {later}");
 
     // A recipe's own loss, written as a lambda over the batch, through `--recipe`.
     let file = dir.join("mine.recipe");

@@ -494,8 +494,9 @@ impl Tensor<'_, '_, '_> {
             Ok(id) => Some(id),
             Err(err) => {
                 if !self.failed {
-                    let mut d = Diagnostic::error("recipe::eval::shape", format!("this loss expression is ill-shaped: {err}"))
-                        .with_help(SHAPE_HELP);
+                    let mut d =
+                        Diagnostic::error("recipe::eval::shape", format!("this loss expression is ill-shaped: {err}"))
+                            .with_help(SHAPE_HELP);
                     let file = match at {
                         Some(e) => {
                             d = d.with_primary(e.span, "here");
@@ -703,8 +704,7 @@ mod tests {
         let builtins = recipe_stdlib::BUILTINS;
         let start = builtins.find("type PrefBatch = {").expect("PrefBatch is declared");
         let body = &builtins[start..start + builtins[start..].find('}').expect("closed")];
-        let mut fields: Vec<&str> =
-            body.lines().filter_map(|l| l.trim().strip_suffix(": Tensor,")).collect();
+        let mut fields: Vec<&str> = body.lines().filter_map(|l| l.trim().strip_suffix(": Tensor,")).collect();
         let mut table: Vec<&str> = BATCH_FIELDS.iter().map(|(n, _)| *n).collect();
         fields.sort();
         table.sort();

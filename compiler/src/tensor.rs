@@ -119,9 +119,7 @@ impl Node {
             | Node::Broadcast(_, a)
             | Node::Reduce(_, _, a)
             | Node::StopGradient(a)
-            | Node::Sort(a) => {
-                (Some(a), None)
-            }
+            | Node::Sort(a) => (Some(a), None),
             Node::Binary(_, a, b) => (Some(a), Some(b)),
             Node::Input { .. } | Node::Const(_) | Node::Scalar { .. } => (None, None),
         };

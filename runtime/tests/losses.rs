@@ -83,20 +83,24 @@ fn trl_batch(fx: &Json) -> LossInputs<'static> {
     let p = column(&logps["policy_chosen"]).len();
     let cat = |a: &str, b: &str| [column(&logps[a]), column(&logps[b])].concat();
     let lens = cat("chosen_lengths", "rejected_lengths");
-    let per_token = |key: &str| -> Vec<Vec<f64>> {
-        logps[key].as_array().expect("rows").iter().map(column).collect()
-    };
+    let per_token = |key: &str| -> Vec<Vec<f64>> { logps[key].as_array().expect("rows").iter().map(column).collect() };
     let (policy_tokens, ref_tokens) = (per_token("policy_per_token"), per_token("ref_per_token"));
     let time = lens.iter().map(|&l| l as usize).max().expect("rows");
     let padded = |rows: &[Vec<f64>], f: &dyn Fn(usize, f64) -> f64| -> Vec<f64> {
         rows.iter().flat_map(|r| (0..time).map(move |t| r.get(t).map_or(0.0, |v| f(t, *v)))).collect()
     };
     let mask: Vec<f64> = lens.iter().flat_map(|&l| (0..time).map(move |t| ((t as f64) < l) as u8 as f64)).collect();
-    let position: Vec<f64> = lens.iter().flat_map(|&l| (0..time).map(move |t| if (t as f64) < l { t as f64 + 1.0 } else { 0.0 })).collect();
+    let position: Vec<f64> =
+        lens.iter().flat_map(|&l| (0..time).map(move |t| if (t as f64) < l { t as f64 + 1.0 } else { 0.0 })).collect();
 
     // WPO's weights: TRL recorded each response's weight w = exp(logps / len − wpo); the
     // normaliser that gives it is logps / len − ln w.
-    let wpo = &fx["cases"].as_array().expect("cases").iter().find(|c| c["name"].as_str().unwrap().starts_with("wpo")).expect("the wpo case")["per_pair_extra"];
+    let wpo = &fx["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("wpo"))
+        .expect("the wpo case")["per_pair_extra"];
     let normaliser = |logp: &str, len: &str, weight: &str| -> Vec<f64> {
         let (l, n, w) = (column(&logps[logp]), column(&logps[len]), column(&wpo[weight]));
         (0..p).map(|i| l[i] / n[i] - w[i].ln()).collect()
@@ -112,8 +116,12 @@ fn trl_batch(fx: &Json) -> LossInputs<'static> {
     ] {
         group.insert(field.into(), tensor(column(&logps[key]), &[p]));
     }
-    group.insert("wpo_chosen".into(), tensor(normaliser("policy_chosen", "chosen_lengths", "wpo_weights_chosen"), &[p]));
-    group.insert("wpo_rejected".into(), tensor(normaliser("policy_rejected", "rejected_lengths", "wpo_weights_rejected"), &[p]));
+    group
+        .insert("wpo_chosen".into(), tensor(normaliser("policy_chosen", "chosen_lengths", "wpo_weights_chosen"), &[p]));
+    group.insert(
+        "wpo_rejected".into(),
+        tensor(normaliser("policy_rejected", "rejected_lengths", "wpo_weights_rejected"), &[p]),
+    );
     let chosen: Vec<f64> = (0..2 * p).map(|i| (i < p) as u8 as f64).collect();
     let seq = HashMap::from([
         ("logps".to_string(), tensor(cat("policy_chosen", "policy_rejected"), &[2 * p])),
@@ -167,7 +175,8 @@ fn every_preference_loss_matches_trl() {
 #[test]
 fn terms_carry_their_names_weights_and_beta() {
     let terms = compiled_loss("0.8 * dpo(beta = 0.2) + 0.2 * bco() + nll() + 0.5 * (|b: PrefBatch| mean(b.logps))");
-    let summary: Vec<(&str, f64, Option<&Value>)> = terms.iter().map(|t| (t.name.as_str(), t.weight, t.beta.as_ref())).collect();
+    let summary: Vec<(&str, f64, Option<&Value>)> =
+        terms.iter().map(|t| (t.name.as_str(), t.weight, t.beta.as_ref())).collect();
     assert_eq!(
         summary,
         vec![

@@ -177,7 +177,9 @@ impl Lower<'_, '_, '_> {
                 order.sort_by(|a, b| recipe_compiler::tensor::sort_order(&a.1, &b.1));
                 let index: Vec<u32> = order.into_iter().map(|(i, _)| i).collect();
                 let n = index.len();
-                Tensor::from_vec(index, n, x.device()).and_then(|i| x.contiguous()?.index_select(&i, 0)).map_err(candle)?
+                Tensor::from_vec(index, n, x.device())
+                    .and_then(|i| x.contiguous()?.index_select(&i, 0))
+                    .map_err(candle)?
             }
         })
     }
@@ -580,18 +582,19 @@ mod tests {
     /// and by central differences of the reference.
     fn check_gradients(f: &TensorFn, batch: &EvalInputs) {
         let mut inputs = loss_inputs(batch);
-        let vars: Vec<(String, Shape, Var)> = [(&mut inputs.seq, Shape::Seq), (&mut inputs.token, Shape::Token), (&mut inputs.group, Shape::Group)]
-            .into_iter()
-            .flat_map(|(map, shape)| {
-                map.iter_mut()
-                    .map(|(name, t)| {
-                        let v = Var::from_tensor(t).unwrap();
-                        *t = v.as_tensor().clone();
-                        (name.clone(), shape, v)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let vars: Vec<(String, Shape, Var)> =
+            [(&mut inputs.seq, Shape::Seq), (&mut inputs.token, Shape::Token), (&mut inputs.group, Shape::Group)]
+                .into_iter()
+                .flat_map(|(map, shape)| {
+                    map.iter_mut()
+                        .map(|(name, t)| {
+                            let v = Var::from_tensor(t).unwrap();
+                            *t = v.as_tensor().clone();
+                            (name.clone(), shape, v)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
         let grads = evaluate(f, &inputs).unwrap().backward().unwrap();
         let reference = |e: &EvalInputs| f.eval(e, &scalars).unwrap()[0];
         for (name, shape, var) in &vars {

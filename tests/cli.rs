@@ -215,16 +215,18 @@ fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
              data d = synth.addition(count = 32)\nstage s = sft(m, d, {args})\nrun s\n"
         )
     };
-    for (args, says) in [
-        ("steps = 0", "`steps` must be at least 1"),
-        ("batch = 1_000_000_000", "`batch` must be in 1..="),
-        ("optimizer = keep", "no optimiser moments to keep"),
+    // A written value outside the argument's domain is already a check error (exit 1); what
+    // only binding can see (a value too large, a model with no moments) is refused by `run`.
+    for (args, says, exit) in [
+        ("steps = 0", "`steps` of `sft` must be at least 1, not 0", 1),
+        ("batch = 1_000_000_000", "`batch` must be in 1..=", 3),
+        ("optimizer = keep", "no optimiser moments to keep", 3),
     ] {
         // The value's column: after `stage s = sft(m, d, ` (20 characters) and `name = `.
         let col = 21 + args.find("= ").expect("name = value") + 2;
         let file = write("values.recipe", &stage(args));
         let out = recipe(&["run", &file, "--quiet", "--out", dir.join("run-values").to_str().unwrap()]);
-        assert_eq!(code(&out), 3, "{args}: {}", stderr(&out));
+        assert_eq!(code(&out), exit, "{args}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains(says) && err.contains(&format!("values.recipe:4:{col}")), "{args}: {err}");
     }
@@ -269,11 +271,11 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
         assert!(stderr(&out).contains("built without CUDA"), "{}", stderr(&out));
     }
 
-    // Optimiser settings are checked before any compute.
+    // Optimiser settings are checked before any compute: a constant one by `check` itself.
     let out =
         recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--set", "beta1=1.5", "--out", b.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("`adam_beta1` must be in [0, 1)"), "{}", stderr(&out));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("`adam_beta1` of `sft` must be in [0, 1), not 1.5"), "{}", stderr(&out));
 
     // A folder that already holds a run is the user's mistake, refused without touching it.
     let before = trace(&a);
@@ -416,8 +418,8 @@ fn log_every_thins_the_metrics_and_zero_is_refused() {
     assert_eq!(steps, [2, 4, 6, 7], "every 2 steps and the last");
     assert!(trace(&dir.join("run"))[3].get("eval").is_some(), "`every = 0` evaluates at the end only");
     let out = recipe_in(&dir, &["run", "log.recipe", "--quiet", "--set", "n=0", "--out", "run0"]);
-    assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("`log_every` must be at least 1") && stderr(&out).contains("log.recipe:5:"));
+    assert_eq!(code(&out), 1, "a check error: {}", stderr(&out));
+    assert!(stderr(&out).contains("`log_every` of `sft` must be at least 1") && stderr(&out).contains("log.recipe:5:"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -51,7 +51,20 @@ pub struct PreferenceObjective {
 
 struct StepPlan {
     totals: StepTotals,
+    /// The step's micro-batches.
+    count: usize,
     pending: Vec<Vec<usize>>,
+}
+
+/// How a micro-batch's loss relates to its step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Share {
+    /// The counts a mean to one value divides by.
+    totals: StepTotals,
+    /// Whether they are the whole step's (a micro-batch's loss is then its share of the step's).
+    step_wide: bool,
+    /// Micro-batches in the step (1 when the totals are the micro-batch's own).
+    micro_batches: usize,
 }
 
 /// Why a loss is not a preference loss.
@@ -96,31 +109,33 @@ impl PreferenceObjective {
 
     /// The step totals for the micro-batch `rows`: those `begin_step` planned when it is one of
     /// that step's micro-batches, else its own.
-    fn totals_for(&mut self, rows: &[usize]) -> (StepTotals, bool) {
+    fn share_of(&mut self, rows: &[usize]) -> Share {
         if let Some(plan) = &mut self.plan {
             if let Some(i) = plan.pending.iter().position(|r| r == rows) {
                 plan.pending.remove(i);
-                let totals = plan.totals;
+                let share = Share { totals: plan.totals, step_wide: true, micro_batches: plan.count };
                 if plan.pending.is_empty() {
                     self.plan = None;
                 }
-                return (totals, true);
+                return share;
             }
         }
-        (StepTotals::of(&self.pairs, [rows]), false)
+        Share { totals: StepTotals::of(&self.pairs, [rows]), step_wide: false, micro_batches: 1 }
     }
 
-    /// The loss of the pairs `rows` and its metrics; `step_wide` totals make a mean to a scalar
-    /// divide by the whole step's counts.
+    /// The loss of the pairs `rows` and its metrics; step-wide totals make a mean to one value
+    /// divide by the whole step's counts. The loop averages metrics over a step's micro-batches,
+    /// so each `loss/<term>` is reported as the micro-batch's share times their number: the
+    /// average is then the step's term, whose sum over terms is the step's loss.
     fn compute(
         &mut self,
         policy: &CausalLm,
         rows: &[usize],
         step: u64,
         total: u64,
-        totals: StepTotals,
-        step_wide: bool,
+        share: Share,
     ) -> Result<LossOutput, TrainError> {
+        let Share { totals, step_wide, micro_batches } = share;
         let batch = batch::build(policy, &self.pairs, rows, &self.cache, &self.reads, &totals)?;
         let scalars = self.scalars.clone();
         let value_of = |name: &str| match name {
@@ -143,7 +158,7 @@ impl PreferenceObjective {
                 TrainError::Candle(candle_core::Error::Msg(message))
             })?;
             let weighted = if term.weight == 1.0 { value } else { value.affine(term.weight, 0.0)? };
-            let v = super::scalar(&weighted)?;
+            let v = super::scalar(&weighted)? * micro_batches as f64;
             let key = format!("loss/{}", term.name);
             match metrics.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, total)) => *total += v,
@@ -218,15 +233,16 @@ impl Objective for PreferenceObjective {
         let chunk = micro_batches.iter().map(|e| e.rows.len()).max().unwrap_or(1);
         self.fill_reference(models, &all, chunk)?;
         let totals = StepTotals::of(&self.pairs, micro_batches.iter().map(|e| e.rows.as_slice()));
-        self.plan = Some(StepPlan { totals, pending: micro_batches.iter().map(|e| e.rows.clone()).collect() });
+        let pending = micro_batches.iter().map(|e| e.rows.clone()).collect();
+        self.plan = Some(StepPlan { totals, count: micro_batches.len(), pending });
         Ok(())
     }
 
     fn loss(&mut self, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError> {
         let rows = &experience.rows;
         self.fill_reference(models, rows, rows.len())?;
-        let (totals, step_wide) = self.totals_for(rows);
-        self.compute(models.policy, rows, experience.step, experience.total, totals, step_wide)
+        let share = self.share_of(rows);
+        self.compute(models.policy, rows, experience.step, experience.total, share)
     }
 }
 

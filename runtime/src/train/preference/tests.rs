@@ -1,4 +1,5 @@
 use super::batch::{self, Reads, RefCache, StepTotals};
+use super::Share;
 use super::*;
 use crate::data::Dataset;
 use crate::model::{Device, LlamaConfig};
@@ -238,9 +239,11 @@ fn step_totals_cover_every_micro_batch_of_the_step() {
     objective.begin_step(&models, &micro).unwrap();
     assert_eq!(objective.reference_passes(), (2, 3), "2 rows per pass, as the largest micro-batch");
     let step = StepTotals::of(&pairs, [&[0usize, 1][..], &[2][..]]);
-    assert_eq!(objective.totals_for(&[0, 1]), (step, true));
-    assert_eq!(objective.totals_for(&[4]), (StepTotals::of(&pairs, [&[4usize][..]]), false), "not of this step");
-    assert_eq!(objective.totals_for(&[2]), (step, true));
+    let planned = Share { totals: step, step_wide: true, micro_batches: 2 };
+    assert_eq!(objective.share_of(&[0, 1]), planned);
+    let own = Share { totals: StepTotals::of(&pairs, [&[4usize][..]]), step_wide: false, micro_batches: 1 };
+    assert_eq!(objective.share_of(&[4]), own, "not of this step");
+    assert_eq!(objective.share_of(&[2]), planned);
     assert!(objective.plan.is_none(), "the step is over");
 }
 
@@ -305,4 +308,69 @@ fn beta_is_the_first_terms_and_may_be_a_schedule() {
     assert_eq!(objective.beta(1, 4), 0.35, "the first term with a beta, at step 1 of 4");
     let objective = PreferenceObjective::new("po", pairs, vec![nll], no_scalars()).unwrap();
     assert_eq!(objective.beta(0, 1), 1.0, "no term has a beta");
+}
+
+/// The mean NLL of every completion token of the step (TRL's `sft` loss type).
+fn token_nll(weight: f64) -> LossTerm {
+    let mut b = Builder::default();
+    let lp = add(&mut b, Node::Input { name: "token_logps".into(), shape: Shape::Token });
+    let neg = add(&mut b, Node::Unary(UnaryOp::Neg, lp));
+    let out = add(&mut b, Node::Reduce(Reduce::Mean, Axis::TokenToScalar, neg));
+    LossTerm { name: "nll".into(), weight, beta: None, f: b.finish(out) }
+}
+
+/// One step over `micro` as the loop runs it: `begin_step`, then each micro-batch's loss and
+/// gradient summed, metrics averaged over the micro-batches.
+fn step(policy: &CausalLm, reference: &CausalLm, micro: &[Vec<usize>]) -> (f64, Vec<Vec<f32>>, Vec<(String, f64)>) {
+    let pairs = pairs(policy);
+    let mut objective = PreferenceObjective::new("po", pairs, vec![dpo(0.1), token_nll(0.5)], no_scalars()).unwrap();
+    let models = Models { policy, reference: Some(reference) };
+    let exps: Vec<Experience> = micro
+        .iter()
+        .map(|rows| Experience {
+            rows: rows.clone(),
+            example_ids: rows.iter().map(|&r| r as u64).collect(),
+            step: 0,
+            total: 1,
+        })
+        .collect();
+    objective.begin_step(&models, &exps).unwrap();
+    let (mut loss, mut grads, mut metrics) = (0.0, Vec::<Vec<f32>>::new(), Vec::<(String, f64)>::new());
+    for e in &exps {
+        let out = objective.loss(&models, e).unwrap();
+        loss += super::super::scalar(&out.loss).unwrap();
+        let g = policy.take_grads(&out.loss.backward().unwrap()).unwrap();
+        let g: Vec<Vec<f32>> = g.iter().map(values).collect();
+        if grads.is_empty() {
+            grads = g;
+        } else {
+            for (acc, x) in grads.iter_mut().zip(g) {
+                acc.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+            }
+        }
+        super::super::add_scaled(&mut metrics, &out.metrics, 1.0 / exps.len() as f64);
+    }
+    (loss, grads, metrics)
+}
+
+/// `batch = 3, accumulate = 1` and the same rows as `batch = 1` then `batch = 2` give the same
+/// loss, gradient and `loss/<term>` metrics, with responses of different lengths (a token mean
+/// divides by the whole step's tokens).
+#[test]
+fn accumulation_gives_the_steps_loss_gradient_and_term_metrics() {
+    let policy = model(8);
+    let reference = model(9).into_frozen();
+    let (one, one_grads, one_metrics) = step(&policy, &reference, &[vec![0, 1, 2]]);
+    let (two, two_grads, two_metrics) = step(&policy, &reference, &[vec![0], vec![1, 2]]);
+    assert!((one - two).abs() < 1e-5 * one.abs().max(1.0), "loss {one} vs {two}");
+    for (a, b) in one_grads.iter().flatten().zip(two_grads.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "gradient {a} vs {b}");
+    }
+    let metric = |m: &[(String, f64)], n: &str| m.iter().find(|(k, _)| k == n).unwrap().1;
+    for name in ["loss/dpo", "loss/nll"] {
+        let (a, b) = (metric(&one_metrics, name), metric(&two_metrics, name));
+        assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b}");
+    }
+    let terms = metric(&two_metrics, "loss/dpo") + metric(&two_metrics, "loss/nll");
+    assert!((terms - two).abs() < 1e-5, "the terms add up to the step's loss");
 }

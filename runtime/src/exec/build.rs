@@ -433,6 +433,53 @@ mod tests {
         }
     }
 
+    /// Every name in `DATA_BUILTINS` has a build arm: a recipe calling each one builds.
+    #[test]
+    fn every_data_builtin_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"1+2=\", \"completion\": \"3\"}\n").unwrap();
+        let rated = "{\"prompt\": \"p\", \"answer\": \"1\", \"response\": \"1\", \"rating\": 1, \"digits\": 1}\n\
+                     {\"prompt\": \"p\", \"answer\": \"1\", \"response\": \"2\", \"rating\": 0.5, \"digits\": 1}\n";
+        std::fs::write(dir.path().join("rated.jsonl"), rated).unwrap();
+        let recipe = "recipe \"t\" { seed = 1 }\n\
+                      model m = tiny_lm()\n\
+                      data add = synth.addition(count = 8)\n\
+                      data mul = synth.multiplication(count = 8)\n\
+                      data rev = synth.reverse(count = 8)\n\
+                      data chain = synth.chain(count = 8)\n\
+                      data rated = synth.rated_responses(count = 8)\n\
+                      data rows: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\")\n\
+                      data first = take(add, 2)\n\
+                      data most = split(add)\n\
+                      data short = filter(add, keep = |r| r.digits < 2)\n\
+                      data all = all_pairs(rated)\n\
+                      data best = best_worst_pairs(rated)\n\
+                      data edited = perturb(add)\n\
+                      data file_pairs = all_pairs(jsonl(\"rated.jsonl\"))\n\
+                      data file_edited = perturb(take(rows, 1))\n\
+                      stage s = sft(m, add)\n\
+                      run s\n";
+        let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[])
+            .unwrap_or_else(|e| panic!("{:?}", e.iter().map(|d| &d.message).collect::<Vec<_>>()));
+        let functions = Arc::new(Functions::new(&program.scalar).unwrap());
+        let mut builder = Builder::new(&program, Device::Cpu, vec![dir.path().to_path_buf()], functions);
+        for name in DATA_BUILTINS {
+            let decl = program
+                .decls
+                .iter()
+                .find(|d| d.value.call_name() == Some(name))
+                .unwrap_or_else(|| panic!("the test recipe does not call `{name}`"));
+            let data = builder.dataset(&Value::Data(decl.name.clone())).unwrap_or_else(|e| panic!("`{name}`: {e}"));
+            assert!(!data.is_empty(), "`{name}` built no rows");
+        }
+        // An inline source is read with the row type its builtin takes.
+        let pairs = builder.dataset(&Value::Data("file_pairs".into())).unwrap();
+        assert_eq!(pairs.strings("chosen").unwrap()[0].as_ref(), "1");
+        let edited = builder.dataset(&Value::Data("file_edited".into())).unwrap();
+        assert_eq!(edited.ids, vec![1]);
+        assert!(edited.column("completion").is_some() && edited.column("strength").is_some());
+    }
+
     /// The declared row type reaches `jsonl` through the compiled program, nested types included.
     #[test]
     fn a_declared_row_type_types_the_jsonl_rows() {

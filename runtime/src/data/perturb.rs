@@ -92,7 +92,8 @@ mod tests {
         assert_ne!(out.column("perturbed"), perturb(&data, 1..=3, 8).unwrap().column("perturbed"));
         assert_eq!(out.ids, data.ids);
         assert_eq!(out.column("completion"), data.column("completion"), "other fields are kept");
-        let (prompts, perturbed, strength) = (texts(&out, "prompt"), texts(&out, "perturbed"), out.ints("strength").unwrap());
+        let (prompts, perturbed, strength) =
+            (texts(&out, "prompt"), texts(&out, "perturbed"), out.ints("strength").unwrap());
         let mut swapped = 0;
         for r in 0..out.len() {
             assert!((1..=3).contains(&strength[r]));

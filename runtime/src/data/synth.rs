@@ -169,7 +169,12 @@ pub fn chain(steps: RangeInclusive<u32>, count: usize, seed: u64) -> Result<Data
 /// probability 1/4, else a typical slip of it: off by 1 to 9, a carry lost or doubled (±10), a
 /// digit dropped, or two adjacent digits swapped. `rating = 1 / (1 + |response - answer|)`: 1 for
 /// the correct answer, lower the further a wrong one is. Responses of a prompt may repeat.
-pub fn rated_responses(digits: RangeInclusive<u32>, count: usize, responses: usize, seed: u64) -> Result<Dataset, DataError> {
+pub fn rated_responses(
+    digits: RangeInclusive<u32>,
+    count: usize,
+    responses: usize,
+    seed: u64,
+) -> Result<Dataset, DataError> {
     check_range("rated_responses", "digits", &digits, 17)?;
     let origin = format!(
         "synth.rated_responses(digits = {}..={}, count = {count}, responses = {responses}, seed = {seed})",
@@ -307,8 +312,7 @@ mod tests {
         assert_eq!(d, rated_responses(1..=2, 200, 4, 3).unwrap());
         assert_eq!(d.len(), 800);
         assert_eq!(d.ids, (0..800).collect::<Vec<u64>>());
-        let (prompt, answer, response) =
-            (strings(&d, "prompt"), strings(&d, "answer"), strings(&d, "response"));
+        let (prompt, answer, response) = (strings(&d, "prompt"), strings(&d, "answer"), strings(&d, "response"));
         let (rating, digits) = (d.floats("rating").unwrap(), d.ints("digits").unwrap());
         let mut correct = 0;
         for r in 0..d.len() {

@@ -340,9 +340,9 @@ impl Layout {
     /// This row layout without the fields `names`.
     fn without(self, names: &[&str]) -> Layout {
         match self {
-            Layout::Row(row) => {
-                Layout::Row(RowSchema { fields: row.fields.into_iter().filter(|(n, _)| !names.contains(&n.as_str())).collect() })
-            }
+            Layout::Row(row) => Layout::Row(RowSchema {
+                fields: row.fields.into_iter().filter(|(n, _)| !names.contains(&n.as_str())).collect(),
+            }),
             other => other,
         }
     }
@@ -362,10 +362,8 @@ pub fn stage_data_read_by(program: &Program, value: &Value) -> Vec<String> {
     let mut pending = vec![value];
     while let Some(v) = pending.pop() {
         match v {
-            Value::Stage { stage, field } if field.as_deref() == Some("data") => {
-                if !stages.contains(stage) {
-                    stages.push(stage.clone());
-                }
+            Value::Stage { stage, field } if field.as_deref() == Some("data") && !stages.contains(stage) => {
+                stages.push(stage.clone())
             }
             Value::Data(name) if seen.insert(name.as_str()) => pending.extend(program.decl(name).map(|d| &d.value)),
             Value::Call { args, .. } => pending.extend(args.iter().rev().map(|(_, v)| v)),

@@ -228,3 +228,26 @@ impl ModelStore {
         *n == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage that trains nothing passes its model on: reading its output reads that model,
+    /// through chains of such stages, and each reader counts once on the model itself.
+    #[test]
+    fn aliases_resolve_to_the_model_read() {
+        let mut store = ModelStore::default();
+        let m = ModelRef::Declared("m".into());
+        store.register_alias("a", &m).unwrap();
+        store.register_alias("b", &ModelRef::Stage("a".into())).unwrap();
+        store.register("train", &ModelRef::Stage("b".into()), None).unwrap();
+        assert_eq!(store.resolve(&ModelRef::Stage("b".into())), m);
+        assert_eq!(store.resolve(&ModelRef::Stage("train".into())), ModelRef::Stage("train".into()));
+        assert_eq!(store.readers.get(&m), Some(&3));
+        assert!(!store.read(&ModelRef::Stage("a".into())));
+        assert!(!store.read(&m));
+        assert!(store.read(&ModelRef::Stage("b".into())), "the third read is the last");
+        assert_eq!(store.roots.get("train").map(String::as_str), Some("m"));
+    }
+}

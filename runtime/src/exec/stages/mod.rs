@@ -25,8 +25,8 @@ use super::settings::{OptimizerPolicy, TrainSettings};
 use super::ExecError;
 use crate::artifact::RunDir;
 use crate::checkpoint::Checkpoint;
-use crate::data::Dataset;
 use crate::data::jsonl;
+use crate::data::Dataset;
 use crate::model::{self, CausalLm, Tokenizer};
 use crate::optim::AdamW;
 use crate::progress::Progress;
@@ -110,8 +110,11 @@ pub(super) struct Transform {
     /// it computes): what stages reading its data are checked against before compute.
     pub preview: Dataset,
     /// Computes its output with the policy (frozen: no gradient).
-    pub run: Box<dyn Fn(&CausalLm) -> Result<Produced, ExecError>>,
+    pub run: Compute,
 }
+
+/// A transform's computation.
+pub(super) type Compute = Box<dyn Fn(&CausalLm) -> Result<Produced, ExecError>>;
 
 /// What a transform produced.
 pub(super) struct Produced {

@@ -76,7 +76,7 @@ enum Measure {
 pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
     let data = b.dataset()?;
     let keep = b.call.float("keep")?;
-    if !(keep > 0.0 && keep <= 1.0) {
+    if keep.is_nan() || keep <= 0.0 || keep > 1.0 {
         return Err(b.call.invalid("keep", format!("must be in (0, 1], got {keep}")));
     }
     let select: Select = b.call.constant("select")?;
@@ -136,11 +136,8 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
                 "kept_score_min": kept_scores.iter().copied().fold(f64::INFINITY, f64::min),
                 "kept_score_max": kept_scores.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             });
-            let note = format!(
-                "stage `{stage}`: kept {} of {n} rows ({} by `{measure_name}`)",
-                rows.len(),
-                select.name()
-            );
+            let note =
+                format!("stage `{stage}`: kept {} of {n} rows ({} by `{measure_name}`)", rows.len(), select.name());
             Ok(Produced { data: out, metrics, note })
         }),
     })
@@ -348,7 +345,8 @@ mod tests {
         for row in [0, 33] {
             let logprob = |response: &str| {
                 let prompt = format!("{row}+1=");
-                let batch = TokenBatch::collate(model.tokenizer(), &[(&prompt, response)], true, model.device()).unwrap();
+                let batch =
+                    TokenBatch::collate(model.tokenizer(), &[(&prompt, response)], true, model.device()).unwrap();
                 model::completion_logprobs(&model, &batch).unwrap().0.to_vec1::<f32>().unwrap()[0] as f64
             };
             let want = logprob(&(row + 1).to_string()) - logprob(&format!("{row}{row}"));

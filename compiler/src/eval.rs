@@ -16,7 +16,7 @@ use crate::diag::Diagnostic;
 use crate::interp::{self, Interp};
 use crate::ir;
 use crate::lower;
-use crate::program::{Decl, DeclKind, FunctionInfo, Origin, Program, Rounds, RowSchema, Value};
+use crate::program::{Decl, DeclKind, FunctionInfo, LossTerm, Origin, Program, Rounds, RowSchema, Value};
 use crate::types::Ty;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -41,9 +41,12 @@ pub struct Closure {
     pub kind: ClosureKind,
     pub env: Env,
     pub ty: Ty,
+    /// For a loss made by calling a named function (`dpo(beta = 0.1)`): that function's name
+    /// and its `beta` argument, which name the term in metrics and scale its implicit rewards.
+    pub label: Option<(String, Option<CVal>)>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ClosureKind {
     Lambda(Rc<Lambda>),
     Fn(FnId),
@@ -154,6 +157,14 @@ pub fn evaluate(
         ));
     }
     if !ev.diags.is_empty() {
+        // A value used twice (a `let` loss passed to a stage) is lowered twice; report once.
+        let mut seen = Vec::new();
+        ev.diags.retain(|(file, d)| {
+            let key = (*file, d.code, d.message.clone(), d.labels.first().map(|l| l.span));
+            let new = !seen.contains(&key);
+            seen.push(key);
+            new
+        });
         return Err(ev.diags);
     }
     Ok(Program {
@@ -293,7 +304,10 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 let base = self.eval(base, env);
                 self.field(base, field, e)
             }
-            TKind::CallFn(id, args) => inline(self, *id, call_args(args, env)),
+            TKind::CallFn(id, args) => {
+                let v = inline(self, *id, call_args(args, env));
+                self.label_loss(*id, v)
+            }
             TKind::CallExtern(name, args) => self.call_extern(name, args, env),
             TKind::CallValue(f, args) => {
                 let f = self.eval(f, env);
@@ -438,6 +452,35 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         }
     }
 
+    /// A loss's terms, each lowered on its own (see [`LossTerm`]).
+    fn loss(&mut self, terms: Vec<(f64, Rc<Closure>)>) -> Value {
+        let terms = terms
+            .into_iter()
+            .map(|(weight, c)| {
+                let (name, beta) = c.label.clone().unwrap_or_else(|| ("loss".into(), None));
+                let beta = beta.map(|b| self.finalize(b, &Ty::Float));
+                LossTerm { name, weight, beta, f: lower::tensor(self, &[(1.0, c)]) }
+            })
+            .collect();
+        Value::Loss(terms)
+    }
+
+    /// `v`, labelled with the function `id` that returned it when it is an unlabelled loss.
+    fn label_loss(&self, id: FnId, v: CVal) -> CVal {
+        let CVal::Closure(c) = &v else { return v };
+        if !c.ty.is_tensor_fn() || c.label.is_some() {
+            return v;
+        }
+        let info = &self.checked.fns[id];
+        let beta = info.params.iter().find(|(n, _, _)| n == "beta").and_then(|(_, local, _)| c.env.get(local).cloned());
+        CVal::Closure(Rc::new(Closure {
+            kind: c.kind.clone(),
+            env: c.env.clone(),
+            ty: c.ty.clone(),
+            label: Some((info.name.clone(), beta)),
+        }))
+    }
+
     /// Turn a compile-time value into a program value, compiling closures by their type.
     pub fn finalize(&mut self, v: CVal, ty: &Ty) -> Value {
         match v {
@@ -462,8 +505,8 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             CVal::Call(name, args) => {
                 Value::Call { name, args: args.into_iter().map(|(n, v)| (n, self.finalize_untyped(v))).collect() }
             }
-            CVal::Closure(c) if c.ty.is_tensor_fn() => Value::Tensor(lower::tensor(self, &[(1.0, c)])),
-            CVal::Loss(terms) => Value::Tensor(lower::tensor(self, &terms)),
+            CVal::Closure(c) if c.ty.is_tensor_fn() => self.loss(vec![(1.0, c)]),
+            CVal::Loss(terms) => self.loss(terms),
             CVal::Closure(c) => {
                 if let Some((_, id)) = self.compiled.get(&Rc::as_ptr(&c)) {
                     return Value::Scalar(*id);
@@ -541,7 +584,7 @@ impl<'c, 'a> Walker<'c, 'a> for Evaluator<'c, 'a> {
 }
 
 fn closure(kind: ClosureKind, env: Env, ty: Ty) -> CVal {
-    CVal::Closure(Rc::new(Closure { kind, env, ty }))
+    CVal::Closure(Rc::new(Closure { kind, env, ty, label: None }))
 }
 
 /// Losses form a vector space: a number times a loss, and sums and differences of losses, are

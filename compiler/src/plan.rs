@@ -103,6 +103,10 @@ pub fn value_text(v: &Value, p: &Program) -> String {
             Some(f) => format!("fn#{i} {}", f.name),
             None => format!("fn#{i}"),
         },
-        Value::Tensor(t) => format!("|b| {t}"),
+        Value::Loss(terms) => terms
+            .iter()
+            .map(|t| if t.weight == 1.0 { format!("|b| {}", t.f) } else { format!("{} * (|b| {})", t.weight, t.f) })
+            .collect::<Vec<_>>()
+            .join(" + "),
     }
 }

@@ -193,8 +193,23 @@ pub enum Value {
     },
     /// A scalar function: an index into `Program::scalar.functions`.
     Scalar(u32),
-    /// A batch-tensor function (a loss).
-    Tensor(TensorFn),
+    /// A loss: a weighted sum of terms, each a batch-tensor function.
+    Loss(Vec<LossTerm>),
+}
+
+/// One term of a loss: `0.8 * dpo(beta = 0.1)` is the term `dpo` with weight 0.8. The runtime
+/// evaluates each term on its own, so metrics can report every weighted term (`loss/dpo`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LossTerm {
+    /// The function that made the term (`dpo`), or `loss` for a lambda written in place.
+    pub name: String,
+    pub weight: f64,
+    /// The term's `beta` argument when its function has one: a `Value::Float`, or a schedule
+    /// (`Value::Scalar`) of `(step, total)`. The runtime reports TRL's implicit rewards
+    /// (`rewards/chosen` = β·(log π − log π_ref)) with it.
+    pub beta: Option<Value>,
+    /// The unweighted term: one value (`Scalar`) for the batch.
+    pub f: TensorFn,
 }
 
 /// One step of the run order.

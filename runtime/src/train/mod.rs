@@ -118,6 +118,14 @@ pub struct Models<'m> {
 
 /// A stage kind's training signal: the loss of one micro-batch of experience.
 pub trait Objective {
+    /// Called once per optimiser step with every micro-batch of the step, before the first
+    /// [`Objective::loss`]: where an objective learns the step's totals (completion tokens,
+    /// sequences, pairs) that its means divide by, so that `batch = 1, accumulate = 2` and
+    /// `batch = 2, accumulate = 1` give the same loss and gradients. Nothing by default.
+    fn begin_step(&mut self, _models: &Models<'_>, _micro_batches: &[Experience]) -> Result<(), TrainError> {
+        Ok(())
+    }
+
     /// The loss of `experience` under `models`.
     fn loss(&mut self, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError>;
 

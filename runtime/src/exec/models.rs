@@ -6,7 +6,10 @@
 //! reads; a stage's output (model and optimiser) is kept exactly until its last reader has
 //! started and then freed, and so is a declared model; a stage's reference is rebuilt from what
 //! it names (a declaration or an earlier stage's output), never from the live policy, so a
-//! resumed stage scores against the same reference.
+//! resumed stage scores against the same reference. A stage that runs in rounds reads models
+//! once per round: round 0 what the stage names, round r its round r − 1's output
+//! ([`ModelRef::Round`]) as policy — and as reference when the stage re-binds it — so a round's
+//! output lives exactly until the next round has started.
 
 use super::build::Builder;
 use super::ExecError;
@@ -20,8 +23,11 @@ use std::collections::HashMap;
 pub enum ModelRef {
     /// `model name = ...`.
     Declared(String),
-    /// The output of an earlier stage (`sft.model`).
+    /// The output of an earlier stage (`sft.model`); of its last round, for a stage in rounds.
     Stage(String),
+    /// The output of round `round` (0-based) of a stage that runs in rounds, read by its next
+    /// round.
+    Round { stage: String, round: u32 },
 }
 
 impl ModelRef {
@@ -52,7 +58,8 @@ pub struct StageOutput {
 #[derive(Default)]
 pub struct ModelStore {
     declared: HashMap<String, CausalLm>,
-    outputs: HashMap<String, StageOutput>,
+    /// Outputs of stages ([`ModelRef::Stage`]) and of rounds ([`ModelRef::Round`]).
+    outputs: HashMap<ModelRef, StageOutput>,
     /// For each model, how many stage starts still read it.
     readers: HashMap<ModelRef, usize>,
     /// Which declaration each stage's output descends from (for its tokenizer and context).
@@ -61,8 +68,8 @@ pub struct ModelStore {
     taken: Option<AdamW>,
 }
 
-fn missing(stage: &str) -> ExecError {
-    ExecError::Internal(format!("the output of stage `{stage}` is not available"))
+fn missing(r: &ModelRef) -> ExecError {
+    ExecError::Internal(format!("the output {r:?} is not available"))
 }
 
 impl ModelStore {
@@ -77,6 +84,28 @@ impl ModelStore {
         Ok(())
     }
 
+    /// Records the reads of stage `stage` that runs in `rounds` rounds: round 0 reads `policy`
+    /// and `reference`; round r > 0 reads round r − 1's output as its policy, and as its
+    /// reference too when `rebind_reference` (else `reference` again). One read per round.
+    pub fn register_rounds(
+        &mut self,
+        stage: &str,
+        policy: &ModelRef,
+        reference: Option<&ModelRef>,
+        rounds: u32,
+        rebind_reference: bool,
+    ) -> Result<(), ExecError> {
+        self.register(stage, policy, reference)?;
+        for round in 1..rounds {
+            let previous = ModelRef::Round { stage: stage.to_string(), round: round - 1 };
+            let reference = reference.map(|r| if rebind_reference { previous.clone() } else { r.clone() });
+            for r in std::iter::once(&previous).chain(reference.as_ref()) {
+                *self.readers.entry(r.clone()).or_insert(0) += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a read of `r` by a stage that does not need it (restored from a checkpoint).
     pub fn skip(&mut self, r: &ModelRef) {
         self.read(r);
@@ -86,7 +115,7 @@ impl ModelStore {
     fn root<'r>(&'r self, r: &'r ModelRef) -> Result<&'r str, ExecError> {
         match r {
             ModelRef::Declared(name) => Ok(name),
-            ModelRef::Stage(stage) => self
+            ModelRef::Stage(stage) | ModelRef::Round { stage, .. } => self
                 .roots
                 .get(stage)
                 .map(String::as_str)
@@ -132,14 +161,14 @@ impl ModelStore {
                 };
                 Ok((model, None))
             }
-            ModelRef::Stage(stage) if last => {
+            output if last => {
                 // The last reader takes the output itself (its optimiser moves with it).
-                let out = self.outputs.remove(stage).ok_or_else(|| missing(stage))?;
+                let out = self.outputs.remove(output).ok_or_else(|| missing(output))?;
                 self.taken = Some(out.optim);
                 Ok((out.model, self.taken.as_ref()))
             }
-            ModelRef::Stage(stage) => {
-                let out = self.output(stage)?;
+            output => {
+                let out = self.output(output)?;
                 Ok((out.model.snapshot()?, Some(&out.optim)))
             }
         }
@@ -155,22 +184,21 @@ impl ModelStore {
                 None => Ok(builder.model(name)?.into_frozen()),
             },
             ModelRef::Declared(name) => Ok(self.declared(builder, name)?.frozen()?),
-            ModelRef::Stage(stage) if last => {
-                Ok(self.outputs.remove(stage).ok_or_else(|| missing(stage))?.model.into_frozen())
-            }
-            ModelRef::Stage(stage) => Ok(self.output(stage)?.model.frozen()?),
+            output if last => Ok(self.outputs.remove(output).ok_or_else(|| missing(output))?.model.into_frozen()),
+            output => Ok(self.output(output)?.model.frozen()?),
         }
     }
 
-    /// Whether a later stage reads stage `stage`'s output.
-    pub fn is_read_later(&self, stage: &str) -> bool {
-        self.readers.get(&ModelRef::Stage(stage.to_string())).is_some_and(|&n| n > 0)
+    /// Whether a stage (or round) still to start reads the output `r`.
+    pub fn is_read(&self, r: &ModelRef) -> bool {
+        self.readers.get(r).is_some_and(|&n| n > 0)
     }
 
-    /// Keeps stage `stage`'s output while a later stage reads it; frees it otherwise.
-    pub fn finish(&mut self, stage: &str, output: StageOutput) {
-        if self.is_read_later(stage) {
-            self.outputs.insert(stage.to_string(), output);
+    /// Keeps the output `r` (a stage's or a round's) while a later reader reads it; frees it
+    /// otherwise.
+    pub fn finish_output(&mut self, r: ModelRef, output: StageOutput) {
+        if self.is_read(&r) {
+            self.outputs.insert(r, output);
         }
     }
 
@@ -179,11 +207,11 @@ impl ModelStore {
         let readers = &self.readers;
         let unread = |r: ModelRef| readers.get(&r).is_none_or(|&n| n == 0);
         self.declared.retain(|name, _| !unread(ModelRef::Declared(name.clone())));
-        self.outputs.retain(|stage, _| !unread(ModelRef::Stage(stage.clone())));
+        self.outputs.retain(|r, _| !unread(r.clone()));
     }
 
-    fn output(&self, stage: &str) -> Result<&StageOutput, ExecError> {
-        self.outputs.get(stage).ok_or_else(|| missing(stage))
+    fn output(&self, r: &ModelRef) -> Result<&StageOutput, ExecError> {
+        self.outputs.get(r).ok_or_else(|| missing(r))
     }
 
     /// Counts one read of `r`; whether it was the last.

@@ -99,8 +99,10 @@ pub(super) fn train(
     let device = builder.device.clone();
     let bound = training.bound;
     let resume_at = resume.map(|c| (c.state.stage_index, c.state.round.map_or(0, |r| r.index)));
-    let mut summary = None;
-    for unit in training.units() {
+    let mut summary: Option<StageSummary> = None;
+    let units = training.units();
+    let total_steps = units.iter().map(|u| u.steps).sum();
+    for unit in units {
         let round = unit.round.map_or(0, |r| r.index);
         let mut cfg = bound.settings.loop_config(training.name, training.index);
         cfg.steps = unit.steps;
@@ -156,7 +158,8 @@ pub(super) fn train(
         summary = Some(train::run_stage(&roles, &mut optim, &mut parts, &cfg, &mut evaluators, &mut ctx, state)?);
         models.finish_output(unit.output, StageOutput { model, optim });
     }
-    Ok(summary)
+    // A stage in rounds reports all its steps; its loss and evaluation are its last round's.
+    Ok(summary.map(|s| StageSummary { steps: total_steps, ..s }))
 }
 
 /// The last checkpoint a finished stage (or round) wrote.

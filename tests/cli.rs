@@ -191,40 +191,62 @@ fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
 
     let unsupported = write(
-        "loss_on.recipe",
+        "band_pass.recipe",
         "recipe \"u\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
-         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2)\neval l = loss_on(d)\nrun s\n",
+         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2, curriculum = band_pass())\nrun s\n",
     );
     let out = recipe(&["check", &unsupported]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let warning = stderr(&out);
-    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`loss_on`"), "{warning}");
-    assert!(warning.contains("loss_on.recipe:5:10"), "{warning}");
+    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`band_pass`"), "{warning}");
+    assert!(warning.contains("band_pass.recipe:4:45"), "{warning}");
     assert_eq!(code(&recipe(&["check", "--strict", &unsupported])), 1);
-    let run = dir.join("run-loss-on");
+    let run = dir.join("run-band-pass");
     let out = recipe(&["run", &unsupported, "--quiet", "--out", run.to_str().unwrap()]);
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("recipe::run::not_executable") && err.contains("loss_on.recipe:5:10"), "{err}");
+    assert!(err.contains("recipe::run::not_executable") && err.contains("band_pass.recipe:4:45"), "{err}");
     assert!(!run.exists());
 
-    // Values the types allow but a stage cannot use are refused at the argument, before compute.
+    // Values no builtin can use are `check` errors at the argument (exit 1); values only this
+    // runtime or these data and models cannot use are refused by `run` at the argument, before
+    // compute (exit 3).
     let stage = |args: &str| {
         format!(
             "recipe \"v\" {{ seed = 1 }}\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
              data d = synth.addition(count = 32)\nstage s = sft(m, d, {args})\nrun s\n"
         )
     };
-    for (args, says) in [
-        ("steps = 0", "`steps` must be at least 1"),
-        ("batch = 1_000_000_000", "`batch` must be in 1..="),
-        ("optimizer = keep", "no optimiser moments to keep"),
+    for (args, arg, exit, says) in [
+        ("steps = 0", "steps", 1, "`sft`: `steps` must be at least 1, found 0"),
+        ("batch = -3", "batch", 1, "`sft`: `batch` must be at least 1, found -3"),
+        (
+            "curriculum = pacing(by = |r| float(r.digits), until = 0.0)",
+            "until",
+            1,
+            "`until` must be in (0, 1], found 0.0",
+        ),
+        (
+            "curriculum = buckets(by = |r| float(r.digits), count = 0)",
+            "count",
+            1,
+            "`count` must be at least 1, found 0",
+        ),
+        ("batch = 1_000_000_000", "batch", 3, "`batch` must be in 1..="),
+        ("optimizer = keep", "optimizer", 3, "no optimiser moments to keep"),
+        ("curriculum = buckets(by = |r| float(r.digits), count = 40)", "count", 3, "`count` must be in 1..=32"),
+        ("steps = 2, curriculum = buckets(by = |r| float(r.digits), count = 3)", "steps", 3, "at least one step"),
     ] {
-        // The value's column: after `stage s = sft(m, d, ` (20 characters) and `name = `.
-        let col = 21 + args.find("= ").expect("name = value") + 2;
+        // The value's column: after `stage s = sft(m, d, ` (20 characters) and `arg = `.
+        let col = 21 + args.find(&format!("{arg} = ")).expect("arg = value") + arg.len() + 3;
         let file = write("values.recipe", &stage(args));
-        let out = recipe(&["run", &file, "--quiet", "--out", dir.join("run-values").to_str().unwrap()]);
-        assert_eq!(code(&out), 3, "{args}: {}", stderr(&out));
+        let run = dir.join("run-values");
+        let out = match exit {
+            1 => recipe(&["check", &file]),
+            _ => recipe(&["run", &file, "--quiet", "--out", run.to_str().unwrap()]),
+        };
+        assert_eq!(code(&out), exit, "{args}: {}", stderr(&out));
+        assert!(!run.exists(), "nothing is written before the recipe is accepted");
         let err = stderr(&out);
         assert!(err.contains(says) && err.contains(&format!("values.recipe:4:{col}")), "{args}: {err}");
     }

@@ -201,9 +201,6 @@ impl Evaluator for LossOn {
         let scored = response_logprobs(model, &rows, self.batch)?;
         let tokens: usize = scored.iter().map(|(_, n)| n).sum();
         let nll: f64 = -scored.iter().map(|(lp, _)| lp).sum::<f64>();
-        Ok(vec![
-            ("loss".into(), if tokens == 0 { 0.0 } else { nll / tokens as f64 }),
-            ("tokens".into(), tokens as f64),
-        ])
+        Ok(vec![("loss".into(), if tokens == 0 { 0.0 } else { nll / tokens as f64 }), ("tokens".into(), tokens as f64)])
     }
 }

@@ -569,7 +569,11 @@ pub struct Accumulated {
 ///
 /// Errors: `TrainError::NonFinite` with the micro-batch's example ids for a NaN or infinite
 /// loss; the parts' own errors.
-pub fn accumulate(models: &Models<'_>, parts: &mut StageParts, step: &StepShape<'_>) -> Result<Accumulated, TrainError> {
+pub fn accumulate(
+    models: &Models<'_>,
+    parts: &mut StageParts,
+    step: &StepShape<'_>,
+) -> Result<Accumulated, TrainError> {
     let mut micro_batches = Vec::with_capacity(step.accumulate as usize);
     for _ in 0..step.accumulate {
         let rows = parts.curriculum.next_rows(step.step, step.total, step.batch)?;

@@ -74,7 +74,12 @@ impl TokenNll {
     /// Collates every micro-batch of the step and counts its scored tokens.
     ///
     /// Errors: `TrainError::Config` naming the rows when the step has no token to score.
-    pub fn begin_step(&mut self, stage: &str, models: &Models<'_>, micro_batches: &[Experience]) -> Result<(), TrainError> {
+    pub fn begin_step(
+        &mut self,
+        stage: &str,
+        models: &Models<'_>,
+        micro_batches: &[Experience],
+    ) -> Result<(), TrainError> {
         self.step.clear();
         for experience in micro_batches {
             let batch = self.collate(models.policy, &experience.rows)?;
@@ -82,8 +87,7 @@ impl TokenNll {
         }
         self.step_tokens = self.step.iter().map(|(_, b)| b.completion_lens.iter().sum::<usize>()).sum();
         if self.step_tokens == 0 {
-            let ids: Vec<String> =
-                micro_batches.iter().flat_map(|e| &e.example_ids).map(u64::to_string).collect();
+            let ids: Vec<String> = micro_batches.iter().flat_map(|e| &e.example_ids).map(u64::to_string).collect();
             return Err(TrainError::Config {
                 stage: stage.to_string(),
                 message: format!("the step's rows (examples {}) have no token to train on", ids.join(", ")),
@@ -95,7 +99,12 @@ impl TokenNll {
     /// The loss of `experience`: its scored tokens' NLL summed and divided by the step's
     /// scored tokens. Experience that `begin_step` did not see is a step of its own (its own
     /// token mean), so a caller outside the loop scores one batch as TRL would.
-    pub fn loss(&mut self, stage: &str, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError> {
+    pub fn loss(
+        &mut self,
+        stage: &str,
+        models: &Models<'_>,
+        experience: &Experience,
+    ) -> Result<LossOutput, TrainError> {
         let model = models.policy;
         let prepared = self.step.iter().position(|(rows, _)| *rows == experience.rows);
         let (batch, total) = match prepared {

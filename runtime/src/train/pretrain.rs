@@ -55,10 +55,10 @@ mod tests {
     }
 
     fn rows(pairs: &[(&str, &str)]) -> Dataset {
-    let prompts = Column::Str(pairs.iter().map(|p| p.0.into()).collect());
-    let completions = Column::Str(pairs.iter().map(|p| p.1.into()).collect());
-    let ids = (1..=pairs.len() as u64).collect();
-    Dataset::new("rows", ids, vec![("prompt".into(), prompts), ("completion".into(), completions)]).unwrap()
+        let prompts = Column::Str(pairs.iter().map(|p| p.0.into()).collect());
+        let completions = Column::Str(pairs.iter().map(|p| p.1.into()).collect());
+        let ids = (1..=pairs.len() as u64).collect();
+        Dataset::new("rows", ids, vec![("prompt".into(), prompts), ("completion".into(), completions)]).unwrap()
     }
 
     /// Pretraining scores every token after the first, SFT only the completion and EOS: with
@@ -76,7 +76,8 @@ mod tests {
         let pretrain_sum = value(pretrain.loss(&models, &whole).unwrap()) * 7.0;
         let sft_sum = value(sft.loss(&models, &whole).unwrap()) * 6.0;
         // The rows differ in one target: pretraining also scores "b" after "a".
-        let b_after_a = TokenBatch::from_ids(&[(vec![u32::from(b'a')], vec![u32::from(b'b')])], 0, &Device::Cpu).unwrap();
+        let b_after_a =
+            TokenBatch::from_ids(&[(vec![u32::from(b'a')], vec![u32::from(b'b')])], 0, &Device::Cpu).unwrap();
         let lp = completion_logprobs(&model, &b_after_a).unwrap().0.to_vec1::<f32>().unwrap()[0] as f64;
         assert!((pretrain_sum - (sft_sum - lp)).abs() < 1e-4, "{pretrain_sum} vs {sft_sum} - {lp}");
     }

@@ -200,7 +200,13 @@ pub(super) fn prepare<'p>(
             }
             Some(plan) => {
                 let (policy, reference) = (&bound.policy, bound.reference.as_ref());
-                models.register_rounds(&decl.name, policy, reference, plan.steps.len() as u32, plan.rebind_reference)?;
+                models.register_rounds(
+                    &decl.name,
+                    policy,
+                    reference,
+                    plan.steps.len() as u32,
+                    plan.rebind_reference,
+                )?;
                 checkpoint_every(program, plan.steps.iter().copied().max().unwrap_or(1))
             }
         };

@@ -148,7 +148,8 @@ pub(super) fn train(
         let reference = unit.reference.as_ref().map(|r| models.frozen(builder, r)).transpose()?;
         models.release_unread();
         if let Some(r) = unit.round {
-            let note = format!("stage `{}`: round {} of {} ({} steps)", training.name, r.index + 1, r.count, unit.steps);
+            let note =
+                format!("stage `{}`: round {} of {} ({} steps)", training.name, r.index + 1, r.count, unit.steps);
             progress.note(&note);
         }
         let mut parts = (bound.parts)(round)?;

@@ -221,3 +221,33 @@ impl ModelStore {
         *n == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One read per round: round 0 reads what the stage names; round r > 0 reads round r − 1's
+    /// output as policy, and as reference too when it re-binds it.
+    #[test]
+    fn rounds_count_one_read_per_round() {
+        let (m, r) = (ModelRef::Declared("m".into()), ModelRef::Declared("r".into()));
+        let round = |i| ModelRef::Round { stage: "dpo".into(), round: i };
+        let reads = |store: &ModelStore, x: &ModelRef| store.readers.get(x).copied().unwrap_or(0);
+
+        let mut rebound = ModelStore::default();
+        rebound.register_rounds("dpo", &m, Some(&r), 3, true).unwrap();
+        assert_eq!([&m, &r, &round(0), &round(1), &round(2)].map(|x| reads(&rebound, x)), [1, 1, 2, 2, 0]);
+
+        let mut kept = ModelStore::default();
+        kept.register_rounds("dpo", &m, Some(&r), 3, false).unwrap();
+        assert_eq!([&m, &r, &round(0), &round(1)].map(|x| reads(&kept, x)), [1, 3, 1, 1]);
+
+        // Without a reference (`sft`) re-binding changes nothing.
+        let mut sft = ModelStore::default();
+        sft.register_rounds("s", &m, None, 2, true).unwrap();
+        let first = ModelRef::Round { stage: "s".into(), round: 0 };
+        assert_eq!((reads(&sft, &m), reads(&sft, &first)), (1, 1));
+        sft.skip(&first);
+        assert!(!sft.is_read(&first), "read once, by the next round");
+    }
+}

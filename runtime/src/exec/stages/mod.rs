@@ -100,8 +100,7 @@ impl Binding<'_, '_> {
             let message = format!("is {written}: the curriculum trains {count} rounds, each needs at least one step");
             return Err(self.call.invalid("steps", message));
         }
-        let cap = self.max_steps.unwrap_or(u64::MAX);
-        let steps: Vec<u64> = (0..count).map(|r| (written / count + u64::from(r < written % count)).min(cap)).collect();
+        let steps = split_steps(written, count, self.max_steps);
         for &total in &steps {
             for (arg, schedule) in [("lr", &settings.lr), ("weight_decay", &settings.weight_decay)] {
                 if let Some((step, value)) = schedule.first_out_of_domain(total) {
@@ -114,6 +113,13 @@ impl Binding<'_, '_> {
         }
         Ok(Some(RoundPlan { steps, rebind_reference: rounds.rebind_reference }))
     }
+}
+
+/// `steps` split over `count` rounds as evenly as whole steps allow (the first `steps % count`
+/// rounds one more), each capped by `max_steps`.
+fn split_steps(steps: u64, count: u64, max_steps: Option<u64>) -> Vec<u64> {
+    let cap = max_steps.unwrap_or(u64::MAX);
+    (0..count).map(|r| (steps / count + u64::from(r < steps % count)).min(cap)).collect()
 }
 
 /// A stage that runs in rounds: the steps of each, and whether round r > 0 scores against
@@ -270,4 +276,18 @@ pub(super) fn check_training_rows(
     context: usize,
 ) -> Result<(), ExecError> {
     super::check_context(what, data, context, |p, c| model::training_positions(tok, p, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_steps;
+
+    #[test]
+    fn rounds_split_the_steps_evenly_and_each_is_capped() {
+        assert_eq!(split_steps(240, 3, None), [80, 80, 80]);
+        assert_eq!(split_steps(7, 3, None), [3, 2, 2]);
+        assert_eq!(split_steps(3, 3, None), [1, 1, 1]);
+        assert_eq!(split_steps(240, 3, Some(2)), [2, 2, 2], "--max-steps caps each round");
+        assert_eq!(split_steps(7, 3, None).iter().sum::<u64>(), 7);
+    }
 }

@@ -191,3 +191,65 @@ fn final_checkpoint(
         ExecError::Input(format!("cannot resume: no final checkpoint of {what} in {}", checkpoints.display()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::settings::TrainSettings;
+    use crate::exec::stages::RoundPlan;
+    use crate::optim::AdamWConfig;
+    use crate::train::Schedule;
+
+    fn training_with(bound: &Bound) -> Training<'_> {
+        Training { index: 1, name: "dpo", bound, eval_every: None, eval_on_start: false, checkpoint_every: None }
+    }
+
+    fn bound(rounds: Option<RoundPlan>) -> Bound {
+        let settings = TrainSettings {
+            steps: 6,
+            batch: 2,
+            accumulate: 1,
+            lr: Schedule::constant(1e-3),
+            weight_decay: Schedule::constant(0.0),
+            clip: None,
+            adam: AdamWConfig::default(),
+            optimizer: OptimizerPolicy::Reset,
+            log_every: 1,
+        };
+        Bound {
+            policy: ModelRef::Stage("sft".into()),
+            reference: Some(ModelRef::Declared("base".into())),
+            settings,
+            rounds,
+            parts: Box::new(|_| Err(ExecError::Internal("not built in this test".into()))),
+        }
+    }
+
+    /// The hook a stage with a reference (`preference`) gets: with `rebind_reference`, round r
+    /// scores against round r − 1's model; without it, against the stage's reference throughout.
+    #[test]
+    fn rounds_read_the_previous_round_and_rebind_the_reference() {
+        let round = |i| ModelRef::Round { stage: "dpo".into(), round: i };
+        let rebound = bound(Some(RoundPlan { steps: vec![2, 2, 2], rebind_reference: true }));
+        let units = training_with(&rebound).units();
+        let reads: Vec<(ModelRef, Option<ModelRef>, ModelRef)> =
+            units.iter().map(|u| (u.policy.clone(), u.reference.clone(), u.output.clone())).collect();
+        assert_eq!(
+            reads,
+            [
+                (ModelRef::Stage("sft".into()), Some(ModelRef::Declared("base".into())), round(0)),
+                (round(0), Some(round(0)), round(1)),
+                (round(1), Some(round(1)), ModelRef::Stage("dpo".into())),
+            ]
+        );
+        assert_eq!(units[2].round, Some(RoundIndex { index: 2, count: 3 }));
+
+        let kept = bound(Some(RoundPlan { steps: vec![3, 3], rebind_reference: false }));
+        let references: Vec<_> = training_with(&kept).units().into_iter().map(|u| u.reference).collect();
+        assert_eq!(references, [Some(ModelRef::Declared("base".into())), Some(ModelRef::Declared("base".into()))]);
+
+        let single = bound(None);
+        let units = training_with(&single).units();
+        assert_eq!((units.len(), units[0].round, units[0].steps), (1, None, 6));
+    }
+}

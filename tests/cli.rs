@@ -291,10 +291,11 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
         assert!(stderr(&out).contains("built without CUDA"), "{}", stderr(&out));
     }
 
-    // Optimiser settings are checked before any compute.
+    // Optimiser settings are checked before any compute: a recipe error at the argument.
     let out =
         recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--set", "beta1=1.5", "--out", b.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("tiny_sft.recipe:22:18"), "{}", stderr(&out));
     assert!(stderr(&out).contains("`adam_beta1` must be in [0, 1)"), "{}", stderr(&out));
 
     // A folder that already holds a run is the user's mistake, refused without touching it.
@@ -472,8 +473,10 @@ fn log_every_thins_the_metrics_and_zero_is_refused() {
     let steps: Vec<u64> = trace(&dir.join("run")).iter().map(|l| l["step"].as_u64().expect("step")).collect();
     assert_eq!(steps, [2, 4, 6, 7], "every 2 steps and the last");
     assert!(trace(&dir.join("run"))[3].get("eval").is_some(), "`every = 0` evaluates at the end only");
+    // A recipe error at the argument, before anything runs (as `recipe check` reports it).
     let out = recipe_in(&dir, &["run", "log.recipe", "--quiet", "--set", "n=0", "--out", "run0"]);
-    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(!dir.join("run0").exists());
     assert!(stderr(&out).contains("`log_every` must be at least 1") && stderr(&out).contains("log.recipe:5:"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -49,7 +49,9 @@ pub struct TrainState {
 /// Which of a stage's rounds: `index` (0-based) of `count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundIndex {
+    /// This round, 0-based.
     pub index: u32,
+    /// The stage's rounds.
     pub count: u32,
 }
 
@@ -261,5 +263,34 @@ mod tests {
         Checkpoint::remove_stale(root).unwrap();
         assert!(!root.join("01-s-step000004.tmp-1-2").exists());
         assert!(root.join("01-s-step000002").exists());
+    }
+
+    #[test]
+    fn rounds_order_checkpoints_and_name_their_folders() {
+        let state = |round: u32, step: u64| TrainState {
+            stage: "dpo".into(),
+            stage_index: 1,
+            round: Some(RoundIndex { index: round, count: 3 }),
+            step,
+            total_steps: 4,
+            optimizer_steps: step,
+            parts: PartsState::default(),
+            metrics_lines: 0,
+        };
+        assert_eq!(state(2, 40).folder_name(), "01-dpo-r02-step000040");
+        assert!(state(1, 1).position() > state(0, 4).position(), "a later round is later at any step");
+        assert!(state(0, 4).complete() && !state(0, 4).stage_complete(), "round 0 of 3 ends, the stage goes on");
+        assert!(state(2, 4).stage_complete());
+        let dir = tempfile::tempdir().unwrap();
+        for s in [state(0, 4), state(1, 1)] {
+            let folder = dir.path().join(s.folder_name());
+            fs::create_dir_all(&folder).unwrap();
+            fs::write(folder.join(STATE_FILE), serde_json::to_vec(&s).unwrap()).unwrap();
+        }
+        let latest = Checkpoint::latest(dir.path()).unwrap().unwrap();
+        assert_eq!(latest.state, state(1, 1));
+        // A stage without rounds writes no `round` field (older checkpoints read unchanged).
+        let plain = TrainState { round: None, ..state(0, 1) };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("round"));
     }
 }

@@ -539,9 +539,12 @@ fn train_step(
 /// of `total`, for stage `stage` (named in errors).
 #[derive(Clone, Copy, Debug)]
 pub struct StepShape<'s> {
+    /// The stage's name, for errors.
     pub stage: &'s str,
+    /// 0-based optimiser step, of `total`.
     pub step: u64,
     pub total: u64,
+    /// Rows per micro-batch, and micro-batches in the step.
     pub batch: usize,
     pub accumulate: u32,
 }

@@ -1,8 +1,9 @@
 //! The front end's one entry point: source text (+ `--set` overrides) → [`Program`].
 //!
 //! parse → resolve/check (against the embedded prelude and builtin signatures, parsed once per
-//! process) → evaluate the top level → check argument domains (`domain`) → `Program`. All independent errors of a file are reported
-//! together; the stdlib's own diagnostics (a bug in the stdlib) carry the stdlib's source.
+//! process) → evaluate the top level (each call's constant arguments checked against their
+//! domains, `domain`) → `Program`. All independent errors of a file are reported together; the
+//! stdlib's own diagnostics (a bug in the stdlib) carry the stdlib's source.
 
 use crate::ast::{self, Span};
 use crate::check::{self, typed::FileId, Override};
@@ -70,10 +71,6 @@ pub fn compile(source: &Source, overrides: &[(String, String)]) -> Result<Progra
         diags.into_iter().map(|(file, d)| d.with_source(&sources[file.0 as usize])).collect::<Vec<_>>()
     })?;
     program.sources = sources;
-    let out_of_domain = crate::domain::check(&program);
-    if !out_of_domain.is_empty() {
-        return Err(out_of_domain);
-    }
     Ok(program)
 }
 

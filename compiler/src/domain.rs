@@ -1,281 +1,222 @@
-//! Domains of builtin arguments: numbers the types allow but a builtin cannot use (`batch = 0`,
-//! `steps = -5`, `until = 0`, `count = 0`, a DPO `beta` of 0) are `recipe check` errors
-//! (`recipe::call::out_of_domain`), labelled at the argument, before anything runs.
-//!
-//! It runs on the evaluated [`Program`], where every argument is a value (a `let`, an
-//! arithmetic expression or a `--set` override has been computed), and is told where each
-//! argument was written by [`Decl::arg_origins`]. A value the recipe did not write where it
-//! is used (a curriculum bound by `let` and passed by name) is reported where it was written
-//! (the `let`), once.
-//!
-//! Invariant: the table holds only what is true of the builtin whatever the data and models —
-//! rules that need them (more buckets than rows, a row longer than the context) stay with the
-//! runtime, which reports them at the same argument before any compute. Schedules (functions
-//! of the step) are checked by the runtime over the stage's steps; only constants are checked
-//! here.
+//! The domains of builtins' numeric arguments, checked where a recipe's value is known at
+//! compile time, so that `batch = 0`, `steps = -5`, `keep = 1.5` or `dpo(beta = -0.1)` are
+//! `recipe check` errors at the argument (`recipe::call::domain`), not runtime failures. A
+//! value computed at run time (a schedule) is checked by the runtime when it binds the stage.
 
-use crate::diag::Diagnostic;
-use crate::program::{Decl, Program, Value};
+use crate::program::Value;
 
-/// What an argument's value must satisfy.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Domain {
-    /// An Int at least this.
-    AtLeast(i64),
-    /// A number greater than 0.
-    Positive,
-    /// A number not below 0.
-    NonNegative,
-    /// A number in (0, 1].
-    UnitOpenClosed,
-    /// A number in [0, 1].
-    Unit,
-    /// A number in [0, 1).
-    UnitClosedOpen,
+/// An interval of the real line, with the words an error uses for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Domain {
+    pub low: f64,
+    pub low_open: bool,
+    pub high: f64,
+    pub high_open: bool,
 }
+
+const fn at_least(n: i64) -> Domain {
+    Domain { low: n as f64, low_open: false, high: f64::INFINITY, high_open: true }
+}
+/// (0, ∞).
+const POSITIVE: Domain = Domain { low: 0.0, low_open: true, high: f64::INFINITY, high_open: true };
+/// [0, ∞).
+const NON_NEGATIVE: Domain = at_least(0);
+/// (0, 1]: a fraction of something that must keep some of it.
+const FRACTION: Domain = Domain { low: 0.0, low_open: true, high: 1.0, high_open: false };
+/// [0, 1].
+const UNIT: Domain = Domain { low: 0.0, low_open: false, high: 1.0, high_open: false };
+/// [0, 1): an Adam moment decay.
+const DECAY: Domain = Domain { low: 0.0, low_open: false, high: 1.0, high_open: true };
+/// (0, 1/2): label-noise rates, where the robust and EXO losses are defined.
+const NOISE: Domain = Domain { low: 0.0, low_open: true, high: 0.5, high_open: true };
 
 impl Domain {
-    fn holds(self, v: f64) -> bool {
-        match self {
-            Domain::AtLeast(n) => v >= n as f64,
-            Domain::Positive => v > 0.0,
-            Domain::NonNegative => v >= 0.0,
-            Domain::UnitOpenClosed => v > 0.0 && v <= 1.0,
-            Domain::Unit => (0.0..=1.0).contains(&v),
-            Domain::UnitClosedOpen => (0.0..1.0).contains(&v),
-        }
+    pub fn contains(&self, x: f64) -> bool {
+        let above = if self.low_open { x > self.low } else { x >= self.low };
+        let below = if self.high_open { x < self.high } else { x <= self.high };
+        above && below
     }
 
-    /// `must be at least 1`, `must be in (0, 1]`.
-    fn rule(self) -> String {
-        match self {
-            Domain::AtLeast(n) => format!("must be at least {n}"),
-            Domain::Positive => "must be positive".into(),
-            Domain::NonNegative => "must not be negative".into(),
-            Domain::UnitOpenClosed => "must be in (0, 1]".into(),
-            Domain::Unit => "must be in [0, 1]".into(),
-            Domain::UnitClosedOpen => "must be in [0, 1)".into(),
+    /// `at least 1`, `in (0, 1]`, `positive`.
+    pub fn describe(&self) -> String {
+        match (self.low, self.low_open, self.high) {
+            (l, false, h) if h == f64::INFINITY => format!("at least {l}"),
+            (l, true, h) if l == 0.0 && h == f64::INFINITY => "positive".into(),
+            (l, lo, h) => {
+                format!("in {}{l}, {h}{}", if lo { "(" } else { "[" }, if self.high_open { ")" } else { "]" })
+            }
         }
     }
 }
 
-/// The training stage builtins: they share the loop's settings.
+/// The training stage kinds: they share the loop's settings.
 const TRAINING_STAGES: &[&str] = &["sft", "pretrain", "preference", "grpo"];
 
-/// The settings every training stage takes, and their domains (`max_grad_norm <= 0` turns
-/// clipping off, so it has none; `lr` and `weight_decay` are checked when constant).
-const TRAINING_SETTINGS: &[(&str, Domain)] = &[
-    ("steps", Domain::AtLeast(1)),
-    ("batch", Domain::AtLeast(1)),
-    ("accumulate", Domain::AtLeast(1)),
-    ("log_every", Domain::AtLeast(1)),
-    ("lr", Domain::NonNegative),
-    ("weight_decay", Domain::NonNegative),
-    ("adam_beta1", Domain::UnitClosedOpen),
-    ("adam_beta2", Domain::UnitClosedOpen),
-    ("adam_epsilon", Domain::Positive),
+/// The shared settings of the training stage kinds.
+const TRAINING: &[(&str, Domain)] = &[
+    ("steps", at_least(1)),
+    ("batch", at_least(1)),
+    ("accumulate", at_least(1)),
+    ("log_every", at_least(1)),
+    // 0 turns clipping off (`docs/language.md`), so only a negative threshold is refused.
+    ("max_grad_norm", NON_NEGATIVE),
+    ("adam_beta1", DECAY),
+    ("adam_beta2", DECAY),
+    ("adam_epsilon", POSITIVE),
 ];
 
-/// Per builtin (as programs spell it), its arguments' domains beyond [`TRAINING_SETTINGS`].
+/// Per builtin (or prelude function), the domains of its numeric arguments beyond `TRAINING`.
 const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     (
         "tiny_lm",
         &[
-            ("layers", Domain::AtLeast(1)),
-            ("d_model", Domain::AtLeast(1)),
-            ("heads", Domain::AtLeast(1)),
-            ("kv_heads", Domain::AtLeast(0)),
-            ("context", Domain::AtLeast(1)),
-            ("ffn", Domain::AtLeast(0)),
+            ("layers", at_least(1)),
+            ("d_model", at_least(1)),
+            ("heads", at_least(1)),
+            ("kv_heads", NON_NEGATIVE),
+            ("context", at_least(2)),
+            ("ffn", NON_NEGATIVE),
         ],
     ),
-    ("synth.addition", &[("count", Domain::AtLeast(1))]),
-    ("synth.multiplication", &[("count", Domain::AtLeast(1))]),
-    ("synth.reverse", &[("count", Domain::AtLeast(1))]),
-    ("synth.chain", &[("count", Domain::AtLeast(1))]),
-    ("synth.rated_responses", &[("count", Domain::AtLeast(1)), ("responses", Domain::AtLeast(2))]),
-    ("all_pairs", &[("max_per_prompt", Domain::AtLeast(1))]),
-    ("split", &[("fraction", Domain::Unit)]),
-    ("take", &[("count", Domain::AtLeast(0))]),
     (
         "grpo",
         &[
-            ("group", Domain::AtLeast(2)),
-            ("max_tokens", Domain::AtLeast(1)),
-            ("temperature", Domain::NonNegative),
-            ("eps_low", Domain::NonNegative),
-            ("eps_high", Domain::NonNegative),
-            ("beta_kl", Domain::NonNegative),
+            ("group", at_least(2)),
+            ("max_tokens", at_least(1)),
+            ("temperature", POSITIVE),
+            ("eps_low", NON_NEGATIVE),
+            ("eps_high", NON_NEGATIVE),
+            ("beta_kl", NON_NEGATIVE),
         ],
     ),
-    (
-        "self_pairs",
-        &[("samples", Domain::AtLeast(1)), ("max_tokens", Domain::AtLeast(1)), ("temperature", Domain::NonNegative)],
-    ),
-    ("contrast_pairs", &[("max_tokens", Domain::AtLeast(1))]),
-    ("score", &[("keep", Domain::UnitOpenClosed)]),
-    ("accuracy", &[("every", Domain::AtLeast(0)), ("max_tokens", Domain::AtLeast(1))]),
-    ("pair_accuracy", &[("every", Domain::AtLeast(0))]),
-    ("loss_on", &[("every", Domain::AtLeast(0))]),
-    ("buckets", &[("count", Domain::AtLeast(1))]),
-    ("pacing", &[("until", Domain::UnitOpenClosed)]),
-    ("band_pass", &[("low", Domain::Unit), ("high", Domain::Unit)]),
-    ("variance_filter", &[("kappa", Domain::NonNegative), ("replay", Domain::Unit)]),
-    ("replay", &[("fraction", Domain::Unit), ("capacity", Domain::AtLeast(1))]),
-    ("bandit", &[("alpha", Domain::Unit)]),
-    ("boltzmann", &[("tau", Domain::Positive)]),
-    ("ucb", &[("c", Domain::NonNegative)]),
-    ("pass_rate", &[("samples", Domain::AtLeast(1))]),
-    ("group_variance", &[("samples", Domain::AtLeast(2))]),
+    ("self_pairs", &[("samples", at_least(2)), ("max_tokens", at_least(1)), ("temperature", POSITIVE)]),
+    ("contrast_pairs", &[("max_tokens", at_least(1))]),
+    ("score", &[("keep", FRACTION)]),
+    ("accuracy", &[("every", NON_NEGATIVE), ("max_tokens", at_least(1))]),
+    ("pair_accuracy", &[("every", NON_NEGATIVE)]),
+    ("loss_on", &[("every", NON_NEGATIVE)]),
+    ("split", &[("fraction", Domain { low: 0.0, low_open: true, high: 1.0, high_open: true })]),
+    ("take", &[("count", NON_NEGATIVE)]),
+    ("synth.addition", &[("count", at_least(1))]),
+    ("synth.multiplication", &[("count", at_least(1))]),
+    ("synth.reverse", &[("count", at_least(1))]),
+    ("synth.chain", &[("count", at_least(1))]),
+    ("synth.rated_responses", &[("count", at_least(1)), ("responses", at_least(2))]),
+    ("all_pairs", &[("max_per_prompt", at_least(1))]),
+    ("buckets", &[("count", at_least(1))]),
+    ("pacing", &[("until", FRACTION)]),
+    ("band_pass", &[("low", UNIT), ("high", UNIT)]),
+    ("variance_filter", &[("kappa", NON_NEGATIVE), ("replay", UNIT)]),
+    ("replay", &[("fraction", UNIT), ("capacity", at_least(1))]),
+    ("bandit", &[("alpha", UNIT)]),
+    ("boltzmann", &[("tau", POSITIVE)]),
+    ("ucb", &[("c", NON_NEGATIVE)]),
+    ("pass_rate", &[("samples", at_least(1))]),
+    ("group_variance", &[("samples", at_least(2))]),
+    // Prelude losses: every `beta` is positive; the other parameters where the loss is defined.
+    ("robust", &[("eps", NOISE)]),
+    ("exo", &[("eps", NOISE)]),
+    ("discopop", &[("tau", POSITIVE)]),
+    ("ld_dpo", &[("alpha", UNIT)]),
 ];
 
-/// The domain of argument `arg` of builtin `name`, if it has one.
-fn domain(name: &str, arg: &str) -> Option<Domain> {
-    let settings = TRAINING_STAGES.contains(&name).then_some(TRAINING_SETTINGS).into_iter();
-    let own = DOMAINS.iter().filter(|(n, _)| *n == name).map(|(_, d)| *d);
-    settings.chain(own).flatten().find(|(a, _)| *a == arg).map(|(_, d)| *d)
-}
-
-/// One argument outside its domain.
-struct Violation<'p> {
-    decl: &'p str,
-    /// The argument's dotted path in the declaration (`curriculum.count`).
-    path: String,
-    message: String,
-    rule: String,
-    /// Whether the declaration wrote the argument itself (else it is located at the nearest
-    /// enclosing argument it wrote).
-    written: bool,
-}
-
-/// Every argument of `program` outside its builtin's domain, as diagnostics at the argument.
-pub fn check(program: &Program) -> Vec<Diagnostic> {
-    let decls = program.decls.iter().chain(program.rounds.iter().flat_map(|r| &r.stages));
-    let mut found = Vec::new();
-    for decl in decls {
-        walk(decl, &decl.value, "", &mut found);
+/// The domain of argument `param` of `callee` (as users write it: `synth.addition`), if it has
+/// one. `is_stage` says whether the callee is a training stage kind.
+pub fn of(callee: &str, param: &str, is_loss: bool) -> Option<Domain> {
+    if is_loss && param == "beta" {
+        return Some(POSITIVE);
     }
-    let mut diagnostics = Vec::new();
-    let mut reported: Vec<&str> = Vec::new();
-    // Where the recipe wrote the value first; elsewhere only when it was written nowhere.
-    for pass in [true, false] {
-        for v in found.iter().filter(|v| v.written == pass) {
-            if !pass && reported.contains(&v.message.as_str()) {
-                continue;
-            }
-            reported.push(&v.message);
-            let d = Diagnostic::error("recipe::call::out_of_domain", v.message.clone())
-                .with_help("the argument's type allows the value, but the builtin cannot use it");
-            diagnostics.push(program.locate(d, v.decl, Some(&v.path), &v.rule));
-        }
-    }
-    diagnostics
+    let own = DOMAINS.iter().find(|(n, _)| *n == callee).and_then(|(_, ds)| ds.iter().find(|(p, _)| *p == param));
+    let training = TRAINING_STAGES.contains(&callee);
+    own.or_else(|| training.then(|| TRAINING.iter().find(|(p, _)| *p == param)).flatten()).map(|(_, d)| *d)
 }
 
-fn walk<'p>(decl: &'p Decl, value: &'p Value, path: &str, found: &mut Vec<Violation<'p>>) {
-    let Value::Call { name, args } = value else {
-        if let Value::List(items) = value {
-            items.iter().for_each(|v| walk(decl, v, path, found));
-        }
-        return;
-    };
-    for (arg, v) in args {
-        let at = if path.is_empty() { arg.clone() } else { format!("{path}.{arg}") };
-        let written = decl.arg_origins.iter().any(|(p, _)| *p == at);
-        let mut report = |message: String, rule: String| {
-            found.push(Violation { decl: &decl.name, path: at.clone(), message, rule, written })
-        };
-        match (domain(name, arg), v.as_f64()) {
-            (Some(d), Some(x)) if !d.holds(x) => {
-                report(format!("`{name}`: `{arg}` {}, found {}", d.rule(), number(v)), d.rule());
-            }
-            _ => {}
-        }
-        if let Value::Loss(terms) = v {
-            for term in terms {
-                if let Some(beta) = term.beta.as_ref().and_then(Value::as_f64).filter(|b| !Domain::Positive.holds(*b)) {
-                    let message = format!("`{}`: `beta` must be positive, found {beta}", term.name);
-                    report(message, "a loss term's `beta` must be positive".into());
-                }
-            }
-        }
-        walk(decl, v, &at, found);
-    }
-}
-
-/// A number as the recipe would write it (`0`, `-5`, `1.5`).
-fn number(v: &Value) -> String {
+/// A constant number's value (an Int or a Float), if `v` is one.
+pub fn number(v: &Value) -> Option<f64> {
     match v {
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        other => format!("{other:?}"),
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(x) => Some(*x),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::Source;
 
-    fn codes(recipe: &str) -> Vec<String> {
-        match crate::compile(&Source::new("t.recipe", recipe), &[]) {
+    #[test]
+    fn domains_contain_what_they_say() {
+        assert!(at_least(1).contains(1.0) && !at_least(1).contains(0.0));
+        assert!(FRACTION.contains(1.0) && !FRACTION.contains(0.0) && !FRACTION.contains(1.5));
+        assert!(!POSITIVE.contains(f64::NAN));
+        assert_eq!(at_least(1).describe(), "at least 1");
+        assert_eq!(POSITIVE.describe(), "positive");
+        assert_eq!(FRACTION.describe(), "in (0, 1]");
+        assert_eq!(of("sft", "batch", false).map(|d| d.describe()), Some("at least 1".into()));
+        assert_eq!(of("dpo", "beta", true).map(|d| d.describe()), Some("positive".into()));
+        assert!(of("sft", "lr", false).is_none());
+    }
+
+    fn errors(recipe: &str) -> Vec<String> {
+        match crate::compile(&crate::diag::Source::new("t.recipe", recipe), &[]) {
             Ok(_) => Vec::new(),
             Err(diags) => diags.iter().map(|d| format!("{}: {}", d.code, d.message)).collect(),
         }
     }
 
     #[test]
-    fn the_table_names_real_parameters() {
-        let source = crate::diag::Source::new("<builtins>", recipe_stdlib::BUILTINS);
-        let module = crate::parse(&source).expect("the stdlib parses");
-        let params = |name: &str| -> Vec<String> {
-            module
-                .items
-                .iter()
-                .filter_map(|i| match i {
-                    crate::ast::Item::Extern(f) if crate::check::display_name(&f.name.name) == name => {
-                        Some(f.params.iter().map(|p| p.name.name.clone()).collect::<Vec<_>>())
-                    }
-                    _ => None,
-                })
-                .next()
-                .unwrap_or_else(|| panic!("no builtin `{name}`"))
-        };
-        for stage in TRAINING_STAGES {
-            for (arg, _) in TRAINING_SETTINGS {
-                assert!(params(stage).iter().any(|p| p == arg), "`{stage}` has no `{arg}`");
-            }
-        }
-        for (name, args) in DOMAINS {
-            for (arg, _) in *args {
-                assert!(params(name).iter().any(|p| p == arg), "`{name}` has no `{arg}`");
-            }
-        }
-    }
-
-    #[test]
-    fn values_outside_their_domain_are_errors_once_where_written() {
+    fn curricula_and_settings_are_checked_once_at_the_call() {
         let base = "recipe \"t\" { seed = 1 }\nmodel m = tiny_lm()\ndata d = synth.addition()\n";
-        let with = |rest: &str| codes(&format!("{base}{rest}\nrun s\n"));
+        let with = |rest: &str| errors(&format!("{base}{rest}\nrun s\n"));
         assert!(with("stage s = sft(m, d)").is_empty());
         assert_eq!(
-            with("stage s = sft(m, d, batch = 0, steps = -5)"),
-            [
-                "recipe::call::out_of_domain: `sft`: `steps` must be at least 1, found -5",
-                "recipe::call::out_of_domain: `sft`: `batch` must be at least 1, found 0",
-            ]
+            with("let n = 0\nstage s = pretrain(m, d, curriculum = buckets(by = |r| float(r.digits), count = n))"),
+            ["recipe::call::domain: `count` of `buckets` must be at least 1, not 0"]
         );
+        // A curriculum bound by `let` and used twice is reported once.
         assert_eq!(
-            with("let n = 0\nstage s = sft(m, d, curriculum = buckets(by = |r| float(r.digits), count = n))"),
-            ["recipe::call::out_of_domain: `buckets`: `count` must be at least 1, found 0"]
-        );
-        // A curriculum bound by `let` is reported at the `let`, once.
-        assert_eq!(
-            with("let c: Curriculum[Arith] = pacing(by = |r| float(r.digits), until = 1.5)\nstage s = sft(m, d, curriculum = c)"),
-            ["recipe::call::out_of_domain: `pacing`: `until` must be in (0, 1], found 1.5"]
+            with(
+                "let c: Curriculum[Arith] = pacing(by = |r| float(r.digits), until = 1.5)\n\
+                 stage s = sft(m, d, curriculum = c)\nstage t = sft(s.model, d, curriculum = c)"
+            ),
+            ["recipe::call::domain: `until` of `pacing` must be in (0, 1], not 1.5"]
         );
         assert!(with("stage s = sft(m, d, curriculum = pacing(by = |r| float(r.digits), until = 1.0))").is_empty());
-        assert_eq!(with("stage s = sft(m, d, lr = -1e-3)").len(), 1);
+        // A schedule is the runtime's to check; clipping turned off is a setting, not an error.
         assert!(with("stage s = sft(m, d, lr = interpolate(1e-3, 0.0), max_grad_norm = 0.0)").is_empty());
+        assert_eq!(with("stage s = sft(m, d, max_grad_norm = -1.0)").len(), 1);
+    }
+
+    /// Every name in the tables is a parameter of the builtin or prelude function it is listed
+    /// under, so a renamed parameter cannot silently lose its check.
+    #[test]
+    fn the_tables_name_real_parameters() {
+        let mut signatures: Vec<(String, Vec<String>)> = Vec::new();
+        for (file, text) in [("<builtins>", recipe_stdlib::BUILTINS), ("<prelude>", recipe_stdlib::PRELUDE)] {
+            let module = crate::parse(&crate::diag::Source::new(file, text)).expect("the stdlib parses");
+            for item in &module.items {
+                let (name, params) = match item {
+                    crate::ast::Item::Extern(f) => (&f.name.name, &f.params),
+                    crate::ast::Item::Fn(f) => (&f.name.name, &f.params),
+                    _ => continue,
+                };
+                let params = params.iter().map(|p| p.name.name.clone()).collect();
+                signatures.push((crate::check::display_name(name), params));
+            }
+        }
+        let params = |name: &str| -> &Vec<String> {
+            let found = signatures.iter().find(|(n, _)| n == name);
+            &found.unwrap_or_else(|| panic!("no builtin or prelude function `{name}`")).1
+        };
+        for stage in TRAINING_STAGES {
+            for (param, _) in TRAINING {
+                assert!(params(stage).contains(&param.to_string()), "`{stage}` has no `{param}`");
+            }
+        }
+        for (name, entries) in DOMAINS {
+            for (param, _) in *entries {
+                assert!(params(name).contains(&param.to_string()), "`{name}` has no `{param}`");
+            }
+        }
     }
 }

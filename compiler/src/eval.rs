@@ -157,6 +157,14 @@ pub fn evaluate(
         ));
     }
     if !ev.diags.is_empty() {
+        // A value used twice (a `let` loss passed to a stage) is lowered twice; report once.
+        let mut seen = Vec::new();
+        ev.diags.retain(|(file, d)| {
+            let key = (*file, d.code, d.message.clone(), d.labels.first().map(|l| l.span));
+            let new = !seen.contains(&key);
+            seen.push(key);
+            new
+        });
         return Err(ev.diags);
     }
     Ok(Program {
@@ -297,6 +305,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 self.field(base, field, e)
             }
             TKind::CallFn(id, args) => {
+                self.check_fn_domains(*id, args, env);
                 let v = inline(self, *id, call_args(args, env));
                 self.label_loss(*id, v)
             }
@@ -381,6 +390,9 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             // Given arguments see the caller's scope; defaults see earlier parameters.
             let scope = if arg.file == FileId::BUILTINS { &inner } else { env };
             let v = self.eval(arg, scope);
+            if arg.file != FileId::BUILTINS {
+                self.check_domain(&crate::check::display_name(name), param, &v, arg, false);
+            }
             inner.insert(*local, v.clone());
             values.push((param.clone(), v));
         }
@@ -455,6 +467,38 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             })
             .collect();
         Value::Loss(terms)
+    }
+
+    /// Reports a written argument outside its domain ([`crate::domain`]) at the argument.
+    fn check_domain(&mut self, callee: &str, param: &str, v: &CVal, arg: &TExpr, is_loss: bool) {
+        let (Some(domain), CVal::V(value)) = (crate::domain::of(callee, param, is_loss), v) else { return };
+        let Some(x) = crate::domain::number(value) else { return };
+        if !domain.contains(x) {
+            self.diags.push((
+                arg.file,
+                Diagnostic::error(
+                    "recipe::call::domain",
+                    format!("`{param}` of `{callee}` must be {}, not {x}", domain.describe()),
+                )
+                .with_primary(arg.span, format!("must be {}", domain.describe())),
+            ));
+        }
+    }
+
+    /// The domain checks of a `fn` call's written arguments (a loss's `beta`, `robust`'s `eps`).
+    fn check_fn_domains(&mut self, id: FnId, args: &[Option<TExpr>], env: &Env) {
+        let info = &self.checked.fns[id];
+        let is_loss = info.ret.as_ref().is_some_and(|t| t.is_tensor_fn());
+        let name = info.name.clone();
+        let params: Vec<String> = info.params.iter().map(|(n, _, _)| n.clone()).collect();
+        for (param, arg) in params.iter().zip(args) {
+            if let Some(arg) = arg {
+                if crate::domain::of(&name, param, is_loss).is_some() {
+                    let v = self.eval(arg, env);
+                    self.check_domain(&name, param, &v, arg, is_loss);
+                }
+            }
+        }
     }
 
     /// `v`, labelled with the function `id` that returned it when it is an unlabelled loss.

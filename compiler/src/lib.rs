@@ -8,7 +8,7 @@ pub mod check;
 pub mod column;
 mod compile;
 pub mod diag;
-mod domain;
+pub mod domain;
 pub mod eval;
 pub mod fmt;
 pub mod interp;

@@ -409,6 +409,37 @@ impl<'c, 'a> Walker<'c, 'a> for Tensor<'_, 'c, 'a> {
 
 // ---- tensor ------------------------------------------------------------------------------
 
+const SHAPE_HELP: &str = "a loss's values are per pair or prompt [G], per response [B] or per token [B, T]; \
+reduce tokens with `sum_per_seq`/`mean_per_seq` and responses with `sum_per_group`/`mean_per_group`, \
+or spread a value with `per_seq` ([G] -> [B]) and `per_token` ([B] -> [B, T])";
+
+/// The shape of each Tensor field of the batch records a loss reads (`PrefBatch` in
+/// `stdlib/builtins.recipe`): per pair or prompt (`Group`), per sequence (`Seq`), per token
+/// (`Token`). A test holds this table to the records' fields.
+pub const BATCH_FIELDS: &[(&str, Shape)] = &[
+    ("policy_chosen", Shape::Group),
+    ("policy_rejected", Shape::Group),
+    ("ref_chosen", Shape::Group),
+    ("ref_rejected", Shape::Group),
+    ("len_chosen", Shape::Group),
+    ("len_rejected", Shape::Group),
+    ("wpo_chosen", Shape::Group),
+    ("wpo_rejected", Shape::Group),
+    ("logps", Shape::Seq),
+    ("ref_logps", Shape::Seq),
+    ("len", Shape::Seq),
+    ("chosen", Shape::Seq),
+    ("token_logps", Shape::Token),
+    ("ref_token_logps", Shape::Token),
+    ("position", Shape::Token),
+];
+
+/// The shape of the batch's Tensor field `name` (`Seq` for a field the table lacks, which the
+/// table's test rules out).
+pub fn batch_field_shape(name: &str) -> Shape {
+    BATCH_FIELDS.iter().find(|(n, _)| *n == name).map_or(Shape::Seq, |(_, s)| *s)
+}
+
 #[derive(Clone, Debug)]
 enum TV {
     Node(NodeId),
@@ -462,12 +493,20 @@ impl Tensor<'_, '_, '_> {
         match self.b.add(node) {
             Ok(id) => Some(id),
             Err(err) => {
-                let what = format!("this loss expression ({err})");
-                if at.is_none() && !self.failed {
-                    let d = Diagnostic::error("recipe::eval::unsupported", format!("{what} cannot be compiled"));
-                    self.ev.diags.push((FileId::USER, d));
+                if !self.failed {
+                    let mut d =
+                        Diagnostic::error("recipe::eval::shape", format!("this loss expression is ill-shaped: {err}"))
+                            .with_help(SHAPE_HELP);
+                    let file = match at {
+                        Some(e) => {
+                            d = d.with_primary(e.span, "here");
+                            e.file
+                        }
+                        None => FileId::USER,
+                    };
+                    self.ev.diags.push((file, d));
                 }
-                self.fail(at, &what);
+                self.failed = true;
                 None
             }
         }
@@ -541,6 +580,13 @@ impl Tensor<'_, '_, '_> {
                 let shape = self.b.shape(*x).unwrap_or(Shape::Scalar);
                 Node::Reduce(r, Axis::to_scalar(shape).unwrap_or(Axis::SeqToScalar), *x)
             }
+            ("sum_per_seq", [x]) => Node::Reduce(Reduce::Sum, Axis::TokenToSeq, *x),
+            ("mean_per_seq", [x]) => Node::Reduce(Reduce::Mean, Axis::TokenToSeq, *x),
+            ("sum_per_group", [x]) => Node::Reduce(Reduce::Sum, Axis::SeqToGroup, *x),
+            ("mean_per_group", [x]) => Node::Reduce(Reduce::Mean, Axis::SeqToGroup, *x),
+            ("per_token", [x]) => Node::Broadcast(Shape::Token, *x),
+            ("per_seq", [x]) => Node::Broadcast(Shape::Seq, *x),
+            ("sort", [x]) => Node::Sort(*x),
             ("stop_gradient", [x]) => Node::StopGradient(*x),
             ("min", [x, y]) => Node::Binary(BinaryOp::Min, *x, *y),
             ("max", [x, y]) => Node::Binary(BinaryOp::Max, *x, *y),
@@ -567,10 +613,13 @@ impl Tensor<'_, '_, '_> {
         match &e.kind {
             TKind::Local(id) => env.get(id).cloned().unwrap_or(TV::C(CVal::Error)),
             TKind::Field(base, field) => match self.tx(base, env) {
-                // Every Tensor field of today's batch records has one value per sequence.
-                TV::Batch if e.ty == Ty::Tensor => self
-                    .add(Node::Input { name: field.clone(), shape: Shape::Seq }, Some(e))
-                    .map_or(TV::C(CVal::Error), TV::Node),
+                // A Tensor field has the shape the batch table gives it; a Float field is one
+                // value for the batch. Int fields (`step`, `total`) stay arguments of scalar
+                // functions, evaluated once per batch.
+                TV::Batch if e.ty == Ty::Tensor || e.ty == Ty::Float => {
+                    let shape = if e.ty == Ty::Float { Shape::Scalar } else { batch_field_shape(field) };
+                    self.add(Node::Input { name: field.clone(), shape }, Some(e)).map_or(TV::C(CVal::Error), TV::Node)
+                }
                 TV::Batch => TV::BatchScalar(field.clone()),
                 TV::C(_) => TV::C(self.ev.eval(e, &constants(env))),
                 _ => {
@@ -642,5 +691,23 @@ impl Tensor<'_, '_, '_> {
             TKind::Coerce(_, a) => self.tx(a, env),
             _ => TV::C(self.ev.eval(e, &constants(env))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `BATCH_FIELDS` lists exactly the Tensor fields of the batch records in the stdlib.
+    #[test]
+    fn the_batch_table_matches_the_batch_records() {
+        let builtins = recipe_stdlib::BUILTINS;
+        let start = builtins.find("type PrefBatch = {").expect("PrefBatch is declared");
+        let body = &builtins[start..start + builtins[start..].find('}').expect("closed")];
+        let mut fields: Vec<&str> = body.lines().filter_map(|l| l.trim().strip_suffix(": Tensor,")).collect();
+        let mut table: Vec<&str> = BATCH_FIELDS.iter().map(|(n, _)| *n).collect();
+        fields.sort();
+        table.sort();
+        assert_eq!(fields, table);
     }
 }

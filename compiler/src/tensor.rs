@@ -85,7 +85,8 @@ pub struct TensorFn {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Node {
-    /// A Tensor field of the batch by name (`policy_chosen`), of shape `Seq` or `Token`.
+    /// A field of the batch by name (`policy_chosen`), of any shape: a `Scalar` input is a
+    /// Float field with one value for the batch (`chosen_tokens`).
     Input { name: String, shape: Shape },
     /// A constant, `Scalar`.
     Const(F64Bits),
@@ -104,15 +105,21 @@ pub enum Node {
     Reduce(Reduce, Axis, NodeId),
     /// The same values, no gradient.
     StopGradient(NodeId),
+    /// The values of a `Seq` or `Group` operand sorted ascending along its axis (NaN last);
+    /// the gradient follows each value to where it came from (`torch.sort`, as TRL's AOT loss
+    /// uses it).
+    Sort(NodeId),
 }
 
 impl Node {
     /// The nodes this one reads.
     pub fn operands(&self) -> impl Iterator<Item = NodeId> {
         let (a, b) = match *self {
-            Node::Unary(_, a) | Node::Broadcast(_, a) | Node::Reduce(_, _, a) | Node::StopGradient(a) => {
-                (Some(a), None)
-            }
+            Node::Unary(_, a)
+            | Node::Broadcast(_, a)
+            | Node::Reduce(_, _, a)
+            | Node::StopGradient(a)
+            | Node::Sort(a) => (Some(a), None),
             Node::Binary(_, a, b) => (Some(a), Some(b)),
             Node::Input { .. } | Node::Const(_) | Node::Scalar { .. } => (None, None),
         };
@@ -300,8 +307,8 @@ pub enum ShapeError {
     Broadcast { from: Shape, to: Shape },
     #[error("this reduction reads shape {expected}, not {got}")]
     Reduce { expected: Shape, got: Shape },
-    #[error("batch input `{name}` cannot have shape {shape} (inputs are [B] or [B, T])")]
-    Input { name: String, shape: Shape },
+    #[error("only a value with one axis ([B] or [G]) can be sorted, not {shape}")]
+    Sort { shape: Shape },
     #[error("node {0} does not exist")]
     UnknownNode(NodeId),
 }
@@ -320,10 +327,7 @@ impl Builder {
     /// `B × c`.
     pub fn add(&mut self, node: Node) -> Result<NodeId, ShapeError> {
         let shape = match &node {
-            Node::Input { name, shape } => match shape {
-                Shape::Seq | Shape::Token => *shape,
-                _ => return Err(ShapeError::Input { name: name.clone(), shape: *shape }),
-            },
+            Node::Input { shape, .. } => *shape,
             Node::Const(_) | Node::Scalar { .. } => Shape::Scalar,
             Node::Unary(op, a) => {
                 if let Some(x) = self.constant_value(*a)? {
@@ -360,6 +364,10 @@ impl Builder {
                 axis.output()
             }
             Node::StopGradient(a) => self.shape(*a)?,
+            Node::Sort(a) => match self.shape(*a)? {
+                shape @ (Shape::Seq | Shape::Group) => shape,
+                shape => return Err(ShapeError::Sort { shape }),
+            },
         };
         Ok(self.intern(node, shape))
     }
@@ -405,6 +413,19 @@ pub struct Groups {
     pub count: usize,
 }
 
+/// Counts over a whole optimiser step (every micro-batch of it): what a mean to a `Scalar`
+/// divides by, so that a step's loss is the sum of its micro-batches' losses and
+/// `batch = 1, accumulate = 2` computes what `batch = 2, accumulate = 1` does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Totals {
+    /// Valid (completion) tokens, for `Token → Scalar` means.
+    pub tokens: f64,
+    /// Sequences, for `Seq → Scalar` means.
+    pub sequences: f64,
+    /// Groups (pairs, prompts), for `Group → Scalar` means.
+    pub groups: f64,
+}
+
 /// The batch a [`TensorFn::eval`] reads, in plain f64.
 #[derive(Clone, Debug, Default)]
 pub struct EvalInputs {
@@ -412,14 +433,20 @@ pub struct EvalInputs {
     pub batch: usize,
     /// `T`, the token positions per sequence.
     pub time: usize,
+    /// `Scalar` inputs (Float fields of the batch) by name.
+    pub scalar: HashMap<String, f64>,
     /// `Seq` inputs by name, each of length `B`.
     pub seq: HashMap<String, Vec<f64>>,
+    /// `Group` inputs by name, each of length `G` (the groups' count).
+    pub group: HashMap<String, Vec<f64>>,
     /// `Token` inputs by name, each `[B, T]` row-major.
     pub token: HashMap<String, Vec<f64>>,
     /// The completion mask, `[B, T]` row-major; needed by `Token` inputs and reductions.
     pub mask: Vec<bool>,
     /// Needed by `Group` ops.
     pub groups: Option<Groups>,
+    /// The optimiser step's counts; `None` when the batch is the whole step.
+    pub totals: Option<Totals>,
 }
 
 /// Why [`TensorFn::eval`] could not evaluate.
@@ -505,15 +532,14 @@ impl TensorFn {
             let id = id as NodeId;
             let v = match node {
                 Node::Input { name, shape } => {
-                    let (map, expected) = match shape {
-                        Shape::Token => (&inputs.token, b * t),
-                        _ => (&inputs.seq, b),
+                    let scalar = inputs.scalar.get(name).map(|x| vec![*x]);
+                    let (v, expected) = match shape {
+                        Shape::Scalar => (scalar.as_ref(), 1),
+                        Shape::Seq => (inputs.seq.get(name), b),
+                        Shape::Token => (inputs.token.get(name), b * t),
+                        Shape::Group => (inputs.group.get(name), groups(id)?.count),
                     };
-                    let v = map.get(name).ok_or_else(|| EvalError::MissingInput {
-                        node: id,
-                        name: name.clone(),
-                        shape: *shape,
-                    })?;
+                    let v = v.ok_or_else(|| EvalError::MissingInput { node: id, name: name.clone(), shape: *shape })?;
                     if v.len() != expected {
                         return Err(EvalError::InputLength { node: id, name: name.clone(), expected, got: v.len() });
                     }
@@ -556,7 +582,11 @@ impl TensorFn {
                         Axis::TokenToScalar => {
                             let m = mask(id)?;
                             let valid = (0..b * t).filter(|&j| m[j]);
-                            vec![finish(valid.clone().map(|j| x[j]).sum(), valid.count())]
+                            let sum = valid.clone().map(|j| x[j]).sum();
+                            vec![match inputs.totals {
+                                Some(n) if *r == Reduce::Mean => sum / n.tokens.max(1.0),
+                                _ => finish(sum, valid.count()),
+                            }]
                         }
                         Axis::SeqToGroup => {
                             let g = groups(id)?;
@@ -568,14 +598,35 @@ impl TensorFn {
                             }
                             sums.iter().zip(&counts).map(|(s, n)| finish(*s, *n)).collect()
                         }
-                        Axis::SeqToScalar | Axis::GroupToScalar => vec![finish(x.iter().sum(), x.len())],
+                        Axis::SeqToScalar | Axis::GroupToScalar => {
+                            let sum = x.iter().sum();
+                            vec![match inputs.totals {
+                                Some(n) if *r == Reduce::Mean => {
+                                    sum / if *axis == Axis::SeqToScalar { n.sequences } else { n.groups }.max(1.0)
+                                }
+                                _ => finish(sum, x.len()),
+                            }]
+                        }
                     }
                 }
                 Node::StopGradient(a) => values[*a as usize].clone(),
+                Node::Sort(a) => {
+                    let mut v = values[*a as usize].clone();
+                    v.sort_by(sort_order);
+                    v
+                }
             };
             values.push(v);
         }
         Ok(values.get(self.output as usize).cloned().unwrap_or_else(|| vec![0.0]))
+    }
+}
+
+/// Ascending, NaN last: the order [`Node::Sort`] sorts by.
+pub fn sort_order(a: &f64, b: &f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (false, false) => a.total_cmp(b),
+        (x, y) => x.cmp(&y),
     }
 }
 
@@ -622,6 +673,7 @@ impl fmt::Display for TensorFn {
                     call(t, &name, &[*a], f)
                 }
                 Node::StopGradient(a) => call(t, "stop_gradient", &[*a], f),
+                Node::Sort(a) => call(t, "sort", &[*a], f),
             }
         }
         if self.nodes.is_empty() {
@@ -699,12 +751,42 @@ mod tests {
             b.add(Node::Reduce(Reduce::Sum, Axis::TokenToSeq, s)),
             Err(ShapeError::Reduce { expected: Shape::Token, got: Shape::Seq })
         );
-        assert!(matches!(b.add(Node::Input { name: "x".into(), shape: Shape::Group }), Err(ShapeError::Input { .. })));
+        assert_eq!(b.add(Node::Sort(t)), Err(ShapeError::Sort { shape: Shape::Token }));
         assert_eq!(b.add(Node::Unary(UnaryOp::Exp, 99)), Err(ShapeError::UnknownNode(99)));
         // With the broadcast spelled out, the sum is well-shaped.
         let st = b.add(Node::Broadcast(Shape::Token, s)).unwrap();
         let sum = b.add(Node::Binary(BinaryOp::Add, st, t)).unwrap();
         assert_eq!(b.shape(sum), Ok(Shape::Token));
+    }
+
+    #[test]
+    fn sorts_reads_group_and_scalar_inputs_and_divides_means_by_the_step_totals() {
+        let mut b = Builder::default();
+        let g = input(&mut b, "g", Shape::Group);
+        let c = input(&mut b, "c", Shape::Scalar);
+        let sorted = b.add(Node::Sort(g)).unwrap();
+        let scaled = b.add(Node::Binary(BinaryOp::Mul, sorted, c)).unwrap();
+        let mean = b.add(Node::Reduce(Reduce::Mean, Axis::GroupToScalar, scaled)).unwrap();
+        let f = b.finish(mean);
+        let mut inputs = EvalInputs {
+            batch: 3,
+            group: HashMap::from([("g".to_string(), vec![3.0, f64::NAN, -1.0])]),
+            scalar: HashMap::from([("c".to_string(), 2.0)]),
+            groups: Some(Groups { index: vec![0, 1, 2], count: 3 }),
+            ..Default::default()
+        };
+        let at = |f: &TensorFn, output, inputs: &EvalInputs| {
+            TensorFn { output, ..f.clone() }.eval(inputs, &|_, _| None).unwrap()
+        };
+        let sorted_values = at(&f, sorted, &inputs);
+        assert_eq!(&sorted_values[..2], &[-1.0, 3.0]);
+        assert!(sorted_values[2].is_nan(), "NaN sorts last");
+        inputs.group.insert("g".into(), vec![3.0, 1.0, -1.0]);
+        assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![2.0]);
+        // One micro-batch of a step with 4 groups: the mean is this batch's share.
+        inputs.totals = Some(Totals { tokens: 1.0, sequences: 1.0, groups: 4.0 });
+        assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![1.5]);
+        assert_eq!(f.to_string(), "mean((sort(g) * c))");
     }
 
     #[test]

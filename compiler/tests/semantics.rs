@@ -10,7 +10,7 @@ use recipe_compiler::diag::Source;
 use recipe_compiler::interp::{Interp, Value as IV};
 use recipe_compiler::ir::FuncId;
 use recipe_compiler::program::{LossTerm, Program, Value};
-use recipe_compiler::tensor::EvalInputs;
+use recipe_compiler::tensor::{EvalInputs, Groups};
 use std::collections::HashMap;
 
 const HEAD: &str = "recipe \"t\" { seed = 3 }\nmodel m = tiny_lm()\ndata d = synth.addition(digits = 1..=2, count = 10)\ndata prefs = best_worst_pairs(synth.rated_responses())\n";
@@ -53,14 +53,20 @@ fn batch() -> HashMap<String, Vec<f64>> {
         ("len_rejected", vec![2.0, 5.0]),
         ("wpo_chosen", vec![-0.2, -0.3]),
         ("wpo_rejected", vec![-0.1, -0.4]),
-        ("bco_delta", vec![0.05, 0.05]),
     ];
     cols.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-/// A loss's value on the two-pair `batch()`.
+/// A loss's value on the two-pair `batch()` (its columns are per pair, `[G]`; the four
+/// responses are only counted).
 fn eval(terms: &[LossTerm], b: &HashMap<String, Vec<f64>>) -> f64 {
-    let inputs = EvalInputs { batch: 2, seq: b.clone(), ..Default::default() };
+    let inputs = EvalInputs {
+        batch: 4,
+        group: b.clone(),
+        groups: Some(Groups { index: vec![0, 1, 0, 1], count: 2 }),
+        scalar: HashMap::from([("chosen_tokens".to_string(), b["len_chosen"].iter().sum())]),
+        ..Default::default()
+    };
     terms.iter().map(|t| t.weight * t.f.eval(&inputs, &|_, _| None).expect("evaluates")[0]).sum()
 }
 
@@ -79,9 +85,8 @@ fn mixed_loss_is_the_weighted_sum_of_its_parts() {
             (b["policy_chosen"][i], b["policy_rejected"][i], b["ref_chosen"][i], b["ref_rejected"][i]);
         let h = (pc - rc) - (pr - rr);
         dpo += -log_sigmoid(0.1 * h) / 2.0;
-        let delta = b["bco_delta"][i];
-        bco += (-log_sigmoid(0.1 * (pc - rc) - delta) - log_sigmoid(-(0.1 * (pr - rr) - delta))) / 2.0;
-        nll += -pc / b["len_chosen"][i] / 2.0;
+        bco += (-log_sigmoid(0.1 * (pc - rc)) - log_sigmoid(-0.1 * (pr - rr))) / 2.0;
+        nll += -pc / (b["len_chosen"][0] + b["len_chosen"][1]);
     }
     let want = 0.8 * dpo + 0.2 * bco + nll;
     assert!((got - want).abs() < 1e-12, "got {got}, want {want}");
@@ -100,7 +105,7 @@ fn ipo_simpo_and_wpo_match_their_formulas() {
         let h_per_token = (pc - rc) / lc - (pr - rr) / lr;
         ipo += (h_per_token - 1.0 / (2.0 * 0.5)).powi(2) / 2.0;
         simpo += -log_sigmoid(2.0 * pc / lc - 2.0 * pr / lr - 0.5) / 2.0;
-        let weight = (pc / lc - b["wpo_chosen"][i] + (pr / lr - b["wpo_rejected"][i])).exp().min(1.0);
+        let weight = (pc / lc - b["wpo_chosen"][i] + (pr / lr - b["wpo_rejected"][i])).exp();
         wpo += weight * -log_sigmoid(0.1 * h) / 2.0;
     }
     for (name, want) in [("i", ipo), ("s", simpo), ("w", wpo)] {

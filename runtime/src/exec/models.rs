@@ -6,10 +6,15 @@
 //! reads; a stage's output (model and optimiser) is kept exactly until its last reader has
 //! started and then freed, and so is a declared model; a stage's reference is rebuilt from what
 //! it names (a declaration or an earlier stage's output), never from the live policy, so a
-//! resumed stage scores against the same reference. A stage that runs in rounds reads models
-//! once per round: round 0 what the stage names, round r its round r − 1's output
-//! ([`ModelRef::Round`]) as policy — and as reference when the stage re-binds it — so a round's
-//! output lives exactly until the next round has started.
+//! resumed stage scores against the same reference. A stage that trains nothing (`score`) is an
+//! alias: its output model is the model it read, so reading `score.model` reads that model. A
+//! stage that runs in rounds reads models once per round: round 0 what the stage names, round r
+//! its round r − 1's output ([`ModelRef::Round`]) as policy — and as reference when the stage
+//! re-binds it — so a round's output lives exactly until the next round has started.
+//!
+//! Every `ModelRef` the store is given is first resolved through the aliases ([`ModelStore::resolve`]),
+//! so reader counts, outputs and roots are kept on the model itself: a `Stage` of a stage that
+//! trains, a `Round`, or a `Declared`.
 
 use super::build::Builder;
 use super::ExecError;
@@ -42,6 +47,7 @@ impl ModelRef {
 }
 
 /// A model's tokenizer, context (positions) and vocabulary size (tokens).
+#[derive(Clone)]
 pub struct Limits {
     pub tokenizer: Tokenizer,
     pub context: usize,
@@ -66,6 +72,10 @@ pub struct ModelStore {
     roots: HashMap<String, String>,
     /// The optimiser of the output the last `start` took (lent to the caller for `keep`).
     taken: Option<AdamW>,
+    /// Stages that train nothing, and the model their output is.
+    aliases: HashMap<String, ModelRef>,
+    /// Each declaration's limits, once known (so asking again never rebuilds a freed model).
+    limits: HashMap<String, Limits>,
 }
 
 fn missing(r: &ModelRef) -> ExecError {
@@ -76,17 +86,18 @@ impl ModelStore {
     /// Records that stage `stage` will read `policy` and `reference` (in run order, before it
     /// runs), so each is kept until then and the stage's output inherits `policy`'s tokenizer.
     pub fn register(&mut self, stage: &str, policy: &ModelRef, reference: Option<&ModelRef>) -> Result<(), ExecError> {
-        let root = self.root(policy)?.to_string();
+        let root = self.root(&self.resolve(policy))?.to_string();
         self.roots.insert(stage.to_string(), root);
         for r in std::iter::once(policy).chain(reference) {
-            *self.readers.entry(r.clone()).or_insert(0) += 1;
+            self.add_reader(r);
         }
         Ok(())
     }
 
     /// Records the reads of stage `stage` that runs in `rounds` rounds: round 0 reads `policy`
-    /// and `reference`; round r > 0 reads round r − 1's output as its policy, and as its
-    /// reference too when `rebind_reference` (else `reference` again). One read per round.
+    /// and `reference` (as [`ModelStore::register`]); round r > 0 reads round r − 1's output as
+    /// its policy, and as its reference too when `rebind_reference` (else `reference` again).
+    /// One read per round.
     pub fn register_rounds(
         &mut self,
         stage: &str,
@@ -100,10 +111,38 @@ impl ModelStore {
             let previous = ModelRef::Round { stage: stage.to_string(), round: round - 1 };
             let reference = reference.map(|r| if rebind_reference { previous.clone() } else { r.clone() });
             for r in std::iter::once(&previous).chain(reference.as_ref()) {
-                *self.readers.entry(r.clone()).or_insert(0) += 1;
+                self.add_reader(r);
             }
         }
         Ok(())
+    }
+
+    /// Records that stage `stage`, which trains nothing, reads `policy` once (in run order,
+    /// before it runs) and that its output model is `policy` itself.
+    pub fn register_alias(&mut self, stage: &str, policy: &ModelRef) -> Result<(), ExecError> {
+        let policy = self.resolve(policy);
+        self.root(&policy)?;
+        self.add_reader(&policy);
+        self.aliases.insert(stage.to_string(), policy);
+        Ok(())
+    }
+
+    /// Counts one more reader of the model `r` is.
+    fn add_reader(&mut self, r: &ModelRef) {
+        *self.readers.entry(self.resolve(r)).or_insert(0) += 1;
+    }
+
+    /// The model `r` is: `r` itself, or what a stage that trains nothing passed on (a `Round`
+    /// is never an alias: only training stages run in rounds).
+    pub fn resolve(&self, r: &ModelRef) -> ModelRef {
+        let mut r = r.clone();
+        while let ModelRef::Stage(stage) = &r {
+            match self.aliases.get(stage) {
+                Some(target) => r = target.clone(),
+                None => break,
+            }
+        }
+        r
     }
 
     /// Counts a read of `r` by a stage that does not need it (restored from a checkpoint).
@@ -135,19 +174,25 @@ impl ModelStore {
     /// What the data a model reads must fit, for the model `r` names, without training
     /// anything: stage outputs share their declaration's.
     pub fn limits(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<Limits, ExecError> {
-        let root = self.root(r)?.to_string();
+        let root = self.root(&self.resolve(r))?.to_string();
+        if let Some(limits) = self.limits.get(&root) {
+            return Ok(limits.clone());
+        }
         let model = self.declared(builder, &root)?;
         let config = model.config();
-        Ok(Limits {
+        let limits = Limits {
             tokenizer: model.tokenizer().clone(),
             context: config.max_position_embeddings,
             vocab_size: config.vocab_size,
-        })
+        };
+        self.limits.insert(root, limits.clone());
+        Ok(limits)
     }
 
     /// A trainable copy of the model `r` names, and the optimiser that trained it when it is a
     /// stage's output. Counts as one read of `r`.
     pub fn start(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<(CausalLm, Option<&AdamW>), ExecError> {
+        let r = &self.resolve(r);
         let last = self.read(r);
         match r {
             ModelRef::Declared(name) => {
@@ -177,6 +222,7 @@ impl ModelStore {
     /// A frozen copy of the model `r` names (a reference). Counts as one read of `r`; the last
     /// reader freezes the model itself instead of a copy.
     pub fn frozen(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<CausalLm, ExecError> {
+        let r = &self.resolve(r);
         let last = self.read(r);
         match r {
             ModelRef::Declared(name) if last => match self.declared.remove(name) {
@@ -189,13 +235,13 @@ impl ModelStore {
         }
     }
 
-    /// Whether a stage (or round) still to start reads the output `r`.
+    /// Whether a stage (or round) still to start reads the model `r` is.
     pub fn is_read(&self, r: &ModelRef) -> bool {
-        self.readers.get(r).is_some_and(|&n| n > 0)
+        self.readers.get(&self.resolve(r)).is_some_and(|&n| n > 0)
     }
 
-    /// Keeps the output `r` (a stage's or a round's) while a later reader reads it; frees it
-    /// otherwise.
+    /// Keeps the output `r` (a training stage's or a round's) while a later reader reads it;
+    /// frees it otherwise.
     pub fn finish_output(&mut self, r: ModelRef, output: StageOutput) {
         if self.is_read(&r) {
             self.outputs.insert(r, output);
@@ -216,7 +262,7 @@ impl ModelStore {
 
     /// Counts one read of `r`; whether it was the last.
     fn read(&mut self, r: &ModelRef) -> bool {
-        let n = self.readers.entry(r.clone()).or_insert(1);
+        let n = self.readers.entry(self.resolve(r)).or_insert(1);
         *n = n.saturating_sub(1);
         *n == 0
     }
@@ -225,6 +271,24 @@ impl ModelStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stage that trains nothing passes its model on: reading its output reads that model,
+    /// through chains of such stages, and each reader counts once on the model itself.
+    #[test]
+    fn aliases_resolve_to_the_model_read() {
+        let mut store = ModelStore::default();
+        let m = ModelRef::Declared("m".into());
+        store.register_alias("a", &m).unwrap();
+        store.register_alias("b", &ModelRef::Stage("a".into())).unwrap();
+        store.register("train", &ModelRef::Stage("b".into()), None).unwrap();
+        assert_eq!(store.resolve(&ModelRef::Stage("b".into())), m);
+        assert_eq!(store.resolve(&ModelRef::Stage("train".into())), ModelRef::Stage("train".into()));
+        assert_eq!(store.readers.get(&m), Some(&3));
+        assert!(!store.read(&ModelRef::Stage("a".into())));
+        assert!(!store.read(&m));
+        assert!(store.read(&ModelRef::Stage("b".into())), "the third read is the last");
+        assert_eq!(store.roots.get("train").map(String::as_str), Some("m"));
+    }
 
     /// One read per round: round 0 reads what the stage names; round r > 0 reads round r − 1's
     /// output as policy, and as reference too when it re-binds it.
@@ -249,5 +313,27 @@ mod tests {
         assert_eq!((reads(&sft, &m), reads(&sft, &first)), (1, 1));
         sft.skip(&first);
         assert!(!sft.is_read(&first), "read once, by the next round");
+    }
+
+    /// A stage in rounds that reads a transform's output (`score.model`) counts every round's
+    /// read of it on the model the transform read, and its rounds descend from that model.
+    #[test]
+    fn rounds_read_through_aliases() {
+        let m = ModelRef::Declared("m".into());
+        let scored = ModelRef::Stage("scored".into());
+        let mut store = ModelStore::default();
+        store.register_alias("scored", &m).unwrap();
+        store.register_rounds("dpo", &scored, Some(&scored), 3, false).unwrap();
+        // The transform's read, round 0's policy, and the reference of each of the 3 rounds.
+        assert_eq!(store.readers.get(&m), Some(&5));
+        assert_eq!(store.readers.get(&scored), None, "an alias holds no reads of its own");
+        assert!(store.is_read(&scored));
+        let round = ModelRef::Round { stage: "dpo".into(), round: 1 };
+        assert_eq!(store.root(&round).unwrap(), "m");
+        assert_eq!(store.resolve(&round), round);
+        for _ in 0..4 {
+            assert!(!store.read(&scored));
+        }
+        assert!(store.read(&scored), "the fifth read is the last");
     }
 }

@@ -10,7 +10,7 @@
 use super::build::{DATA_BUILTINS, MODEL_BUILTINS};
 use super::curricula::CURRICULA;
 use super::evals::EVALS;
-use super::stages::STAGE_KINDS;
+use super::stages::{MEASURES, STAGE_KINDS};
 use recipe_compiler::program::{Decl, Program, Step, Value};
 
 /// Whether this runtime executes the builtin `name` (as programs spell it: `synth.addition`).
@@ -20,6 +20,7 @@ pub fn executable(name: &str) -> bool {
         || EVALS.iter().any(|k| k.name == name)
         || STAGE_KINDS.iter().any(|k| k.name == name)
         || CURRICULA.iter().any(|k| k.name == name)
+        || MEASURES.contains(&name)
 }
 
 /// A use of something this runtime cannot execute.
@@ -47,6 +48,16 @@ pub fn not_executable(program: &Program) -> Vec<NotExecutable> {
                 decl: r.name.clone(),
                 arg: None,
             }),
+        }
+    }
+    // Evaluations run during every stage, so they cannot read data a stage produces.
+    for decl in program.decls_of(recipe_compiler::program::DeclKind::Eval) {
+        if let Some(stage) = super::build::stage_data_read_by(program, &decl.value).first() {
+            found.push(NotExecutable {
+                what: format!("an evaluation of `{stage}.data` (data produced by a stage)"),
+                decl: decl.name.clone(),
+                arg: Some("dataset".into()),
+            });
         }
     }
     while let Some(decl) = pending.pop() {
@@ -78,11 +89,6 @@ fn walk<'p>(
             }
         }
         Value::Model(name) | Value::Data(name) => pending.extend(program.decl(name)),
-        Value::Stage { stage, field: Some(field) } if field != "model" => found.push(NotExecutable {
-            what: format!("`{stage}.{field}` (data produced by a stage)"),
-            decl: decl.name.clone(),
-            arg: path,
-        }),
         Value::List(items) => items.iter().for_each(|v| walk(program, decl, v, path.clone(), found, pending)),
         Value::Record(fields) => fields.iter().for_each(|(_, v)| walk(program, decl, v, path.clone(), found, pending)),
         _ => {}
@@ -122,7 +128,8 @@ mod tests {
             .copied()
             .chain(EVALS.iter().map(|k| k.name))
             .chain(STAGE_KINDS.iter().map(|k| k.name))
-            .chain(CURRICULA.iter().map(|k| k.name));
+            .chain(CURRICULA.iter().map(|k| k.name))
+            .chain(MEASURES.iter().copied());
         for name in claimed {
             assert!(
                 runtime_builtins.iter().any(|b| b == name),

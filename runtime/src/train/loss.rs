@@ -16,7 +16,7 @@
 //! meaning and the tests hold this lowering to it.
 
 use crate::model::{DType, Device, Tensor};
-use recipe_compiler::tensor::{Axis, BinaryOp, Groups, Node, NodeId, Reduce, Shape, TensorFn, UnaryOp};
+use recipe_compiler::tensor::{Axis, BinaryOp, Groups, Node, NodeId, Reduce, Shape, TensorFn, Totals, UnaryOp};
 use std::collections::HashMap;
 
 /// The batch a loss reads.
@@ -26,8 +26,12 @@ pub struct LossInputs<'a> {
     pub device: Device,
     /// The dtype of every input and of the result.
     pub dtype: DType,
+    /// `Scalar` inputs (the batch's Float fields) by name.
+    pub scalar: HashMap<String, f64>,
     /// `Seq` inputs by name, each `[B]`.
     pub seq: HashMap<String, Tensor>,
+    /// `Group` inputs by name, each `[G]`.
+    pub group: HashMap<String, Tensor>,
     /// `Token` inputs by name, each `[B, T]`. Values at padded positions are never read, but
     /// they must be finite: their gradient is 0, and 0 × inf would be NaN.
     pub token: HashMap<String, Tensor>,
@@ -36,6 +40,9 @@ pub struct LossInputs<'a> {
     pub mask: Option<Tensor>,
     /// Each sequence's prompt group; needed by `Group` ops.
     pub groups: Option<Groups>,
+    /// The whole optimiser step's counts, which a mean to a `Scalar` divides by so that the
+    /// step's loss is the sum of its micro-batches' losses; `None` when this batch is the step.
+    pub totals: Option<Totals>,
     /// The value of a `Node::Scalar { func, args }` (a recipe function of the batch's scalar
     /// fields), or `None` if it has none.
     pub scalars: &'a dyn Fn(u32, &[String]) -> Option<f64>,
@@ -155,6 +162,25 @@ impl Lower<'_, '_, '_> {
                 self.reduce(id, *r, *axis, x)?
             }
             Node::StopGradient(a) => self.operand(id, *a)?.detach(),
+            Node::Sort(a) => {
+                let x = self.operand(id, *a)?;
+                // The permutation is computed on the host (candle's arg-sort is not on every
+                // device) in the reference's order; gathering through it carries the gradient.
+                let mut order: Vec<(u32, f64)> = x
+                    .to_dtype(DType::F64)
+                    .and_then(|v| v.to_vec1::<f64>())
+                    .map_err(candle)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as u32, v))
+                    .collect();
+                order.sort_by(|a, b| recipe_compiler::tensor::sort_order(&a.1, &b.1));
+                let index: Vec<u32> = order.into_iter().map(|(i, _)| i).collect();
+                let n = index.len();
+                Tensor::from_vec(index, n, x.device())
+                    .and_then(|i| x.contiguous()?.index_select(&i, 0))
+                    .map_err(candle)?
+            }
         })
     }
 
@@ -178,6 +204,13 @@ impl Lower<'_, '_, '_> {
             }
             Axis::SeqToScalar | Axis::GroupToScalar => (x.sum_all(), self.constant(id, x.elem_count().max(1) as f64)?),
         };
+        // A mean to a scalar divides by the whole step's count when the batch is a part of it.
+        let count = match (self.inputs.totals, axis) {
+            (Some(n), Axis::TokenToScalar) => self.constant(id, n.tokens.max(1.0))?,
+            (Some(n), Axis::SeqToScalar) => self.constant(id, n.sequences.max(1.0))?,
+            (Some(n), Axis::GroupToScalar) => self.constant(id, n.groups.max(1.0))?,
+            _ => count,
+        };
         let sum = sum.map_err(candle)?;
         match r {
             Reduce::Sum => Ok(sum),
@@ -190,8 +223,17 @@ impl Lower<'_, '_, '_> {
     }
 
     fn input(&mut self, id: NodeId, name: &str, shape: Shape) -> Result<Tensor, LossError> {
-        let map = if shape == Shape::Token { &self.inputs.token } else { &self.inputs.seq };
-        let t = map.get(name).ok_or_else(|| LossError::MissingInput { node: id, name: name.into(), shape })?;
+        let missing = || LossError::MissingInput { node: id, name: name.into(), shape };
+        let map = match shape {
+            Shape::Scalar => {
+                let x = *self.inputs.scalar.get(name).ok_or_else(missing)?;
+                return self.constant(id, x);
+            }
+            Shape::Seq => &self.inputs.seq,
+            Shape::Token => &self.inputs.token,
+            Shape::Group => &self.inputs.group,
+        };
+        let t = map.get(name).ok_or_else(missing)?;
         let expected = self.dims(id, shape)?;
         if t.dims() != expected.as_slice() || t.dtype() != self.inputs.dtype {
             return Err(LossError::Input {
@@ -358,7 +400,15 @@ mod tests {
             .map(|n| (n.to_string(), mask.iter().map(|v| if *v { 2.0 } else { 9.0 } * rng.normal()).collect()))
             .collect();
         let groups = Groups { index: (0..b).map(|_| rng.below(g as u64) as u32).collect(), count: g };
-        EvalInputs { batch: b, time: t, seq, token, mask, groups: Some(groups) }
+        let group = HashMap::from([("g0".to_string(), (0..g).map(|_| 2.0 * rng.normal()).collect())]);
+        let scalar = HashMap::from([("c0".to_string(), 2.0 * rng.normal())]);
+        // Half the batches are one micro-batch of a larger step.
+        let totals = (rng.below(2) == 0).then(|| Totals {
+            tokens: (b * t) as f64 + 3.0,
+            sequences: b as f64 + 1.0,
+            groups: g as f64 + 2.0,
+        });
+        EvalInputs { batch: b, time: t, scalar, seq, group, token, mask, groups: Some(groups), totals }
     }
 
     fn loss_inputs(e: &EvalInputs) -> LossInputs<'static> {
@@ -370,10 +420,13 @@ mod tests {
             batch: e.batch,
             device: Device::Cpu,
             dtype: DType::F64,
+            scalar: e.scalar.clone(),
             seq: tensors(&e.seq, &[e.batch]),
+            group: tensors(&e.group, &[e.groups.as_ref().map_or(0, |g| g.count)]),
             token: tensors(&e.token, &[e.batch, e.time]),
             mask: Some(Tensor::from_vec(mask, (e.batch, e.time), &Device::Cpu).unwrap()),
             groups: e.groups.clone(),
+            totals: e.totals,
             scalars: &scalars,
         }
     }
@@ -400,13 +453,15 @@ mod tests {
         for n in TOKEN {
             pool.push(add(&mut b, Node::Input { name: n.into(), shape: Shape::Token }));
         }
+        pool.push(add(&mut b, Node::Input { name: "g0".into(), shape: Shape::Group }));
+        pool.push(add(&mut b, Node::Input { name: "c0".into(), shape: Shape::Scalar }));
         pool.push(add(&mut b, Node::Scalar { func: 0, args: vec!["step".into()] }));
         pool.push(b.constant(1.5));
         let pick = |rng: &mut Rng, from: &[NodeId]| from[rng.below(from.len() as u64) as usize];
         for _ in 0..size {
             let x = pick(rng, &pool);
             let sx = b.shape(x).unwrap();
-            let id = match rng.below(if stop_gradient { 5 } else { 4 }) {
+            let id = match rng.below(if stop_gradient { 6 } else { 5 }) {
                 0 => {
                     let op = UNARY[rng.below(UNARY.len() as u64) as usize];
                     let x = match op {
@@ -449,6 +504,10 @@ mod tests {
                     let r = if rng.below(2) == 0 { Reduce::Sum } else { Reduce::Mean };
                     add(&mut b, Node::Reduce(r, axes[rng.below(axes.len() as u64) as usize], x))
                 }
+                4 => match sx {
+                    Shape::Seq | Shape::Group => add(&mut b, Node::Sort(x)),
+                    _ => continue,
+                },
                 _ => add(&mut b, Node::StopGradient(x)),
             };
             pool.push(id);
@@ -463,6 +522,7 @@ mod tests {
             Node::Binary(op, _, _) => Some(format!("{op:?}")),
             Node::Broadcast(to, a) => Some(format!("{:?}->{to:?}", f.shape(*a))),
             Node::Reduce(r, axis, _) => Some(format!("{r:?} {axis:?}")),
+            Node::Sort(a) => Some(format!("Sort {:?}", f.shape(*a))),
             _ => None,
         }
     }
@@ -505,39 +565,47 @@ mod tests {
                 }
             }
         }
-        let expected = UNARY.len() + BINARY.len() + 5 + 2 * AXES.len();
+        // Five broadcasts, and sorts of [B] and [G].
+        let expected = UNARY.len() + BINARY.len() + 5 + 2 * AXES.len() + 2;
         assert_eq!(seen.len(), expected, "every op, broadcast and reduction is exercised: {seen:?}");
+    }
+
+    fn input_mut(e: &mut EvalInputs, shape: Shape) -> &mut HashMap<String, Vec<f64>> {
+        match shape {
+            Shape::Token => &mut e.token,
+            Shape::Group => &mut e.group,
+            _ => &mut e.seq,
+        }
     }
 
     /// The gradient of `f` (a Scalar) with respect to every input element, by candle's backward
     /// and by central differences of the reference.
     fn check_gradients(f: &TensorFn, batch: &EvalInputs) {
         let mut inputs = loss_inputs(batch);
-        let vars: Vec<(String, Shape, Var)> = [(&mut inputs.seq, Shape::Seq), (&mut inputs.token, Shape::Token)]
-            .into_iter()
-            .flat_map(|(map, shape)| {
-                map.iter_mut()
-                    .map(|(name, t)| {
-                        let v = Var::from_tensor(t).unwrap();
-                        *t = v.as_tensor().clone();
-                        (name.clone(), shape, v)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let vars: Vec<(String, Shape, Var)> =
+            [(&mut inputs.seq, Shape::Seq), (&mut inputs.token, Shape::Token), (&mut inputs.group, Shape::Group)]
+                .into_iter()
+                .flat_map(|(map, shape)| {
+                    map.iter_mut()
+                        .map(|(name, t)| {
+                            let v = Var::from_tensor(t).unwrap();
+                            *t = v.as_tensor().clone();
+                            (name.clone(), shape, v)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
         let grads = evaluate(f, &inputs).unwrap().backward().unwrap();
         let reference = |e: &EvalInputs| f.eval(e, &scalars).unwrap()[0];
         for (name, shape, var) in &vars {
             let got = grads.get(var).map(values).unwrap_or_else(|| vec![0.0; var.elem_count()]);
             for (j, g) in got.iter().enumerate() {
                 let mut e = batch.clone();
-                let map = if *shape == Shape::Token { &mut e.token } else { &mut e.seq };
-                let x = map[name][j];
+                let x = input_mut(&mut e, *shape)[name][j];
                 let h = 1e-6 * x.abs().max(1.0);
-                map.get_mut(name).unwrap()[j] = x + h;
+                input_mut(&mut e, *shape).get_mut(name).unwrap()[j] = x + h;
                 let up = reference(&e);
-                let map = if *shape == Shape::Token { &mut e.token } else { &mut e.seq };
-                map.get_mut(name).unwrap()[j] = x - h;
+                input_mut(&mut e, *shape).get_mut(name).unwrap()[j] = x - h;
                 let fd = (up - reference(&e)) / (2.0 * h);
                 assert!(close(*g, fd, 1e-5), "d/d{name}[{j}]: backward {g}, differences {fd}: {f}");
             }
@@ -605,10 +673,13 @@ mod tests {
             batch,
             device: Device::Cpu,
             dtype: DType::F64,
+            scalar: HashMap::new(),
             seq: HashMap::new(),
+            group: HashMap::new(),
             token: HashMap::new(),
             mask: None,
             groups: None,
+            totals: None,
             scalars: &|_, _| None,
         }
     }

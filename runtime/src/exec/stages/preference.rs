@@ -5,11 +5,12 @@
 //! Everything that needs no compute is checked here: the fields, every pair against the policy's
 //! context, empty prompts and responses, and that the loss reads only fields a preference batch
 //! has. `reference = policy` (the default) is the policy as the stage starts: the model store
-//! freezes a copy of what the policy argument names, never the live policy.
+//! freezes a copy of what the policy argument names, never the live policy. In rounds
+//! (exclusive `buckets`), round r scores against round r − 1's model when the curriculum says
+//! `rebind_reference` (`rounds.rs`); each round's objective scores its reference afresh.
 
 use super::{Binding, Bound};
 use crate::exec::args::Functions;
-use crate::exec::curricula;
 use crate::exec::models::ModelRef;
 use crate::exec::settings::TrainSettings;
 use crate::exec::ExecError;
@@ -51,16 +52,18 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     // Checks the loss's fields now, before any compute.
     PreferenceObjective::new(b.stage, pairs.clone(), terms.clone(), scalars.clone())
         .map_err(|e| b.call.invalid("loss", format!("cannot be evaluated on preference pairs: {}", e.0)))?;
-    let curriculum = curricula::bind(&b.call.nested("curriculum")?, b.stage, &data, b.builder.seed)?;
+    let curriculum = b.curriculum(&data, &settings)?;
+    let rounds = b.round_plan(&curriculum, &settings)?;
     let stage = b.stage.to_string();
     Ok(Bound {
         policy: ModelRef::of(b.call.get("policy")?)?,
         reference: Some(ModelRef::of(b.call.get("reference")?)?),
         settings,
-        parts: Box::new(move || {
+        rounds,
+        parts: Box::new(move |round| {
             let objective = PreferenceObjective::new(&stage, pairs.clone(), terms.clone(), scalars.clone())
                 .map_err(|e| ExecError::Internal(e.0))?;
-            Ok(StageParts::offline(curriculum.build()?, &data, Box::new(objective)))
+            Ok(StageParts::offline(curriculum.build(round)?, &data, Box::new(objective)))
         }),
     })
 }

@@ -13,7 +13,8 @@
 //!
 //! Invariants: nodes are in topological order (an operand's id is smaller than its user's);
 //! identical nodes are shared (hash-consed on the node value), so `margin(b)` used twice is
-//! computed once; operations on constants are folded; `shapes[i]` is node `i`'s shape.
+//! computed once; operations on constants are folded, and a product with a constant 0 is that
+//! 0 (broadcast to the product's shape); `shapes[i]` is node `i`'s shape.
 
 use serde::{Serialize, Serializer};
 use std::collections::HashMap;
@@ -151,6 +152,10 @@ pub enum BinaryOp {
     Pow,
     Min,
     Max,
+    /// 1 where the first operand is greater than the second, else 0 (also for NaN); no
+    /// gradient flows through it. Selects between per-sign values: SAPO's and VESPO's
+    /// `torch.where(advantages > 0, ...)`.
+    Greater,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -281,6 +286,7 @@ impl BinaryOp {
             BinaryOp::Pow => a.powf(b),
             BinaryOp::Min => a.min(b),
             BinaryOp::Max => a.max(b),
+            BinaryOp::Greater => f64::from(u8::from(a > b)),
         }
     }
 
@@ -293,6 +299,7 @@ impl BinaryOp {
             BinaryOp::Pow => "**",
             BinaryOp::Min => "min",
             BinaryOp::Max => "max",
+            BinaryOp::Greater => "greater",
         }
     }
 }
@@ -339,11 +346,20 @@ impl Builder {
                 if let (Some(x), Some(y)) = (self.constant_value(*a)?, self.constant_value(*b)?) {
                     return Ok(self.constant(op.apply(x, y)));
                 }
-                match (self.shape(*a)?, self.shape(*b)?) {
+                let shape = match (self.shape(*a)?, self.shape(*b)?) {
                     (l, r) if l == r => l,
                     (Shape::Scalar, s) | (s, Shape::Scalar) => s,
                     (left, right) => return Err(ShapeError::Elementwise { op: op.symbol(), left, right }),
+                };
+                // A product with a constant 0 is 0, of the product's shape, whatever the other
+                // operand: a term weighted by 0 is left out (and its inputs are not read), as
+                // TRL leaves out its KL term at beta = 0.
+                let zero = |x: Option<f64>| x == Some(0.0);
+                if *op == BinaryOp::Mul && (zero(self.constant_value(*a)?) || zero(self.constant_value(*b)?)) {
+                    let c = self.constant(0.0);
+                    return if shape == Shape::Scalar { Ok(c) } else { self.add(Node::Broadcast(shape, c)) };
                 }
+                shape
             }
             Node::Broadcast(to, a) => {
                 let from = self.shape(*a)?;
@@ -652,7 +668,7 @@ impl fmt::Display for TensorFn {
                 Node::Scalar { func, args } => write!(f, "fn#{func}({})", args.join(", ")),
                 Node::Unary(UnaryOp::Neg, a) => call(t, "-", &[*a], f),
                 Node::Unary(op, a) => call(t, op.name(), &[*a], f),
-                Node::Binary(op @ (BinaryOp::Min | BinaryOp::Max), a, b) => call(t, op.symbol(), &[*a, *b], f),
+                Node::Binary(op @ (BinaryOp::Min | BinaryOp::Max | BinaryOp::Greater), a, b) => call(t, op.symbol(), &[*a, *b], f),
                 Node::Binary(op, a, b) => {
                     f.write_str("(")?;
                     write(t, *a, f)?;

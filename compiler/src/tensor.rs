@@ -486,11 +486,16 @@ impl TensorFn {
         self.shapes.get(id as usize).copied().unwrap_or(Shape::Scalar)
     }
 
-    /// The batch inputs this function reads, with their shapes, in node order.
+    /// The batch inputs the output reads, with their shapes, in node order (a runtime need not
+    /// compute the others: `grpo_loss()` at `beta = 0` reads no reference log-probs).
     pub fn inputs(&self) -> Vec<(&str, Shape)> {
         self.nodes
             .iter()
-            .filter_map(|n| if let Node::Input { name, shape } = n { Some((name.as_str(), *shape)) } else { None })
+            .zip(self.live())
+            .filter_map(|(n, live)| match n {
+                Node::Input { name, shape } if live => Some((name.as_str(), *shape)),
+                _ => None,
+            })
             .collect()
     }
 

@@ -811,6 +811,57 @@ mod tests {
     }
 
     #[test]
+    fn greater_is_one_or_zero_and_nan_is_never_greater() {
+        let mut b = Builder::default();
+        let x = input(&mut b, "x", Shape::Seq);
+        let zero = b.constant(0.0);
+        let positive = b.add(Node::Binary(BinaryOp::Greater, x, zero)).unwrap();
+        let f = b.finish(positive);
+        let inputs = EvalInputs {
+            batch: 4,
+            seq: HashMap::from([("x".to_string(), vec![1.5, 0.0, -2.0, f64::NAN])]),
+            ..Default::default()
+        };
+        assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(f.to_string(), "greater(x, 0.0)");
+        assert_eq!(BinaryOp::Greater.apply(2.0, 1.0), 1.0);
+        assert_eq!(BinaryOp::Greater.apply(1.0, f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn a_product_with_a_constant_zero_is_zero_of_its_shape_and_reads_nothing() {
+        let mut b = Builder::default();
+        let t = input(&mut b, "t", Shape::Token);
+        let s = input(&mut b, "s", Shape::Seq);
+        let zero = b.constant(0.0);
+        let minus_zero = b.constant(-0.0);
+        let off = b.add(Node::Binary(BinaryOp::Mul, zero, t)).unwrap();
+        assert_eq!(b.shape(off), Ok(Shape::Token), "the product's shape");
+        assert_eq!(b.nodes[off as usize], Node::Broadcast(Shape::Token, zero));
+        let off_too = b.add(Node::Binary(BinaryOp::Mul, t, minus_zero)).unwrap();
+        assert_eq!(off_too, off);
+        // Still shape-checked.
+        assert!(matches!(b.add(Node::Binary(BinaryOp::Mul, zero, zero)), Ok(id) if id == zero));
+        let st = b.add(Node::Broadcast(Shape::Token, s)).unwrap();
+        let sum = b.add(Node::Binary(BinaryOp::Add, st, off)).unwrap();
+        let bad = b.add(Node::Binary(BinaryOp::Add, s, off));
+        assert_eq!(bad, Err(ShapeError::Elementwise { op: "+", left: Shape::Seq, right: Shape::Token }));
+        let out = b.add(Node::Reduce(Reduce::Sum, Axis::TokenToScalar, sum)).unwrap();
+        let f = b.finish(out);
+        assert_eq!(f.inputs(), vec![("s", Shape::Seq)], "`t` is read by nothing the output needs");
+        // 0 × inf is 0: the term is left out, not evaluated.
+        let inputs = EvalInputs {
+            batch: 1,
+            time: 2,
+            seq: HashMap::from([("s".to_string(), vec![2.0])]),
+            token: HashMap::from([("t".to_string(), vec![f64::INFINITY, f64::NAN])]),
+            mask: vec![true, true],
+            ..Default::default()
+        };
+        assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![4.0]);
+    }
+
+    #[test]
     fn token_and_group_reductions_follow_the_mask_and_the_groups() {
         // B = 3 sequences, T = 2; sequence 1 has no valid token; groups {0, 2} and {1}.
         let mut b = Builder::default();

@@ -103,12 +103,8 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
 ];
 
 /// The parameters of the clipped policy-gradient losses (`grpo_loss`, `dapo`, ...).
-const CLIPPED: &[(&str, Domain)] = &[
-    ("beta", NON_NEGATIVE),
-    ("eps_low", DECAY),
-    ("eps_high", NON_NEGATIVE),
-    ("ratio_cap", NON_NEGATIVE),
-];
+const CLIPPED: &[(&str, Domain)] =
+    &[("beta", NON_NEGATIVE), ("eps_low", DECAY), ("eps_high", NON_NEGATIVE), ("ratio_cap", NON_NEGATIVE)];
 
 /// The domain of argument `param` of `callee` (as users write it: `synth.addition`), if it has
 /// one: its own table's, else, for a function returning a loss (`is_loss`), a positive `beta`,

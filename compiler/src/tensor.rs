@@ -673,7 +673,9 @@ impl fmt::Display for TensorFn {
                 Node::Scalar { func, args } => write!(f, "fn#{func}({})", args.join(", ")),
                 Node::Unary(UnaryOp::Neg, a) => call(t, "-", &[*a], f),
                 Node::Unary(op, a) => call(t, op.name(), &[*a], f),
-                Node::Binary(op @ (BinaryOp::Min | BinaryOp::Max | BinaryOp::Greater), a, b) => call(t, op.symbol(), &[*a, *b], f),
+                Node::Binary(op @ (BinaryOp::Min | BinaryOp::Max | BinaryOp::Greater), a, b) => {
+                    call(t, op.symbol(), &[*a, *b], f)
+                }
                 Node::Binary(op, a, b) => {
                     f.write_str("(")?;
                     write(t, *a, f)?;

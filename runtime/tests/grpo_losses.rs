@@ -57,7 +57,10 @@ pub const TRL_CASES: &[(&str, &str)] = &[
         "grpo, use_bias_correction_kl=False",
         "grpo_loss(eps_low = 0.2, eps_high = 0.28, beta = 0.04, bias_correction = false)",
     ),
-    ("dapo, use_bias_correction_kl=False", "dapo(eps_low = 0.2, eps_high = 0.28, beta = 0.04, bias_correction = false)"),
+    (
+        "dapo, use_bias_correction_kl=False",
+        "dapo(eps_low = 0.2, eps_high = 0.28, beta = 0.04, bias_correction = false)",
+    ),
 ];
 
 /// TRL's `scale_rewards`, and the stdlib advantage estimator for it.
@@ -191,7 +194,14 @@ impl Batch {
         let advantages = self.value(&compiled(expr, "Advantages").f);
         let mut seq = self.seq.clone();
         seq.insert("advantage".into(), advantages);
-        Batch { seq, token: self.token.clone(), scalar: self.scalar.clone(), mask: self.mask.clone(), groups: self.groups.clone(), ..*self }
+        Batch {
+            seq,
+            token: self.token.clone(),
+            scalar: self.scalar.clone(),
+            mask: self.mask.clone(),
+            groups: self.groups.clone(),
+            ..*self
+        }
     }
 }
 
@@ -213,6 +223,14 @@ fn the_advantage_estimators_match_trl() {
         }
         // The last group's rewards are all equal: its advantages are 0.
         assert!(got[12..].iter().all(|a| *a == 0.0), "{expr}: {:?}", &got[12..]);
+    }
+    // RLOO: each reward minus the mean of the other three of its group.
+    let rloo = batch.value(&compiled("rloo()", "Advantages").f);
+    let rewards = &batch.seq["reward"];
+    for (i, a) in rloo.iter().enumerate() {
+        let group = i / 4 * 4..i / 4 * 4 + 4;
+        let others: f64 = group.filter(|j| *j != i).map(|j| rewards[j]).sum::<f64>() / 3.0;
+        assert!((a - (rewards[i] - others)).abs() < 1e-12, "rloo {i}: {a}");
     }
 }
 
@@ -329,7 +347,10 @@ fn gradients_through_the_ratio_agree_with_finite_differences() {
         let f = compiled(expr, "PolicyLoss").f;
         let (backward, differences) = gradient(&f, &batch);
         for (j, (g, d)) in backward.iter().zip(&differences).enumerate() {
-            assert!((g - d).abs() <= 1e-6 + 1e-5 * d.abs(), "{expr}: d/d token_logps[{j}]: backward {g}, differences {d}");
+            assert!(
+                (g - d).abs() <= 1e-6 + 1e-5 * d.abs(),
+                "{expr}: d/d token_logps[{j}]: backward {g}, differences {d}"
+            );
             if !batch.mask[j] {
                 assert_eq!(*g, 0.0, "{expr}: padding {j} has no gradient");
             }
@@ -348,10 +369,11 @@ fn the_ratio_is_one_in_value_not_in_gradient() {
     assert!(plain.inputs().iter().all(|(n, _)| *n != "ref_token_logps"), "beta = 0 reads no reference: {plain}");
     let (g, _) = gradient(&plain, &batch);
     let (a, len, b) = (&batch.seq["advantage"], &batch.seq["len"], batch.b as f64);
-    for j in 0..batch.b * batch.t {
+    assert_eq!(g.len(), batch.b * batch.t);
+    for (j, got) in g.iter().enumerate() {
         let i = j / batch.t;
         let want = if batch.mask[j] { -a[i] / (len[i] * b) } else { 0.0 };
-        assert!((g[j] - want).abs() < 1e-12, "token {j}: {} against {want}", g[j]);
+        assert!((got - want).abs() < 1e-12, "token {j}: {got} against {want}");
     }
     let with = compiled("grpo_loss(eps_high = 0.28, beta = 0.04)", "PolicyLoss").f;
     let without = compiled("grpo_loss(eps_high = 0.28, beta = 0.04, bias_correction = false)", "PolicyLoss").f;

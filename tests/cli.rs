@@ -464,7 +464,7 @@ fn score_and_generate_work_on_a_hugging_face_folder() {
     let model = fixture("tiny-llama").expect("../shared/fixtures/tiny-llama (set RECIPE_FIXTURES)");
     let reference: Value =
         serde_json::from_slice(&std::fs::read(model.join("dpo_step0_reference.json")).unwrap()).unwrap();
-    let dir = scratch("score");
+    let dir = scratch("score-hf-folder");
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("pairs.jsonl");
     let pairs = reference["pairs"].as_array().expect("pairs");
@@ -537,5 +537,110 @@ fn eval_on_start_logs_an_evaluation_at_step_zero() {
     assert_eq!(lines[1]["step"], 1);
     let out = recipe(&["verify", run.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The rows of `data/NAME.jsonl` in a run folder.
+fn data_rows(run: &Path, name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(run.join("data").join(format!("{name}.jsonl"))).expect("generated data");
+    text.lines().map(|l| serde_json::from_str(l).expect("a data row is JSON")).collect()
+}
+
+/// `synth.rated_responses` → `best_worst_pairs`, split into halves by the policy's reference
+/// margin (`select = top` and `bottom`, `keep = 0.5`), and an SFT stage on the data of a third
+/// score stage: the kept rows are in the run folder and the lock, every top score is at least
+/// every bottom score, the run replays, and a resumed run recomputes the data it needs.
+#[test]
+fn score_stages_keep_a_share_of_the_rows_by_their_measure_and_feed_later_stages() {
+    let run = scratch("score");
+    let out = recipe(&["run", "tests/e2e/score.recipe", "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let whole = trace(&run);
+    let events: Vec<&Value> = whole.iter().filter(|l| l["event"] == "score").collect();
+    let stages: Vec<&str> = events.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["top", "bottom", "short"]);
+    for e in &events {
+        let (rows, kept) = (e["rows"].as_u64().unwrap(), e["kept"].as_u64().unwrap());
+        assert_eq!(kept, (rows as f64 * 0.5).round() as u64, "{e}");
+    }
+
+    let (top, bottom) = (data_rows(&run, "00-top"), data_rows(&run, "01-bottom"));
+    assert_eq!(top.len() as u64, events[0]["kept"].as_u64().unwrap());
+    assert_eq!(bottom.len() as u64, events[1]["kept"].as_u64().unwrap());
+    let score = |r: &Value| r["score"].as_f64().expect("a score");
+    let top_min = top.iter().map(score).fold(f64::INFINITY, f64::min);
+    let bottom_max = bottom.iter().map(score).fold(f64::NEG_INFINITY, f64::max);
+    assert!(top_min >= bottom_max, "top {top_min} vs bottom {bottom_max}");
+    assert_eq!(top_min, events[0]["kept_score_min"].as_f64().unwrap());
+    // One pair per prompt: the two halves cover every pair (the median in both when odd).
+    let prompts: std::collections::HashSet<&str> =
+        top.iter().chain(&bottom).map(|r| r["prompt"].as_str().unwrap()).collect();
+    assert_eq!(prompts.len() as u64, events[0]["rows"].as_u64().unwrap());
+    for row in &top {
+        assert!(row["chosen_rating"].as_f64().unwrap() > row["rejected_rating"].as_f64().unwrap(), "{row}");
+    }
+    // `length()` is the prompt's length in bytes; the SFT stage trained on those rows.
+    let short = data_rows(&run, "02-short");
+    assert_eq!(short.len(), 32);
+    assert!(short.iter().all(|r| score(r) == r["prompt"].as_str().unwrap().len() as f64));
+    assert_eq!(whole.last().and_then(|l| l["step"].as_u64()), Some(4));
+    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
+    let generated: Vec<(&str, u64)> = lock["generated"]
+        .as_array()
+        .expect("generated data in the lock")
+        .iter()
+        .map(|d| (d["path"].as_str().unwrap(), d["bytes"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(generated.len(), 3);
+    for (path, bytes) in generated {
+        assert_eq!(std::fs::metadata(run.join(path)).unwrap().len(), bytes, "{path}");
+    }
+
+    let out = recipe(&["verify", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&out), 0, "the score lines replay: {}", stderr(&out));
+
+    // A crash after the SFT stage's first checkpoint: the resumed stage needs the `short` data
+    // again (computed, not logged twice) and ends where the uninterrupted run ended.
+    let weights = |run: &Path| std::fs::read(run.join("checkpoints/03-train-step000004/model/model.safetensors"));
+    let final_weights = weights(&run).expect("final checkpoint");
+    for step in 2..=4 {
+        std::fs::remove_dir_all(run.join(format!("checkpoints/03-train-step{step:06}"))).expect("checkpoint");
+    }
+    let mut unfinished = lock.clone();
+    unfinished.as_object_mut().unwrap().remove("final");
+    std::fs::write(run.join("recipe.lock"), unfinished.to_string()).unwrap();
+    let out = recipe(&["run", "--resume", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(trace(&run), whole, "the resumed trace");
+    assert_eq!(weights(&run).unwrap(), final_weights, "the resumed weights");
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+/// What a score stage cannot use is refused before compute: `keep` outside (0, 1] by `check`,
+/// a measure reading fields the rows lack by `run`, at the argument.
+#[test]
+fn score_stages_refuse_what_they_cannot_use() {
+    let out = recipe(&["check", "tests/golden/call/domain_from_let.recipe"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("recipe::call::domain"), "{}", stderr(&out));
+    let out = recipe(&["check", "tests/e2e/score.recipe", "--set", "seed=1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let dir = scratch("score-bad");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("margin.recipe");
+    std::fs::write(
+        &file,
+        "recipe \"m\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
+         data d = synth.addition(count = 32)\nstage s = score(m, d, measure = ref_margin(), keep = 0.5)\nrun s\n",
+    )
+    .expect("write");
+    let run = dir.join("run");
+    let out = recipe(&["run", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`ref_margin` reads the String field `chosen`"), "{err}");
+    assert!(err.contains("margin.recipe:4:33"), "at the `measure` argument: {err}");
+    assert!(!run.exists(), "nothing is written before the recipe is accepted");
     let _ = std::fs::remove_dir_all(&dir);
 }

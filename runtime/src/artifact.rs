@@ -1,6 +1,6 @@
 //! The run folder a `recipe run` leaves behind: `recipe.lock` (what was run, on what inputs),
-//! `metrics.jsonl` (one line per logged step), `checkpoints/`, and a `README.md` that explains
-//! them to whoever opens the folder.
+//! `metrics.jsonl` (one line per logged step), `checkpoints/`, `data/` (datasets stages
+//! generated), and a `README.md` that explains them to whoever opens the folder.
 //!
 //! Invariants: every metrics line is written whole and flushed before the step that produced it
 //! is considered done, so a crash loses no logged step; wall-clock measurements live only under the
@@ -22,6 +22,7 @@ pub const TIMING_KEY: &str = "timing";
 pub const LOCK_FILE: &str = "recipe.lock";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub const DATA_DIR: &str = "data";
 pub const README_FILE: &str = "README.md";
 
 /// What every run folder says about itself.
@@ -45,6 +46,10 @@ const RUN_README: &str = "\
   `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (stage, step, data position,
   metrics lines written) let `recipe run --resume` continue bit for bit. Folders named
   `*.tmp-*` are unfinished writes from a crash and are ignored.
+- `data/NN-STAGE.jsonl`: the rows a stage that generates data produced (`score`: the rows it
+  kept, each with its `score`), one JSON object per line with the row's fields in order; its
+  sha256 is under `generated` in `recipe.lock`. A `score` stage also logs one
+  `{\"event\": \"score\", \"stage\", \"measure\", \"select\", \"rows\", \"kept\", …}` metrics line.
 - `report.html`: plots of the metrics (when written).
 ";
 
@@ -172,6 +177,10 @@ pub struct RecipeLock {
     /// Rows `on_error = skip` left out, per file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedRows>,
+    /// sha256 of every dataset a stage generated, paths relative to the run folder
+    /// (`data/01-scored.jsonl`), added as each is written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated: Vec<FileDigest>,
 }
 
 impl RecipeLock {
@@ -189,6 +198,7 @@ impl RecipeLock {
             max_steps: None,
             final_model: None,
             skipped: Vec::new(),
+            generated: Vec::new(),
         }
     }
 }
@@ -296,6 +306,21 @@ impl RunDir {
     /// Metrics lines written so far (what a checkpoint records).
     pub fn metrics_lines(&self) -> u64 {
         self.lines
+    }
+
+    /// Writes `bytes` atomically as `data/<name>` (a dataset a stage generated) and records its
+    /// digest under `generated` in the lock (replacing an earlier one of that path); returns it.
+    pub fn write_data(&self, name: &str, bytes: &[u8]) -> Result<FileDigest, ArtifactError> {
+        let dir = self.root.join(DATA_DIR);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(name);
+        write_atomic(&path, bytes).map_err(io_err(&path))?;
+        let digest = FileDigest::of_bytes(Path::new(&format!("{DATA_DIR}/{name}")), bytes);
+        let mut lock = read_lock(&self.root)?;
+        lock.generated.retain(|d| d.path != digest.path);
+        lock.generated.push(digest.clone());
+        self.write_lock(&lock)?;
+        Ok(digest)
     }
 
     /// Writes `recipe.lock` atomically.

@@ -470,6 +470,7 @@ const ROW_NEEDS: &[(&str, &[&[&str]])] = &[
     ("accuracy", &[&["prompt"], &["completion", "answer"]]),
     ("pair_accuracy", &[&["prompt"], &["chosen"], &["rejected"]]),
     ("loss_on", &[&["prompt"], &["completion"]]),
+    ("perturb", &[&["prompt"]]),
 ];
 
 /// `prompt`, `completion` (or `answer`): a builtin's row needs, for a help line.

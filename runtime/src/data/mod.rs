@@ -3,10 +3,13 @@
 //!
 //! Invariants: every column has `ids.len()` rows; a row id never changes when a dataset is
 //! filtered, split or reordered (JSONL rows use their 1-based line number, synthetic rows their
-//! index), so an error can always name the examples of a batch; splitting by a key field never
-//! puts one key on both sides.
+//! index), so an error can always name the examples of a batch; a row derived from others keeps
+//! an id derived from theirs (`perturb` keeps its input row's, a pair gets [`pairs::pair_id`]
+//! of its two rows'); splitting by a key field never puts one key on both sides.
 
 pub mod jsonl;
+pub mod pairs;
+pub mod perturb;
 pub mod synth;
 
 use crate::artifact::FileDigest;
@@ -153,6 +156,51 @@ impl Dataset {
         }
     }
 
+    /// A `Float` column, or an error naming the field the caller needs.
+    pub fn floats(&self, name: &str) -> Result<&[f64], DataError> {
+        match self.column(name) {
+            Some(Column::Float(v)) => Ok(v),
+            Some(other) => Err(self.wrong_type(name, FieldType::Float, other)),
+            None => Err(self.missing(name)),
+        }
+    }
+
+    /// An `Int` column, or an error naming the field the caller needs.
+    pub fn ints(&self, name: &str) -> Result<&[i64], DataError> {
+        match self.column(name) {
+            Some(Column::Int(v)) => Ok(v),
+            Some(other) => Err(self.wrong_type(name, FieldType::Int, other)),
+            None => Err(self.missing(name)),
+        }
+    }
+
+    fn wrong_type(&self, name: &str, expected: FieldType, found: &Column) -> DataError {
+        DataError::FieldType {
+            origin: self.origin.clone(),
+            field: name.to_string(),
+            expected,
+            found: FieldType::of(found),
+        }
+    }
+
+    /// This dataset with the column `name` set to `column`: replaced where it exists (keeping its
+    /// place), else appended (what `With[R, {name: T}]` types).
+    ///
+    /// Errors: `DataError::Shape` when `column` does not have one value per row.
+    pub fn with_column(mut self, name: &str, column: Column) -> Result<Dataset, DataError> {
+        if column.len() != self.len() {
+            return Err(DataError::Shape {
+                origin: self.origin.clone(),
+                message: format!("column `{name}` has {} rows, expected {}", column.len(), self.len()),
+            });
+        }
+        match self.columns.iter_mut().find(|(n, _)| n == name) {
+            Some((_, slot)) => *slot = column,
+            None => self.columns.push((name.to_string(), column)),
+        }
+        Ok(self)
+    }
+
     /// A field of one row rendered as text (`42`, `true`, the string itself): what an exact-match
     /// comparison against generated text uses.
     pub fn text_at(&self, name: &str, row: usize) -> Result<String, DataError> {
@@ -254,6 +302,10 @@ pub enum DataError {
     /// Columns of unequal length or bad generator arguments.
     #[error("dataset `{origin}`: {message}")]
     Shape { origin: String, message: String },
+    /// A row holds a value its consumer cannot use (a non-finite rating); `row` names it as
+    /// [`Dataset::row_name`] does.
+    #[error("{row}: {message}")]
+    BadValue { row: String, message: String },
 }
 
 impl DataError {
@@ -261,9 +313,10 @@ impl DataError {
     pub fn code(&self) -> &'static str {
         match self {
             DataError::Io { .. } => "recipe::data::io",
-            DataError::BadJson { .. } | DataError::MissingField { .. } | DataError::WrongType { .. } => {
-                "recipe::data::malformed"
-            }
+            DataError::BadJson { .. }
+            | DataError::MissingField { .. }
+            | DataError::WrongType { .. }
+            | DataError::BadValue { .. } => "recipe::data::malformed",
             DataError::Empty { .. } => "recipe::data::empty",
             DataError::NoSuchField { .. } | DataError::FieldType { .. } => "recipe::data::field",
             DataError::Shape { .. } => "recipe::data::shape",
@@ -331,6 +384,18 @@ mod tests {
         let err = sums().strings("promt").unwrap_err();
         assert_eq!(err.code(), "recipe::data::field");
         assert_eq!(err.to_diagnostic().help.as_deref(), Some("did you mean `prompt`?"));
+    }
+
+    #[test]
+    fn with_column_replaces_in_place_or_appends() {
+        let d = sums().with_column("n", Column::Float(vec![0.5; 4])).unwrap();
+        assert_eq!(d.columns[1].0, "n");
+        assert_eq!(d.floats("n").unwrap(), &[0.5; 4]);
+        let d = d.with_column("m", Column::Int(vec![7; 4])).unwrap();
+        assert_eq!(d.columns.len(), 3);
+        assert_eq!(d.ints("m").unwrap(), &[7; 4]);
+        assert_eq!(d.ints("n").unwrap_err().code(), "recipe::data::field");
+        assert_eq!(d.with_column("x", Column::Int(vec![1])).unwrap_err().code(), "recipe::data::shape");
     }
 
     #[test]

@@ -163,6 +163,82 @@ pub fn chain(steps: RangeInclusive<u32>, count: usize, seed: u64) -> Result<Data
     rows.finish(origin, vec![("steps", level_of)])
 }
 
+/// Addition prompts with `responses` candidate answers each, one row per (prompt, response):
+/// fields `{prompt, answer, response: String, rating: Float, digits: Int}`, `count` prompts so
+/// `count * responses` rows, a prompt's rows adjacent. Each response is the true sum with
+/// probability 1/4, else a typical slip of it: off by 1 to 9, a carry lost or doubled (±10), a
+/// digit dropped, or two adjacent digits swapped. `rating = 1 / (1 + |response - answer|)`: 1 for
+/// the correct answer, lower the further a wrong one is. Responses of a prompt may repeat.
+pub fn rated_responses(
+    digits: RangeInclusive<u32>,
+    count: usize,
+    responses: usize,
+    seed: u64,
+) -> Result<Dataset, DataError> {
+    check_range("rated_responses", "digits", &digits, 17)?;
+    let origin = format!(
+        "synth.rated_responses(digits = {}..={}, count = {count}, responses = {responses}, seed = {seed})",
+        digits.start(),
+        digits.end()
+    );
+    if responses == 0 {
+        return Err(DataError::Shape { origin, message: "`responses` must be at least 1".into() });
+    }
+    let mut rng = Rng::derive(seed, "synth/rated_responses");
+    let (mut prompt, mut answer, mut response) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rating, mut level_of) = (Vec::new(), Vec::new());
+    for _ in 0..count {
+        let d = level(&mut rng, &digits);
+        let (a, b) = (number(&mut rng, d), number(&mut rng, d));
+        let (p, truth): (Arc<str>, Arc<str>) = (format!("{a}+{b}=").into(), (a + b).to_string().into());
+        for _ in 0..responses {
+            let said = if rng.below(4) == 0 { a + b } else { slip(&mut rng, a + b) };
+            prompt.push(p.clone());
+            answer.push(truth.clone());
+            response.push(Arc::from(said.to_string()));
+            rating.push(1.0 / (1.0 + (said - (a + b)).abs() as f64));
+            level_of.push(i64::from(d));
+        }
+    }
+    let columns = vec![
+        ("prompt".to_string(), Column::Str(prompt)),
+        ("answer".to_string(), Column::Str(answer)),
+        ("response".to_string(), Column::Str(response)),
+        ("rating".to_string(), Column::Float(rating)),
+        ("digits".to_string(), Column::Int(level_of)),
+    ];
+    Dataset::new(origin, (0..(count * responses) as u64).collect(), columns)
+}
+
+/// A wrong answer near `truth` (never `truth` itself), as a person or a small model slips.
+fn slip(rng: &mut Rng, truth: i64) -> i64 {
+    let text = truth.to_string();
+    let wrong = match rng.below(4) {
+        0 => truth + if rng.below(2) == 0 { 1 } else { -1 } * rng.range_inclusive(1, 9),
+        1 => truth + if rng.below(2) == 0 { 10 } else { -10 },
+        // A dropped digit (of a number with at least two).
+        2 if text.len() >= 2 => {
+            let at = rng.below(text.len() as u64) as usize;
+            let kept: String = text.chars().enumerate().filter(|&(i, _)| i != at).map(|(_, c)| c).collect();
+            kept.parse().unwrap_or(truth)
+        }
+        // Two adjacent digits swapped.
+        3 if text.len() >= 2 => {
+            let at = rng.below(text.len() as u64 - 1) as usize;
+            let mut digits: Vec<u8> = text.into_bytes();
+            digits.swap(at, at + 1);
+            String::from_utf8(digits).ok().and_then(|t| t.parse().ok()).unwrap_or(truth)
+        }
+        _ => truth + 1,
+    };
+    // A slip that changed nothing (equal digits swapped) is off by one instead.
+    if wrong == truth {
+        truth + 1
+    } else {
+        wrong
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +304,32 @@ mod tests {
             }
             assert_eq!(total.to_string(), v);
         }
+    }
+
+    #[test]
+    fn rated_responses_are_rated_by_closeness_and_deterministic() {
+        let d = rated_responses(1..=2, 200, 4, 3).unwrap();
+        assert_eq!(d, rated_responses(1..=2, 200, 4, 3).unwrap());
+        assert_eq!(d.len(), 800);
+        assert_eq!(d.ids, (0..800).collect::<Vec<u64>>());
+        let (prompt, answer, response) = (strings(&d, "prompt"), strings(&d, "answer"), strings(&d, "response"));
+        let (rating, digits) = (d.floats("rating").unwrap(), d.ints("digits").unwrap());
+        let mut correct = 0;
+        for r in 0..d.len() {
+            // A prompt's responses are adjacent.
+            assert_eq!(prompt[r], prompt[r / 4 * 4]);
+            let (x, y) = prompt[r].trim_end_matches('=').split_once('+').unwrap();
+            let truth = x.parse::<i64>().unwrap() + y.parse::<i64>().unwrap();
+            assert_eq!(answer[r], truth.to_string());
+            assert_eq!(x.len() as i64, digits[r]);
+            let said: i64 = response[r].parse().unwrap();
+            assert_eq!(rating[r], 1.0 / (1.0 + (said - truth).abs() as f64));
+            assert_eq!(rating[r] == 1.0, said == truth);
+            correct += usize::from(said == truth);
+        }
+        assert!((100..300).contains(&correct), "about a quarter are correct: {correct}");
+        assert!(rating.iter().any(|&r| r < 0.2), "some responses are far off");
+        assert_eq!(rated_responses(1..=2, 1, 0, 0).unwrap_err().code(), "recipe::data::shape");
     }
 
     #[test]

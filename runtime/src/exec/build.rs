@@ -1,11 +1,16 @@
 //! Building the values a program declares: models (`tiny_lm`, `load`) and datasets (`synth.*`,
-//! `jsonl`, `split`, `take`, `filter`). Each declaration is built once, on first use, and cached
-//! by name; file paths resolve against the recipe's folder and the data roots only.
+//! `jsonl`, `split`, `take`, `filter`, `all_pairs`, `best_worst_pairs`, `perturb`). Each
+//! declaration is built once, on first use, and cached by name; file paths resolve against the
+//! recipe's folder and the data roots only.
+//!
+//! Data a stage produces (`score.data`) is held here too, under the stage's name: before compute
+//! its preview (the rows it may produce, for checks), then the rows it produced. A dataset built
+//! from stage data is never cached, so it is rebuilt from whichever of the two is current.
 
 use super::args::{Call, Constant, Functions};
 use super::ExecError;
 use crate::artifact::{FileDigest, SkippedRows};
-use crate::data::{jsonl, synth, BadRowPolicy, Dataset, FieldType, Schema};
+use crate::data::{jsonl, pairs, perturb, synth, BadRowPolicy, Dataset, FieldType, Schema};
 use crate::model::{CausalLm, Device, LlamaConfig};
 use crate::rng::Rng;
 use recipe_compiler::batch;
@@ -19,8 +24,20 @@ use std::sync::Arc;
 pub const MODEL_BUILTINS: &[&str] = &["tiny_lm", "load"];
 
 /// The data builtins [`Builder::dataset`] builds.
-pub const DATA_BUILTINS: &[&str] =
-    &["synth.addition", "synth.multiplication", "synth.reverse", "synth.chain", "jsonl", "take", "split", "filter"];
+pub const DATA_BUILTINS: &[&str] = &[
+    "synth.addition",
+    "synth.multiplication",
+    "synth.reverse",
+    "synth.chain",
+    "synth.rated_responses",
+    "jsonl",
+    "take",
+    "split",
+    "filter",
+    "all_pairs",
+    "best_worst_pairs",
+    "perturb",
+];
 
 /// Models and datasets built so far, plus every input file's digest for the lock.
 pub struct Builder<'p> {
@@ -31,6 +48,8 @@ pub struct Builder<'p> {
     pub roots: Vec<PathBuf>,
     pub functions: Arc<Functions>,
     datasets: HashMap<String, Dataset>,
+    /// Data produced by stages, by stage name: a preview before the stage ran, then its rows.
+    stage_data: HashMap<String, Dataset>,
     pub inputs: Vec<FileDigest>,
     /// Rows skipped by `on_error = skip`, per dataset, for the run summary.
     pub skipped: Vec<SkippedRows>,
@@ -45,6 +64,7 @@ impl<'p> Builder<'p> {
             roots,
             functions,
             datasets: HashMap::new(),
+            stage_data: HashMap::new(),
             inputs: Vec::new(),
             skipped: Vec::new(),
         }
@@ -107,31 +127,43 @@ impl<'p> Builder<'p> {
                     .program
                     .decl(name)
                     .ok_or_else(|| ExecError::Internal(format!("no data declaration `{name}`")))?;
-                let data =
-                    self.build_dataset(&decl.value, Some(decl)).map_err(|e| e.in_recipe(self.program, name, None))?;
-                self.datasets.insert(name.clone(), data.clone());
+                let data = self
+                    .build_dataset(&decl.value, Layout::of(Some(decl)))
+                    .map_err(|e| e.in_recipe(self.program, name, None))?;
+                if !reads_stage_data(self.program, &decl.value) {
+                    self.datasets.insert(name.clone(), data.clone());
+                }
                 Ok(data)
             }
-            Value::Call { .. } => self.build_dataset(value, None),
-            Value::Stage { stage, .. } => Err(ExecError::Unsupported(format!(
-                "datasets produced by stages (`{stage}.data`) need the stage kinds of a later runtime issue"
-            ))),
+            Value::Call { .. } => self.build_dataset(value, Layout::Prompt),
+            Value::Stage { stage, field } if field.as_deref() == Some("data") => {
+                self.stage_data.get(stage).cloned().ok_or_else(|| {
+                    ExecError::Internal(format!("the data of stage `{stage}` is read before the stage is bound"))
+                })
+            }
             other => Err(ExecError::Internal(format!("expected a dataset, found {other:?}"))),
         }
     }
 
-    /// The `dataset` argument of `take`, `split` or `filter`. They keep the row type, so an inline
-    /// source inside them is read with the row type `declared` for the whole expression.
-    fn source(&mut self, call: &Call<'_>, declared: Option<&Decl>) -> Result<Dataset, ExecError> {
+    /// Records `data` as what stage `stage` produces (its preview before it runs, then its rows).
+    pub fn set_stage_data(&mut self, stage: &str, data: Dataset) {
+        self.stage_data.insert(stage.to_string(), data);
+    }
+
+    /// The `dataset` argument of a data builtin, an inline source in it read with the row layout
+    /// `layout` (`take`, `split` and `filter` keep the row type, so theirs is the whole
+    /// expression's).
+    fn source(&mut self, call: &Call<'_>, layout: Layout) -> Result<Dataset, ExecError> {
         match call.get("dataset")? {
-            inline @ Value::Call { .. } => self.build_dataset(inline, declared),
+            inline @ Value::Call { .. } => self.build_dataset(inline, layout),
             named => self.dataset(named),
         }
     }
 
-    /// `declared` is the `data` declaration `value` belongs to: its row type is the layout `jsonl`
-    /// reads (an inline `jsonl(...)` outside any declaration reads prompt/completion).
-    fn build_dataset(&mut self, value: &Value, declared: Option<&Decl>) -> Result<Dataset, ExecError> {
+    /// `layout` is what an inline `jsonl(...)` in `value` reads: the row type of the `data`
+    /// declaration `value` belongs to (prompt/completion outside any declaration), or the input
+    /// row type of the builtin it is an argument of.
+    fn build_dataset(&mut self, value: &Value, layout: Layout) -> Result<Dataset, ExecError> {
         let call = Call::of(value)?;
         let seeded = |call: &Call<'_>| -> Result<(usize, u64), ExecError> {
             Ok((call.count("count")? as usize, call.int("seed")? as u64))
@@ -153,14 +185,19 @@ impl<'p> Builder<'p> {
                 let (count, seed) = seeded(&call)?;
                 synth::chain(call.range("steps")?, count, seed)?
             }
+            "synth.rated_responses" => {
+                let (count, seed) = seeded(&call)?;
+                let responses = call.count("responses")? as usize;
+                synth::rated_responses(call.range("digits")?, count, responses, seed)?
+            }
             "jsonl" => {
                 let written = call.str("path")?;
                 let path = self.resolve(written)?;
-                let schema = match declared {
-                    None => Schema::prompt_completion(),
-                    Some(Decl { row: Some(row), .. }) => jsonl_schema(row)?,
-                    Some(decl) => {
-                        return Err(ExecError::Config(format!("`jsonl` needs a record row type, found `{}`", decl.ty)))
+                let schema = match layout {
+                    Layout::Prompt => Schema::prompt_completion(),
+                    Layout::Row(row) => jsonl_schema(&row)?,
+                    Layout::NotRecord(ty) => {
+                        return Err(ExecError::Config(format!("`jsonl` needs a record row type, found `{ty}`")))
                     }
                 };
                 let (data, report) = jsonl::read_jsonl(&path, &schema, call.constant("on_error")?)?;
@@ -174,12 +211,12 @@ impl<'p> Builder<'p> {
                 data
             }
             "take" => {
-                let data = self.source(&call, declared)?;
+                let data = self.source(&call, layout)?;
                 let n = (call.count("count")? as usize).min(data.len());
                 data.select(&(0..n).collect::<Vec<_>>())
             }
             "split" => {
-                let data = self.source(&call, declared)?;
+                let data = self.source(&call, layout)?;
                 let fraction = call.float("fraction")?;
                 if !(0.0..=1.0).contains(&fraction) {
                     return Err(ExecError::Config(format!("`split`: fraction must be in [0, 1], got {fraction}")));
@@ -194,7 +231,7 @@ impl<'p> Builder<'p> {
                 }
             }
             "filter" => {
-                let data = self.source(&call, declared)?;
+                let data = self.source(&call, layout)?;
                 let Value::Scalar(index) = call.get("keep")? else {
                     return Err(ExecError::Internal("`filter`: `keep` is not a scalar function".into()));
                 };
@@ -207,6 +244,20 @@ impl<'p> Builder<'p> {
                 };
                 let rows: Vec<usize> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
                 data.select(&rows)
+            }
+            "all_pairs" => {
+                let data = self.source(&call, Layout::rated())?;
+                let cap = call.count("max_per_prompt")?;
+                if cap == 0 {
+                    return Err(call.invalid("max_per_prompt", "must be at least 1"));
+                }
+                pairs::all_pairs(&data, cap as usize)?
+            }
+            "best_worst_pairs" => pairs::best_worst_pairs(&self.source(&call, Layout::rated())?)?,
+            "perturb" => {
+                // The input rows are the output's without the two fields `perturb` adds.
+                let data = self.source(&call, layout.without(&["perturbed", "strength"]))?;
+                perturb::perturb(&data, call.range("strength")?, call.int("seed")? as u64)?
             }
             other => return Err(ExecError::Unsupported(format!("data builtin `{other}`"))),
         };
@@ -251,6 +302,77 @@ impl Constant for BadRowPolicy {
             _ => None,
         }
     }
+}
+
+/// The row layout an inline `jsonl` source reads (see [`Builder::build_dataset`]).
+enum Layout {
+    /// TRL's prompt/completion (a source outside any `data` declaration).
+    Prompt,
+    /// A record row type.
+    Row(RowSchema),
+    /// A declaration whose type has no record rows (an error if `jsonl` is asked to read it).
+    NotRecord(String),
+}
+
+impl Layout {
+    fn of(declared: Option<&Decl>) -> Layout {
+        match declared {
+            None => Layout::Prompt,
+            Some(Decl { row: Some(row), .. }) => Layout::Row(row.clone()),
+            Some(decl) => Layout::NotRecord(decl.ty.clone()),
+        }
+    }
+
+    /// `Rated` (stdlib/builtins.recipe), the input of the pair builders.
+    fn rated() -> Layout {
+        let field = |name: &str, kind: FieldKind| (name.to_string(), kind);
+        Layout::Row(RowSchema {
+            fields: vec![
+                field("answer", FieldKind::Str),
+                field("digits", FieldKind::Int),
+                field("prompt", FieldKind::Str),
+                field("rating", FieldKind::Float),
+                field("response", FieldKind::Str),
+            ],
+        })
+    }
+
+    /// This row layout without the fields `names`.
+    fn without(self, names: &[&str]) -> Layout {
+        match self {
+            Layout::Row(row) => Layout::Row(RowSchema {
+                fields: row.fields.into_iter().filter(|(n, _)| !names.contains(&n.as_str())).collect(),
+            }),
+            other => other,
+        }
+    }
+}
+
+/// Whether `value` reads data a stage produces (`score.data`), directly or through `data`
+/// declarations: such a dataset changes when the stage has run, so it is not cached.
+pub fn reads_stage_data(program: &Program, value: &Value) -> bool {
+    !stage_data_read_by(program, value).is_empty()
+}
+
+/// The stages whose data (`score.data`) `value` reads, directly or through `data` declarations,
+/// each once, in the order first reached.
+pub fn stage_data_read_by(program: &Program, value: &Value) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::Stage { stage, field } if field.as_deref() == Some("data") && !stages.contains(stage) => {
+                stages.push(stage.clone())
+            }
+            Value::Data(name) if seen.insert(name.as_str()) => pending.extend(program.decl(name).map(|d| &d.value)),
+            Value::Call { args, .. } => pending.extend(args.iter().rev().map(|(_, v)| v)),
+            Value::List(items) => pending.extend(items.iter().rev()),
+            Value::Record(fields) => pending.extend(fields.iter().rev().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+    stages
 }
 
 /// The JSONL schema of a declared row type: the scalar fields a data file can hold.
@@ -307,6 +429,53 @@ mod tests {
             }
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    /// Every name in `DATA_BUILTINS` has a build arm: a recipe calling each one builds.
+    #[test]
+    fn every_data_builtin_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rows.jsonl"), "{\"prompt\": \"1+2=\", \"completion\": \"3\"}\n").unwrap();
+        let rated = "{\"prompt\": \"p\", \"answer\": \"1\", \"response\": \"1\", \"rating\": 1, \"digits\": 1}\n\
+                     {\"prompt\": \"p\", \"answer\": \"1\", \"response\": \"2\", \"rating\": 0.5, \"digits\": 1}\n";
+        std::fs::write(dir.path().join("rated.jsonl"), rated).unwrap();
+        let recipe = "recipe \"t\" { seed = 1 }\n\
+                      model m = tiny_lm()\n\
+                      data add = synth.addition(count = 8)\n\
+                      data mul = synth.multiplication(count = 8)\n\
+                      data rev = synth.reverse(count = 8)\n\
+                      data chain = synth.chain(count = 8)\n\
+                      data rated = synth.rated_responses(count = 8)\n\
+                      data rows: Dataset[{prompt: String, completion: String}] = jsonl(\"rows.jsonl\")\n\
+                      data first = take(add, 2)\n\
+                      data most = split(add)\n\
+                      data short = filter(add, keep = |r| r.digits < 2)\n\
+                      data all = all_pairs(rated)\n\
+                      data best = best_worst_pairs(rated)\n\
+                      data edited = perturb(add)\n\
+                      data file_pairs = all_pairs(jsonl(\"rated.jsonl\"))\n\
+                      data file_edited = perturb(take(rows, 1))\n\
+                      stage s = sft(m, add)\n\
+                      run s\n";
+        let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[])
+            .unwrap_or_else(|e| panic!("{:?}", e.iter().map(|d| &d.message).collect::<Vec<_>>()));
+        let functions = Arc::new(Functions::new(&program.scalar).unwrap());
+        let mut builder = Builder::new(&program, Device::Cpu, vec![dir.path().to_path_buf()], functions);
+        for name in DATA_BUILTINS {
+            let decl = program
+                .decls
+                .iter()
+                .find(|d| d.value.call_name() == Some(name))
+                .unwrap_or_else(|| panic!("the test recipe does not call `{name}`"));
+            let data = builder.dataset(&Value::Data(decl.name.clone())).unwrap_or_else(|e| panic!("`{name}`: {e}"));
+            assert!(!data.is_empty(), "`{name}` built no rows");
+        }
+        // An inline source is read with the row type its builtin takes.
+        let pairs = builder.dataset(&Value::Data("file_pairs".into())).unwrap();
+        assert_eq!(pairs.strings("chosen").unwrap()[0].as_ref(), "1");
+        let edited = builder.dataset(&Value::Data("file_edited".into())).unwrap();
+        assert_eq!(edited.ids, vec![1]);
+        assert!(edited.column("completion").is_some() && edited.column("strength").is_some());
     }
 
     /// The declared row type reaches `jsonl` through the compiled program, nested types included.

@@ -6,7 +6,8 @@
 //! reads; a stage's output (model and optimiser) is kept exactly until its last reader has
 //! started and then freed, and so is a declared model; a stage's reference is rebuilt from what
 //! it names (a declaration or an earlier stage's output), never from the live policy, so a
-//! resumed stage scores against the same reference.
+//! resumed stage scores against the same reference. A stage that trains nothing (`score`) is an
+//! alias: its output model is the model it read, so reading `score.model` reads that model.
 
 use super::build::Builder;
 use super::ExecError;
@@ -36,6 +37,7 @@ impl ModelRef {
 }
 
 /// A model's tokenizer, context (positions) and vocabulary size (tokens).
+#[derive(Clone)]
 pub struct Limits {
     pub tokenizer: Tokenizer,
     pub context: usize,
@@ -59,6 +61,10 @@ pub struct ModelStore {
     roots: HashMap<String, String>,
     /// The optimiser of the output the last `start` took (lent to the caller for `keep`).
     taken: Option<AdamW>,
+    /// Stages that train nothing, and the model their output is.
+    aliases: HashMap<String, ModelRef>,
+    /// Each declaration's limits, once known (so asking again never rebuilds a freed model).
+    limits: HashMap<String, Limits>,
 }
 
 fn missing(stage: &str) -> ExecError {
@@ -69,12 +75,34 @@ impl ModelStore {
     /// Records that stage `stage` will read `policy` and `reference` (in run order, before it
     /// runs), so each is kept until then and the stage's output inherits `policy`'s tokenizer.
     pub fn register(&mut self, stage: &str, policy: &ModelRef, reference: Option<&ModelRef>) -> Result<(), ExecError> {
-        let root = self.root(policy)?.to_string();
+        let root = self.root(&self.resolve(policy))?.to_string();
         self.roots.insert(stage.to_string(), root);
         for r in std::iter::once(policy).chain(reference) {
-            *self.readers.entry(r.clone()).or_insert(0) += 1;
+            *self.readers.entry(self.resolve(r)).or_insert(0) += 1;
         }
         Ok(())
+    }
+
+    /// Records that stage `stage`, which trains nothing, reads `policy` once (in run order,
+    /// before it runs) and that its output model is `policy` itself.
+    pub fn register_alias(&mut self, stage: &str, policy: &ModelRef) -> Result<(), ExecError> {
+        let policy = self.resolve(policy);
+        self.root(&policy)?;
+        *self.readers.entry(policy.clone()).or_insert(0) += 1;
+        self.aliases.insert(stage.to_string(), policy);
+        Ok(())
+    }
+
+    /// The model `r` is: `r` itself, or what a stage that trains nothing passed on.
+    pub fn resolve(&self, r: &ModelRef) -> ModelRef {
+        let mut r = r.clone();
+        while let ModelRef::Stage(stage) = &r {
+            match self.aliases.get(stage) {
+                Some(target) => r = target.clone(),
+                None => break,
+            }
+        }
+        r
     }
 
     /// Counts a read of `r` by a stage that does not need it (restored from a checkpoint).
@@ -106,19 +134,25 @@ impl ModelStore {
     /// What the data a model reads must fit, for the model `r` names, without training
     /// anything: stage outputs share their declaration's.
     pub fn limits(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<Limits, ExecError> {
-        let root = self.root(r)?.to_string();
+        let root = self.root(&self.resolve(r))?.to_string();
+        if let Some(limits) = self.limits.get(&root) {
+            return Ok(limits.clone());
+        }
         let model = self.declared(builder, &root)?;
         let config = model.config();
-        Ok(Limits {
+        let limits = Limits {
             tokenizer: model.tokenizer().clone(),
             context: config.max_position_embeddings,
             vocab_size: config.vocab_size,
-        })
+        };
+        self.limits.insert(root, limits.clone());
+        Ok(limits)
     }
 
     /// A trainable copy of the model `r` names, and the optimiser that trained it when it is a
     /// stage's output. Counts as one read of `r`.
     pub fn start(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<(CausalLm, Option<&AdamW>), ExecError> {
+        let r = &self.resolve(r);
         let last = self.read(r);
         match r {
             ModelRef::Declared(name) => {
@@ -148,6 +182,7 @@ impl ModelStore {
     /// A frozen copy of the model `r` names (a reference). Counts as one read of `r`; the last
     /// reader freezes the model itself instead of a copy.
     pub fn frozen(&mut self, builder: &mut Builder<'_>, r: &ModelRef) -> Result<CausalLm, ExecError> {
+        let r = &self.resolve(r);
         let last = self.read(r);
         match r {
             ModelRef::Declared(name) if last => match self.declared.remove(name) {
@@ -188,8 +223,31 @@ impl ModelStore {
 
     /// Counts one read of `r`; whether it was the last.
     fn read(&mut self, r: &ModelRef) -> bool {
-        let n = self.readers.entry(r.clone()).or_insert(1);
+        let n = self.readers.entry(self.resolve(r)).or_insert(1);
         *n = n.saturating_sub(1);
         *n == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage that trains nothing passes its model on: reading its output reads that model,
+    /// through chains of such stages, and each reader counts once on the model itself.
+    #[test]
+    fn aliases_resolve_to_the_model_read() {
+        let mut store = ModelStore::default();
+        let m = ModelRef::Declared("m".into());
+        store.register_alias("a", &m).unwrap();
+        store.register_alias("b", &ModelRef::Stage("a".into())).unwrap();
+        store.register("train", &ModelRef::Stage("b".into()), None).unwrap();
+        assert_eq!(store.resolve(&ModelRef::Stage("b".into())), m);
+        assert_eq!(store.resolve(&ModelRef::Stage("train".into())), ModelRef::Stage("train".into()));
+        assert_eq!(store.readers.get(&m), Some(&3));
+        assert!(!store.read(&ModelRef::Stage("a".into())));
+        assert!(!store.read(&m));
+        assert!(store.read(&ModelRef::Stage("b".into())), "the third read is the last");
+        assert_eq!(store.roots.get("train").map(String::as_str), Some("m"));
     }
 }

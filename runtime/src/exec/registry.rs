@@ -9,7 +9,7 @@
 
 use super::build::{DATA_BUILTINS, MODEL_BUILTINS};
 use super::curricula::CURRICULA;
-use super::stages::STAGE_KINDS;
+use super::stages::{MEASURES, STAGE_KINDS};
 use recipe_compiler::program::{Decl, Program, Step, Value};
 
 /// Evaluation builtins the runtime executes.
@@ -22,6 +22,7 @@ pub fn executable(name: &str) -> bool {
         || EVALS.contains(&name)
         || STAGE_KINDS.iter().any(|k| k.name == name)
         || CURRICULA.iter().any(|k| k.name == name)
+        || MEASURES.contains(&name)
 }
 
 /// A use of something this runtime cannot execute.
@@ -49,6 +50,16 @@ pub fn not_executable(program: &Program) -> Vec<NotExecutable> {
                 decl: r.name.clone(),
                 arg: None,
             }),
+        }
+    }
+    // Evaluations run during every stage, so they cannot read data a stage produces.
+    for decl in program.decls_of(recipe_compiler::program::DeclKind::Eval) {
+        if let Some(stage) = super::build::stage_data_read_by(program, &decl.value).first() {
+            found.push(NotExecutable {
+                what: format!("an evaluation of `{stage}.data` (data produced by a stage)"),
+                decl: decl.name.clone(),
+                arg: Some("dataset".into()),
+            });
         }
     }
     while let Some(decl) = pending.pop() {
@@ -80,11 +91,6 @@ fn walk<'p>(
             }
         }
         Value::Model(name) | Value::Data(name) => pending.extend(program.decl(name)),
-        Value::Stage { stage, field: Some(field) } if field != "model" => found.push(NotExecutable {
-            what: format!("`{stage}.{field}` (data produced by a stage)"),
-            decl: decl.name.clone(),
-            arg: path,
-        }),
         Value::List(items) => items.iter().for_each(|v| walk(program, decl, v, path.clone(), found, pending)),
         Value::Record(fields) => fields.iter().for_each(|(_, v)| walk(program, decl, v, path.clone(), found, pending)),
         _ => {}
@@ -124,7 +130,8 @@ mod tests {
             .chain(EVALS)
             .copied()
             .chain(STAGE_KINDS.iter().map(|k| k.name))
-            .chain(CURRICULA.iter().map(|k| k.name));
+            .chain(CURRICULA.iter().map(|k| k.name))
+            .chain(MEASURES.iter().copied());
         for name in claimed {
             assert!(
                 runtime_builtins.iter().any(|b| b == name),

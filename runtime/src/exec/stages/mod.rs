@@ -4,21 +4,30 @@
 //! one exists.
 //!
 //! A stage kind is a row of [`STAGE_KINDS`]: the builtin's name and its binding, a function
-//! that decodes the call into typed settings and returns a [`Bound`] stage — which models it
-//! reads and how to build its curriculum, experience source and objective. Adding a kind adds
-//! a row and a file; nothing here changes.
+//! that decodes the call into typed settings. A kind that trains returns a [`Bound`] stage —
+//! which models it reads and how to build its curriculum, experience source and objective; a
+//! kind that trains nothing and produces data (`score`) returns a [`Transform`] — the model it
+//! reads, a preview of its rows, and the computation. Adding a kind adds a row and a file;
+//! nothing here changes.
+//!
+//! Data a stage produces is consumable by later stages: a stage reading it is bound at
+//! `prepare` against the producer's preview (every row it may keep, so every check that needs
+//! no compute runs before the first step), and bound again just before it runs, against the
+//! rows produced. A transform's output model is the model it read (an alias in the model store).
 
+mod score;
 mod sft;
 
 use super::args::Call;
-use super::build::Builder;
+use super::build::{self, Builder};
 use super::models::{Limits, ModelRef, ModelStore, StageOutput};
 use super::settings::{OptimizerPolicy, TrainSettings};
 use super::ExecError;
 use crate::artifact::RunDir;
 use crate::checkpoint::Checkpoint;
+use crate::data::jsonl;
 use crate::data::Dataset;
-use crate::model::{self, Tokenizer};
+use crate::model::{self, CausalLm, Tokenizer};
 use crate::optim::AdamW;
 use crate::progress::Progress;
 use crate::train::{self, Evaluator, ExactMatch, Models, Resume, RunContext, StageParts, StageSummary};
@@ -30,11 +39,26 @@ pub(super) struct StageKind {
     /// The builtin's name (`sft`).
     pub name: &'static str,
     /// Decodes and validates a call of it, without compute.
-    pub bind: fn(&mut Binding<'_, '_>) -> Result<Bound, ExecError>,
+    pub bind: Bind,
+}
+
+/// How a stage kind binds: into a training stage or a transform.
+#[derive(Clone, Copy)]
+pub(super) enum Bind {
+    /// A stage that trains its policy through the one step loop.
+    Train(fn(&mut Binding<'_, '_>) -> Result<Bound, ExecError>),
+    /// A stage that computes data with its policy and trains nothing.
+    Transform(fn(&mut Binding<'_, '_>) -> Result<Transform, ExecError>),
 }
 
 /// Every stage kind the runtime executes.
-pub(super) const STAGE_KINDS: &[StageKind] = &[StageKind { name: "sft", bind: sft::bind }];
+pub(super) const STAGE_KINDS: &[StageKind] = &[
+    StageKind { name: "sft", bind: Bind::Train(sft::bind) },
+    StageKind { name: "score", bind: Bind::Transform(score::bind) },
+];
+
+/// The difficulty measures (`score`'s `measure`) this runtime executes.
+pub(super) use score::MEASURES;
 
 /// What a binding reads: the stage's call and everything needed to decode and check it.
 pub(super) struct Binding<'b, 'p> {
@@ -78,10 +102,51 @@ pub(super) struct Bound {
     pub parts: Box<dyn Fn() -> Result<StageParts, ExecError>>,
 }
 
+/// A stage that trains nothing: it reads a model and produces data (`score`).
+pub(super) struct Transform {
+    /// The model it reads; its output `model` is this model, unchanged.
+    pub policy: ModelRef,
+    /// Every row it may produce, as later stages will see them (placeholder values in the fields
+    /// it computes): what stages reading its data are checked against before compute.
+    pub preview: Dataset,
+    /// Computes its output with the policy (frozen: no gradient).
+    pub run: Compute,
+}
+
+/// A transform's computation.
+pub(super) type Compute = Box<dyn Fn(&CausalLm) -> Result<Produced, ExecError>>;
+
+/// What a transform produced.
+pub(super) struct Produced {
+    pub data: Dataset,
+    /// Its one metrics line (an `"event"` line).
+    pub metrics: serde_json::Value,
+    /// A summary for the user.
+    pub note: String,
+}
+
 /// A stage ready to run.
 pub(super) struct Prepared {
     index: usize,
     name: String,
+    /// Its kind's binding, run again just before the stage starts when it reads data an
+    /// earlier stage produces (`reads`), against the produced rows.
+    bind: Bind,
+    /// The stages whose data it reads.
+    reads: Vec<String>,
+    /// `--max-steps`, for that binding.
+    max_steps: Option<u64>,
+    work: Work,
+}
+
+/// What a prepared stage does.
+enum Work {
+    Train(Training),
+    Transform(Transform),
+}
+
+/// A training stage, bound.
+struct Training {
     bound: Bound,
     /// Evaluate every this many steps (the smallest `every` of the evals).
     eval_every: Option<u64>,
@@ -114,10 +179,22 @@ pub(super) fn prepare<'p>(
             ExecError::Unsupported(format!("stage `{}` of kind `{}`", decl.name, call.name))
                 .in_recipe(program, &decl.name, None)
         })?;
+        let reads = build::stage_data_read_by(program, &decl.value);
+        let (name, bind) = (decl.name.clone(), kind.bind);
         let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps };
-        let bound = (kind.bind)(&mut binding)?;
+        let bind_train = match kind.bind {
+            Bind::Train(bind) => bind,
+            Bind::Transform(bind_transform) => {
+                let transform = bind_transform(&mut binding)?;
+                models.register_alias(&decl.name, &transform.policy)?;
+                builder.set_stage_data(&decl.name, transform.preview.clone());
+                prepared.push(Prepared { index, name, bind, reads, max_steps, work: Work::Transform(transform) });
+                continue;
+            }
+        };
+        let bound = bind_train(&mut binding)?;
         let call = binding.call;
-        check_models(&call, &bound)?;
+        check_models(&call, &bound, models)?;
         // The reference is loaded (and its files hashed for the lock) now, not after earlier
         // stages have trained; it must speak the policy's vocabulary.
         let Limits { tokenizer: tok, context, vocab_size } = models.limits(builder, &bound.policy)?;
@@ -139,15 +216,17 @@ pub(super) fn prepare<'p>(
         }
         models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
         let checkpoint_every = checkpoint_every(program, bound.settings.steps);
-        prepared.push(Prepared { index, name: decl.name.clone(), bound, eval_every, eval_on_start, checkpoint_every });
+        let training = Training { bound, eval_every, eval_on_start, checkpoint_every };
+        prepared.push(Prepared { index, name, bind, reads, max_steps, work: Work::Train(training) });
     }
     Ok((prepared, evals))
 }
 
 /// Refuses model settings that cannot do what they say: `optimizer = keep` on a policy that no
 /// earlier stage trained (there are no moments to keep).
-fn check_models(call: &Call<'_>, bound: &Bound) -> Result<(), ExecError> {
-    if bound.settings.optimizer == OptimizerPolicy::Keep && matches!(bound.policy, ModelRef::Declared(_)) {
+fn check_models(call: &Call<'_>, bound: &Bound, models: &ModelStore) -> Result<(), ExecError> {
+    let policy = models.resolve(&bound.policy);
+    if bound.settings.optimizer == OptimizerPolicy::Keep && matches!(policy, ModelRef::Declared(_)) {
         return Err(call.invalid("optimizer", "is `keep`, but the policy is a declared model: no stage trained it, so there are no optimiser moments to keep"));
     }
     Ok(())
@@ -211,16 +290,36 @@ pub(super) fn execute(
     let device = builder.device.clone();
     let mut summaries = Vec::new();
     let resume_at = resume.as_ref().map(|c| c.state.stage_index);
-    for stage in stages {
-        let bound = &stage.bound;
-        let mut cfg = bound.settings.loop_config(&stage.name, stage.index);
-        cfg.eval_every = stage.eval_every;
-        cfg.checkpoint_every = stage.checkpoint_every;
-        cfg.eval_on_start = stage.eval_on_start;
-        // A stage that finished before the resume point: restore its output and move on.
-        if resume_at.is_some_and(|at| stage.index < at)
+    let finished = |stage: &Prepared| {
+        resume_at.is_some_and(|at| stage.index < at)
             || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.complete())
-        {
+    };
+    for stage in stages {
+        let done = finished(stage);
+        // A finished transform computes its data again only for a stage still to run.
+        let needed = match stage.work {
+            Work::Transform(_) => !done || stages.iter().any(|s| !finished(s) && s.reads.contains(&stage.name)),
+            Work::Train(_) => !done,
+        };
+        // Bound again against the data earlier stages produced, when it computes.
+        let rebound = match needed && !stage.reads.is_empty() {
+            true => Some(rebind(stage, builder, models)?),
+            false => None,
+        };
+        let training = match rebound.as_ref().unwrap_or(&stage.work) {
+            Work::Transform(transform) => {
+                run_transform(stage, transform, done, needed, builder, models, run, progress)?;
+                continue;
+            }
+            Work::Train(training) => training,
+        };
+        let bound = &training.bound;
+        let mut cfg = bound.settings.loop_config(&stage.name, stage.index);
+        cfg.eval_every = training.eval_every;
+        cfg.checkpoint_every = training.checkpoint_every;
+        cfg.eval_on_start = training.eval_on_start;
+        // A stage that finished before the resume point: restore its output and move on.
+        if done {
             models.skip(&bound.policy);
             bound.reference.iter().for_each(|r| models.skip(r));
             // Only an output a later stage starts from or scores against is read back.
@@ -266,6 +365,58 @@ pub(super) fn execute(
         models.finish(&stage.name, StageOutput { model, optim });
     }
     Ok(summaries)
+}
+
+/// `stage` bound again, against the data the stages it reads have produced by now.
+fn rebind(stage: &Prepared, builder: &mut Builder<'_>, models: &mut ModelStore) -> Result<Work, ExecError> {
+    let program = builder.program;
+    let decl = program.decl(&stage.name).ok_or_else(|| ExecError::Internal(format!("no stage `{}`", stage.name)))?;
+    let call = Call::of_decl(program, &decl.name)?;
+    let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps: stage.max_steps };
+    Ok(match (stage.bind, &stage.work) {
+        (Bind::Train(bind), Work::Train(t)) => Work::Train(Training {
+            bound: bind(&mut binding)?,
+            eval_every: t.eval_every,
+            eval_on_start: t.eval_on_start,
+            checkpoint_every: t.checkpoint_every,
+        }),
+        (Bind::Transform(bind), Work::Transform(_)) => Work::Transform(bind(&mut binding)?),
+        _ => return Err(ExecError::Internal(format!("stage `{}` changed kind between bindings", stage.name))),
+    })
+}
+
+/// Runs a transform: computes its data with a frozen copy of its model, writes the rows to the
+/// run folder (`data/NN-STAGE.jsonl`, hashed in the lock) and its metrics line, and hands the
+/// rows to the stages that read them. One that finished (`done`) before the resume point is
+/// computed again (it is deterministic) when `needed` by a stage still to run, but neither
+/// written nor logged again: its file and line are already there.
+#[allow(clippy::too_many_arguments)]
+fn run_transform(
+    stage: &Prepared,
+    transform: &Transform,
+    done: bool,
+    needed: bool,
+    builder: &mut Builder<'_>,
+    models: &mut ModelStore,
+    run: &mut RunDir,
+    progress: &mut dyn Progress,
+) -> Result<(), ExecError> {
+    if !needed {
+        models.skip(&transform.policy);
+        models.release_unread();
+        return Ok(());
+    }
+    let policy = models.frozen(builder, &transform.policy)?;
+    models.release_unread();
+    let produced = (transform.run)(&policy)?;
+    drop(policy);
+    if !done {
+        run.write_data(&format!("{:02}-{}.jsonl", stage.index, stage.name), &jsonl::to_jsonl(&produced.data))?;
+        run.append_metrics(&produced.metrics)?;
+        progress.note(&produced.note);
+    }
+    builder.set_stage_data(&stage.name, produced.data);
+    Ok(())
 }
 
 /// The last checkpoint a finished stage wrote.

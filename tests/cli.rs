@@ -191,42 +191,59 @@ fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
 
     let unsupported = write(
-        "loss_on.recipe",
+        "band_pass.recipe",
         "recipe \"u\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
-         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2)\neval l = loss_on(d)\nrun s\n",
+         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2, curriculum = band_pass())\nrun s\n",
     );
     let out = recipe(&["check", &unsupported]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let warning = stderr(&out);
-    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`loss_on`"), "{warning}");
-    assert!(warning.contains("loss_on.recipe:5:10"), "{warning}");
+    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`band_pass`"), "{warning}");
+    assert!(warning.contains("band_pass.recipe:4:45"), "{warning}");
     assert_eq!(code(&recipe(&["check", "--strict", &unsupported])), 1);
-    let run = dir.join("run-loss-on");
+    let run = dir.join("run-band-pass");
     let out = recipe(&["run", &unsupported, "--quiet", "--out", run.to_str().unwrap()]);
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("recipe::run::not_executable") && err.contains("loss_on.recipe:5:10"), "{err}");
+    assert!(err.contains("recipe::run::not_executable") && err.contains("band_pass.recipe:4:45"), "{err}");
     assert!(!run.exists());
 
-    // Values the types allow but a stage cannot use are refused at the argument, before compute.
+    // Values no builtin can use are `check` errors at the argument (exit 1); values only this
+    // runtime or these data and models cannot use are refused by `run` at the argument, before
+    // compute (exit 3).
     let stage = |args: &str| {
         format!(
             "recipe \"v\" {{ seed = 1 }}\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
              data d = synth.addition(count = 32)\nstage s = sft(m, d, {args})\nrun s\n"
         )
     };
-    // A written value outside the argument's domain is already a check error (exit 1); what
-    // only binding can see (a value too large, a model with no moments) is refused by `run`.
-    for (args, says, exit) in [
-        ("steps = 0", "`steps` of `sft` must be at least 1, not 0", 1),
-        ("batch = 1_000_000_000", "`batch` must be in 1..=", 3),
-        ("optimizer = keep", "no optimiser moments to keep", 3),
+    for (args, arg, exit, says) in [
+        ("steps = 0", "steps", 1, "`steps` of `sft` must be at least 1, not 0"),
+        ("batch = -3", "batch", 1, "`batch` of `sft` must be at least 1, not -3"),
+        (
+            "curriculum = pacing(by = |r| float(r.digits), until = 0.0)",
+            "until",
+            1,
+            "`until` of `pacing` must be in (0, 1], not 0",
+        ),
+        (
+            "curriculum = buckets(by = |r| float(r.digits), count = 0)",
+            "count",
+            1,
+            "`count` of `buckets` must be at least 1, not 0",
+        ),
+        ("batch = 1_000_000_000", "batch", 3, "`batch` must be in 1..="),
+        ("optimizer = keep", "optimizer", 3, "no optimiser moments to keep"),
+        ("curriculum = buckets(by = |r| float(r.digits), count = 40)", "count", 3, "`count` must be in 1..=32"),
+        ("steps = 2, curriculum = buckets(by = |r| float(r.digits), count = 3)", "steps", 3, "at least one step"),
     ] {
-        // The value's column: after `stage s = sft(m, d, ` (20 characters) and `name = `.
-        let col = 21 + args.find("= ").expect("name = value") + 2;
+        // The value's column: after `stage s = sft(m, d, ` (20 characters) and `arg = `.
+        let col = 21 + args.find(&format!("{arg} = ")).expect("arg = value") + arg.len() + 3;
         let file = write("values.recipe", &stage(args));
-        let out = recipe(&["run", &file, "--quiet", "--out", dir.join("run-values").to_str().unwrap()]);
+        let run = dir.join("run-values");
+        let out = recipe(&["run", &file, "--quiet", "--out", run.to_str().unwrap()]);
         assert_eq!(code(&out), exit, "{args}: {}", stderr(&out));
+        assert!(!run.exists(), "nothing is written before the recipe is accepted");
         let err = stderr(&out);
         assert!(err.contains(says) && err.contains(&format!("values.recipe:4:{col}")), "{args}: {err}");
     }
@@ -271,10 +288,12 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
         assert!(stderr(&out).contains("built without CUDA"), "{}", stderr(&out));
     }
 
-    // Optimiser settings are checked before any compute: a constant one by `check` itself.
+    // Optimiser settings are checked before any compute: a constant one by `check` itself, at
+    // the argument the `--set` value reaches.
     let out =
         recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--set", "beta1=1.5", "--out", b.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("tiny_sft.recipe:22:18"), "{}", stderr(&out));
     assert!(stderr(&out).contains("`adam_beta1` of `sft` must be in [0, 1), not 1.5"), "{}", stderr(&out));
 
     // A folder that already holds a run is the user's mistake, refused without touching it.
@@ -297,30 +316,74 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
 
 #[test]
 fn resume_after_kill_matches_an_uninterrupted_run() {
-    let whole = scratch("whole");
-    let out = recipe(&["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", whole.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    resume_matches("tests/e2e/tiny_sft.recipe", &["00-sft-step000001", "00-sft-step000003", "00-sft-step000005"]);
+}
 
-    // Kill at several points; wherever the kill lands, resuming must give the same result.
-    for wait_for_step in [1, 3, 5] {
-        let run = scratch(&format!("killed-{wait_for_step}"));
+/// The same with curricula: SFT in two exclusive difficulty buckets (a round each, three steps
+/// each), then pretraining under a pacing curriculum; killed in the middle of the first bucket,
+/// at its end (the next round starts from its checkpoint), in the middle of the second, and
+/// during the pacing.
+#[test]
+fn resume_after_kill_in_the_middle_of_a_bucket_matches_an_uninterrupted_run() {
+    let markers = ["00-easy-r00-step000002", "00-easy-r00-step000003", "00-easy-r01-step000002", "01-lm-step000002"];
+    resume_matches("tests/e2e/tiny_curriculum.recipe", &markers);
+}
+
+/// The same through a transform into rounds: a score stage's rows and model trained by SFT in two
+/// exclusive buckets; killed in the first round, at its end and in the second. The resumed run
+/// computes the score stage's rows again (without logging them twice) and re-binds the stage.
+#[test]
+fn resume_after_kill_through_a_score_stage_into_rounds_matches_an_uninterrupted_run() {
+    let markers = ["01-easy-r00-step000001", "01-easy-r00-step000002", "01-easy-r01-step000001"];
+    resume_matches("tests/e2e/score_rounds.recipe", &markers);
+}
+
+/// Runs `recipe` whole, then again killed (SIGKILL) as soon as each checkpoint of `markers`
+/// exists, resumes it with `--resume`, and compares the metrics (timing aside) and every
+/// checkpoint's model byte for byte.
+fn resume_matches(recipe_file: &str, markers: &[&str]) {
+    let stem = Path::new(recipe_file).file_stem().unwrap().to_string_lossy().into_owned();
+    let whole = scratch(&format!("whole-{stem}"));
+    let out = recipe(&["run", recipe_file, "--quiet", "--out", whole.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let checkpoints = |run: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+            .expect("checkpoints/")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let weights = std::fs::read(run.join("checkpoints").join(&n).join("model/model.safetensors"));
+                (n, weights.expect("a checkpoint's weights"))
+            })
+            .collect()
+    };
+    let expected = checkpoints(&whole);
+    for &marker in markers {
+        assert!(expected.iter().any(|(n, _)| n == marker), "{stem}: no checkpoint {marker}");
+        // Kill as soon as the marker exists; wherever the kill lands, resuming must give the same result.
+        let run = scratch(&format!("killed-{stem}-{marker}"));
         let mut child = Command::new(RECIPE)
-            .args(["run", "tests/e2e/tiny_sft.recipe", "--quiet", "--out", run.to_str().unwrap()])
+            .args(["run", recipe_file, "--quiet", "--out", run.to_str().unwrap()])
             .current_dir(root())
             .spawn()
             .expect("spawn");
-        let marker = run.join(format!("checkpoints/00-sft-step{wait_for_step:06}"));
+        let marker_dir = run.join("checkpoints").join(marker);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !marker.exists() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        while !marker_dir.exists() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(2));
         }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         let out = recipe(&["run", "--resume", run.to_str().unwrap(), "--quiet"]);
-        assert_eq!(code(&out), 0, "resume after step {wait_for_step}: {}", stderr(&out));
-        assert_eq!(trace(&run), trace(&whole), "trace after a kill near step {wait_for_step}");
-        assert_eq!(final_weights(&run), final_weights(&whole), "weights after a kill near step {wait_for_step}");
+        assert_eq!(code(&out), 0, "{stem}: resume after {marker}: {}", stderr(&out));
+        assert_eq!(trace(&run), trace(&whole), "{stem}: trace after a kill near {marker}");
+        assert!(checkpoints(&run) == expected, "{stem}: checkpoints after a kill near {marker}");
+        let _ = std::fs::remove_dir_all(&run);
     }
+    let _ = std::fs::remove_dir_all(&whole);
 }
 
 /// A recipe in its own folder, run from there (`run nl.recipe`), reading `rows.jsonl` beside it:
@@ -417,8 +480,10 @@ fn log_every_thins_the_metrics_and_zero_is_refused() {
     let steps: Vec<u64> = trace(&dir.join("run")).iter().map(|l| l["step"].as_u64().expect("step")).collect();
     assert_eq!(steps, [2, 4, 6, 7], "every 2 steps and the last");
     assert!(trace(&dir.join("run"))[3].get("eval").is_some(), "`every = 0` evaluates at the end only");
+    // A recipe error at the argument, before anything runs (as `recipe check` reports it).
     let out = recipe_in(&dir, &["run", "log.recipe", "--quiet", "--set", "n=0", "--out", "run0"]);
     assert_eq!(code(&out), 1, "a check error: {}", stderr(&out));
+    assert!(!dir.join("run0").exists());
     assert!(stderr(&out).contains("`log_every` of `sft` must be at least 1") && stderr(&out).contains("log.recipe:5:"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,8 +1,9 @@
 //! The front end's one entry point: source text (+ `--set` overrides) → [`Program`].
 //!
 //! parse → resolve/check (against the embedded prelude and builtin signatures, parsed once per
-//! process) → evaluate the top level → check argument domains (`domain`) → `Program`. All independent errors of a file are reported
-//! together; the stdlib's own diagnostics (a bug in the stdlib) carry the stdlib's source.
+//! process) → evaluate the top level (each call's constant arguments checked against their
+//! domains, `domain`) → `Program`. All independent errors of a file are reported together; the
+//! stdlib's own diagnostics (a bug in the stdlib) carry the stdlib's source.
 
 use crate::ast::{self, Span};
 use crate::check::{self, typed::FileId, Override};

@@ -49,13 +49,17 @@ impl Domain {
     }
 }
 
+/// The training stage kinds: they share the loop's settings.
+const TRAINING_STAGES: &[&str] = &["sft", "pretrain", "preference", "grpo"];
+
 /// The shared settings of the training stage kinds.
 const TRAINING: &[(&str, Domain)] = &[
     ("steps", at_least(1)),
     ("batch", at_least(1)),
     ("accumulate", at_least(1)),
     ("log_every", at_least(1)),
-    ("max_grad_norm", POSITIVE),
+    // 0 turns clipping off (`docs/language.md`), so only a negative threshold is refused.
+    ("max_grad_norm", NON_NEGATIVE),
     ("adam_beta1", DECAY),
     ("adam_beta2", DECAY),
     ("adam_epsilon", POSITIVE),
@@ -63,8 +67,28 @@ const TRAINING: &[(&str, Domain)] = &[
 
 /// Per builtin (or prelude function), the domains of its numeric arguments beyond `TRAINING`.
 const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
-    ("tiny_lm", &[("layers", at_least(1)), ("d_model", at_least(1)), ("heads", at_least(1)), ("context", at_least(2))]),
-    ("grpo", &[("group", at_least(2)), ("max_tokens", at_least(1)), ("temperature", POSITIVE)]),
+    (
+        "tiny_lm",
+        &[
+            ("layers", at_least(1)),
+            ("d_model", at_least(1)),
+            ("heads", at_least(1)),
+            ("kv_heads", NON_NEGATIVE),
+            ("context", at_least(2)),
+            ("ffn", NON_NEGATIVE),
+        ],
+    ),
+    (
+        "grpo",
+        &[
+            ("group", at_least(2)),
+            ("max_tokens", at_least(1)),
+            ("temperature", POSITIVE),
+            ("eps_low", NON_NEGATIVE),
+            ("eps_high", NON_NEGATIVE),
+            ("beta_kl", NON_NEGATIVE),
+        ],
+    ),
     ("self_pairs", &[("samples", at_least(2)), ("max_tokens", at_least(1)), ("temperature", POSITIVE)]),
     ("contrast_pairs", &[("max_tokens", at_least(1))]),
     ("score", &[("keep", FRACTION)]),
@@ -77,14 +101,18 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("synth.multiplication", &[("count", at_least(1))]),
     ("synth.reverse", &[("count", at_least(1))]),
     ("synth.chain", &[("count", at_least(1))]),
+    ("synth.rated_responses", &[("count", at_least(1)), ("responses", at_least(2))]),
     ("all_pairs", &[("max_per_prompt", at_least(1))]),
     ("buckets", &[("count", at_least(1))]),
     ("pacing", &[("until", FRACTION)]),
     ("band_pass", &[("low", UNIT), ("high", UNIT)]),
     ("variance_filter", &[("kappa", NON_NEGATIVE), ("replay", UNIT)]),
     ("replay", &[("fraction", UNIT), ("capacity", at_least(1))]),
+    ("bandit", &[("alpha", UNIT)]),
     ("boltzmann", &[("tau", POSITIVE)]),
     ("ucb", &[("c", NON_NEGATIVE)]),
+    ("pass_rate", &[("samples", at_least(1))]),
+    ("group_variance", &[("samples", at_least(2))]),
     // Prelude losses: every `beta` is positive; the other parameters where the loss is defined.
     ("robust", &[("eps", NOISE)]),
     ("exo", &[("eps", NOISE)]),
@@ -99,7 +127,7 @@ pub fn of(callee: &str, param: &str, is_loss: bool) -> Option<Domain> {
         return Some(POSITIVE);
     }
     let own = DOMAINS.iter().find(|(n, _)| *n == callee).and_then(|(_, ds)| ds.iter().find(|(p, _)| *p == param));
-    let training = ["sft", "pretrain", "preference", "grpo"].contains(&callee);
+    let training = TRAINING_STAGES.contains(&callee);
     own.or_else(|| training.then(|| TRAINING.iter().find(|(p, _)| *p == param)).flatten()).map(|(_, d)| *d)
 }
 
@@ -127,5 +155,68 @@ mod tests {
         assert_eq!(of("sft", "batch", false).map(|d| d.describe()), Some("at least 1".into()));
         assert_eq!(of("dpo", "beta", true).map(|d| d.describe()), Some("positive".into()));
         assert!(of("sft", "lr", false).is_none());
+    }
+
+    fn errors(recipe: &str) -> Vec<String> {
+        match crate::compile(&crate::diag::Source::new("t.recipe", recipe), &[]) {
+            Ok(_) => Vec::new(),
+            Err(diags) => diags.iter().map(|d| format!("{}: {}", d.code, d.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn curricula_and_settings_are_checked_once_at_the_call() {
+        let base = "recipe \"t\" { seed = 1 }\nmodel m = tiny_lm()\ndata d = synth.addition()\n";
+        let with = |rest: &str| errors(&format!("{base}{rest}\nrun s\n"));
+        assert!(with("stage s = sft(m, d)").is_empty());
+        assert_eq!(
+            with("let n = 0\nstage s = pretrain(m, d, curriculum = buckets(by = |r| float(r.digits), count = n))"),
+            ["recipe::call::domain: `count` of `buckets` must be at least 1, not 0"]
+        );
+        // A curriculum bound by `let` and used twice is reported once.
+        assert_eq!(
+            with(
+                "let c: Curriculum[Arith] = pacing(by = |r| float(r.digits), until = 1.5)\n\
+                 stage s = sft(m, d, curriculum = c)\nstage t = sft(s.model, d, curriculum = c)"
+            ),
+            ["recipe::call::domain: `until` of `pacing` must be in (0, 1], not 1.5"]
+        );
+        assert!(with("stage s = sft(m, d, curriculum = pacing(by = |r| float(r.digits), until = 1.0))").is_empty());
+        // A schedule is the runtime's to check; clipping turned off is a setting, not an error.
+        assert!(with("stage s = sft(m, d, lr = interpolate(1e-3, 0.0), max_grad_norm = 0.0)").is_empty());
+        assert_eq!(with("stage s = sft(m, d, max_grad_norm = -1.0)").len(), 1);
+    }
+
+    /// Every name in the tables is a parameter of the builtin or prelude function it is listed
+    /// under, so a renamed parameter cannot silently lose its check.
+    #[test]
+    fn the_tables_name_real_parameters() {
+        let mut signatures: Vec<(String, Vec<String>)> = Vec::new();
+        for (file, text) in [("<builtins>", recipe_stdlib::BUILTINS), ("<prelude>", recipe_stdlib::PRELUDE)] {
+            let module = crate::parse(&crate::diag::Source::new(file, text)).expect("the stdlib parses");
+            for item in &module.items {
+                let (name, params) = match item {
+                    crate::ast::Item::Extern(f) => (&f.name.name, &f.params),
+                    crate::ast::Item::Fn(f) => (&f.name.name, &f.params),
+                    _ => continue,
+                };
+                let params = params.iter().map(|p| p.name.name.clone()).collect();
+                signatures.push((crate::check::display_name(name), params));
+            }
+        }
+        let params = |name: &str| -> &Vec<String> {
+            let found = signatures.iter().find(|(n, _)| n == name);
+            &found.unwrap_or_else(|| panic!("no builtin or prelude function `{name}`")).1
+        };
+        for stage in TRAINING_STAGES {
+            for (param, _) in TRAINING {
+                assert!(params(stage).contains(&param.to_string()), "`{stage}` has no `{param}`");
+            }
+        }
+        for (name, entries) in DOMAINS {
+            for (param, _) in *entries {
+                assert!(params(name).contains(&param.to_string()), "`{name}` has no `{param}`");
+            }
+        }
     }
 }

@@ -41,7 +41,8 @@ const RUN_README: &str = "\
   step's), `tokens`, objective metrics, `eval` (per evaluator: `accuracy`, `correct`, `total`)
   on evaluation steps, and `timing` (`tokens_per_s`, `elapsed_s`). Everything except `timing`
   is identical when the same recipe runs again on the same device.
-- `checkpoints/NN-STAGE-stepSSSSSS/`: `model/` is a Hugging Face folder (config.json,
+- `checkpoints/NN-STAGE-stepSSSSSS/` (`NN-STAGE-rRR-stepSSSSSS/` for round RR of a stage that
+  runs in rounds, whose metrics lines carry `round`): `model/` is a Hugging Face folder (config.json,
   model.safetensors, tokenizer.json, generation_config.json) that transformers opens unchanged;
   `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (stage, step, data position,
   metrics lines written) let `recipe run --resume` continue bit for bit. Folders named

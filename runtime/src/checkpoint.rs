@@ -8,7 +8,7 @@
 //! and the folder are fsynced, and only then is it renamed to `NAME`; so any folder without
 //! `.tmp-` in its name is complete, a crash leaves at worst a stale temporary (removed by
 //! `remove_stale`), and the previous checkpoint is never touched. The latest checkpoint is the one
-//! with the highest (stage index, step).
+//! with the highest (stage index, round, step).
 
 use crate::artifact::{sync_dir, temp_suffix, write_atomic};
 use crate::model::{CausalLm, Device, ModelError, Tensor};
@@ -31,7 +31,10 @@ pub struct TrainState {
     /// Stage name and its position in the run's stage order.
     pub stage: String,
     pub stage_index: usize,
-    /// Completed optimiser steps of this stage, and the stage's total.
+    /// The round, for a stage that runs in rounds (exclusive buckets); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<RoundIndex>,
+    /// Completed optimiser steps of this stage (of this round, in rounds), and its total.
     pub step: u64,
     pub total_steps: u64,
     /// AdamW's own step count (differs from `step` when moments were kept from an earlier stage).
@@ -43,15 +46,45 @@ pub struct TrainState {
     pub metrics_lines: u64,
 }
 
+/// Which of a stage's rounds: `index` (0-based) of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundIndex {
+    /// This round, 0-based.
+    pub index: u32,
+    /// The stage's rounds.
+    pub count: u32,
+}
+
 impl TrainState {
-    /// Whether the stage had finished.
+    /// Whether the run this state belongs to had finished: the stage, or its round.
     pub fn complete(&self) -> bool {
         self.step >= self.total_steps
     }
 
-    /// The checkpoint folder name: `02-sft-step000300`.
+    /// Whether the whole stage had finished: its last round, when it runs in rounds.
+    pub fn stage_complete(&self) -> bool {
+        self.complete() && self.round.is_none_or(|r| r.index + 1 >= r.count)
+    }
+
+    /// Where the checkpoint lies in the run: (stage index, round index, step), ordered as
+    /// training proceeds.
+    pub fn position(&self) -> (usize, u32, u64) {
+        (self.stage_index, self.round.map_or(0, |r| r.index), self.step)
+    }
+
+    /// The checkpoint folder name: `02-sft-step000300`, or `01-dpo-r02-step000080` for round
+    /// 2 of a stage that runs in rounds.
     pub fn folder_name(&self) -> String {
-        format!("{:02}-{}-step{:06}", self.stage_index, self.stage, self.step)
+        format!("{}{:06}", folder_prefix(self.stage_index, &self.stage, self.round.map(|r| r.index)), self.step)
+    }
+}
+
+/// The folder name of a stage's (or round's) checkpoints up to the step: `02-sft-step`,
+/// `01-dpo-r02-step`.
+pub fn folder_prefix(stage_index: usize, stage: &str, round: Option<u32>) -> String {
+    match round {
+        Some(r) => format!("{stage_index:02}-{stage}-r{r:02}-step"),
+        None => format!("{stage_index:02}-{stage}-step"),
     }
 }
 
@@ -145,7 +178,7 @@ impl Checkpoint {
         Ok(Checkpoint { dir: dir.to_path_buf(), state })
     }
 
-    /// The latest complete checkpoint under `checkpoints/`, if any.
+    /// The latest complete checkpoint under `checkpoints/` (by [`TrainState::position`]), if any.
     pub fn latest(checkpoints: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
         let entries = match fs::read_dir(checkpoints) {
             Ok(e) => e,
@@ -160,8 +193,7 @@ impl Checkpoint {
                 continue;
             }
             let ck = Checkpoint::open(&path)?;
-            let key = |c: &Checkpoint| (c.state.stage_index, c.state.step);
-            if best.as_ref().is_none_or(|b| key(&ck) > key(b)) {
+            if best.as_ref().is_none_or(|b| ck.state.position() > b.state.position()) {
                 best = Some(ck);
             }
         }
@@ -207,6 +239,7 @@ mod tests {
         let state = TrainState {
             stage: "s".into(),
             stage_index,
+            round: None,
             step,
             total_steps: 10,
             optimizer_steps: step,
@@ -230,5 +263,34 @@ mod tests {
         Checkpoint::remove_stale(root).unwrap();
         assert!(!root.join("01-s-step000004.tmp-1-2").exists());
         assert!(root.join("01-s-step000002").exists());
+    }
+
+    #[test]
+    fn rounds_order_checkpoints_and_name_their_folders() {
+        let state = |round: u32, step: u64| TrainState {
+            stage: "dpo".into(),
+            stage_index: 1,
+            round: Some(RoundIndex { index: round, count: 3 }),
+            step,
+            total_steps: 4,
+            optimizer_steps: step,
+            parts: PartsState::default(),
+            metrics_lines: 0,
+        };
+        assert_eq!(state(2, 40).folder_name(), "01-dpo-r02-step000040");
+        assert!(state(1, 1).position() > state(0, 4).position(), "a later round is later at any step");
+        assert!(state(0, 4).complete() && !state(0, 4).stage_complete(), "round 0 of 3 ends, the stage goes on");
+        assert!(state(2, 4).stage_complete());
+        let dir = tempfile::tempdir().unwrap();
+        for s in [state(0, 4), state(1, 1)] {
+            let folder = dir.path().join(s.folder_name());
+            fs::create_dir_all(&folder).unwrap();
+            fs::write(folder.join(STATE_FILE), serde_json::to_vec(&s).unwrap()).unwrap();
+        }
+        let latest = Checkpoint::latest(dir.path()).unwrap().unwrap();
+        assert_eq!(latest.state, state(1, 1));
+        // A stage without rounds writes no `round` field (older checkpoints read unchanged).
+        let plain = TrainState { round: None, ..state(0, 1) };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("round"));
     }
 }

@@ -303,8 +303,9 @@ fn sum_of_squares(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// Sums gradients of micro-batches; each micro-batch loss is already divided by the number of
-/// micro-batches, so the sum is the gradient of the mean loss (as TRL / transformers accumulate).
+/// Sums gradients of micro-batches; each micro-batch loss is its share of the step's loss
+/// (normalised by the whole step's token count, as TRL / transformers do with
+/// `num_items_in_batch`), so the sum is the gradient of the step's loss.
 #[derive(Default)]
 pub struct GradAccumulator {
     sum: Option<Vec<Tensor>>,

@@ -47,7 +47,11 @@ fn collect(metrics: &[Value]) -> Series {
     for (index, line) in metrics.iter().enumerate() {
         // Event lines (`"event": "skipped_rows"`) are not points of any curve.
         let Some(fields) = line.as_object().filter(|f| !f.contains_key("event")) else { continue };
-        let stage = fields.get("stage").and_then(Value::as_str).unwrap_or("run").to_string();
+        let mut stage = fields.get("stage").and_then(Value::as_str).unwrap_or("run").to_string();
+        // Each round of a stage in rounds counts its own steps: a line of its own.
+        if let Some(round) = fields.get("round").and_then(Value::as_u64) {
+            stage = format!("{stage} round {round}");
+        }
         let step = fields.get("step").and_then(Value::as_f64).unwrap_or(index as f64);
         for (key, value) in fields {
             if !NOT_PLOTTED.contains(&key.as_str()) {
@@ -166,6 +170,7 @@ mod tests {
             json!({"stage": "sft", "step": 2, "loss": 1.5, "lr": 1e-3}),
             json!({"stage": "dpo", "step": 3, "loss": 0.7, "eval": {"held": {"accuracy": 0.5}},
                    "timing": {"tokens_per_s": 10.0}}),
+            json!({"stage": "dpo", "round": 1, "step": 1, "loss": 0.6}),
         ];
         let html = render("demo <run>", &lines, &[("seed".into(), "7".into())]);
         assert!(html.contains("demo &lt;run&gt;"));
@@ -173,6 +178,7 @@ mod tests {
         assert!(html.contains("<figcaption>eval.held.accuracy"));
         assert!(!html.contains("tokens_per_s"), "timing is not plotted");
         assert!(html.contains("■ sft") && html.contains("■ dpo"));
+        assert!(html.contains("■ dpo round 1"), "a round's steps are a line of their own");
         assert!(!html.contains("<figcaption>step"));
     }
 }

@@ -6,13 +6,14 @@ use recipe_runtime::artifact::{self, RunDir};
 use recipe_runtime::checkpoint::{Checkpoint, MODEL_DIR, OPTIMIZER_FILE};
 use recipe_runtime::data::jsonl::read_jsonl;
 use recipe_runtime::data::{synth, BadRowPolicy, DataError, Dataset, FieldType, Schema};
-use recipe_runtime::model::{CausalLm, Device, LlamaConfig};
+use recipe_runtime::model::{completion_logprobs, sft_loss, CausalLm, Device, LlamaConfig, TokenBatch};
 use recipe_runtime::optim::AdamW;
 use recipe_runtime::progress::{Recorder, Silent};
 use recipe_runtime::rng::Rng;
 use recipe_runtime::train::{
-    run_stage, Curriculum, Evaluator, ExactMatch, Experience, LoopConfig, LossOutput, Models, Objective, Resume,
-    RunContext, Schedule, SftObjective, StageParts, TrainError, Uniform,
+    accumulate, run_stage, Curriculum, Evaluator, ExactMatch, Experience, LoopConfig, LossOn, LossOutput, Models,
+    Objective, Ordered, PairAccuracy, Resume, RunContext, Schedule, SftObjective, StageParts, StepShape, TrainError,
+    Uniform,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -254,6 +255,10 @@ impl Faulty {
 }
 
 impl Objective for Faulty {
+    fn begin_step(&mut self, models: &Models<'_>, micro_batches: &[Experience]) -> Result<(), TrainError> {
+        self.inner.begin_step(models, micro_batches)
+    }
+
     fn loss(&mut self, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError> {
         let step = self.calls / self.accumulate + 1;
         self.calls += 1;
@@ -361,4 +366,102 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
         artifact::read_metrics(root).unwrap().iter().map(artifact::without_timing).collect()
     };
     assert_eq!(strip(run_a.root()), strip(&root_b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient accumulation and the log-probability evaluations
+
+/// A dataset of `(prompt, completion)` rows with ids 1, 2, ...
+fn rows(pairs: &[(&str, &str)]) -> Dataset {
+    let prompts = Column::Str(pairs.iter().map(|p| p.0.into()).collect());
+    let completions = Column::Str(pairs.iter().map(|p| p.1.into()).collect());
+    let ids = (1..=pairs.len() as u64).collect();
+    Dataset::new("rows", ids, vec![("prompt".into(), prompts), ("completion".into(), completions)]).unwrap()
+}
+
+/// `batch = 1, accumulate = 2` and `batch = 2, accumulate = 1` over rows whose completions differ
+/// in length give the same loss — the token mean over the whole step (TRL: completions of 2
+/// tokens with NLL 1 each and of 6 with NLL 3 each give 20/8 = 2.5, not the 2.0 of a mean of
+/// micro-batch means) — and the same gradient for every parameter.
+#[test]
+fn accumulation_normalises_by_the_whole_step() {
+    let model = tiny_model(5);
+    let models = Models { policy: &model, reference: None };
+    let data = rows(&[("7+5=", "1"), ("12+34=", "46 is the sum")]);
+    let step = |batch: usize, accumulate_by: u32| {
+        let curriculum = Box::new(Ordered::new("s", vec![0, 1]).unwrap());
+        let mut parts = StageParts::offline(curriculum, &data, Box::new(SftObjective::new(&data).unwrap()));
+        let shape = StepShape { stage: "s", step: 0, total: 1, batch, accumulate: accumulate_by };
+        accumulate(&models, &mut parts, &shape).unwrap()
+    };
+    let (split, whole) = (step(1, 2), step(2, 1));
+    assert_eq!(split.example_ids, whole.example_ids);
+    assert!((split.loss - whole.loss).abs() < 1e-5, "{} vs {}", split.loss, whole.loss);
+
+    // The loss is the token mean over both rows (2 and 14 completion tokens with EOS), which a
+    // mean of the two rows' own means is not.
+    let row_nll = |r: usize| {
+        let batch = TokenBatch::collate(model.tokenizer(), &[data_pair(&data, r)], true, &Device::Cpu).unwrap();
+        let (lp, n) = completion_logprobs(&model, &batch).unwrap();
+        (-lp.to_vec1::<f32>().unwrap()[0] as f64, n.to_vec1::<f32>().unwrap()[0] as f64)
+    };
+    let ((nll_a, n_a), (nll_b, n_b)) = (row_nll(0), row_nll(1));
+    assert_eq!((n_a, n_b), (2.0, 14.0));
+    assert!((whole.loss - (nll_a + nll_b) / (n_a + n_b)).abs() < 1e-4, "{}", whole.loss);
+    let mean_of_means = (nll_a / n_a + nll_b / n_b) / 2.0;
+    assert!((whole.loss - mean_of_means).abs() > 1e-2, "the rows must tell the two rules apart");
+
+    assert_eq!(split.grads.len(), model.params().len());
+    for ((name, _), (a, b)) in model.params().iter().zip(split.grads.iter().zip(&whole.grads)) {
+        let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-4 * scale, "{name}: gradients differ by {diff} (largest {scale})");
+    }
+}
+
+fn data_pair(data: &Dataset, r: usize) -> (&str, &str) {
+    (&data.strings("prompt").unwrap()[r], &data.strings("completion").unwrap()[r])
+}
+
+/// `loss_on` is the SFT loss of one batch of all its rows; `pair_accuracy` compares the summed
+/// response log-probabilities, so swapping chosen and rejected turns every win into a loss.
+#[test]
+fn log_probability_evaluations_agree_with_the_training_quantities() {
+    let model = tiny_model(6);
+    let data = rows(&[("7+5=", "12"), ("1+1=", "2"), ("99+1=", "100")]);
+    let mut loss_on = LossOn::new("held", &data, 2).unwrap();
+    let metrics = loss_on.evaluate(&model).unwrap();
+    let pairs: Vec<(&str, &str)> = (0..3).map(|r| data_pair(&data, r)).collect();
+    let batch = TokenBatch::collate(model.tokenizer(), &pairs, true, &Device::Cpu).unwrap();
+    let sft = sft_loss(&model, &batch).unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert_eq!(metrics[1], ("tokens".to_string(), 9.0), "3 + 2 + 4 completion tokens with EOS");
+    assert!((metrics[0].1 - sft).abs() < 1e-5, "{metrics:?} vs {sft}");
+
+    let pair_rows = |flip: bool| {
+        let (good, bad) = (["12", "2", "100"], ["13", "3", "10"]);
+        let (chosen, rejected) = if flip { (bad, good) } else { (good, bad) };
+        let col = |v: [&str; 3]| Column::Str(v.iter().map(|s| (*s).into()).collect());
+        Dataset::new(
+            "pairs",
+            vec![1, 2, 3],
+            vec![
+                ("prompt".into(), col(["7+5=", "1+1=", "99+1="])),
+                ("chosen".into(), col(chosen)),
+                ("rejected".into(), col(rejected)),
+            ],
+        )
+        .unwrap()
+    };
+    let score = |flip: bool| PairAccuracy::new("pairs", &pair_rows(flip), 2).unwrap().evaluate(&model).unwrap();
+    let (straight, flipped) = (score(false), score(true));
+    assert_eq!(straight[2], ("total".to_string(), 3.0));
+    assert!((straight[0].1 + flipped[0].1 - 1.0).abs() < 1e-12, "{straight:?} / {flipped:?}");
+    assert!((straight[3].1 + flipped[3].1).abs() < 1e-4, "margins change sign");
+    // The first pair's margin, from the training log-probabilities directly.
+    let lp = |c: &str| {
+        let b = TokenBatch::collate(model.tokenizer(), &[("7+5=", c)], true, &Device::Cpu).unwrap();
+        completion_logprobs(&model, &b).unwrap().0.to_vec1::<f32>().unwrap()[0] as f64
+    };
+    let first = PairAccuracy::new("one", &pair_rows(false).select(&[0]), 1).unwrap().evaluate(&model).unwrap();
+    assert!((first[3].1 - (lp("12") - lp("13"))).abs() < 1e-4, "{first:?}");
 }

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod build;
 mod curricula;
+mod evals;
 mod models;
 pub mod registry;
 mod settings;

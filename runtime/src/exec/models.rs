@@ -7,7 +7,14 @@
 //! started and then freed, and so is a declared model; a stage's reference is rebuilt from what
 //! it names (a declaration or an earlier stage's output), never from the live policy, so a
 //! resumed stage scores against the same reference. A stage that trains nothing (`score`) is an
-//! alias: its output model is the model it read, so reading `score.model` reads that model.
+//! alias: its output model is the model it read, so reading `score.model` reads that model. A
+//! stage that runs in rounds reads models once per round: round 0 what the stage names, round r
+//! its round r − 1's output ([`ModelRef::Round`]) as policy — and as reference when the stage
+//! re-binds it — so a round's output lives exactly until the next round has started.
+//!
+//! Every `ModelRef` the store is given is first resolved through the aliases ([`ModelStore::resolve`]),
+//! so reader counts, outputs and roots are kept on the model itself: a `Stage` of a stage that
+//! trains, a `Round`, or a `Declared`.
 
 use super::build::Builder;
 use super::ExecError;
@@ -21,8 +28,11 @@ use std::collections::HashMap;
 pub enum ModelRef {
     /// `model name = ...`.
     Declared(String),
-    /// The output of an earlier stage (`sft.model`).
+    /// The output of an earlier stage (`sft.model`); of its last round, for a stage in rounds.
     Stage(String),
+    /// The output of round `round` (0-based) of a stage that runs in rounds, read by its next
+    /// round.
+    Round { stage: String, round: u32 },
 }
 
 impl ModelRef {
@@ -54,7 +64,8 @@ pub struct StageOutput {
 #[derive(Default)]
 pub struct ModelStore {
     declared: HashMap<String, CausalLm>,
-    outputs: HashMap<String, StageOutput>,
+    /// Outputs of stages ([`ModelRef::Stage`]) and of rounds ([`ModelRef::Round`]).
+    outputs: HashMap<ModelRef, StageOutput>,
     /// For each model, how many stage starts still read it.
     readers: HashMap<ModelRef, usize>,
     /// Which declaration each stage's output descends from (for its tokenizer and context).
@@ -67,8 +78,8 @@ pub struct ModelStore {
     limits: HashMap<String, Limits>,
 }
 
-fn missing(stage: &str) -> ExecError {
-    ExecError::Internal(format!("the output of stage `{stage}` is not available"))
+fn missing(r: &ModelRef) -> ExecError {
+    ExecError::Internal(format!("the output {r:?} is not available"))
 }
 
 impl ModelStore {
@@ -78,7 +89,30 @@ impl ModelStore {
         let root = self.root(&self.resolve(policy))?.to_string();
         self.roots.insert(stage.to_string(), root);
         for r in std::iter::once(policy).chain(reference) {
-            *self.readers.entry(self.resolve(r)).or_insert(0) += 1;
+            self.add_reader(r);
+        }
+        Ok(())
+    }
+
+    /// Records the reads of stage `stage` that runs in `rounds` rounds: round 0 reads `policy`
+    /// and `reference` (as [`ModelStore::register`]); round r > 0 reads round r − 1's output as
+    /// its policy, and as its reference too when `rebind_reference` (else `reference` again).
+    /// One read per round.
+    pub fn register_rounds(
+        &mut self,
+        stage: &str,
+        policy: &ModelRef,
+        reference: Option<&ModelRef>,
+        rounds: u32,
+        rebind_reference: bool,
+    ) -> Result<(), ExecError> {
+        self.register(stage, policy, reference)?;
+        for round in 1..rounds {
+            let previous = ModelRef::Round { stage: stage.to_string(), round: round - 1 };
+            let reference = reference.map(|r| if rebind_reference { previous.clone() } else { r.clone() });
+            for r in std::iter::once(&previous).chain(reference.as_ref()) {
+                self.add_reader(r);
+            }
         }
         Ok(())
     }
@@ -88,12 +122,18 @@ impl ModelStore {
     pub fn register_alias(&mut self, stage: &str, policy: &ModelRef) -> Result<(), ExecError> {
         let policy = self.resolve(policy);
         self.root(&policy)?;
-        *self.readers.entry(policy.clone()).or_insert(0) += 1;
+        self.add_reader(&policy);
         self.aliases.insert(stage.to_string(), policy);
         Ok(())
     }
 
-    /// The model `r` is: `r` itself, or what a stage that trains nothing passed on.
+    /// Counts one more reader of the model `r` is.
+    fn add_reader(&mut self, r: &ModelRef) {
+        *self.readers.entry(self.resolve(r)).or_insert(0) += 1;
+    }
+
+    /// The model `r` is: `r` itself, or what a stage that trains nothing passed on (a `Round`
+    /// is never an alias: only training stages run in rounds).
     pub fn resolve(&self, r: &ModelRef) -> ModelRef {
         let mut r = r.clone();
         while let ModelRef::Stage(stage) = &r {
@@ -114,7 +154,7 @@ impl ModelStore {
     fn root<'r>(&'r self, r: &'r ModelRef) -> Result<&'r str, ExecError> {
         match r {
             ModelRef::Declared(name) => Ok(name),
-            ModelRef::Stage(stage) => self
+            ModelRef::Stage(stage) | ModelRef::Round { stage, .. } => self
                 .roots
                 .get(stage)
                 .map(String::as_str)
@@ -166,14 +206,14 @@ impl ModelStore {
                 };
                 Ok((model, None))
             }
-            ModelRef::Stage(stage) if last => {
+            output if last => {
                 // The last reader takes the output itself (its optimiser moves with it).
-                let out = self.outputs.remove(stage).ok_or_else(|| missing(stage))?;
+                let out = self.outputs.remove(output).ok_or_else(|| missing(output))?;
                 self.taken = Some(out.optim);
                 Ok((out.model, self.taken.as_ref()))
             }
-            ModelRef::Stage(stage) => {
-                let out = self.output(stage)?;
+            output => {
+                let out = self.output(output)?;
                 Ok((out.model.snapshot()?, Some(&out.optim)))
             }
         }
@@ -190,22 +230,21 @@ impl ModelStore {
                 None => Ok(builder.model(name)?.into_frozen()),
             },
             ModelRef::Declared(name) => Ok(self.declared(builder, name)?.frozen()?),
-            ModelRef::Stage(stage) if last => {
-                Ok(self.outputs.remove(stage).ok_or_else(|| missing(stage))?.model.into_frozen())
-            }
-            ModelRef::Stage(stage) => Ok(self.output(stage)?.model.frozen()?),
+            output if last => Ok(self.outputs.remove(output).ok_or_else(|| missing(output))?.model.into_frozen()),
+            output => Ok(self.output(output)?.model.frozen()?),
         }
     }
 
-    /// Whether a later stage reads stage `stage`'s output.
-    pub fn is_read_later(&self, stage: &str) -> bool {
-        self.readers.get(&ModelRef::Stage(stage.to_string())).is_some_and(|&n| n > 0)
+    /// Whether a stage (or round) still to start reads the model `r` is.
+    pub fn is_read(&self, r: &ModelRef) -> bool {
+        self.readers.get(&self.resolve(r)).is_some_and(|&n| n > 0)
     }
 
-    /// Keeps stage `stage`'s output while a later stage reads it; frees it otherwise.
-    pub fn finish(&mut self, stage: &str, output: StageOutput) {
-        if self.is_read_later(stage) {
-            self.outputs.insert(stage.to_string(), output);
+    /// Keeps the output `r` (a training stage's or a round's) while a later reader reads it;
+    /// frees it otherwise.
+    pub fn finish_output(&mut self, r: ModelRef, output: StageOutput) {
+        if self.is_read(&r) {
+            self.outputs.insert(r, output);
         }
     }
 
@@ -214,11 +253,11 @@ impl ModelStore {
         let readers = &self.readers;
         let unread = |r: ModelRef| readers.get(&r).is_none_or(|&n| n == 0);
         self.declared.retain(|name, _| !unread(ModelRef::Declared(name.clone())));
-        self.outputs.retain(|stage, _| !unread(ModelRef::Stage(stage.clone())));
+        self.outputs.retain(|r, _| !unread(r.clone()));
     }
 
-    fn output(&self, stage: &str) -> Result<&StageOutput, ExecError> {
-        self.outputs.get(stage).ok_or_else(|| missing(stage))
+    fn output(&self, r: &ModelRef) -> Result<&StageOutput, ExecError> {
+        self.outputs.get(r).ok_or_else(|| missing(r))
     }
 
     /// Counts one read of `r`; whether it was the last.
@@ -249,5 +288,52 @@ mod tests {
         assert!(!store.read(&m));
         assert!(store.read(&ModelRef::Stage("b".into())), "the third read is the last");
         assert_eq!(store.roots.get("train").map(String::as_str), Some("m"));
+    }
+
+    /// One read per round: round 0 reads what the stage names; round r > 0 reads round r − 1's
+    /// output as policy, and as reference too when it re-binds it.
+    #[test]
+    fn rounds_count_one_read_per_round() {
+        let (m, r) = (ModelRef::Declared("m".into()), ModelRef::Declared("r".into()));
+        let round = |i| ModelRef::Round { stage: "dpo".into(), round: i };
+        let reads = |store: &ModelStore, x: &ModelRef| store.readers.get(x).copied().unwrap_or(0);
+
+        let mut rebound = ModelStore::default();
+        rebound.register_rounds("dpo", &m, Some(&r), 3, true).unwrap();
+        assert_eq!([&m, &r, &round(0), &round(1), &round(2)].map(|x| reads(&rebound, x)), [1, 1, 2, 2, 0]);
+
+        let mut kept = ModelStore::default();
+        kept.register_rounds("dpo", &m, Some(&r), 3, false).unwrap();
+        assert_eq!([&m, &r, &round(0), &round(1)].map(|x| reads(&kept, x)), [1, 3, 1, 1]);
+
+        // Without a reference (`sft`) re-binding changes nothing.
+        let mut sft = ModelStore::default();
+        sft.register_rounds("s", &m, None, 2, true).unwrap();
+        let first = ModelRef::Round { stage: "s".into(), round: 0 };
+        assert_eq!((reads(&sft, &m), reads(&sft, &first)), (1, 1));
+        sft.skip(&first);
+        assert!(!sft.is_read(&first), "read once, by the next round");
+    }
+
+    /// A stage in rounds that reads a transform's output (`score.model`) counts every round's
+    /// read of it on the model the transform read, and its rounds descend from that model.
+    #[test]
+    fn rounds_read_through_aliases() {
+        let m = ModelRef::Declared("m".into());
+        let scored = ModelRef::Stage("scored".into());
+        let mut store = ModelStore::default();
+        store.register_alias("scored", &m).unwrap();
+        store.register_rounds("dpo", &scored, Some(&scored), 3, false).unwrap();
+        // The transform's read, round 0's policy, and the reference of each of the 3 rounds.
+        assert_eq!(store.readers.get(&m), Some(&5));
+        assert_eq!(store.readers.get(&scored), None, "an alias holds no reads of its own");
+        assert!(store.is_read(&scored));
+        let round = ModelRef::Round { stage: "dpo".into(), round: 1 };
+        assert_eq!(store.root(&round).unwrap(), "m");
+        assert_eq!(store.resolve(&round), round);
+        for _ in 0..4 {
+            assert!(!store.read(&scored));
+        }
+        assert!(store.read(&scored), "the fifth read is the last");
     }
 }

@@ -9,17 +9,15 @@
 
 use super::build::{DATA_BUILTINS, MODEL_BUILTINS};
 use super::curricula::CURRICULA;
+use super::evals::EVALS;
 use super::stages::{MEASURES, STAGE_KINDS};
 use recipe_compiler::program::{Decl, Program, Step, Value};
-
-/// Evaluation builtins the runtime executes.
-const EVALS: &[&str] = &["accuracy"];
 
 /// Whether this runtime executes the builtin `name` (as programs spell it: `synth.addition`).
 pub fn executable(name: &str) -> bool {
     MODEL_BUILTINS.contains(&name)
         || DATA_BUILTINS.contains(&name)
-        || EVALS.contains(&name)
+        || EVALS.iter().any(|k| k.name == name)
         || STAGE_KINDS.iter().any(|k| k.name == name)
         || CURRICULA.iter().any(|k| k.name == name)
         || MEASURES.contains(&name)
@@ -127,8 +125,8 @@ mod tests {
         let claimed = MODEL_BUILTINS
             .iter()
             .chain(DATA_BUILTINS)
-            .chain(EVALS)
             .copied()
+            .chain(EVALS.iter().map(|k| k.name))
             .chain(STAGE_KINDS.iter().map(|k| k.name))
             .chain(CURRICULA.iter().map(|k| k.name))
             .chain(MEASURES.iter().copied());
@@ -168,13 +166,14 @@ mod tests {
                       model m = tiny_lm()\n\
                       data d = synth.addition()\n\
                       data unused = synth_rated_responses()\n\
-                      stage s = sft(m, d, curriculum = ordered(by = |r| float(r.digits)))\n\
+                      stage s = sft(m, d, curriculum = band_pass(low = 0.1))\n\
+                      stage g = grpo(s.model, d, reward = |r| 1.0)\n\
                       eval l = loss_on(d)\n\
-                      run s\n";
+                      run s -> g\n";
         let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();
         let found = not_executable(&program);
         let at: Vec<(&str, Option<&str>)> = found.iter().map(|n| (n.decl.as_str(), n.arg.as_deref())).collect();
-        assert_eq!(at, [("l", None), ("s", Some("curriculum"))], "{found:?}");
-        assert!(found[1].what.contains("`ordered`"));
+        assert_eq!(at, [("g", None), ("s", Some("curriculum"))], "{found:?}");
+        assert!(found[1].what.contains("`band_pass`"));
     }
 }

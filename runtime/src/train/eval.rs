@@ -1,6 +1,9 @@
 //! Evaluation during and after stages. `ExactMatch` is greedy exact-match accuracy: generate
 //! from each prompt until EOS (batched, KV-cached), decode the new tokens before EOS, and compare
-//! with the row's target text (`completion`, else `answer`) exactly.
+//! with the row's target text (`completion`, else `answer`) exactly. `PairAccuracy` scores
+//! preference pairs by the policy's log-probabilities and `LossOn` is the held-out completion
+//! loss; both read log-probabilities as training defines them (`prompt ‖ response ‖ EOS`,
+//! summed over the response and EOS), batched, without a gradient.
 //!
 //! Invariants: an evaluation never changes the model or any training stream (greedy decoding
 //! draws nothing; its RNG is a fixed private stream), so evaluating more or less often does not
@@ -11,8 +14,9 @@
 
 use super::TrainError;
 use crate::data::Dataset;
-use crate::model::{self, CausalLm, GenerateOptions, ModelError, Tokenizer};
+use crate::model::{self, CausalLm, GenerateOptions, ModelError, TokenBatch, Tokenizer};
 use crate::rng::Rng;
+use std::sync::Arc;
 
 /// Something that scores a model: returns named metrics (`accuracy`, `correct`, `total`).
 pub trait Evaluator {
@@ -92,5 +96,111 @@ impl Evaluator for ExactMatch {
             ("correct".into(), correct as f64),
             ("total".into(), total as f64),
         ])
+    }
+}
+
+/// Summed log-probabilities `[B]` of each `(prompt, response)` row's response and EOS, and the
+/// response's token counts (EOS included), under `model`, `batch` rows at a time, with no
+/// gradient kept.
+fn response_logprobs(model: &CausalLm, rows: &[(&str, &str)], batch: usize) -> Result<Vec<(f64, usize)>, TrainError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(batch.max(1)) {
+        let tokens = TokenBatch::collate(model.tokenizer(), chunk, true, model.device())?;
+        let (sums, _) = model::completion_logprobs(model, &tokens)?;
+        let sums = sums.detach().to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        out.extend(sums.into_iter().zip(tokens.completion_lens.iter().copied()));
+    }
+    Ok(out)
+}
+
+/// Share of preference pairs whose chosen response the policy gives the higher log-probability
+/// (`log π(chosen | prompt) > log π(rejected | prompt)`, each summed over the response and
+/// EOS; a tie counts as wrong).
+#[derive(Clone, Debug)]
+pub struct PairAccuracy {
+    name: String,
+    prompts: Vec<Arc<str>>,
+    chosen: Vec<Arc<str>>,
+    rejected: Vec<Arc<str>>,
+    batch: usize,
+}
+
+impl PairAccuracy {
+    /// Scores `data`'s `prompt`/`chosen`/`rejected` rows, `batch` sequences at a time.
+    ///
+    /// Errors: `TrainError::Data` when a field is missing or not a String.
+    pub fn new(name: &str, data: &Dataset, batch: usize) -> Result<PairAccuracy, TrainError> {
+        Ok(PairAccuracy {
+            name: name.to_string(),
+            prompts: data.strings("prompt")?.to_vec(),
+            chosen: data.strings("chosen")?.to_vec(),
+            rejected: data.strings("rejected")?.to_vec(),
+            batch: batch.max(1),
+        })
+    }
+}
+
+impl Evaluator for PairAccuracy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `accuracy` (0 for no pairs), `correct`, `total`, and `margin`: the mean of
+    /// `log π(chosen) − log π(rejected)` in nats.
+    fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError> {
+        fn rows<'a>(prompts: &'a [Arc<str>], side: &'a [Arc<str>]) -> Vec<(&'a str, &'a str)> {
+            prompts.iter().zip(side).map(|(p, r)| (&**p, &**r)).collect()
+        }
+        let chosen = response_logprobs(model, &rows(&self.prompts, &self.chosen), self.batch)?;
+        let rejected = response_logprobs(model, &rows(&self.prompts, &self.rejected), self.batch)?;
+        let margins: Vec<f64> = chosen.iter().zip(&rejected).map(|((c, _), (r, _))| c - r).collect();
+        let correct = margins.iter().filter(|&&m| m > 0.0).count();
+        let total = margins.len();
+        let mean = |x: f64| if total == 0 { 0.0 } else { x / total as f64 };
+        Ok(vec![
+            ("accuracy".into(), mean(correct as f64)),
+            ("correct".into(), correct as f64),
+            ("total".into(), total as f64),
+            ("margin".into(), mean(margins.iter().sum())),
+        ])
+    }
+}
+
+/// The mean completion NLL on a dataset, token-weighted: the completion and EOS tokens of every
+/// row, summed, over their count (what SFT's loss is on a batch of all the rows).
+#[derive(Clone, Debug)]
+pub struct LossOn {
+    name: String,
+    prompts: Vec<Arc<str>>,
+    completions: Vec<Arc<str>>,
+    batch: usize,
+}
+
+impl LossOn {
+    /// Scores `data`'s `prompt` and `completion` rows, `batch` at a time.
+    ///
+    /// Errors: `TrainError::Data` when a field is missing or not a String.
+    pub fn new(name: &str, data: &Dataset, batch: usize) -> Result<LossOn, TrainError> {
+        Ok(LossOn {
+            name: name.to_string(),
+            prompts: data.strings("prompt")?.to_vec(),
+            completions: data.strings("completion")?.to_vec(),
+            batch: batch.max(1),
+        })
+    }
+}
+
+impl Evaluator for LossOn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `loss` (nats per token; 0 for no rows) and `tokens`, the completion tokens it averages.
+    fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError> {
+        let rows: Vec<(&str, &str)> = self.prompts.iter().zip(&self.completions).map(|(p, c)| (&**p, &**c)).collect();
+        let scored = response_logprobs(model, &rows, self.batch)?;
+        let tokens: usize = scored.iter().map(|(_, n)| n).sum();
+        let nll: f64 = -scored.iter().map(|(lp, _)| lp).sum::<f64>();
+        Ok(vec![("loss".into(), if tokens == 0 { 0.0 } else { nll / tokens as f64 }), ("tokens".into(), tokens as f64)])
     }
 }

@@ -25,10 +25,12 @@ pub mod curriculum;
 pub mod eval;
 pub mod experience;
 pub mod loss;
+mod nll;
+pub mod pretrain;
 pub mod sft;
 
 use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};
-use crate::checkpoint::{self, Checkpoint, CheckpointError, PartsState, TrainState};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, PartsState, RoundIndex, TrainState};
 use crate::data::DataError;
 use crate::model::{CausalLm, ModelError, Tensor};
 use crate::optim::{self, AdamW, AdamWConfig, GradAccumulator, OptimError};
@@ -39,9 +41,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use curriculum::{Curriculum, Feedback, Uniform};
-pub use eval::{Evaluator, ExactMatch};
+pub use curriculum::{Buckets, Curriculum, Feedback, Ordered, Pacing, Uniform};
+pub use eval::{Evaluator, ExactMatch, LossOn, PairAccuracy};
 pub use experience::{Experience, ExperienceSource, Offline};
+pub use pretrain::PretrainObjective;
 pub use sft::SftObjective;
 
 /// A numeric argument as a function of `(step, total_steps)`: constants, recipe functions
@@ -97,11 +100,14 @@ impl fmt::Debug for Schedule {
 
 /// What an objective computes for one micro-batch.
 pub struct LossOutput {
-    /// Scalar, differentiable loss (the micro-batch mean; the loop divides by `accumulate`).
+    /// Scalar, differentiable loss: the micro-batch's share of the step's loss, so that the
+    /// step's loss is the sum over its micro-batches (a token mean divides the micro-batch's
+    /// token sum by the token count of the whole step, learnt in [`Objective::begin_step`]).
+    /// The loop neither divides nor averages it.
     pub loss: Tensor,
     /// Tokens processed (for tokens/s).
     pub tokens: usize,
-    /// Extra per-step metrics (averaged over micro-batches), e.g. reward margins.
+    /// Extra per-step metrics (averaged over the step's micro-batches), e.g. reward margins.
     pub metrics: Vec<(String, f64)>,
     /// Per-row statistics for the curriculum (empty for offline objectives).
     pub feedback: Feedback,
@@ -200,6 +206,10 @@ pub struct LoopConfig {
     pub eval_every: Option<u64>,
     /// Evaluate before the first step too (TRL's `eval_on_start`), logged as `step = 0`.
     pub eval_on_start: bool,
+    /// Which round of a stage that runs in rounds (exclusive buckets) this call is: a label
+    /// the loop writes into metrics lines, its checkpoints' state and folder names, never
+    /// logic (rounds are arranged by `exec`). `None` for a stage of one run.
+    pub round: Option<RoundIndex>,
     /// Checkpoint every this many steps; `checkpoint_at_end` adds one when the stage finishes.
     pub checkpoint_every: Option<u64>,
     pub checkpoint_at_end: bool,
@@ -222,6 +232,7 @@ impl LoopConfig {
             log_every: 1,
             eval_every: None,
             eval_on_start: false,
+            round: None,
             checkpoint_every: None,
             checkpoint_at_end: true,
         }
@@ -377,8 +388,14 @@ pub fn run_stage(
     let mut summary = StageSummary { steps: start, final_loss: f64::NAN, eval: Vec::new(), last_checkpoint: None };
     if cfg.eval_on_start && start == 0 && !evals.is_empty() {
         let eval = evaluate_all(evals, model, ctx, &cfg.stage, 0, &mut summary)?;
-        let line = json!({ "stage": cfg.stage, "step": 0, "eval": eval });
-        ctx.run.append_metrics(&line)?;
+        let mut line = Map::new();
+        line.insert("stage".into(), json!(cfg.stage));
+        line.insert("step".into(), json!(0));
+        if let Some(round) = cfg.round {
+            line.insert("round".into(), json!(round.index));
+        }
+        line.insert("eval".into(), Value::Object(eval));
+        ctx.run.append_metrics(&Value::Object(line))?;
     }
 
     for s in start..cfg.steps {
@@ -396,6 +413,9 @@ pub fn run_stage(
             if eval_now { evaluate_all(evals, model, ctx, &cfg.stage, done, &mut summary)? } else { Map::new() };
         if last || eval_now || done % cfg.log_every == 0 {
             let mut line = window.line(&cfg.stage, done);
+            if let Some(round) = cfg.round {
+                line.insert("round".into(), json!(round.index));
+            }
             for (k, v) in parts.curriculum.metrics() {
                 line.insert(k, json!(v));
             }
@@ -417,6 +437,7 @@ pub fn run_stage(
             let state = TrainState {
                 stage: cfg.stage.clone(),
                 stage_index: cfg.stage_index,
+                round: cfg.round,
                 step: done,
                 total_steps: cfg.steps,
                 optimizer_steps: optim.steps(),
@@ -471,13 +492,6 @@ fn train_step(
     cfg: &LoopConfig,
     s: u64,
 ) -> Result<StepOutput, TrainError> {
-    let non_finite = |quantity, value, example_ids| TrainError::NonFinite {
-        stage: cfg.stage.clone(),
-        step: s + 1,
-        quantity,
-        value,
-        example_ids,
-    };
     let scheduled = |schedule: &Schedule, arg: &str, quantity| {
         let value = schedule.at(s, cfg.steps);
         match in_domain(value) {
@@ -494,34 +508,14 @@ fn train_step(
     let lr = scheduled(&cfg.lr, "lr", "the learning rate")?;
     let weight_decay = scheduled(&cfg.weight_decay, "weight_decay", "the weight decay")?;
 
-    let mut acc = GradAccumulator::default();
-    let mut step_ids = Vec::new();
-    let (mut loss_sum, mut tokens) = (0.0, 0);
-    let mut metrics: Vec<(String, f64)> = Vec::new();
-    let scale = 1.0 / f64::from(cfg.accumulate);
-    for _ in 0..cfg.accumulate {
-        let rows = parts.curriculum.next_rows(s, cfg.steps, cfg.batch)?;
-        let experience = parts.experience.collect(models.policy, rows, s, cfg.steps)?;
-        let out = parts.objective.loss(models, &experience)?;
-        let loss = scalar(&out.loss)?;
-        if !loss.is_finite() {
-            return Err(non_finite("the loss", loss, experience.example_ids));
-        }
-        let scaled = if cfg.accumulate == 1 { out.loss } else { out.loss.affine(scale, 0.0)? };
-        let grads = scaled.backward()?;
-        acc.add(models.policy.take_grads(&grads)?)?;
-        parts.curriculum.observe(&experience.rows, &out.feedback);
-        loss_sum += loss * scale;
-        tokens += out.tokens;
-        add_scaled(&mut metrics, &out.metrics, scale);
-        step_ids.extend(experience.example_ids);
-    }
-    let mut grads = acc.take().unwrap_or_default();
+    let step = StepShape { stage: &cfg.stage, step: s, total: cfg.steps, batch: cfg.batch, accumulate: cfg.accumulate };
+    let Accumulated { loss, mut grads, tokens, metrics, example_ids } = accumulate(models, parts, &step)?;
 
-    // DATA-PARALLEL POINT: with one process per GPU, each rank would all-reduce (mean) `grads`
+    // DATA-PARALLEL POINT: with one process per GPU, each rank would all-reduce (sum) `grads`
     // here, after local accumulation and before clipping, so every rank clips and steps on the
-    // same global gradient. Ranks would then draw disjoint rows of the same seeded order (a
-    // rank-strided `Curriculum::next_rows`); today the runtime is single-process, and nothing else in the
+    // same global gradient (each rank's `begin_step` would learn the global token count the
+    // same way). Ranks would then draw disjoint rows of the same seeded order (a rank-strided
+    // `Curriculum::next_rows`); today the runtime is single-process, and nothing else in the
     // loop depends on a rank.
 
     let grad_norm = match cfg.clip {
@@ -529,10 +523,94 @@ fn train_step(
         None => optim::global_norm(&grads)?,
     };
     if !grad_norm.is_finite() {
-        return Err(non_finite("the gradient norm", grad_norm, step_ids));
+        return Err(TrainError::NonFinite {
+            stage: cfg.stage.clone(),
+            step: s + 1,
+            quantity: "the gradient norm",
+            value: grad_norm,
+            example_ids,
+        });
     }
     optim.step(&grads, lr, weight_decay)?;
-    Ok(StepOutput { loss: loss_sum, lr, grad_norm, tokens, metrics })
+    Ok(StepOutput { loss, lr, grad_norm, tokens, metrics })
+}
+
+/// What one optimiser step draws: `accumulate` micro-batches of `batch` rows at 0-based `step`
+/// of `total`, for stage `stage` (named in errors).
+#[derive(Clone, Copy, Debug)]
+pub struct StepShape<'s> {
+    /// The stage's name, for errors.
+    pub stage: &'s str,
+    /// 0-based optimiser step, of `total`.
+    pub step: u64,
+    pub total: u64,
+    /// Rows per micro-batch, and micro-batches in the step.
+    pub batch: usize,
+    pub accumulate: u32,
+}
+
+/// One optimiser step's loss and gradient, before clipping.
+pub struct Accumulated {
+    /// The step's loss: the sum of its micro-batches' losses.
+    pub loss: f64,
+    /// The gradient of `loss` for every policy parameter, in [`CausalLm::params`] order.
+    pub grads: Vec<Tensor>,
+    /// Tokens processed (prompts and completions), for tokens/s.
+    pub tokens: usize,
+    /// The objective's metrics, averaged over the micro-batches.
+    pub metrics: Vec<(String, f64)>,
+    /// The stable ids of every row the step trained on, in order.
+    pub example_ids: Vec<u64>,
+}
+
+/// Draws every micro-batch of one optimiser step (the curriculum's rows, made experience),
+/// shows them all to the objective ([`Objective::begin_step`]), then adds up each micro-batch's
+/// loss and gradient. Nothing is divided by `accumulate`: a micro-batch's loss is its share of
+/// the step's loss, so `batch = 1, accumulate = 2` and `batch = 2, accumulate = 1` on the same
+/// rows give the same loss and gradient. The curriculum observes each micro-batch's feedback
+/// after its loss, so a step's rows are all chosen before it trains on any of them.
+///
+/// Errors: `TrainError::NonFinite` with the micro-batch's example ids for a NaN or infinite
+/// loss; the parts' own errors.
+pub fn accumulate(
+    models: &Models<'_>,
+    parts: &mut StageParts,
+    step: &StepShape<'_>,
+) -> Result<Accumulated, TrainError> {
+    let mut micro_batches = Vec::with_capacity(step.accumulate as usize);
+    for _ in 0..step.accumulate {
+        let rows = parts.curriculum.next_rows(step.step, step.total, step.batch)?;
+        micro_batches.push(parts.experience.collect(models.policy, rows, step.step, step.total)?);
+    }
+    parts.objective.begin_step(models, &micro_batches)?;
+
+    let mut acc = GradAccumulator::default();
+    let mut example_ids = Vec::new();
+    let (mut loss_sum, mut tokens) = (0.0, 0);
+    let mut metrics: Vec<(String, f64)> = Vec::new();
+    let metric_scale = 1.0 / f64::from(step.accumulate);
+    for experience in micro_batches {
+        let out = parts.objective.loss(models, &experience)?;
+        let loss = scalar(&out.loss)?;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                stage: step.stage.to_string(),
+                step: step.step + 1,
+                quantity: "the loss",
+                value: loss,
+                example_ids: experience.example_ids,
+            });
+        }
+        let grads = out.loss.backward()?;
+        acc.add(models.policy.take_grads(&grads)?)?;
+        parts.curriculum.observe(&experience.rows, &out.feedback);
+        loss_sum += loss;
+        tokens += out.tokens;
+        add_scaled(&mut metrics, &out.metrics, metric_scale);
+        example_ids.extend(experience.example_ids);
+    }
+    let grads = acc.take().unwrap_or_default();
+    Ok(Accumulated { loss: loss_sum, grads, tokens, metrics, example_ids })
 }
 
 /// The value of a one-element loss tensor (rank 0 or `[1]`).

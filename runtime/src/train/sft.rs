@@ -1,39 +1,34 @@
 //! Supervised fine-tuning: completion-only NLL (TRL's `SFTTrainer` with `completion_only_loss`)
-//! over a `{prompt, completion}` dataset. Which rows, in which order, is the curriculum's.
+//! over a `{prompt, completion}` dataset, normalised by the completion tokens (EOS included) of
+//! the whole optimiser step. Which rows, in which order, is the curriculum's.
 //!
 //! Invariant: EOS is appended by the collator, never stored in the data.
 
-use super::{Experience, Feedback, LossOutput, Models, Objective, TrainError};
+use super::nll::{Scored, TokenNll};
+use super::{Experience, LossOutput, Models, Objective, TrainError};
 use crate::data::Dataset;
-use crate::model::{self, TokenBatch};
-use std::sync::Arc;
 
 /// The SFT objective over one dataset's `prompt` and `completion` fields.
-pub struct SftObjective {
-    prompts: Vec<Arc<str>>,
-    completions: Vec<Arc<str>>,
-}
+pub struct SftObjective(TokenNll);
 
 impl SftObjective {
     /// An objective over `data`'s `prompt` and `completion` fields.
     ///
     /// Errors: `TrainError::Data` when either field is missing or not a String.
     pub fn new(data: &Dataset) -> Result<SftObjective, TrainError> {
-        Ok(SftObjective {
-            prompts: data.strings("prompt")?.to_vec(),
-            completions: data.strings("completion")?.to_vec(),
-        })
+        Ok(SftObjective(TokenNll::new(data, Scored::Completion)?))
     }
 }
 
 impl Objective for SftObjective {
+    /// Counts the completion tokens (EOS included) of every row of the step.
+    fn begin_step(&mut self, models: &Models<'_>, micro_batches: &[Experience]) -> Result<(), TrainError> {
+        self.0.begin_step("sft", models, micro_batches)
+    }
+
+    /// The micro-batch's completion NLL summed, divided by the step's completion tokens.
     fn loss(&mut self, models: &Models<'_>, experience: &Experience) -> Result<LossOutput, TrainError> {
-        let model = models.policy;
-        let pairs: Vec<(&str, &str)> =
-            experience.rows.iter().map(|&r| (&*self.prompts[r], &*self.completions[r])).collect();
-        let batch = TokenBatch::collate(model.tokenizer(), &pairs, true, model.device())?;
-        let loss = model::sft_loss(model, &batch)?;
-        Ok(LossOutput { loss, tokens: batch.tokens(), metrics: Vec::new(), feedback: Feedback::default() })
+        self.0.loss("sft", models, experience)
     }
 }
 

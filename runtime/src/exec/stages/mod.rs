@@ -14,14 +14,24 @@
 //! `prepare` against the producer's preview (every row it may keep, so every check that needs
 //! no compute runs before the first step), and bound again just before it runs, against the
 //! rows produced. A transform's output model is the model it read (an alias in the model store).
+//!
+//! A training stage whose curriculum trains in rounds (exclusive `buckets`) is run as one
+//! `run_stage` call per round (`rounds.rs`): round r starts from round r − 1's model, and scores
+//! against it when the curriculum re-binds the reference; each round has its own steps,
+//! checkpoints (`01-dpo-r02-step000080`) and resume point. A stage of one run is the same code
+//! with one unit.
 
 mod contrast;
+mod pretrain;
+mod rounds;
 mod score;
 mod sft;
 
 use super::args::Call;
 use super::build::{self, Builder};
-use super::models::{Limits, ModelRef, ModelStore, StageOutput};
+use super::curricula::{self, CurriculumSpec};
+use super::evals::{self, Eval};
+use super::models::{Limits, ModelRef, ModelStore};
 use super::settings::{OptimizerPolicy, TrainSettings};
 use super::ExecError;
 use crate::artifact::RunDir;
@@ -29,11 +39,9 @@ use crate::checkpoint::Checkpoint;
 use crate::data::jsonl;
 use crate::data::Dataset;
 use crate::model::{self, CausalLm, Tokenizer};
-use crate::optim::AdamW;
 use crate::progress::Progress;
-use crate::train::{self, Evaluator, ExactMatch, Models, Resume, RunContext, StageParts, StageSummary};
-use recipe_compiler::program::{DeclKind, Program, Step, Value};
-use std::path::Path;
+use crate::train::{StageParts, StageSummary};
+use recipe_compiler::program::{Program, Step, Value};
 
 /// A stage builtin this runtime executes.
 pub(super) struct StageKind {
@@ -55,6 +63,7 @@ pub(super) enum Bind {
 /// Every stage kind the runtime executes.
 pub(super) const STAGE_KINDS: &[StageKind] = &[
     StageKind { name: "sft", bind: Bind::Train(sft::bind) },
+    StageKind { name: "pretrain", bind: Bind::Train(pretrain::bind) },
     StageKind { name: "score", bind: Bind::Transform(score::bind) },
     StageKind { name: "contrast_pairs", bind: Bind::Transform(contrast::bind) },
 ];
@@ -91,6 +100,62 @@ impl Binding<'_, '_> {
         let r = ModelRef::of(self.call.get(arg)?)?;
         self.models.limits(self.builder, &r)
     }
+
+    /// The stage's `curriculum` argument, decoded against its `data` (for a stage of
+    /// `settings.steps` steps): any curriculum serves any stage kind over any row type.
+    ///
+    /// Errors: the curriculum's, at its arguments.
+    pub fn curriculum(&self, data: &Dataset, settings: &TrainSettings) -> Result<CurriculumSpec, ExecError> {
+        let call = self.call.nested("curriculum")?;
+        curricula::bind(&call, self.stage, data, self.builder.seed, settings.steps, &self.builder.functions)
+    }
+
+    /// How the stage's steps are split when `curriculum` trains in rounds: the written `steps`
+    /// evenly over the rounds (the first `steps % rounds` rounds one step more), each capped by
+    /// `--max-steps` (a smoke test runs every round); `None` for a stage of one run.
+    ///
+    /// Errors: `ExecError::Config` at `steps` when there are fewer steps than rounds, and at
+    /// `lr` or `weight_decay` when a schedule leaves its domain over a round's steps.
+    pub fn round_plan(
+        &self,
+        curriculum: &CurriculumSpec,
+        settings: &TrainSettings,
+    ) -> Result<Option<RoundPlan>, ExecError> {
+        let Some(rounds) = curriculum.rounds() else { return Ok(None) };
+        let (written, count) = (self.call.count("steps")?, u64::from(rounds.count));
+        if written < count {
+            let message = format!("is {written}: the curriculum trains {count} rounds, each needs at least one step");
+            return Err(self.call.invalid("steps", message));
+        }
+        let steps = split_steps(written, count, self.max_steps);
+        for &total in &steps {
+            for (arg, schedule) in [("lr", &settings.lr), ("weight_decay", &settings.weight_decay)] {
+                if let Some((step, value)) = schedule.first_out_of_domain(total) {
+                    let message = format!(
+                        "is {value} at step = {step} of a round's total = {total}: it must be finite and not negative"
+                    );
+                    return Err(self.call.invalid(arg, message));
+                }
+            }
+        }
+        Ok(Some(RoundPlan { steps, rebind_reference: rounds.rebind_reference }))
+    }
+}
+
+/// `steps` split over `count` rounds as evenly as whole steps allow (the first `steps % count`
+/// rounds one more), each capped by `max_steps`.
+fn split_steps(steps: u64, count: u64, max_steps: Option<u64>) -> Vec<u64> {
+    let cap = max_steps.unwrap_or(u64::MAX);
+    (0..count).map(|r| (steps / count + u64::from(r < steps % count)).min(cap)).collect()
+}
+
+/// A stage that runs in rounds: the steps of each, and whether round r > 0 scores against
+/// round r − 1's model in place of the stage's reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct RoundPlan {
+    pub steps: Vec<u64>,
+    /// A no-op for a stage without a reference (`sft`, `pretrain`): there is none to re-bind.
+    pub rebind_reference: bool,
 }
 
 /// A stage whose arguments are decoded and validated.
@@ -100,8 +165,11 @@ pub(super) struct Bound {
     /// The frozen model its objective scores against, if any.
     pub reference: Option<ModelRef>,
     pub settings: TrainSettings,
-    /// Builds the stage's parts, fresh (a checkpoint's state is restored into them).
-    pub parts: Box<dyn Fn() -> Result<StageParts, ExecError>>,
+    /// Set when the stage's curriculum trains in rounds.
+    pub rounds: Option<RoundPlan>,
+    /// Builds the stage's parts for a round (0 for a stage of one run), fresh (a checkpoint's
+    /// state is restored into them).
+    pub parts: Box<dyn Fn(u32) -> Result<StageParts, ExecError>>,
 }
 
 /// A stage that trains nothing: it reads a model and produces data (`score`, `contrast_pairs`).
@@ -165,7 +233,7 @@ pub(super) fn prepare<'p>(
     models: &mut ModelStore,
     max_steps: Option<u64>,
 ) -> Result<(Vec<Prepared>, Vec<Eval>), ExecError> {
-    let evals = prepare_evals(program, builder)?;
+    let evals = evals::prepare(program, builder)?;
     let eval_every = evals.iter().map(|e| e.every).filter(|&e| e > 0).min();
     let eval_on_start = matches!(program.header_field("eval_on_start"), Some(Value::Bool(true)));
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -207,17 +275,22 @@ pub(super) fn prepare<'p>(
                 return Err(call.invalid("reference", message));
             }
         }
-        // Every evaluation runs during this stage on its policy: its prompts plus the
-        // generation budget must fit the model, and generation needs a prompt.
+        // Every evaluation runs during this stage on its policy: its rows must fit the model.
         for eval in &evals {
-            let budget = eval.evaluator.budget(&tok)?;
-            let what = format!("eval `{}` of stage `{}`", eval.evaluator.name(), decl.name);
-            super::check_context(&what, &eval.data, context, |p, _| Ok(tok.encode(p)?.len() + budget))
-                .and_then(|()| super::check_prompts_not_empty(&what, &eval.data, &tok))
-                .map_err(|e| e.in_recipe(program, eval.evaluator.name(), Some("dataset")))?;
+            eval.check(program, &decl.name, &tok, context)?;
         }
-        models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
-        let checkpoint_every = checkpoint_every(program, bound.settings.steps);
+        let checkpoint_every = match &bound.rounds {
+            None => {
+                models.register(&decl.name, &bound.policy, bound.reference.as_ref())?;
+                checkpoint_every(program, bound.settings.steps)
+            }
+            Some(plan) => {
+                let (policy, reference) = (&bound.policy, bound.reference.as_ref());
+                let rounds = plan.steps.len() as u32;
+                models.register_rounds(&decl.name, policy, reference, rounds, plan.rebind_reference)?;
+                checkpoint_every(program, plan.steps.iter().copied().max().unwrap_or(1))
+            }
+        };
         let training = Training { bound, eval_every, eval_on_start, checkpoint_every };
         prepared.push(Prepared { index, name, bind, reads, max_steps, work: Work::Train(training) });
     }
@@ -242,44 +315,9 @@ fn checkpoint_every(program: &Program, steps: u64) -> Option<u64> {
     }
 }
 
-/// An evaluation declared with `eval name = ...`, run during every stage.
-pub(super) struct Eval {
-    evaluator: ExactMatch,
-    /// Its rows, for errors that name one.
-    data: Dataset,
-    every: u64,
-}
-
-fn prepare_evals(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Eval>, ExecError> {
-    let mut evals = Vec::new();
-    for decl in program.decls_of(DeclKind::Eval) {
-        let call = Call::of_decl(program, &decl.name)?;
-        if call.name != "accuracy" {
-            let e = ExecError::Unsupported(format!("eval `{}` of kind `{}`", decl.name, call.name));
-            return Err(call.locate(e, None));
-        }
-        let data = builder.dataset(call.get("dataset")?).map_err(|e| call.locate(e, Some("dataset")))?;
-        let max_tokens = call.count("max_tokens")? as usize;
-        if max_tokens == 0 {
-            return Err(call.invalid("max_tokens", "must be at least 1"));
-        }
-        if data.column("completion").is_none() && data.column("answer").is_none() {
-            let message = format!("`accuracy` needs a `completion` or `answer` field; the rows have {}", fields(&data));
-            return Err(call.locate(ExecError::Config(message), Some("dataset")));
-        }
-        let evaluator = ExactMatch::new(&decl.name, &data, 64)?.max_tokens(max_tokens);
-        evals.push(Eval { evaluator, data, every: call.count("every")? });
-    }
-    Ok(evals)
-}
-
-/// `` `prompt`, `level` `` for a message.
-fn fields(data: &Dataset) -> String {
-    data.columns.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
-}
-
-/// Runs the prepared stages in order. With `resume`, stages finished before it are restored
-/// from their final checkpoints and the stage it belongs to continues from it.
+/// Runs the prepared stages in order (a stage in rounds, round by round). With `resume`, stages
+/// (and rounds) finished before it are restored from their final checkpoints where a later stage
+/// reads them, and the one it belongs to continues from it.
 pub(super) fn execute(
     stages: &[Prepared],
     evals: &[Eval],
@@ -289,12 +327,12 @@ pub(super) fn execute(
     progress: &mut dyn Progress,
     resume: Option<Checkpoint>,
 ) -> Result<Vec<(String, StageSummary)>, ExecError> {
-    let device = builder.device.clone();
     let mut summaries = Vec::new();
     let resume_at = resume.as_ref().map(|c| c.state.stage_index);
+    // Finished: before the resume point, or the stage it belongs to with its last round done.
     let finished = |stage: &Prepared| {
         resume_at.is_some_and(|at| stage.index < at)
-            || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.complete())
+            || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.stage_complete())
     };
     for stage in stages {
         let done = finished(stage);
@@ -315,56 +353,18 @@ pub(super) fn execute(
             }
             Work::Train(training) => training,
         };
-        let bound = &training.bound;
-        let mut cfg = bound.settings.loop_config(&stage.name, stage.index);
-        cfg.eval_every = training.eval_every;
-        cfg.checkpoint_every = training.checkpoint_every;
-        cfg.eval_on_start = training.eval_on_start;
-        // A stage that finished before the resume point: restore its output and move on.
-        if done {
-            models.skip(&bound.policy);
-            bound.reference.iter().for_each(|r| models.skip(r));
-            // Only an output a later stage starts from or scores against is read back.
-            if models.is_read_later(&stage.name) {
-                let ck = final_checkpoint(&run.checkpoints(), stage)?;
-                let model = ck.load_model(&device)?;
-                let mut optim = AdamW::new(model.params(), cfg.adam)?;
-                optim.load_state(&ck.load_moments(&device)?, ck.state.optimizer_steps)?;
-                progress.note(&format!("stage `{}` restored from {}", stage.name, ck.dir.display()));
-                models.finish(&stage.name, StageOutput { model, optim });
-            }
-            models.release_unread();
-            continue;
-        }
-        let resuming = resume.as_ref().filter(|c| c.state.stage_index == stage.index);
-        let (model, mut optim, state) = match resuming {
-            Some(ck) => {
-                models.skip(&bound.policy);
-                let model = ck.load_model(&device)?;
-                let optim = AdamW::new(model.params(), cfg.adam)?;
-                (model, optim, Some(Resume::from_checkpoint(ck, &device)?))
-            }
-            None => {
-                let (model, previous) = models.start(builder, &bound.policy)?;
-                let mut optim = AdamW::new(model.params(), cfg.adam)?;
-                if let (OptimizerPolicy::Keep, Some(previous)) = (bound.settings.optimizer, previous) {
-                    let moments = previous.state_tensors()?.into_iter().collect();
-                    optim.load_state(&moments, previous.steps())?;
-                }
-                (model, optim, None)
-            }
+        // Every unit (the stage, or each round) before the resume point is restored, not trained.
+        let training = rounds::Training {
+            index: stage.index,
+            name: &stage.name,
+            bound: &training.bound,
+            eval_every: training.eval_every,
+            eval_on_start: training.eval_on_start,
+            checkpoint_every: training.checkpoint_every,
         };
-        // The reference is rebuilt from what it names, also on resume.
-        let reference = bound.reference.as_ref().map(|r| models.frozen(builder, r)).transpose()?;
-        models.release_unread();
-        let mut parts = (bound.parts)()?;
-        let mut evaluators: Vec<Box<dyn Evaluator>> =
-            evals.iter().map(|e| Box::new(e.evaluator.clone()) as Box<dyn Evaluator>).collect();
-        let mut ctx = RunContext { run, progress };
-        let roles = Models { policy: &model, reference: reference.as_ref() };
-        let summary = train::run_stage(&roles, &mut optim, &mut parts, &cfg, &mut evaluators, &mut ctx, state)?;
-        summaries.push((stage.name.clone(), summary));
-        models.finish(&stage.name, StageOutput { model, optim });
+        if let Some(summary) = rounds::train(&training, evals, builder, models, run, progress, resume.as_ref())? {
+            summaries.push((stage.name.clone(), summary));
+        }
     }
     Ok(summaries)
 }
@@ -421,30 +421,6 @@ fn run_transform(
     Ok(())
 }
 
-/// The last checkpoint a finished stage wrote.
-fn final_checkpoint(checkpoints: &Path, stage: &Prepared) -> Result<Checkpoint, ExecError> {
-    let prefix = format!("{:02}-{}-step", stage.index, stage.name);
-    let mut best: Option<Checkpoint> = None;
-    let entries = std::fs::read_dir(checkpoints).map_err(|e| ExecError::io(checkpoints, e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| ExecError::io(checkpoints, e))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with(&prefix) && !name.contains(".tmp-") {
-            let ck = Checkpoint::open(&path)?;
-            if ck.state.complete() && best.as_ref().is_none_or(|b| ck.state.step > b.state.step) {
-                best = Some(ck);
-            }
-        }
-    }
-    best.ok_or_else(|| {
-        ExecError::Input(format!(
-            "cannot resume: no final checkpoint of stage `{}` in {}",
-            stage.name,
-            checkpoints.display()
-        ))
-    })
-}
-
 /// Refuses rows of `data` whose prompt, completion and EOS need more positions than
 /// `context` (the rule [`model::training_positions`] states).
 pub(super) fn check_training_rows(
@@ -454,4 +430,18 @@ pub(super) fn check_training_rows(
     context: usize,
 ) -> Result<(), ExecError> {
     super::check_context(what, data, context, |p, c| model::training_positions(tok, p, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_steps;
+
+    #[test]
+    fn rounds_split_the_steps_evenly_and_each_is_capped() {
+        assert_eq!(split_steps(240, 3, None), [80, 80, 80]);
+        assert_eq!(split_steps(7, 3, None), [3, 2, 2]);
+        assert_eq!(split_steps(3, 3, None), [1, 1, 1]);
+        assert_eq!(split_steps(240, 3, Some(2)), [2, 2, 2], "--max-steps caps each round");
+        assert_eq!(split_steps(7, 3, None).iter().sum::<u64>(), 7);
+    }
 }

@@ -1,9 +1,10 @@
-//! `uniform()`: shuffled epochs over every row, the control of every curriculum.
+//! `uniform()`: shuffled epochs over every row, the control of every curriculum; also shuffled
+//! epochs over a subset of the rows (one bucket of an exclusive `buckets` round).
 //!
-//! Invariants: epoch `e`'s order is a pure function of (seed, stage, e) — the stream
-//! `Rng::derive(seed, "stage/<stage>/shuffle/<e>")` — so the whole resumable state is
-//! `(epoch, position)`; a batch that runs past the end of an epoch continues into the next, so
-//! every batch is full.
+//! Invariants: epoch `e`'s order is a pure function of (seed, stream, e) — the stream
+//! `Rng::derive(seed, "<stream>/<e>")`, `stage/<stage>/shuffle` for all rows — so the whole
+//! resumable state is `(epoch, position)`; a batch that runs past the end of an epoch continues
+//! into the next, so every batch is full.
 
 use super::Curriculum;
 use crate::rng::Rng;
@@ -12,9 +13,11 @@ use serde_json::{json, Value};
 
 /// Uniform random order: each epoch a fresh seeded permutation of the rows.
 pub struct Uniform {
-    stage: String,
+    /// The name of the shuffle streams, without the epoch.
+    stream: String,
     seed: u64,
-    rows: usize,
+    /// The rows drawn from: row indices of the stage's dataset.
+    rows: Vec<usize>,
     epoch: u64,
     pos: usize,
     order: Vec<usize>,
@@ -25,18 +28,31 @@ impl Uniform {
     ///
     /// Errors: `TrainError::Config` when there are no rows to draw from.
     pub fn new(stage: &str, rows: usize, seed: u64) -> Result<Uniform, TrainError> {
-        if rows == 0 {
-            return Err(TrainError::Config { stage: stage.to_string(), message: "its dataset has no rows".into() });
+        Uniform::over(stage, format!("stage/{stage}/shuffle"), (0..rows).collect(), seed)
+    }
+
+    /// Shuffled epochs over the dataset rows `rows` of stage `stage`, from the streams named
+    /// `stream`.
+    ///
+    /// Errors: `TrainError::Config` when `rows` is empty.
+    pub fn over(stage: &str, stream: String, rows: Vec<usize>, seed: u64) -> Result<Uniform, TrainError> {
+        if rows.is_empty() {
+            return Err(TrainError::Config { stage: stage.to_string(), message: "it has no rows to draw from".into() });
         }
-        let mut uniform = Uniform { stage: stage.to_string(), seed, rows, epoch: 0, pos: 0, order: Vec::new() };
+        let mut uniform = Uniform { stream, seed, rows, epoch: 0, pos: 0, order: Vec::new() };
         uniform.order = uniform.epoch_order(0);
         Ok(uniform)
     }
 
     fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.rows).collect();
-        Rng::derive(self.seed, &format!("stage/{}/shuffle/{epoch}", self.stage)).shuffle(&mut order);
+        let mut order = self.rows.clone();
+        Rng::derive(self.seed, &format!("{}/{epoch}", self.stream)).shuffle(&mut order);
         order
+    }
+
+    /// Completed epochs, and rows drawn from the current one.
+    pub(super) fn position(&self) -> (u64, usize) {
+        (self.epoch, self.pos)
     }
 }
 
@@ -64,8 +80,8 @@ impl Curriculum for Uniform {
         let (Some(epoch), Some(pos)) = (field("epoch"), field("position")) else {
             return Err(format!("expected {{epoch, position}}, found {state}"));
         };
-        if pos as usize > self.rows {
-            return Err(format!("position {pos} is past the dataset's {} rows", self.rows));
+        if pos as usize > self.rows.len() {
+            return Err(format!("position {pos} is past the {} rows drawn from", self.rows.len()));
         }
         self.epoch = epoch;
         self.pos = pos as usize;

@@ -1,0 +1,156 @@
+//! Evaluations (`eval name = accuracy(...)`): the table of evaluation builtins this runtime
+//! executes, each decoded once into an [`Eval`] that every training stage runs on its policy,
+//! and checked against each stage's model before any compute (the rows fit its context).
+//!
+//! A kind is a row of [`EVALS`]: the builtin's name and its binding. `accuracy` generates
+//! (greedy exact match); `pair_accuracy` and `loss_on` read log-probabilities of the rows as
+//! training does (`prompt ‖ response ‖ EOS`).
+
+use super::args::Call;
+use super::build::Builder;
+use super::ExecError;
+use crate::data::Dataset;
+use crate::model::{self, Tokenizer};
+use crate::train::{Evaluator, ExactMatch, LossOn, PairAccuracy};
+use recipe_compiler::program::{DeclKind, Program};
+
+/// Rows an evaluation scores per forward pass.
+const EVAL_BATCH: usize = 64;
+
+/// An evaluation builtin this runtime executes.
+pub(super) struct EvalKind {
+    pub name: &'static str,
+    /// Decodes a call of it (named `name` in the recipe) over its built dataset.
+    pub bind: fn(&str, &Call<'_>, &Dataset) -> Result<Scorer, ExecError>,
+}
+
+/// Every evaluation builtin the runtime executes.
+pub(super) const EVALS: &[EvalKind] = &[
+    EvalKind { name: "accuracy", bind: accuracy },
+    EvalKind { name: "pair_accuracy", bind: pair_accuracy },
+    EvalKind { name: "loss_on", bind: loss_on },
+];
+
+/// A decoded evaluation's scorer.
+#[derive(Clone)]
+pub(super) enum Scorer {
+    Accuracy(ExactMatch),
+    PairAccuracy(PairAccuracy),
+    LossOn(LossOn),
+}
+
+/// An evaluation declared with `eval name = ...`, run during every stage.
+pub(super) struct Eval {
+    /// The declaration's name (what metrics lines file its results under).
+    pub name: String,
+    scorer: Scorer,
+    /// Its rows, for errors that name one.
+    data: Dataset,
+    /// Evaluate every this many steps (0: only at the end of each stage).
+    pub every: u64,
+}
+
+impl Eval {
+    /// A fresh evaluator for one stage (or round).
+    pub fn evaluator(&self) -> Box<dyn Evaluator> {
+        match &self.scorer {
+            Scorer::Accuracy(e) => Box::new(e.clone()),
+            Scorer::PairAccuracy(e) => Box::new(e.clone()),
+            Scorer::LossOn(e) => Box::new(e.clone()),
+        }
+    }
+
+    /// Refuses rows this evaluation cannot score on stage `stage`'s model (tokenizer `tok`,
+    /// `context` positions), naming the first: generation needs a prompt token and room for its
+    /// budget; log-probabilities need each response with its prompt and EOS to fit.
+    pub fn check(&self, program: &Program, stage: &str, tok: &Tokenizer, context: usize) -> Result<(), ExecError> {
+        let what = format!("eval `{}` of stage `{stage}`", self.name);
+        let data = &self.data;
+        let checked = match &self.scorer {
+            Scorer::Accuracy(e) => {
+                let budget = e.budget(tok)?;
+                super::check_context(&what, data, context, |p, _| Ok(tok.encode(p)?.len() + budget))
+                    .and_then(|()| super::check_prompts_not_empty(&what, data, tok))
+            }
+            Scorer::LossOn(_) => {
+                super::check_context(&what, data, context, |p, c| model::training_positions(tok, p, c))
+            }
+            Scorer::PairAccuracy(_) => check_pairs(&what, data, tok, context),
+        };
+        checked.map_err(|e| e.in_recipe(program, &self.name, Some("dataset")))
+    }
+}
+
+/// Refuses a pair whose prompt and either response, with EOS, need more than `context`
+/// positions.
+fn check_pairs(what: &str, data: &Dataset, tok: &Tokenizer, context: usize) -> Result<(), ExecError> {
+    let (prompts, chosen, rejected) = (data.strings("prompt")?, data.strings("chosen")?, data.strings("rejected")?);
+    for row in 0..data.len() {
+        for (side, response) in [("chosen", &chosen[row]), ("rejected", &rejected[row])] {
+            let len = model::training_positions(tok, &prompts[row], response)?;
+            if len > context {
+                return Err(ExecError::Config(format!(
+                    "{what}: {} needs {len} positions (prompt, {side} response and EOS) but the model has \
+                     {context} (its `context` / max_position_embeddings); leave out such rows, or use a longer context",
+                    data.row_name(row)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes every `eval` declaration of `program`, building its dataset.
+///
+/// Errors: `ExecError::Unsupported` at the declaration for an evaluation this runtime does not
+/// execute; the builds' errors and the kinds' own, at their arguments.
+pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Vec<Eval>, ExecError> {
+    let mut evals = Vec::new();
+    for decl in program.decls_of(DeclKind::Eval) {
+        let call = Call::of_decl(program, &decl.name)?;
+        let Some(kind) = EVALS.iter().find(|k| k.name == call.name) else {
+            let e = ExecError::Unsupported(format!("eval `{}` of kind `{}`", decl.name, call.name));
+            return Err(call.locate(e, None));
+        };
+        let data = builder.dataset(call.get("dataset")?).map_err(|e| call.locate(e, Some("dataset")))?;
+        let scorer = (kind.bind)(&decl.name, &call, &data)?;
+        evals.push(Eval { name: decl.name.clone(), scorer, data, every: call.count("every")? });
+    }
+    Ok(evals)
+}
+
+/// `` `prompt`, `level` `` for a message.
+fn fields(data: &Dataset) -> String {
+    data.columns.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Refuses `data` without one of the String `fields` (alternatives: any one of a group).
+fn needs(call: &Call<'_>, data: &Dataset, groups: &[&[&str]]) -> Result<(), ExecError> {
+    for group in groups {
+        if !group.iter().any(|f| data.column(f).is_some()) {
+            let wanted = group.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" or ");
+            let message = format!("`{}` needs a {wanted} field; the rows have {}", call.name, fields(data));
+            return Err(call.locate(ExecError::Config(message), Some("dataset")));
+        }
+    }
+    Ok(())
+}
+
+fn accuracy(name: &str, call: &Call<'_>, data: &Dataset) -> Result<Scorer, ExecError> {
+    let max_tokens = call.count("max_tokens")? as usize;
+    if max_tokens == 0 {
+        return Err(call.invalid("max_tokens", "must be at least 1"));
+    }
+    needs(call, data, &[&["prompt"], &["completion", "answer"]])?;
+    Ok(Scorer::Accuracy(ExactMatch::new(name, data, EVAL_BATCH)?.max_tokens(max_tokens)))
+}
+
+fn pair_accuracy(name: &str, call: &Call<'_>, data: &Dataset) -> Result<Scorer, ExecError> {
+    needs(call, data, &[&["prompt"], &["chosen"], &["rejected"]])?;
+    Ok(Scorer::PairAccuracy(PairAccuracy::new(name, data, EVAL_BATCH)?))
+}
+
+fn loss_on(name: &str, call: &Call<'_>, data: &Dataset) -> Result<Scorer, ExecError> {
+    needs(call, data, &[&["prompt"], &["completion"]])?;
+    Ok(Scorer::LossOn(LossOn::new(name, data, EVAL_BATCH)?))
+}

@@ -681,6 +681,120 @@ fn score_stages_keep_a_share_of_the_rows_by_their_measure_and_feed_later_stages(
     let _ = std::fs::remove_dir_all(&run);
 }
 
+/// `synth.addition` → `perturb` → `contrast_pairs` → SFT on the pairs: every row's chosen response
+/// is its reference answer and its rejected one the policy's greedy answer to the perturbed prompt;
+/// the pairs are in the run folder and the lock, the run replays, and a resumed run recomputes
+/// them. A second run whose reference answers are the first run's greedy answers (every other
+/// row, with trailing whitespace) drops exactly those rows as agreeing.
+#[test]
+fn contrast_pairs_stages_pair_reference_answers_with_greedy_answers_to_perturbed_prompts() {
+    let run = scratch("contrast");
+    let out = recipe(&["run", "tests/e2e/contrast.recipe", "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let whole = trace(&run);
+    let events: Vec<&Value> = whole.iter().filter(|l| l["event"] == "contrast_pairs").collect();
+    assert_eq!(events.len(), 1, "{whole:?}");
+    let event = events[0];
+    assert_eq!((event["stage"].as_str(), event["rows"].as_u64()), (Some("pairs"), Some(40)), "{event}");
+    let pairs = data_rows(&run, "00-pairs");
+    let dropped = event["dropped_agreeing"].as_u64().unwrap();
+    assert_eq!(pairs.len() as u64, event["pairs"].as_u64().unwrap());
+    assert_eq!(pairs.len() as u64 + dropped, 40);
+    let text = |r: &Value, f: &str| r[f].as_str().unwrap_or_else(|| panic!("`{f}` in {r}")).to_string();
+    for row in &pairs {
+        assert_eq!(text(row, "chosen"), text(row, "completion"), "{row}");
+        assert_ne!(text(row, "rejected").trim(), text(row, "chosen").trim(), "{row}");
+        assert_ne!(text(row, "perturbed"), text(row, "prompt"), "the input's fields are kept: {row}");
+    }
+    assert_eq!(whole.last().and_then(|l| l["step"].as_u64()), Some(4), "the SFT stage trained on the pairs");
+    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
+    let generated = lock["generated"].as_array().expect("generated data in the lock");
+    assert_eq!(generated.len(), 1);
+    assert_eq!(generated[0]["path"], "data/00-pairs.jsonl");
+    let bytes = std::fs::metadata(run.join("data/00-pairs.jsonl")).unwrap().len();
+    assert_eq!(generated[0]["bytes"].as_u64(), Some(bytes));
+
+    let out = recipe(&["verify", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&out), 0, "the pairs replay: {}", stderr(&out));
+
+    // A crash after the SFT stage's first checkpoint: the resumed stage needs the pairs again
+    // (generated, not logged twice) and ends where the uninterrupted run ended.
+    let weights = |run: &Path| std::fs::read(run.join("checkpoints/01-train-step000004/model/model.safetensors"));
+    let final_weights = weights(&run).expect("final checkpoint");
+    for step in 2..=4 {
+        std::fs::remove_dir_all(run.join(format!("checkpoints/01-train-step{step:06}"))).expect("checkpoint");
+    }
+    let mut unfinished = lock.clone();
+    unfinished.as_object_mut().unwrap().remove("final");
+    std::fs::write(run.join("recipe.lock"), unfinished.to_string()).unwrap();
+    let out = recipe(&["run", "--resume", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(trace(&run), whole, "the resumed trace");
+    assert_eq!(weights(&run).unwrap(), final_weights, "the resumed weights");
+    assert_eq!(data_rows(&run, "00-pairs"), pairs, "the pairs file is not rewritten differently");
+
+    // The same policy on rows whose reference answer is, for every other row, its greedy answer.
+    assert_eq!(dropped, 0, "an untrained policy does not answer sums: {pairs:?}");
+    let dir = scratch("contrast-agreeing");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let rows: Vec<String> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let completion = if i % 2 == 0 { format!("{} ", text(r, "rejected")) } else { text(r, "chosen") };
+            serde_json::json!({"prompt": text(r, "prompt"), "completion": completion, "perturbed": text(r, "perturbed")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(dir.join("rows.jsonl"), rows.join("\n") + "\n").expect("write");
+    std::fs::write(
+        dir.join("agree.recipe"),
+        "recipe \"agree\" { seed = 4 }\nmodel policy = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 24)\n\
+         data rows: Dataset[{prompt: String, completion: String, perturbed: String}] = jsonl(\"rows.jsonl\")\n\
+         stage pairs = contrast_pairs(policy, rows, perturbed = |r| r.perturbed, max_tokens = 8)\nrun pairs\n",
+    )
+    .expect("write");
+    let again = dir.join("run");
+    let out = recipe(&["run", dir.join("agree.recipe").to_str().unwrap(), "--quiet", "--out", again.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let event = trace(&again).into_iter().find(|l| l["event"] == "contrast_pairs").expect("an event line");
+    assert_eq!((event["pairs"].as_u64(), event["dropped_agreeing"].as_u64()), (Some(20), Some(20)), "{event}");
+    let kept = data_rows(&again, "00-pairs");
+    let odd: Vec<String> = pairs.iter().skip(1).step_by(2).map(|r| text(r, "rejected")).collect();
+    assert_eq!(kept.iter().map(|r| text(r, "rejected")).collect::<Vec<_>>(), odd, "the same greedy answers");
+    let _ = std::fs::remove_dir_all(&run);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A perturbed prompt that does not fit the policy's context with `max_tokens` new tokens is
+/// refused before compute, naming its row, at the `perturbed` argument.
+#[test]
+fn contrast_pairs_stages_refuse_prompts_that_do_not_fit() {
+    let out = recipe(&["check", "tests/e2e/contrast.recipe", "--strict"]);
+    assert_eq!(code(&out), 0, "contrast_pairs is executable: {}", stderr(&out));
+    let dir = scratch("contrast-long");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("long.recipe");
+    std::fs::write(
+        &file,
+        "recipe \"l\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2, context = 12)\n\
+         data d = perturb(synth.addition(count = 32), seed = 1)\n\
+         stage s = contrast_pairs(m, d, perturbed = |r| r.perturbed, max_tokens = 8)\nrun s\n",
+    )
+    .expect("write");
+    let run = dir.join("run");
+    let out = recipe(&["run", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    // The message as one line, without the frame miette wraps it in.
+    let message = err.split_whitespace().filter(|w| *w != "│").collect::<Vec<_>>().join(" ");
+    assert!(message.contains("stage `s`: row 0 of perturb(synth.addition"), "{err}");
+    assert!(message.contains("needs 14 positions (a perturbed prompt of 6 tokens"), "{err}");
+    assert!(err.contains("long.recipe:4:44"), "at the `perturbed` argument: {err}");
+    assert!(!run.exists(), "nothing is written before the recipe is accepted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What a score stage cannot use is refused before compute: `keep` outside (0, 1] by `check`,
 /// a measure reading fields the rows lack by `run`, at the argument.
 #[test]

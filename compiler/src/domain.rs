@@ -1,7 +1,8 @@
 //! The domains of builtins' numeric arguments, checked where a recipe's value is known at
-//! compile time, so that `batch = 0`, `steps = -5`, `keep = 1.5` or `dpo(beta = -0.1)` are
-//! `recipe check` errors at the argument (`recipe::call::domain`), not runtime failures. A
-//! value computed at run time (a schedule) is checked by the runtime when it binds the stage.
+//! compile time, so that `batch = 0`, `steps = -5`, `keep = 1.5`, `dpo(beta = -0.1)` or
+//! `dapo(eps_low = 1.5)` are `recipe check` errors at the argument (`recipe::call::domain`),
+//! not runtime failures. A value computed at run time (a schedule) is checked by the runtime
+//! when it binds the stage.
 
 use crate::program::Value;
 
@@ -118,17 +119,34 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("exo", &[("eps", NOISE)]),
     ("discopop", &[("tau", POSITIVE)]),
     ("ld_dpo", &[("alpha", UNIT)]),
+    // Policy-gradient losses: `beta` (the KL weight) may be 0, TRL's default.
+    ("grpo_loss", CLIPPED),
+    ("bnpo", CLIPPED),
+    ("dr_grpo", CLIPPED),
+    ("dapo", CLIPPED),
+    ("luspo", CLIPPED),
+    ("cispo", &[("beta", NON_NEGATIVE), ("eps_high", NON_NEGATIVE)]),
+    ("sapo", &[("beta", NON_NEGATIVE), ("temperature_pos", POSITIVE), ("temperature_neg", POSITIVE)]),
+    ("vespo", &[("beta", NON_NEGATIVE)]),
 ];
 
+/// The parameters of the clipped policy-gradient losses (`grpo_loss`, `dapo`, ...).
+const CLIPPED: &[(&str, Domain)] =
+    &[("beta", NON_NEGATIVE), ("eps_low", DECAY), ("eps_high", NON_NEGATIVE), ("ratio_cap", NON_NEGATIVE)];
+
 /// The domain of argument `param` of `callee` (as users write it: `synth.addition`), if it has
-/// one. `is_stage` says whether the callee is a training stage kind.
+/// one: its own table's, else, for a function returning a loss (`is_loss`), a positive `beta`,
+/// else the training stages' shared settings.
 pub fn of(callee: &str, param: &str, is_loss: bool) -> Option<Domain> {
+    let own = DOMAINS.iter().find(|(n, _)| *n == callee).and_then(|(_, ds)| ds.iter().find(|(p, _)| *p == param));
+    if let Some((_, d)) = own {
+        return Some(*d);
+    }
     if is_loss && param == "beta" {
         return Some(POSITIVE);
     }
-    let own = DOMAINS.iter().find(|(n, _)| *n == callee).and_then(|(_, ds)| ds.iter().find(|(p, _)| *p == param));
     let training = TRAINING_STAGES.contains(&callee);
-    own.or_else(|| training.then(|| TRAINING.iter().find(|(p, _)| *p == param)).flatten()).map(|(_, d)| *d)
+    training.then(|| TRAINING.iter().find(|(p, _)| *p == param)).flatten().map(|(_, d)| *d)
 }
 
 /// A constant number's value (an Int or a Float), if `v` is one.
@@ -154,6 +172,8 @@ mod tests {
         assert_eq!(FRACTION.describe(), "in (0, 1]");
         assert_eq!(of("sft", "batch", false).map(|d| d.describe()), Some("at least 1".into()));
         assert_eq!(of("dpo", "beta", true).map(|d| d.describe()), Some("positive".into()));
+        assert_eq!(of("dapo", "beta", true).map(|d| d.describe()), Some("at least 0".into()));
+        assert_eq!(of("grpo_loss", "eps_low", true).map(|d| d.describe()), Some("in [0, 1)".into()));
         assert!(of("sft", "lr", false).is_none());
     }
 

@@ -413,9 +413,26 @@ const SHAPE_HELP: &str = "a loss's values are per pair or prompt [G], per respon
 reduce tokens with `sum_per_seq`/`mean_per_seq` and responses with `sum_per_group`/`mean_per_group`, \
 or spread a value with `per_seq` ([G] -> [B]) and `per_token` ([B] -> [B, T])";
 
-/// The shape of each Tensor field of the batch records a loss reads (`PrefBatch` in
-/// `stdlib/builtins.recipe`): per pair or prompt (`Group`), per sequence (`Seq`), per token
-/// (`Token`). A test holds this table to the records' fields.
+/// The builtins that exist only on Tensors (reductions, broadcasts, `sort`, `stop_gradient`,
+/// `greater`): a call of one is a node even when its arguments are constants.
+const TENSOR_BUILTINS: &[&str] = &[
+    "mean",
+    "sum",
+    "sum_per_seq",
+    "mean_per_seq",
+    "sum_per_group",
+    "mean_per_group",
+    "per_token",
+    "per_seq",
+    "sort",
+    "stop_gradient",
+    "greater",
+];
+
+/// The shape of each Tensor field of the batch records a loss reads (`PrefBatch` and
+/// `RolloutBatch` in `stdlib/builtins.recipe`): per pair or prompt (`Group`), per sequence
+/// (`Seq`), per token (`Token`). A field both records have has one shape. A test holds this
+/// table to the records' fields.
 pub const BATCH_FIELDS: &[(&str, Shape)] = &[
     ("policy_chosen", Shape::Group),
     ("policy_rejected", Shape::Group),
@@ -432,6 +449,11 @@ pub const BATCH_FIELDS: &[(&str, Shape)] = &[
     ("token_logps", Shape::Token),
     ("ref_token_logps", Shape::Token),
     ("position", Shape::Token),
+    // RolloutBatch (`len`, `token_logps` and `ref_token_logps` are shared with PrefBatch).
+    ("advantage", Shape::Seq),
+    ("reward", Shape::Seq),
+    ("truncated", Shape::Seq),
+    ("old_token_logps", Shape::Token),
 ];
 
 /// The shape of the batch's Tensor field `name` (`Seq` for a field the table lacks, which the
@@ -591,6 +613,7 @@ impl Tensor<'_, '_, '_> {
             ("min", [x, y]) => Node::Binary(BinaryOp::Min, *x, *y),
             ("max", [x, y]) => Node::Binary(BinaryOp::Max, *x, *y),
             ("pow", [x, y]) => Node::Binary(BinaryOp::Pow, *x, *y),
+            ("greater", [x, y]) => Node::Binary(BinaryOp::Greater, *x, *y),
             ("clamp", [x, lo, hi]) => match self.add(Node::Binary(BinaryOp::Max, *x, *lo), at) {
                 Some(m) => Node::Binary(BinaryOp::Min, m, *hi),
                 None => return TV::C(CVal::Error),
@@ -630,7 +653,9 @@ impl Tensor<'_, '_, '_> {
             TKind::CallFn(id, args) => inline(self, *id, call_args(args, env)),
             TKind::CallExtern(name, args) => {
                 let vals: Vec<TV> = args.iter().map(|(_, _, a)| self.tx(a, env)).collect();
-                if vals.iter().all(|v| matches!(v, TV::C(_))) {
+                // A tensor builtin of constants is still a node: `sum_per_group(1.0)` counts
+                // each group's responses.
+                if vals.iter().all(|v| matches!(v, TV::C(_))) && !TENSOR_BUILTINS.contains(&name.as_str()) {
                     return TV::C(self.ev.eval(e, &constants(env)));
                 }
                 self.builtin(name, vals, Some(e))
@@ -698,16 +723,32 @@ impl Tensor<'_, '_, '_> {
 mod tests {
     use super::*;
 
-    /// `BATCH_FIELDS` lists exactly the Tensor fields of the batch records in the stdlib.
+    /// The Tensor fields of the stdlib record `name`.
+    fn tensor_fields(name: &str) -> Vec<&'static str> {
+        let builtins = recipe_stdlib::BUILTINS;
+        let start = builtins.find(&format!("type {name} = {{")).unwrap_or_else(|| panic!("{name} is declared"));
+        let body = &builtins[start..start + builtins[start..].find('}').expect("closed")];
+        body.lines().filter_map(|l| l.trim().strip_suffix(": Tensor,")).collect()
+    }
+
+    /// `BATCH_FIELDS` lists exactly the Tensor fields of the batch records in the stdlib, each
+    /// once, so a field both records have (`token_logps`, `len`) has one shape.
     #[test]
     fn the_batch_table_matches_the_batch_records() {
-        let builtins = recipe_stdlib::BUILTINS;
-        let start = builtins.find("type PrefBatch = {").expect("PrefBatch is declared");
-        let body = &builtins[start..start + builtins[start..].find('}').expect("closed")];
-        let mut fields: Vec<&str> = body.lines().filter_map(|l| l.trim().strip_suffix(": Tensor,")).collect();
-        let mut table: Vec<&str> = BATCH_FIELDS.iter().map(|(n, _)| *n).collect();
+        let (pref, rollout) = (tensor_fields("PrefBatch"), tensor_fields("RolloutBatch"));
+        for shared in ["token_logps", "ref_token_logps", "len"] {
+            assert!(pref.contains(&shared) && rollout.contains(&shared), "{shared} is in both records");
+        }
+        let mut fields: Vec<&str> = pref.into_iter().chain(rollout).collect();
         fields.sort();
+        fields.dedup();
+        let mut table: Vec<&str> = BATCH_FIELDS.iter().map(|(n, _)| *n).collect();
         table.sort();
+        let len = table.len();
+        table.dedup();
+        assert_eq!(table.len(), len, "a field is listed once");
         assert_eq!(fields, table);
+        assert_eq!(batch_field_shape("advantage"), Shape::Seq);
+        assert_eq!(batch_field_shape("old_token_logps"), Shape::Token);
     }
 }

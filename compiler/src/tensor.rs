@@ -13,7 +13,8 @@
 //!
 //! Invariants: nodes are in topological order (an operand's id is smaller than its user's);
 //! identical nodes are shared (hash-consed on the node value), so `margin(b)` used twice is
-//! computed once; operations on constants are folded; `shapes[i]` is node `i`'s shape.
+//! computed once; operations on constants are folded, and a product with a constant 0 is that
+//! 0 (broadcast to the product's shape); `shapes[i]` is node `i`'s shape.
 
 use serde::{Serialize, Serializer};
 use std::collections::HashMap;
@@ -151,6 +152,10 @@ pub enum BinaryOp {
     Pow,
     Min,
     Max,
+    /// 1 where the first operand is greater than the second, else 0 (also for NaN); no
+    /// gradient flows through it. Selects between per-sign values: SAPO's and VESPO's
+    /// `torch.where(advantages > 0, ...)`.
+    Greater,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -281,6 +286,7 @@ impl BinaryOp {
             BinaryOp::Pow => a.powf(b),
             BinaryOp::Min => a.min(b),
             BinaryOp::Max => a.max(b),
+            BinaryOp::Greater => f64::from(u8::from(a > b)),
         }
     }
 
@@ -293,6 +299,7 @@ impl BinaryOp {
             BinaryOp::Pow => "**",
             BinaryOp::Min => "min",
             BinaryOp::Max => "max",
+            BinaryOp::Greater => "greater",
         }
     }
 }
@@ -339,11 +346,20 @@ impl Builder {
                 if let (Some(x), Some(y)) = (self.constant_value(*a)?, self.constant_value(*b)?) {
                     return Ok(self.constant(op.apply(x, y)));
                 }
-                match (self.shape(*a)?, self.shape(*b)?) {
+                let shape = match (self.shape(*a)?, self.shape(*b)?) {
                     (l, r) if l == r => l,
                     (Shape::Scalar, s) | (s, Shape::Scalar) => s,
                     (left, right) => return Err(ShapeError::Elementwise { op: op.symbol(), left, right }),
+                };
+                // A product with a constant 0 is 0, of the product's shape, whatever the other
+                // operand: a term weighted by 0 is left out (and its inputs are not read), as
+                // TRL leaves out its KL term at beta = 0.
+                let zero = |x: Option<f64>| x == Some(0.0);
+                if *op == BinaryOp::Mul && (zero(self.constant_value(*a)?) || zero(self.constant_value(*b)?)) {
+                    let c = self.constant(0.0);
+                    return if shape == Shape::Scalar { Ok(c) } else { self.add(Node::Broadcast(shape, c)) };
                 }
+                shape
             }
             Node::Broadcast(to, a) => {
                 let from = self.shape(*a)?;
@@ -470,11 +486,16 @@ impl TensorFn {
         self.shapes.get(id as usize).copied().unwrap_or(Shape::Scalar)
     }
 
-    /// The batch inputs this function reads, with their shapes, in node order.
+    /// The batch inputs the output reads, with their shapes, in node order (a runtime need not
+    /// compute the others: `grpo_loss()` at `beta = 0` reads no reference log-probs).
     pub fn inputs(&self) -> Vec<(&str, Shape)> {
         self.nodes
             .iter()
-            .filter_map(|n| if let Node::Input { name, shape } = n { Some((name.as_str(), *shape)) } else { None })
+            .zip(self.live())
+            .filter_map(|(n, live)| match n {
+                Node::Input { name, shape } if live => Some((name.as_str(), *shape)),
+                _ => None,
+            })
             .collect()
     }
 
@@ -652,7 +673,9 @@ impl fmt::Display for TensorFn {
                 Node::Scalar { func, args } => write!(f, "fn#{func}({})", args.join(", ")),
                 Node::Unary(UnaryOp::Neg, a) => call(t, "-", &[*a], f),
                 Node::Unary(op, a) => call(t, op.name(), &[*a], f),
-                Node::Binary(op @ (BinaryOp::Min | BinaryOp::Max), a, b) => call(t, op.symbol(), &[*a, *b], f),
+                Node::Binary(op @ (BinaryOp::Min | BinaryOp::Max | BinaryOp::Greater), a, b) => {
+                    call(t, op.symbol(), &[*a, *b], f)
+                }
                 Node::Binary(op, a, b) => {
                     f.write_str("(")?;
                     write(t, *a, f)?;
@@ -787,6 +810,57 @@ mod tests {
         inputs.totals = Some(Totals { tokens: 1.0, sequences: 1.0, groups: 4.0 });
         assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![1.5]);
         assert_eq!(f.to_string(), "mean((sort(g) * c))");
+    }
+
+    #[test]
+    fn greater_is_one_or_zero_and_nan_is_never_greater() {
+        let mut b = Builder::default();
+        let x = input(&mut b, "x", Shape::Seq);
+        let zero = b.constant(0.0);
+        let positive = b.add(Node::Binary(BinaryOp::Greater, x, zero)).unwrap();
+        let f = b.finish(positive);
+        let inputs = EvalInputs {
+            batch: 4,
+            seq: HashMap::from([("x".to_string(), vec![1.5, 0.0, -2.0, f64::NAN])]),
+            ..Default::default()
+        };
+        assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(f.to_string(), "greater(x, 0.0)");
+        assert_eq!(BinaryOp::Greater.apply(2.0, 1.0), 1.0);
+        assert_eq!(BinaryOp::Greater.apply(1.0, f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn a_product_with_a_constant_zero_is_zero_of_its_shape_and_reads_nothing() {
+        let mut b = Builder::default();
+        let t = input(&mut b, "t", Shape::Token);
+        let s = input(&mut b, "s", Shape::Seq);
+        let zero = b.constant(0.0);
+        let minus_zero = b.constant(-0.0);
+        let off = b.add(Node::Binary(BinaryOp::Mul, zero, t)).unwrap();
+        assert_eq!(b.shape(off), Ok(Shape::Token), "the product's shape");
+        assert_eq!(b.nodes[off as usize], Node::Broadcast(Shape::Token, zero));
+        let off_too = b.add(Node::Binary(BinaryOp::Mul, t, minus_zero)).unwrap();
+        assert_eq!(off_too, off);
+        // Still shape-checked.
+        assert!(matches!(b.add(Node::Binary(BinaryOp::Mul, zero, zero)), Ok(id) if id == zero));
+        let st = b.add(Node::Broadcast(Shape::Token, s)).unwrap();
+        let sum = b.add(Node::Binary(BinaryOp::Add, st, off)).unwrap();
+        let bad = b.add(Node::Binary(BinaryOp::Add, s, off));
+        assert_eq!(bad, Err(ShapeError::Elementwise { op: "+", left: Shape::Seq, right: Shape::Token }));
+        let out = b.add(Node::Reduce(Reduce::Sum, Axis::TokenToScalar, sum)).unwrap();
+        let f = b.finish(out);
+        assert_eq!(f.inputs(), vec![("s", Shape::Seq)], "`t` is read by nothing the output needs");
+        // 0 × inf is 0: the term is left out, not evaluated.
+        let inputs = EvalInputs {
+            batch: 1,
+            time: 2,
+            seq: HashMap::from([("s".to_string(), vec![2.0])]),
+            token: HashMap::from([("t".to_string(), vec![f64::INFINITY, f64::NAN])]),
+            mask: vec![true, true],
+            ..Default::default()
+        };
+        assert_eq!(f.eval(&inputs, &|_, _| None).unwrap(), vec![4.0]);
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub const ENUMS: &[(&str, &[&str])] = &[
     ("OnError", &["skip", "fail"]),
     ("Optimizer", &["keep", "reset"]),
     ("Select", &["top", "bottom", "random"]),
+    ("Importance", &["token", "sequence"]),
 ];
 
 /// Namespaces of builtins: `extern fn synth_addition` is called `synth.addition`.
@@ -190,6 +191,9 @@ impl fmt::Display for Ty {
             }
             Ty::List(t) => write!(f, "List[{t}]"),
             Ty::Fn(ps, r) if **r == Ty::Tensor && ps.len() == 1 && is_pref_batch(&ps[0]) => f.write_str("Loss"),
+            Ty::Fn(ps, r) if **r == Ty::Tensor && ps.len() == 1 && is_rollout_batch(&ps[0]) => {
+                f.write_str("PolicyLoss")
+            }
             Ty::Fn(ps, r) if **r == Ty::Float && ps[..] == [Ty::Int, Ty::Int] => f.write_str("Schedule"),
             Ty::Fn(ps, r) => {
                 f.write_str("fn(")?;
@@ -222,6 +226,12 @@ impl fmt::Display for Ty {
 /// Whether a type is the preference batch record (so `fn(PrefBatch) -> Tensor` prints as `Loss`).
 fn is_pref_batch(ty: &Ty) -> bool {
     ty.field("policy_chosen").is_some() && ty.field("ref_rejected").is_some()
+}
+
+/// Whether a type is the rollout batch record (so `fn(RolloutBatch) -> Tensor` prints as
+/// `PolicyLoss`).
+fn is_rollout_batch(ty: &Ty) -> bool {
+    ty.field("old_token_logps").is_some() && ty.field("advantage").is_some()
 }
 
 #[cfg(test)]

@@ -285,3 +285,53 @@ fn fn_defaults_see_earlier_parameters_in_every_evaluator() {
     let want = 3.0 * (-3.0 + -5.0) / 2.0;
     assert!((got - want).abs() < 1e-12, "{got} vs {want}");
 }
+
+#[test]
+fn policy_losses_read_the_rollout_batch_by_its_shapes() {
+    use recipe_compiler::tensor::Shape;
+    let p = program(concat!(
+        "let g: PolicyLoss = grpo_loss(beta = interpolate(0.0, 0.1), importance = sequence)\n",
+        "let z: PolicyLoss = dapo()\nlet a: Advantages = group_relative(scale = batch)\n",
+        "stage s = sft(m, d)\nrun s\n",
+    ));
+    let inputs = |name: &str| {
+        let terms = loss(&p, name);
+        assert_eq!(terms.len(), 1);
+        let mut inputs: Vec<(String, Shape)> = terms[0].f.inputs().into_iter().map(|(n, s)| (n.into(), s)).collect();
+        inputs.sort_by(|a, b| a.0.cmp(&b.0));
+        (terms[0].name.clone(), inputs)
+    };
+    let field = |n: &str, s| (n.to_string(), s);
+    assert_eq!(
+        inputs("g"),
+        (
+            "grpo_loss".into(),
+            vec![
+                field("advantage", Shape::Seq),
+                field("old_token_logps", Shape::Token),
+                field("ref_token_logps", Shape::Token),
+                field("token_logps", Shape::Token),
+            ]
+        )
+    );
+    assert_eq!(p.decl("g").expect("declared").ty, "PolicyLoss");
+    // TRL's default beta = 0 leaves the KL term, and the reference, out.
+    assert_eq!(
+        inputs("z"),
+        (
+            "dapo".into(),
+            vec![
+                field("advantage", Shape::Seq),
+                field("old_token_logps", Shape::Token),
+                field("token_logps", Shape::Token),
+                field("tokens", Shape::Scalar)
+            ]
+        )
+    );
+    assert_eq!(inputs("a"), ("group_relative".into(), vec![field("reward", Shape::Seq)]));
+    // A misspelt importance is an unknown name with the enum's constants as help.
+    assert_eq!(
+        errors("let l: PolicyLoss = grpo_loss(importance = sequnce)\nstage s = sft(m, d)\nrun s\n", &[]),
+        vec!["recipe::resolve::unknown_name"]
+    );
+}

@@ -471,6 +471,7 @@ const ROW_NEEDS: &[(&str, &[&[&str]])] = &[
     ("pair_accuracy", &[&["prompt"], &["chosen"], &["rejected"]]),
     ("loss_on", &[&["prompt"], &["completion"]]),
     ("perturb", &[&["prompt"]]),
+    ("contrast_pairs", &[&["completion", "answer"]]),
 ];
 
 /// `prompt`, `completion` (or `answer`): a builtin's row needs, for a help line.

@@ -353,6 +353,8 @@ fn binary(op: BinaryOp, x: Tensor, y: Tensor) -> candle_core::Result<Tensor> {
         BinaryOp::Pow => y.broadcast_mul(&x.log()?)?.exp(),
         BinaryOp::Min => x.broadcast_minimum(&y),
         BinaryOp::Max => x.broadcast_maximum(&y),
+        // A comparison has no gradient; detached so that none is ever looked for.
+        BinaryOp::Greater => Ok(x.broadcast_gt(&y)?.to_dtype(x.dtype())?.detach()),
     }
 }
 
@@ -379,8 +381,16 @@ mod tests {
         UnaryOp::Sqrt,
         UnaryOp::Tanh,
     ];
-    const BINARY: [BinaryOp; 7] =
-        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Min, BinaryOp::Max];
+    const BINARY: [BinaryOp; 8] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+        BinaryOp::Min,
+        BinaryOp::Max,
+        BinaryOp::Greater,
+    ];
     const AXES: [Axis; 5] =
         [Axis::TokenToSeq, Axis::TokenToScalar, Axis::SeqToGroup, Axis::SeqToScalar, Axis::GroupToScalar];
 

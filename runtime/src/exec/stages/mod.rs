@@ -6,9 +6,9 @@
 //! A stage kind is a row of [`STAGE_KINDS`]: the builtin's name and its binding, a function
 //! that decodes the call into typed settings. A kind that trains returns a [`Bound`] stage —
 //! which models it reads and how to build its curriculum, experience source and objective; a
-//! kind that trains nothing and produces data (`score`) returns a [`Transform`] — the model it
-//! reads, a preview of its rows, and the computation. Adding a kind adds a row and a file;
-//! nothing here changes.
+//! kind that trains nothing and produces data (`score`, `contrast_pairs`) returns a
+//! [`Transform`] — the model it reads, a preview of its rows, and the computation. Adding a
+//! kind adds a row and a file; nothing here changes.
 //!
 //! Data a stage produces is consumable by later stages: a stage reading it is bound at
 //! `prepare` against the producer's preview (every row it may keep, so every check that needs
@@ -21,6 +21,7 @@
 //! checkpoints (`01-dpo-r02-step000080`) and resume point. A stage of one run is the same code
 //! with one unit.
 
+mod contrast;
 mod preference;
 mod pretrain;
 mod rounds;
@@ -66,6 +67,7 @@ pub(super) const STAGE_KINDS: &[StageKind] = &[
     StageKind { name: "preference", bind: Bind::Train(preference::bind) },
     StageKind { name: "pretrain", bind: Bind::Train(pretrain::bind) },
     StageKind { name: "score", bind: Bind::Transform(score::bind) },
+    StageKind { name: "contrast_pairs", bind: Bind::Transform(contrast::bind) },
 ];
 
 /// The difficulty measures (`score`'s `measure`) this runtime executes.
@@ -172,7 +174,7 @@ pub(super) struct Bound {
     pub parts: Box<dyn Fn(u32) -> Result<StageParts, ExecError>>,
 }
 
-/// A stage that trains nothing: it reads a model and produces data (`score`).
+/// A stage that trains nothing: it reads a model and produces data (`score`, `contrast_pairs`).
 pub(super) struct Transform {
     /// The model it reads; its output `model` is this model, unchanged.
     pub policy: ModelRef,

@@ -10,19 +10,41 @@
 use super::pairs::Pairs;
 use super::TrainError;
 use crate::model::{self, CausalLm, DType, Device, Tensor, TokenBatch};
-use recipe_compiler::lower::BATCH_FIELDS;
+use recipe_compiler::lower::batch_field_shape;
 use recipe_compiler::program::LossTerm;
 use recipe_compiler::tensor::{Groups, Shape};
 use std::collections::{BTreeSet, HashMap};
 
-/// The Float fields of a preference batch, besides `step` and `total` (its Tensor fields and
-/// their shapes are the compiler's `lower::BATCH_FIELDS`, which `PrefBatch` is held to).
+/// The Tensor fields of a preference batch (`PrefBatch`, held to it by a test); their shapes
+/// are the compiler's (`lower::batch_field_shape`).
+pub const TENSOR_FIELDS: &[&str] = &[
+    "policy_chosen",
+    "policy_rejected",
+    "ref_chosen",
+    "ref_rejected",
+    "len_chosen",
+    "len_rejected",
+    "wpo_chosen",
+    "wpo_rejected",
+    "logps",
+    "ref_logps",
+    "len",
+    "chosen",
+    "token_logps",
+    "ref_token_logps",
+    "position",
+];
+
+/// The Float fields of a preference batch, besides `step` and `total`.
 pub const SCALAR_FIELDS: &[&str] = &["chosen_tokens"];
 
 /// Whether a preference batch has the field `name`, and its shape.
 pub fn field_shape(name: &str) -> Option<Shape> {
-    let tensor = BATCH_FIELDS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
-    tensor.or_else(|| SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar))
+    if TENSOR_FIELDS.contains(&name) {
+        Some(batch_field_shape(name))
+    } else {
+        SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar)
+    }
 }
 
 /// The fields a loss's terms read (their `TensorFn::inputs`), checked against [`field_shape`].
@@ -36,8 +58,7 @@ impl Reads {
         for term in terms {
             for (name, _) in term.f.inputs() {
                 if field_shape(name).is_none() {
-                    let known: Vec<&str> =
-                        BATCH_FIELDS.iter().map(|(n, _)| *n).chain(SCALAR_FIELDS.iter().copied()).collect();
+                    let known: Vec<&str> = TENSOR_FIELDS.iter().chain(SCALAR_FIELDS).copied().collect();
                     return Err(format!(
                         "the loss term `{}` reads the batch field `{name}`, which a preference batch does not have \
                          (it has {})",
@@ -250,7 +271,8 @@ pub fn build(
         }
         Ok(Tensor::from_vec(out, (b, t), &device)?)
     };
-    for &(name, shape) in BATCH_FIELDS {
+    for &name in TENSOR_FIELDS {
+        let shape = batch_field_shape(name);
         if !reads.has(name) {
             continue;
         }

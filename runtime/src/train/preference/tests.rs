@@ -1,11 +1,12 @@
 use super::batch::{self, Reads, RefCache, StepTotals};
+use super::batch::{SCALAR_FIELDS, TENSOR_FIELDS};
 use super::Share;
 use super::*;
 use crate::data::Dataset;
 use crate::model::{Device, LlamaConfig};
 use crate::rng::Rng;
 use recipe_compiler::column::Column;
-use recipe_compiler::lower::BATCH_FIELDS;
+use recipe_compiler::lower::batch_field_shape;
 use recipe_compiler::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, UnaryOp};
 
 fn model(seed: u64) -> CausalLm {
@@ -74,7 +75,8 @@ fn dpo(beta: f64) -> LossTerm {
 fn reads_everything() -> LossTerm {
     let mut b = Builder::default();
     let mut total = b.constant(0.0);
-    for &(name, shape) in BATCH_FIELDS {
+    for &name in TENSOR_FIELDS {
+        let shape = batch_field_shape(name);
         let axis = match shape {
             Shape::Seq => Axis::SeqToScalar,
             Shape::Token => Axis::TokenToScalar,
@@ -99,8 +101,8 @@ fn the_batch_has_trls_layout() {
     let rows = [1, 0, 3];
     // Every field: the Seq and Token ones summed, the Group ones each in a term of its own.
     let mut terms = vec![reads_everything()];
-    for &(name, shape) in BATCH_FIELDS {
-        if shape == Shape::Group {
+    for &name in TENSOR_FIELDS {
+        if batch_field_shape(name) == Shape::Group {
             terms.push(LossTerm { f: input_term(name), ..reads_everything() });
         }
     }
@@ -140,7 +142,8 @@ fn the_batch_has_trls_layout() {
     assert!(close(&token_sum("ref_token_logps"), &values(&b.seq["ref_logps"])));
     assert!(close(&values(&b.seq["logps"]), &values(&b.seq["ref_logps"])), "reference = policy at the start");
     assert_eq!(values(&b.group["wpo_chosen"]), b.wpo.as_ref().unwrap()[..p].to_vec());
-    for &(name, shape) in BATCH_FIELDS {
+    for &name in TENSOR_FIELDS {
+        let shape = batch_field_shape(name);
         let map = match shape {
             Shape::Seq => &b.seq,
             Shape::Token => &b.token,
@@ -373,4 +376,29 @@ fn accumulation_gives_the_steps_loss_gradient_and_term_metrics() {
     }
     let terms = metric(&two_metrics, "loss/dpo") + metric(&two_metrics, "loss/nll");
     assert!((terms - two).abs() < 1e-5, "the terms add up to the step's loss");
+}
+
+/// The fields the batch builds are exactly `PrefBatch`'s, and a field of another batch record
+/// (a rollout's `advantage`) is refused before compute.
+#[test]
+fn the_fields_are_the_preference_batch_records() {
+    let builtins = recipe_stdlib::BUILTINS;
+    let start = builtins.find("type PrefBatch = {").expect("PrefBatch is declared");
+    let body = &builtins[start..start + builtins[start..].find('}').expect("closed")];
+    let fields = |ty: &str| -> Vec<&str> {
+        let mut v: Vec<&str> = body.lines().filter_map(|l| l.trim().strip_suffix(ty)).collect();
+        v.sort_unstable();
+        v
+    };
+    let sorted = |f: &[&'static str]| {
+        let mut v = f.to_vec();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(fields(": Tensor,"), sorted(TENSOR_FIELDS));
+    assert_eq!(fields(": Float,"), sorted(SCALAR_FIELDS));
+    let policy = model(10);
+    let rollout = LossTerm { name: "grpo".into(), weight: 1.0, beta: None, f: input_term("advantage") };
+    let err = PreferenceObjective::new("po", pairs(&policy), vec![rollout], no_scalars()).err().unwrap();
+    assert!(err.0.contains("`advantage`"), "{}", err.0);
 }

@@ -1,4 +1,4 @@
-//! Command-line surface: `recipe check | fmt | plan | run | verify | score | generate`.
+//! Command-line surface: `recipe check | fmt | plan | run | verify | report | score | generate | loss`.
 
 use crate::exit::{self, Failure};
 use crate::render;
@@ -119,6 +119,37 @@ pub enum Command {
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
     },
+    /// Evaluate a preference loss on every pair of a JSONL file as one batch: the loss, the
+    /// gradient norm over the policy's parameters before clipping, and the metrics. No training.
+    Loss {
+        /// The policy: a Hugging Face model folder, a checkpoint folder, or a run folder.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The frozen reference (default: the policy itself, as a `preference` stage starts).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// `prompt`/`chosen`/`rejected` rows, one JSON object a line; EOS is appended to each
+        /// response.
+        #[arg(long)]
+        data: PathBuf,
+        /// A loss expression: a stdlib loss (`dpo(beta = 0.1)`), a sum of them, or a lambda.
+        #[arg(long, value_name = "EXPR")]
+        loss: String,
+        /// A recipe whose `fn`, `type` and `let` declarations the expression may use.
+        #[arg(long, value_name = "FILE")]
+        recipe: Option<PathBuf>,
+        /// The 0-based step schedules (`beta = interpolate(...)`) are evaluated at.
+        #[arg(long, default_value_t = 0)]
+        step: u64,
+        /// The total steps schedules see.
+        #[arg(long, default_value_t = 1)]
+        total: u64,
+        /// One JSON object on the last line: `loss`, `grad_norm`, `pairs` and the metrics by name.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+    },
 }
 
 pub fn dispatch(args: Args) -> Result<u8, Failure> {
@@ -134,6 +165,19 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Score { model, data, batch, device } => runs::score(&model, &data, batch, &device),
         Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, ids, device } => {
             runs::generate(runs::GenerateArgs { model, prompt, max_tokens, temperature, top_p, seed, ids, device })
+        }
+        Command::Loss { policy, reference, data, loss, recipe, step, total, json, device } => {
+            crate::loss::loss(crate::loss::LossArgs {
+                policy,
+                reference,
+                data,
+                loss,
+                recipe,
+                step,
+                total,
+                json,
+                device,
+            })
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod exit;
+mod loss;
 mod progress;
 mod render;
 mod runs;

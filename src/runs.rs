@@ -197,7 +197,7 @@ fn threads(program: &recipe_compiler::program::Program) -> Option<usize> {
 }
 
 /// Runs `f` on the runtime's thread pool (see `recipe_runtime::threads`).
-fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, Failure> {
+pub(crate) fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, Failure> {
     recipe_runtime::threads::run_on_pool(threads, f).map_err(|e| Failure::Internal(format!("thread pool: {e}")))
 }
 
@@ -220,7 +220,7 @@ fn model_folder(path: &Path) -> Result<PathBuf, Failure> {
     }
 }
 
-fn load_model(path: &Path, device_name: &str) -> Result<CausalLm, Failure> {
+pub(crate) fn load_model(path: &Path, device_name: &str) -> Result<CausalLm, Failure> {
     let dir = model_folder(path)?;
     CausalLm::load(&dir, &device(device_name)?).map_err(|e| Failure::Input(e.to_string()))
 }

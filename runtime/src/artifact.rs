@@ -182,6 +182,43 @@ pub struct RecipeLock {
     /// (`data/01-scored.jsonl`), added as each is written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub generated: Vec<FileDigest>,
+    /// The frozen reference of each stage that has one, as it was when the stage started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<ReferenceDigest>,
+}
+
+/// A stage's reference model: what it names and the sha256 of its weights
+/// ([`weights_sha256`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceDigest {
+    pub stage: String,
+    /// The 1-based round, for a stage that trains in rounds (each round has its reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// The model the stage's `reference` names (`policy`, `sft.model`).
+    pub model: String,
+    pub sha256: String,
+}
+
+/// sha256 over named f32 tensors in the order given: for each, its name, a NUL, its dims as
+/// little-endian u64s and its values as little-endian f32 bytes. Equal for equal weights on
+/// any device.
+pub fn weights_sha256<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a candle_core::Tensor)>,
+) -> candle_core::Result<String> {
+    let mut hasher = Sha256::new();
+    for (name, t) in tensors {
+        hasher.update(name.as_bytes());
+        hasher.update([0u8]);
+        for d in t.dims() {
+            hasher.update((*d as u64).to_le_bytes());
+        }
+        let values: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        for v in values {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 impl RecipeLock {
@@ -200,6 +237,7 @@ impl RecipeLock {
             final_model: None,
             skipped: Vec::new(),
             generated: Vec::new(),
+            references: Vec::new(),
         }
     }
 }

@@ -181,6 +181,46 @@ impl Functions {
     }
 }
 
+impl Functions {
+    /// Calls scalar function `index` once with numeric `args`, each converted to its parameter's
+    /// type (an Int parameter takes the value truncated); an Int or Float result as f64.
+    ///
+    /// Errors: `ExecError::Internal` for an unknown function, a wrong arity, a parameter or
+    /// result that is not numeric, or a failed call.
+    pub fn call_numeric(&self, index: u32, args: &[f64]) -> Result<f64, ExecError> {
+        let f = self.func(index)?;
+        let params = &f.function().params;
+        if params.len() != args.len() {
+            return Err(ExecError::Internal(format!(
+                "scalar function `{}` takes {} arguments, given {}",
+                f.function().name,
+                params.len(),
+                args.len()
+            )));
+        }
+        let values = params
+            .iter()
+            .zip(args)
+            .map(|(p, &a)| match p.ty {
+                recipe_compiler::ir::Ty::Int => Ok(Scalar::Int(a as i64)),
+                recipe_compiler::ir::Ty::Float => Ok(Scalar::Float(a)),
+                other => Err(ExecError::Internal(format!("parameter `{}` is {other:?}, not a number", p.name))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match f.call(&values).map_err(|e| ExecError::Internal(e.to_string()))? {
+            Scalar::Int(v) => Ok(v as f64),
+            Scalar::Float(v) => Ok(v),
+            other => Err(ExecError::Internal(format!("`{}` returned {other:?}, not a number", f.function().name))),
+        }
+    }
+
+    /// [`Functions::call_numeric`] as the objectives' `ScalarFns`: `None` where it fails.
+    pub fn numeric(functions: &Arc<Functions>) -> crate::train::preference::ScalarFns {
+        let functions = Arc::clone(functions);
+        Arc::new(move |index, args| functions.call_numeric(index, args).ok())
+    }
+}
+
 /// A numeric argument that may be a constant or a `fn(step: Int, total: Int) -> Float`.
 pub fn schedule(call: &Call<'_>, arg: &str, functions: &Arc<Functions>) -> Result<Schedule, ExecError> {
     match call.get(arg)? {

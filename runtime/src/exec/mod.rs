@@ -11,6 +11,7 @@ pub mod args;
 pub mod build;
 mod curricula;
 mod evals;
+pub mod loss;
 mod models;
 pub mod registry;
 mod settings;

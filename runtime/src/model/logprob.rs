@@ -143,6 +143,34 @@ pub(super) fn candle_token_logprobs(model: &CausalLm, batch: &TokenBatch, tokens
     Tensor::zeros(b * t, candle_core::DType::F32, device)?.index_add(&dest, &lp, 0)?.reshape((b, t))
 }
 
+/// `log Σ_v p(v | x_<t)²` at every completion position, `[B, T]` (0 elsewhere), with no
+/// gradient: the quantity WPO subtracts from each token's log-probability (TRL's
+/// `log_sum_sq_probs`). Computed as `logsumexp(2·logits) − 2·logsumexp(logits)` per position,
+/// from one detached forward pass of the candle path (any device), so it never enters a
+/// backward graph.
+pub fn completion_log_sum_sq_probs(model: &CausalLm, batch: &TokenBatch) -> Result<Tensor> {
+    let tokens = scored_tokens(batch)?;
+    let (b, t) = (tokens.batch, tokens.time);
+    let device = model.device();
+    if tokens.rows.is_empty() {
+        return Tensor::zeros((b, t), candle_core::DType::F32, device);
+    }
+    let w = model.weights(false)?;
+    let hidden = model.hidden(&w, &batch.input_ids, &Positions::causal(b, t), None)?;
+    let rows: Vec<u32> = tokens.rows.iter().map(|&r| r as u32).collect();
+    let picked = Tensor::from_vec(rows.clone(), rows.len(), device)?;
+    let logits = model.logits(&w, &hidden.index_select(&picked, 0)?)?;
+    let lse = |x: &Tensor| -> Result<Tensor> {
+        let max = x.max_keepdim(1)?;
+        x.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()?.add(&max)?.squeeze(1)
+    };
+    let doubled = logits.affine(2.0, 0.0)?;
+    let value = (lse(&doubled)? - lse(&logits)?.affine(2.0, 0.0)?)?;
+    let dest: Vec<u32> = rows.iter().map(|r| r + 1).collect();
+    let dest = Tensor::from_vec(dest, rows.len(), device)?;
+    Tensor::zeros(b * t, candle_core::DType::F32, device)?.index_add(&dest, &value, 0)?.reshape((b, t))
+}
+
 /// Summed completion log-probabilities `[B]` and completion token counts `[B]` (f32).
 /// Differentiable in the first.
 pub fn completion_logprobs(model: &CausalLm, batch: &TokenBatch) -> Result<(Tensor, Tensor)> {

@@ -40,7 +40,10 @@ pub use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Arch, LlamaConfig};
 pub use generate::{generate, GenerateOptions};
 pub use llama::CausalLm;
-pub use logprob::{completion_logprobs, completion_token_logprobs, sft_loss, training_positions, TokenBatch};
+pub use logprob::{
+    completion_log_sum_sq_probs, completion_logprobs, completion_token_logprobs, sft_loss, training_positions,
+    TokenBatch,
+};
 pub use spec::ModelSpec;
 pub use tokenizer::{Tokenizer, TokenizerSpec, Vocab};
 pub use weights::{MmapSafetensors, TensorInfo, WeightSource};

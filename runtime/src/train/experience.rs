@@ -19,6 +19,10 @@ pub struct Experience {
     pub rows: Vec<usize>,
     /// The rows' stable ids (`file:line` numbers or generated ids).
     pub example_ids: Vec<u64>,
+    /// The 0-based optimiser step of `total` it was collected for: what an objective evaluates
+    /// its schedules at (a loss's `beta = interpolate(0.05, 0.2)`).
+    pub step: u64,
+    pub total: u64,
 }
 
 /// Turns the rows a curriculum chose into experience.
@@ -52,8 +56,14 @@ impl Offline {
 }
 
 impl ExperienceSource for Offline {
-    fn collect(&mut self, _policy: &CausalLm, rows: Vec<usize>, _: u64, _: u64) -> Result<Experience, TrainError> {
+    fn collect(
+        &mut self,
+        _policy: &CausalLm,
+        rows: Vec<usize>,
+        step: u64,
+        total: u64,
+    ) -> Result<Experience, TrainError> {
         let example_ids = rows.iter().map(|&r| self.ids[r]).collect();
-        Ok(Experience { rows, example_ids })
+        Ok(Experience { rows, example_ids, step, total })
     }
 }

@@ -26,6 +26,7 @@ pub mod eval;
 pub mod experience;
 pub mod loss;
 mod nll;
+pub mod preference;
 pub mod pretrain;
 pub mod sft;
 
@@ -44,6 +45,7 @@ use std::time::Instant;
 pub use curriculum::{Buckets, Curriculum, Feedback, Ordered, Pacing, Uniform};
 pub use eval::{Evaluator, ExactMatch, LossOn, PairAccuracy};
 pub use experience::{Experience, ExperienceSource, Offline};
+pub use preference::PreferenceObjective;
 pub use pretrain::PretrainObjective;
 pub use sft::SftObjective;
 

@@ -68,7 +68,7 @@ mod tests {
         let model = tiny();
         let models = Models { policy: &model, reference: None };
         let data = rows(&[("ab", "cd"), ("x", "yz")]);
-        let whole = Experience { rows: vec![0, 1], example_ids: vec![1, 2] };
+        let whole = Experience { rows: vec![0, 1], example_ids: vec![1, 2], ..Experience::default() };
         let mut pretrain = PretrainObjective::new(&data).unwrap();
         let mut sft = crate::train::SftObjective::new(&data).unwrap();
         let value = |out: LossOutput| out.loss.to_scalar::<f32>().unwrap() as f64;

@@ -22,6 +22,7 @@
 //! with one unit.
 
 mod contrast;
+mod preference;
 mod pretrain;
 mod rounds;
 mod score;
@@ -34,8 +35,8 @@ use super::evals::{self, Eval};
 use super::models::{Limits, ModelRef, ModelStore};
 use super::settings::{OptimizerPolicy, TrainSettings};
 use super::ExecError;
-use crate::artifact::RunDir;
-use crate::checkpoint::Checkpoint;
+use crate::artifact::{self, ReferenceDigest, RunDir};
+use crate::checkpoint::{Checkpoint, RoundIndex};
 use crate::data::jsonl;
 use crate::data::Dataset;
 use crate::model::{self, CausalLm, Tokenizer};
@@ -63,6 +64,7 @@ pub(super) enum Bind {
 /// Every stage kind the runtime executes.
 pub(super) const STAGE_KINDS: &[StageKind] = &[
     StageKind { name: "sft", bind: Bind::Train(sft::bind) },
+    StageKind { name: "preference", bind: Bind::Train(preference::bind) },
     StageKind { name: "pretrain", bind: Bind::Train(pretrain::bind) },
     StageKind { name: "score", bind: Bind::Transform(score::bind) },
     StageKind { name: "contrast_pairs", bind: Bind::Transform(contrast::bind) },
@@ -367,6 +369,38 @@ pub(super) fn execute(
         }
     }
     Ok(summaries)
+}
+
+/// Records the sha256 of the reference weights of stage `stage` (its round `round`, in rounds)
+/// in the lock. A resumed run must rebuild the same reference: a different one is refused.
+pub(super) fn record_reference(
+    run: &RunDir,
+    stage: &str,
+    round: Option<RoundIndex>,
+    named: &ModelRef,
+    model: &model::CausalLm,
+) -> Result<(), ExecError> {
+    let sha256 = artifact::weights_sha256(model.params().iter().map(|(n, v)| (n.as_str(), v.as_tensor())))?;
+    let named = match named {
+        ModelRef::Declared(name) => name.clone(),
+        ModelRef::Stage(stage) => format!("{stage}.model"),
+        ModelRef::Round { stage, round } => format!("round {} of `{stage}`", round + 1),
+    };
+    let round = round.map(|r| r.index + 1);
+    let mut lock = artifact::read_lock(run.root())?;
+    match lock.references.iter().find(|d| d.stage == stage && d.round == round) {
+        Some(d) if d.sha256 == sha256 => return Ok(()),
+        Some(d) => {
+            let at = round.map_or(String::new(), |r| format!(", round {r}"));
+            return Err(ExecError::Input(format!(
+                "cannot resume: the reference of stage `{stage}`{at} ({named}) differs from the one the run \
+                 started with (weights sha256 {} in recipe.lock, {sha256} now)",
+                d.sha256
+            )));
+        }
+        None => lock.references.push(ReferenceDigest { stage: stage.to_string(), round, model: named, sha256 }),
+    }
+    Ok(run.write_lock(&lock)?)
 }
 
 /// `stage` bound again, against the data the stages it reads have produced by now.

@@ -146,6 +146,9 @@ pub(super) fn train(
         };
         // The reference is rebuilt from what it names, also on resume.
         let reference = unit.reference.as_ref().map(|r| models.frozen(builder, r)).transpose()?;
+        if let (Some(r), Some(model)) = (&unit.reference, &reference) {
+            super::record_reference(run, training.name, unit.round, r, model)?;
+        }
         models.release_unread();
         if let Some(r) = unit.round {
             let note =

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use candle_core::Device;
 use recipe_runtime::artifact::{self, RunDir};
 use recipe_runtime::data::{Column, Dataset};
-use recipe_runtime::exec::loss::compile_loss;
 use recipe_runtime::exec::args::Functions;
+use recipe_runtime::exec::loss::compile_loss;
 use recipe_runtime::model::CausalLm;
 use recipe_runtime::optim::AdamW;
 use recipe_runtime::progress::Silent;
@@ -84,10 +84,16 @@ fn train() {
         .join("tiny-llama");
     let policy = CausalLm::load(&fixture, &Device::Cpu).expect("the fixture model (set RECIPE_FIXTURES)");
     let reference = policy.frozen().expect("a frozen reference");
-    println!("[w2] model {} ({} parameters), {} threads", fixture.display(), policy.num_params(), rayon::current_num_threads());
+    println!(
+        "[w2] model {} ({} parameters), {} threads",
+        fixture.display(),
+        policy.num_params(),
+        rayon::current_num_threads()
+    );
 
     let data = pairs(steps as usize * batch);
-    let pairs = Arc::new(Pairs::tokenize(&data, policy.tokenizer(), policy.config().max_position_embeddings).expect("pairs"));
+    let pairs =
+        Arc::new(Pairs::tokenize(&data, policy.tokenizer(), policy.config().max_position_embeddings).expect("pairs"));
     let loss = compile_loss("dpo(beta = 0.1)", None).unwrap_or_else(|_| panic!("the loss compiles"));
     let scalars = Functions::numeric(&loss.functions);
     let objective = PreferenceObjective::new("dpo", pairs, loss.terms, scalars).expect("objective");
@@ -108,7 +114,8 @@ fn train() {
         path.iter().try_fold(line, |v, k| v.get(k)).and_then(|v| v.as_f64()).expect("metrics field")
     };
     let after = &lines[warmup..];
-    let step_s = median(after.iter().map(|l| number(l, &["tokens"]) / number(l, &["timing", "tokens_per_s"])).collect());
+    let step_s =
+        median(after.iter().map(|l| number(l, &["tokens"]) / number(l, &["timing", "tokens_per_s"])).collect());
     println!("[w2] step time median {:.2} ms (n={})", step_s * 1000.0, after.len());
     println!("[w2] steps/s  median {:.2}", 1.0 / step_s);
     let losses: Vec<String> = lines.iter().step_by(10).map(|l| format!("{:.4}", number(l, &["loss"]))).collect();

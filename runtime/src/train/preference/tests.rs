@@ -1,11 +1,10 @@
-use super::batch::{self, Reads, RefCache, StepTotals};
+use super::batch::{self, tensor_fields, Reads, RefCache, StepTotals};
 use super::Share;
 use super::*;
 use crate::data::Dataset;
 use crate::model::{Device, LlamaConfig};
 use crate::rng::Rng;
 use recipe_compiler::column::Column;
-use recipe_compiler::lower::BATCH_FIELDS;
 use recipe_compiler::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, UnaryOp};
 
 fn model(seed: u64) -> CausalLm {
@@ -74,7 +73,7 @@ fn dpo(beta: f64) -> LossTerm {
 fn reads_everything() -> LossTerm {
     let mut b = Builder::default();
     let mut total = b.constant(0.0);
-    for &(name, shape) in BATCH_FIELDS {
+    for (name, shape) in tensor_fields() {
         let axis = match shape {
             Shape::Seq => Axis::SeqToScalar,
             Shape::Token => Axis::TokenToScalar,
@@ -99,7 +98,7 @@ fn the_batch_has_trls_layout() {
     let rows = [1, 0, 3];
     // Every field: the Seq and Token ones summed, the Group ones each in a term of its own.
     let mut terms = vec![reads_everything()];
-    for &(name, shape) in BATCH_FIELDS {
+    for (name, shape) in tensor_fields() {
         if shape == Shape::Group {
             terms.push(LossTerm { f: input_term(name), ..reads_everything() });
         }
@@ -140,7 +139,7 @@ fn the_batch_has_trls_layout() {
     assert!(close(&token_sum("ref_token_logps"), &values(&b.seq["ref_logps"])));
     assert!(close(&values(&b.seq["logps"]), &values(&b.seq["ref_logps"])), "reference = policy at the start");
     assert_eq!(values(&b.group["wpo_chosen"]), b.wpo.as_ref().unwrap()[..p].to_vec());
-    for &(name, shape) in BATCH_FIELDS {
+    for (name, shape) in tensor_fields() {
         let map = match shape {
             Shape::Seq => &b.seq,
             Shape::Token => &b.token,

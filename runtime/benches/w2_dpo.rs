@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use recipe_runtime::artifact::{self, RunDir};
-use recipe_runtime::data::{Column, Dataset};
+use recipe_compiler::column::Column;
+use recipe_runtime::data::Dataset;
 use recipe_runtime::exec::args::Functions;
 use recipe_runtime::exec::loss::compile_loss;
 use recipe_runtime::model::CausalLm;

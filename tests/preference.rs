@@ -176,7 +176,7 @@ fn bad_preference_rows_are_refused_before_compute() {
     for (rows, message) in [
         // Context 16: 4 + 12 + EOS positions.
         (vec![row("1+1=", "2", "3"), row("2+2=", "4", "123456789012")], "pairs.jsonl:2 needs 17 positions"),
-        (vec![row("1+1=", "", "3")], "pairs.jsonl:1 has an empty `chosen`"),
+        (vec![row("1+1=", "2", "3"), row("", "4", "5")], "pairs.jsonl:2 has an empty `prompt`"),
     ] {
         std::fs::write(dir.join("pairs.jsonl"), rows.join("\n") + "\n").unwrap();
         let out = recipe(&["run", path(&file), "--quiet", "--out", path(&dir.join("run"))]);

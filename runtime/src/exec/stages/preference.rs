@@ -3,7 +3,7 @@
 //! objective is `train::preference`).
 //!
 //! Everything that needs no compute is checked here: the fields, every pair against the policy's
-//! context, empty prompts and responses, and that the loss reads only fields a preference batch
+//! context, empty prompts, and that the loss reads only fields a preference batch
 //! has. `reference = policy` (the default) is the policy as the stage starts: the model store
 //! freezes a copy of what the policy argument names, never the live policy. In rounds
 //! (exclusive `buckets`), round r scores against round r − 1's model when the curriculum says
@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// Decodes a `preference` call.
 ///
 /// Errors, at the argument: a dataset without `prompt`, `chosen` or `rejected`, or with a row
-/// that does not fit the policy's context or has an empty prompt or response (naming the row);
+/// that does not fit the policy's context or has an empty prompt (naming the row);
 /// a loss that reads a field no preference batch has.
 pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     let settings = TrainSettings::decode(&b.call, &b.builder.functions, b.max_steps)?;

@@ -2,9 +2,10 @@
 //! of both sequences of a pair) and each response with EOS appended, as TRL's collator does.
 //!
 //! Invariants: every pair fits the model's context (prompt, the longer response and its EOS),
-//! and neither the prompt nor a response is empty, so no sequence has zero scored tokens and no
-//! mean is a silent 0/0; a row that breaks either is refused by name (`file:line`, or the row id
-//! of generated data).
+//! and the prompt is not empty (the first response token is predicted from it), so every
+//! sequence has at least one scored token (its EOS) and no mean is a silent 0/0; a row that
+//! breaks either is refused by name (`file:line`, or the row id of generated data). An empty
+//! response text is scored as EOS alone, as TRL does (a policy that answers nothing).
 
 use crate::data::{DataError, Dataset};
 use crate::model::{ModelError, Tokenizer};
@@ -35,7 +36,7 @@ pub enum PairsError {
          (its `context` / max_position_embeddings); shorten or leave out such rows, or use a longer context"
     )]
     TooLong { row: String, field: &'static str, needs: usize, context: usize },
-    /// A prompt or response that encodes to no tokens.
+    /// A prompt that encodes to no tokens.
     #[error("{row} has an empty `{field}`: {why}")]
     Empty { row: String, field: &'static str, why: &'static str },
 }
@@ -44,7 +45,8 @@ impl Pairs {
     /// Tokenises every row of `data` with `tok` and checks it against `context` positions.
     ///
     /// Errors: `PairsError::Data` when `prompt`, `chosen` or `rejected` is missing or not a String;
-    /// `Model` for a text that does not encode; `TooLong` and `Empty` naming the first such row.
+    /// `Model` for a text that does not encode; `TooLong` and `Empty` (an empty prompt) naming the
+    /// first such row.
     pub fn tokenize(data: &Dataset, tok: &Tokenizer, context: usize) -> Result<Pairs, PairsError> {
         let prompts = data.strings("prompt")?;
         let chosen = data.strings("chosen")?;
@@ -70,10 +72,6 @@ impl Pairs {
                 return Err(PairsError::Empty { row: name(), field: "prompt", why });
             }
             for (field, ids) in [("chosen", &c), ("rejected", &j)] {
-                if ids.len() < 2 {
-                    let why = "a response needs at least one token before EOS";
-                    return Err(PairsError::Empty { row: name(), field, why });
-                }
                 if p.len() + ids.len() > context {
                     return Err(PairsError::TooLong { row: name(), field, needs: p.len() + ids.len(), context });
                 }
@@ -156,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_that_do_not_fit_or_are_empty_are_refused_by_name() {
+    fn rows_that_do_not_fit_or_have_no_prompt_are_refused_by_name() {
         let tok = Tokenizer::bytes();
         // "12+34=" (6) + "100000" (6) + EOS needs 13 positions.
         let long = data(&[("1+1=", "2", "3"), ("12+34=", "46", "100000")]);
@@ -165,12 +163,13 @@ mod tests {
         assert!(matches!(err, PairsError::TooLong { field: "rejected", needs: 13, context: 12, .. }), "{err}");
         assert!(err.to_string().starts_with("row 1 of pairs needs 13 positions"), "{err}");
 
-        let empty = data(&[("1+1=", "2", "3"), ("2+2=", "", "5")]);
-        let err = Pairs::tokenize(&empty, &tok, 64).unwrap_err();
-        assert!(matches!(err, PairsError::Empty { field: "chosen", .. }), "{err}");
-        assert!(err.to_string().contains("row 1 of pairs has an empty `chosen`"), "{err}");
-        let no_prompt = data(&[("", "2", "3")]);
-        assert!(matches!(Pairs::tokenize(&no_prompt, &tok, 64), Err(PairsError::Empty { field: "prompt", .. })));
+        let no_prompt = data(&[("1+1=", "2", "3"), ("", "2", "3")]);
+        let err = Pairs::tokenize(&no_prompt, &tok, 64).unwrap_err();
+        assert!(matches!(err, PairsError::Empty { field: "prompt", .. }), "{err}");
+        assert!(err.to_string().contains("row 1 of pairs has an empty `prompt`"), "{err}");
+        // An empty response is EOS alone (TRL's collator), one scored token: never 0/0.
+        let silent = Pairs::tokenize(&data(&[("2+2=", "", "5")]), &tok, 64).unwrap();
+        assert_eq!(silent.chosen(0), [tok.eos_id()]);
 
         let sft = Dataset::new("sft", vec![0], vec![("prompt".into(), Column::Str(vec![Arc::from("a")]))]).unwrap();
         assert!(matches!(Pairs::tokenize(&sft, &tok, 64), Err(PairsError::Data(_))));

@@ -34,9 +34,9 @@ def final_metric(run, eval_name, key):
     value = None
     with open(os.path.join(run, "metrics.jsonl")) as f:
         for line in f:
-            row = json.loads(line)
-            if isinstance(row.get(eval_name), dict) and key in row[eval_name]:
-                value = row[eval_name][key]
+            evals = json.loads(line).get("eval") or {}
+            if isinstance(evals.get(eval_name), dict) and key in evals[eval_name]:
+                value = evals[eval_name][key]
     return value
 
 
@@ -106,6 +106,11 @@ def write_table(a, rows):
     lines += [
         "",
         "Commands, per run: `target/debug/recipe run RECIPE --set seed=N [--set CONTROL] --out DIR`.",
+        "",
+        "Reading it: n = " + str(len(a.seeds)) + " seeds per arm. A difference smaller than the spread of the",
+        "per-seed values is not evidence either way; these are tiny models on synthetic tasks, trained",
+        "for seconds, so a null or a loss for the method is a result, not a bug to tune away. Wall times",
+        "are from a shared machine and only say the recipes run in seconds.",
         "",
     ]
     with open(a.table, "w") as f:

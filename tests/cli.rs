@@ -697,7 +697,7 @@ fn contrast_pairs_stages_pair_reference_answers_with_greedy_answers_to_perturbed
     let event = events[0];
     assert_eq!((event["stage"].as_str(), event["rows"].as_u64()), (Some("pairs"), Some(40)), "{event}");
     let pairs = data_rows(&run, "00-pairs");
-    let dropped = event["dropped_agreeing"].as_u64().unwrap();
+    let dropped = event["dropped_agreeing"].as_u64().unwrap() + event["dropped_empty"].as_u64().unwrap();
     assert_eq!(pairs.len() as u64, event["pairs"].as_u64().unwrap());
     assert_eq!(pairs.len() as u64 + dropped, 40);
     let text = |r: &Value, f: &str| r[f].as_str().unwrap_or_else(|| panic!("`{f}` in {r}")).to_string();

@@ -456,6 +456,29 @@ pub const BATCH_FIELDS: &[(&str, Shape)] = &[
     ("old_token_logps", Shape::Token),
 ];
 
+/// The Tensor fields of `PrefBatch`, in the record's order.
+pub const PREF_BATCH: &[&str] = &[
+    "policy_chosen",
+    "policy_rejected",
+    "ref_chosen",
+    "ref_rejected",
+    "len_chosen",
+    "len_rejected",
+    "wpo_chosen",
+    "wpo_rejected",
+    "logps",
+    "ref_logps",
+    "len",
+    "chosen",
+    "token_logps",
+    "ref_token_logps",
+    "position",
+];
+
+/// The Tensor fields of `RolloutBatch`.
+pub const ROLLOUT_BATCH: &[&str] =
+    &["token_logps", "old_token_logps", "ref_token_logps", "advantage", "reward", "len", "truncated"];
+
 /// The shape of the batch's Tensor field `name` (`Seq` for a field the table lacks, which the
 /// table's test rules out).
 pub fn batch_field_shape(name: &str) -> Shape {
@@ -748,6 +771,13 @@ mod tests {
         table.dedup();
         assert_eq!(table.len(), len, "a field is listed once");
         assert_eq!(fields, table);
+        let sorted = |xs: &[&'static str]| {
+            let mut v = xs.to_vec();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(PREF_BATCH), sorted(&tensor_fields("PrefBatch")));
+        assert_eq!(sorted(ROLLOUT_BATCH), sorted(&tensor_fields("RolloutBatch")));
         assert_eq!(batch_field_shape("advantage"), Shape::Seq);
         assert_eq!(batch_field_shape("old_token_logps"), Shape::Token);
     }

@@ -14,9 +14,10 @@
 //!
 //! Invariants: the pairs are a pure function of the rows and the policy's weights (greedy
 //! decoding draws nothing, and a row generates the same tokens alone or in a batch); a kept row
-//! keeps its input row's id. Before compute, stages reading the data see every row with its
-//! `chosen` and an empty `rejected` (a text generation may produce); they are bound again
-//! against the pairs produced before they run.
+//! keeps its input row's id. A row whose greedy answer is empty is dropped too (a response
+//! needs a token before EOS) and counted. Before compute, stages reading the data see every row
+//! with its `chosen` answer standing in for `rejected`; they are bound again against the pairs
+//! produced before they run.
 
 use super::{Binding, Produced, Transform};
 use crate::data::Dataset;
@@ -55,24 +56,25 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
     let preview = data
         .clone()
         .with_column("chosen", Column::Str(chosen.clone()))?
-        .with_column("rejected", Column::Str(vec![Arc::from(""); n]))?;
+        .with_column("rejected", Column::Str(chosen.clone()))?;
     Ok(Transform {
         policy: ModelRef::of(b.call.get("policy")?)?,
         preview,
         run: Box::new(move |policy: &CausalLm| {
             let rejected = greedy_answers(policy, &prompts, max_tokens)?;
-            let (out, agreeing) = pair(&data, &chosen, rejected)?;
+            let (out, agreeing, empty) = pair(&data, &chosen, rejected)?;
             let metrics = json!({
                 "event": "contrast_pairs",
                 "stage": stage,
                 "rows": n,
                 "pairs": out.len(),
                 "dropped_agreeing": agreeing,
+                "dropped_empty": empty,
                 "max_tokens": max_tokens,
             });
             let note = format!(
                 "stage `{stage}`: {} pairs from {n} rows ({agreeing} dropped: the greedy answer to the perturbed \
-                 prompt was the reference answer)",
+                 prompt was the reference answer; {empty} dropped: it was empty)",
                 out.len()
             );
             Ok(Produced { data: out, metrics, note })
@@ -165,9 +167,10 @@ fn greedy_answers(policy: &CausalLm, prompts: &[Vec<u32>], max_tokens: usize) ->
     Ok(out)
 }
 
-/// The rows of `data` whose `rejected` answer differs from their `chosen` one (both trimmed),
-/// with the two fields added, and how many rows were dropped as agreeing.
-fn pair(data: &Dataset, chosen: &[Arc<str>], rejected: Vec<Arc<str>>) -> Result<(Dataset, usize), ExecError> {
+/// The rows of `data` whose `rejected` answer is not empty and differs from their `chosen` one
+/// (both trimmed), with the two fields added, and how many rows were dropped as agreeing and as
+/// empty.
+fn pair(data: &Dataset, chosen: &[Arc<str>], rejected: Vec<Arc<str>>) -> Result<(Dataset, usize, usize), ExecError> {
     if chosen.len() != data.len() || rejected.len() != data.len() {
         return Err(ExecError::Internal(format!(
             "`contrast_pairs`: {} rows, {} chosen and {} rejected responses",
@@ -176,12 +179,14 @@ fn pair(data: &Dataset, chosen: &[Arc<str>], rejected: Vec<Arc<str>>) -> Result<
             rejected.len()
         )));
     }
-    let kept: Vec<usize> = (0..data.len()).filter(|&r| chosen[r].trim() != rejected[r].trim()).collect();
+    let empty = (0..data.len()).filter(|&r| rejected[r].trim().is_empty()).count();
+    let kept: Vec<usize> =
+        (0..data.len()).filter(|&r| !rejected[r].trim().is_empty() && chosen[r].trim() != rejected[r].trim()).collect();
     let out = data
         .select(&kept)
         .with_column("chosen", Column::Str(kept.iter().map(|&r| chosen[r].clone()).collect()))?
         .with_column("rejected", Column::Str(kept.iter().map(|&r| rejected[r].clone()).collect()))?;
-    Ok((out, data.len() - kept.len()))
+    Ok((out, data.len() - kept.len() - empty, empty))
 }
 
 #[cfg(test)]
@@ -211,17 +216,17 @@ mod tests {
         )
         .unwrap();
         let chosen = reference_answers(&data).unwrap();
-        let (out, agreeing) = pair(&data, &chosen, texts(&["3", " 4\n", "", "8"])).unwrap();
-        assert_eq!(agreeing, 2, "`4` and `8` agree after trimming");
-        assert_eq!(out.ids, [10, 12], "the kept rows keep their ids and order");
-        assert_eq!(column(&out, "prompt"), ["1+1=", "3+3="]);
-        assert_eq!(column(&out, "chosen"), ["2", "6"]);
-        assert_eq!(column(&out, "rejected"), ["3", ""], "an empty answer is a rejected response");
-        assert_eq!(out.ints("strength").unwrap(), [1, 3], "every input field is kept");
+        let (out, agreeing, empty) = pair(&data, &chosen, texts(&["3", " 4\n", " ", "8"])).unwrap();
+        assert_eq!((agreeing, empty), (2, 1), "`4` and `8` agree after trimming; an empty answer is no response");
+        assert_eq!(out.ids, [10], "the kept rows keep their ids and order");
+        assert_eq!(column(&out, "prompt"), ["1+1="]);
+        assert_eq!(column(&out, "chosen"), ["2"]);
+        assert_eq!(column(&out, "rejected"), ["3"]);
+        assert_eq!(out.ints("strength").unwrap(), [1], "every input field is kept");
         let names: Vec<&str> = out.columns.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["prompt", "completion", "strength", "chosen", "rejected"]);
 
-        let (none, all) = pair(&data, &chosen, chosen.clone()).unwrap();
+        let (none, all, _) = pair(&data, &chosen, chosen.clone()).unwrap();
         assert_eq!((none.len(), all), (0, 4));
     }
 

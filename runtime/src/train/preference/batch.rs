@@ -10,41 +10,24 @@
 use super::pairs::Pairs;
 use super::TrainError;
 use crate::model::{self, CausalLm, DType, Device, Tensor, TokenBatch};
-use recipe_compiler::lower::batch_field_shape;
+use recipe_compiler::lower::{batch_field_shape, PREF_BATCH};
 use recipe_compiler::program::LossTerm;
 use recipe_compiler::tensor::{Groups, Shape};
 use std::collections::{BTreeSet, HashMap};
 
-/// The Tensor fields of a preference batch (`PrefBatch`, held to it by a test); their shapes
-/// are the compiler's (`lower::batch_field_shape`).
-pub const TENSOR_FIELDS: &[&str] = &[
-    "policy_chosen",
-    "policy_rejected",
-    "ref_chosen",
-    "ref_rejected",
-    "len_chosen",
-    "len_rejected",
-    "wpo_chosen",
-    "wpo_rejected",
-    "logps",
-    "ref_logps",
-    "len",
-    "chosen",
-    "token_logps",
-    "ref_token_logps",
-    "position",
-];
-
-/// The Float fields of a preference batch, besides `step` and `total`.
+/// The Float fields of a preference batch, besides `step` and `total` (its Tensor fields and
+/// their shapes are the compiler's `lower::PREF_BATCH` and `lower::BATCH_FIELDS`, held to `PrefBatch`).
 pub const SCALAR_FIELDS: &[&str] = &["chosen_tokens"];
+
+/// The Tensor fields of a preference batch and their shapes (`lower::PREF_BATCH`).
+pub fn tensor_fields() -> impl Iterator<Item = (&'static str, Shape)> {
+    PREF_BATCH.iter().map(|n| (*n, batch_field_shape(n)))
+}
 
 /// Whether a preference batch has the field `name`, and its shape.
 pub fn field_shape(name: &str) -> Option<Shape> {
-    if TENSOR_FIELDS.contains(&name) {
-        Some(batch_field_shape(name))
-    } else {
-        SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar)
-    }
+    let tensor = PREF_BATCH.contains(&name).then(|| batch_field_shape(name));
+    tensor.or_else(|| SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar))
 }
 
 /// The fields a loss's terms read (their `TensorFn::inputs`), checked against [`field_shape`].
@@ -58,7 +41,7 @@ impl Reads {
         for term in terms {
             for (name, _) in term.f.inputs() {
                 if field_shape(name).is_none() {
-                    let known: Vec<&str> = TENSOR_FIELDS.iter().chain(SCALAR_FIELDS).copied().collect();
+                    let known: Vec<&str> = PREF_BATCH.iter().copied().chain(SCALAR_FIELDS.iter().copied()).collect();
                     return Err(format!(
                         "the loss term `{}` reads the batch field `{name}`, which a preference batch does not have \
                          (it has {})",
@@ -271,8 +254,7 @@ pub fn build(
         }
         Ok(Tensor::from_vec(out, (b, t), &device)?)
     };
-    for &name in TENSOR_FIELDS {
-        let shape = batch_field_shape(name);
+    for (name, shape) in tensor_fields() {
         if !reads.has(name) {
             continue;
         }

@@ -1,12 +1,10 @@
-use super::batch::{self, Reads, RefCache, StepTotals};
-use super::batch::{SCALAR_FIELDS, TENSOR_FIELDS};
+use super::batch::{self, tensor_fields, Reads, RefCache, StepTotals};
 use super::Share;
 use super::*;
 use crate::data::Dataset;
 use crate::model::{Device, LlamaConfig};
 use crate::rng::Rng;
 use recipe_compiler::column::Column;
-use recipe_compiler::lower::batch_field_shape;
 use recipe_compiler::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, UnaryOp};
 
 fn model(seed: u64) -> CausalLm {
@@ -75,8 +73,7 @@ fn dpo(beta: f64) -> LossTerm {
 fn reads_everything() -> LossTerm {
     let mut b = Builder::default();
     let mut total = b.constant(0.0);
-    for &name in TENSOR_FIELDS {
-        let shape = batch_field_shape(name);
+    for (name, shape) in tensor_fields() {
         let axis = match shape {
             Shape::Seq => Axis::SeqToScalar,
             Shape::Token => Axis::TokenToScalar,
@@ -101,8 +98,8 @@ fn the_batch_has_trls_layout() {
     let rows = [1, 0, 3];
     // Every field: the Seq and Token ones summed, the Group ones each in a term of its own.
     let mut terms = vec![reads_everything()];
-    for &name in TENSOR_FIELDS {
-        if batch_field_shape(name) == Shape::Group {
+    for (name, shape) in tensor_fields() {
+        if shape == Shape::Group {
             terms.push(LossTerm { f: input_term(name), ..reads_everything() });
         }
     }
@@ -142,8 +139,7 @@ fn the_batch_has_trls_layout() {
     assert!(close(&token_sum("ref_token_logps"), &values(&b.seq["ref_logps"])));
     assert!(close(&values(&b.seq["logps"]), &values(&b.seq["ref_logps"])), "reference = policy at the start");
     assert_eq!(values(&b.group["wpo_chosen"]), b.wpo.as_ref().unwrap()[..p].to_vec());
-    for &name in TENSOR_FIELDS {
-        let shape = batch_field_shape(name);
+    for (name, shape) in tensor_fields() {
         let map = match shape {
             Shape::Seq => &b.seq,
             Shape::Token => &b.token,
@@ -293,6 +289,10 @@ fn a_loss_reading_an_unknown_field_or_without_a_reference_is_refused() {
     let bad = LossTerm { name: "mine".into(), weight: 1.0, beta: None, f: input_term("rating") };
     let err = PreferenceObjective::new("po", pairs.clone(), vec![bad], no_scalars()).err().unwrap();
     assert!(err.0.contains("`mine`") && err.0.contains("`rating`"), "{}", err.0);
+    // A field of another batch record (a rollout's) is not a preference batch's.
+    let rollout = LossTerm { name: "grpo".into(), weight: 1.0, beta: None, f: input_term("advantage") };
+    let err = PreferenceObjective::new("po", pairs.clone(), vec![rollout], no_scalars()).err().unwrap();
+    assert!(err.0.contains("`advantage`"), "{}", err.0);
 
     let mut objective = PreferenceObjective::new("po", pairs, vec![dpo(0.1)], no_scalars()).unwrap();
     let models = Models { policy: &policy, reference: None };
@@ -376,29 +376,4 @@ fn accumulation_gives_the_steps_loss_gradient_and_term_metrics() {
     }
     let terms = metric(&two_metrics, "loss/dpo") + metric(&two_metrics, "loss/nll");
     assert!((terms - two).abs() < 1e-5, "the terms add up to the step's loss");
-}
-
-/// The fields the batch builds are exactly `PrefBatch`'s, and a field of another batch record
-/// (a rollout's `advantage`) is refused before compute.
-#[test]
-fn the_fields_are_the_preference_batch_records() {
-    let builtins = recipe_stdlib::BUILTINS;
-    let start = builtins.find("type PrefBatch = {").expect("PrefBatch is declared");
-    let body = &builtins[start..start + builtins[start..].find('}').expect("closed")];
-    let fields = |ty: &str| -> Vec<&str> {
-        let mut v: Vec<&str> = body.lines().filter_map(|l| l.trim().strip_suffix(ty)).collect();
-        v.sort_unstable();
-        v
-    };
-    let sorted = |f: &[&'static str]| {
-        let mut v = f.to_vec();
-        v.sort_unstable();
-        v
-    };
-    assert_eq!(fields(": Tensor,"), sorted(TENSOR_FIELDS));
-    assert_eq!(fields(": Float,"), sorted(SCALAR_FIELDS));
-    let policy = model(10);
-    let rollout = LossTerm { name: "grpo".into(), weight: 1.0, beta: None, f: input_term("advantage") };
-    let err = PreferenceObjective::new("po", pairs(&policy), vec![rollout], no_scalars()).err().unwrap();
-    assert!(err.0.contains("`advantage`"), "{}", err.0);
 }

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
-use recipe_runtime::artifact::{self, RunDir};
 use recipe_compiler::column::Column;
+use recipe_runtime::artifact::{self, RunDir};
 use recipe_runtime::data::Dataset;
 use recipe_runtime::exec::args::Functions;
 use recipe_runtime::exec::loss::compile_loss;
@@ -29,28 +29,11 @@ use recipe_runtime::train::preference::{Pairs, PreferenceObjective};
 use recipe_runtime::train::{run_stage, LoopConfig, Models, RunContext, Schedule, StageParts, Uniform};
 
 // The allocator the `recipe` command uses.
+mod common;
+use common::{env_usize, median, peak_rss_mib};
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
-
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 /// `count` pairs of the peer's distribution from our seeded stream.
 fn pairs(count: usize) -> Dataset {

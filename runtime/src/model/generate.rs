@@ -7,8 +7,10 @@
 //! any other of the tokenizer's stop ids) keep being fed PAD but their output is frozen; the loop
 //! ends when every row is done.
 //!
-//! Invariant: all randomness is drawn from the caller's `Rng`, one uniform per sampled token,
-//! rows in order, so a seeded run is reproducible.
+//! Invariant: all randomness is drawn from the caller's streams, one uniform per sampled token:
+//! one stream for the whole batch, rows in order ([`generate`]), or one stream per row
+//! ([`generate_streams`]: what a row samples then depends on its stream alone, not on the rows
+//! batched with it), so a seeded run is reproducible.
 
 use std::sync::Arc;
 
@@ -42,12 +44,57 @@ fn invalid(message: String) -> ModelError {
     ModelError::Candle(candle_core::Error::Msg(message))
 }
 
-/// Generates up to `max_new_tokens` for each prompt; returns only the new tokens per prompt.
+/// Generates up to `max_new_tokens` for each prompt, drawing from one stream, rows in order;
+/// returns only the new tokens per prompt.
+///
+/// Errors: an invalid temperature or top-p, an empty prompt, a token outside the vocabulary,
+/// or a prompt too long for the model's positions.
 pub fn generate(
     model: &CausalLm,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
     rng: &mut Rng,
+) -> Result<Vec<Vec<u32>>, ModelError> {
+    decode(model, prompts, opts, Streams::Shared(rng))
+}
+
+/// [`generate`] with one stream per prompt (`streams[i]` samples row `i`), so each row's tokens
+/// depend on its own stream only, whatever it is batched with: what RL rollouts draw from
+/// streams named after the seed, stage, step and row.
+///
+/// Errors: as [`generate`], and a stream count different from the prompt count.
+pub fn generate_streams(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    streams: &mut [Rng],
+) -> Result<Vec<Vec<u32>>, ModelError> {
+    if streams.len() != prompts.len() {
+        return Err(invalid(format!("{} sampling streams for {} prompts", streams.len(), prompts.len())));
+    }
+    decode(model, prompts, opts, Streams::PerRow(streams))
+}
+
+/// Where each sampled token's uniform comes from.
+enum Streams<'r> {
+    Shared(&'r mut Rng),
+    PerRow(&'r mut [Rng]),
+}
+
+impl Streams<'_> {
+    fn row(&mut self, b: usize) -> &mut Rng {
+        match self {
+            Streams::Shared(rng) => rng,
+            Streams::PerRow(streams) => &mut streams[b],
+        }
+    }
+}
+
+fn decode(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    mut streams: Streams<'_>,
 ) -> Result<Vec<Vec<u32>>, ModelError> {
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(invalid(format!("temperature must be finite and >= 0, got {}", opts.temperature)));
@@ -109,7 +156,7 @@ pub fn generate(
             if done[b] {
                 continue;
             }
-            let tok = pick(&rows[b], opts, rng);
+            let tok = pick(&rows[b], opts, streams.row(b));
             out[b].push(tok);
             next[b] = tok;
             if opts.stop_at_eos && model.tokenizer().is_stop(tok) {

@@ -7,7 +7,7 @@
 //! and row, so what it produces does not depend on how often the stage was resumed; its
 //! resumable state is [`ExperienceSource::state`], saved in checkpoints.
 
-use super::TrainError;
+use super::{Curriculum, TrainError};
 use crate::model::CausalLm;
 use serde_json::Value;
 
@@ -25,12 +25,21 @@ pub struct Experience {
     pub total: u64,
 }
 
-/// Turns the rows a curriculum chose into experience.
+/// Turns the rows a curriculum chooses into experience.
 pub trait ExperienceSource {
-    /// The experience for `rows` at 0-based `step` of `total`; `policy` is the model being
-    /// trained, as it is now (an online source generates with it).
-    fn collect(&mut self, policy: &CausalLm, rows: Vec<usize>, step: u64, total: u64)
-        -> Result<Experience, TrainError>;
+    /// One micro-batch of experience from `size` rows drawn from `curriculum` at 0-based
+    /// `step` of `total`; `policy` is the model being trained, as it is now (an online source
+    /// generates with it). The source draws the rows itself, so an online source can ask for
+    /// more when a filter left groups out ([`Curriculum::admit`]) or draw none on a step that
+    /// reuses earlier rollouts (TRL's `num_iterations`).
+    fn collect(
+        &mut self,
+        policy: &CausalLm,
+        curriculum: &mut dyn Curriculum,
+        size: usize,
+        step: u64,
+        total: u64,
+    ) -> Result<Experience, TrainError>;
 
     /// Resumable state; none for a source that keeps nothing between steps.
     fn state(&self) -> Value {
@@ -59,10 +68,12 @@ impl ExperienceSource for Offline {
     fn collect(
         &mut self,
         _policy: &CausalLm,
-        rows: Vec<usize>,
+        curriculum: &mut dyn Curriculum,
+        size: usize,
         step: u64,
         total: u64,
     ) -> Result<Experience, TrainError> {
+        let rows = curriculum.next_rows(step, total, size)?;
         let example_ids = rows.iter().map(|&r| self.ids[r]).collect();
         Ok(Experience { rows, example_ids, step, total })
     }

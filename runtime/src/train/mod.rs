@@ -42,7 +42,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use curriculum::{Buckets, Curriculum, Feedback, Ordered, Pacing, Uniform};
+pub use curriculum::{Buckets, Curriculum, Feedback, GroupStats, Ordered, Pacing, Uniform};
 pub use eval::{Evaluator, ExactMatch, LossOn, PairAccuracy};
 pub use experience::{Experience, ExperienceSource, Offline};
 pub use preference::PreferenceObjective;
@@ -581,8 +581,9 @@ pub fn accumulate(
 ) -> Result<Accumulated, TrainError> {
     let mut micro_batches = Vec::with_capacity(step.accumulate as usize);
     for _ in 0..step.accumulate {
-        let rows = parts.curriculum.next_rows(step.step, step.total, step.batch)?;
-        micro_batches.push(parts.experience.collect(models.policy, rows, step.step, step.total)?);
+        let experience =
+            parts.experience.collect(models.policy, parts.curriculum.as_mut(), step.batch, step.step, step.total)?;
+        micro_batches.push(experience);
     }
     parts.objective.begin_step(models, &micro_batches)?;
 

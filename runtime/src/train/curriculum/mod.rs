@@ -37,15 +37,111 @@ pub struct Feedback {
     pub columns: Vec<(String, Vec<f64>)>,
 }
 
+/// What an online curriculum sees of one prompt's group of rollouts: statistics of its scored
+/// rollouts (a reward of NaN means unscored and is in none of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GroupStats {
+    /// Share of the scored rollouts whose reward is positive (k / G for 0/1 rewards).
+    pub pass_rate: f64,
+    /// The unbiased variance of the scored rewards over its largest value for rewards in
+    /// [0, 1], G / (4 (G - 1)): VCRL's normalised variance k (G - k) / (G (G - 1)) / s_max for
+    /// 0/1 rewards; 0 for fewer than two scored rollouts.
+    pub variance: f64,
+    /// Mean |advantage| over the scored rollouts (Self-Evolving Curriculum's reward signal).
+    pub mean_abs_advantage: f64,
+    /// Mean scored reward.
+    pub reward: f64,
+    /// Scored rollouts.
+    pub size: usize,
+}
+
+impl GroupStats {
+    /// The feedback columns, by field name (`pass_rate`, `variance`, `mean_abs_advantage`,
+    /// `reward`, `size`), one value per group.
+    pub const COLUMNS: [&'static str; 5] = ["pass_rate", "variance", "mean_abs_advantage", "reward", "size"];
+
+    /// Statistics of one group from its rewards and advantages (NaN rewards are unscored and
+    /// left out, with their advantages).
+    pub fn of(rewards: &[f64], advantages: &[f64]) -> GroupStats {
+        let scored: Vec<(f64, f64)> =
+            rewards.iter().zip(advantages).filter(|(r, _)| !r.is_nan()).map(|(&r, &a)| (r, a)).collect();
+        let n = scored.len();
+        if n == 0 {
+            return GroupStats::default();
+        }
+        let nf = n as f64;
+        let reward = scored.iter().map(|p| p.0).sum::<f64>() / nf;
+        let variance = match n {
+            1 => 0.0,
+            _ => {
+                let var = scored.iter().map(|p| (p.0 - reward).powi(2)).sum::<f64>() / (nf - 1.0);
+                var / (nf / (4.0 * (nf - 1.0)))
+            }
+        };
+        GroupStats {
+            pass_rate: scored.iter().filter(|p| p.0 > 0.0).count() as f64 / nf,
+            variance,
+            mean_abs_advantage: scored.iter().map(|p| p.1.abs()).sum::<f64>() / nf,
+            reward,
+            size: n,
+        }
+    }
+
+    /// Groups as feedback columns ([`GroupStats::COLUMNS`]).
+    pub fn feedback(groups: &[GroupStats]) -> Feedback {
+        let column = |f: fn(&GroupStats) -> f64| groups.iter().map(f).collect::<Vec<f64>>();
+        let columns = vec![
+            column(|g| g.pass_rate),
+            column(|g| g.variance),
+            column(|g| g.mean_abs_advantage),
+            column(|g| g.reward),
+            column(|g| g.size as f64),
+        ];
+        Feedback { columns: GroupStats::COLUMNS.iter().map(|c| c.to_string()).zip(columns).collect() }
+    }
+
+    /// The groups in `feedback` (empty when it carries no group statistics, as an offline
+    /// stage's does).
+    pub fn from_feedback(feedback: &Feedback) -> Vec<GroupStats> {
+        let col = |name: &str| feedback.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+        let cols: Option<Vec<&[f64]>> = GroupStats::COLUMNS.iter().map(|c| col(c)).collect();
+        let Some(cols) = cols else { return Vec::new() };
+        (0..cols[0].len())
+            .map(|i| GroupStats {
+                pass_rate: cols[0][i],
+                variance: cols[1][i],
+                mean_abs_advantage: cols[2][i],
+                reward: cols[3][i],
+                size: cols[4][i] as usize,
+            })
+            .collect()
+    }
+}
+
 /// Chooses the rows of every micro-batch and observes what training measured on them.
 pub trait Curriculum {
     /// The next micro-batch's `size` row indices (into the stage's dataset) for 0-based `step`
     /// of `total` optimiser steps.
     fn next_rows(&mut self, step: u64, total: u64, size: usize) -> Result<Vec<usize>, TrainError>;
 
-    /// What the objective measured on `rows` (as returned by the last `next_rows`). Feedback
-    /// curricula (band-pass, bandits, target tracking) update their state here.
+    /// What the objective measured on `rows` (the rows of the micro-batch it just trained on,
+    /// in its order). Feedback curricula (bandits, target tracking, replay) update their state
+    /// here; an RL stage's feedback is [`GroupStats::feedback`], one group per row.
     fn observe(&mut self, _rows: &[usize], _feedback: &Feedback) {}
+
+    /// Which of the groups just sampled for `rows` (one prompt each, with its statistics) to
+    /// train on: an online filter (band-pass, variance) leaves groups out here, before any
+    /// gradient. Every group by default.
+    fn admit(&mut self, rows: &[usize], _groups: &[GroupStats]) -> Vec<bool> {
+        vec![true; rows.len()]
+    }
+
+    /// When `admit` left groups out: how many more rounds of prompts an online source may draw
+    /// and sample to fill the micro-batch (verl's `max_num_gen_batches`); 0, the default,
+    /// trains on the groups admitted.
+    fn refill_rounds(&self) -> u32 {
+        0
+    }
 
     /// The curriculum's state as metrics (`curriculum/bucket`, `curriculum/available`), logged
     /// with every metrics line.
@@ -119,6 +215,20 @@ fn count_field(state: &Value, name: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_stats_leave_unscored_rollouts_out_and_normalise_the_variance() {
+        // 0/1 rewards, k = 2 of G = 4: VCRL's p = k (G - k) / (G (G - 1)) / s_max = 1.
+        let g = GroupStats::of(&[1.0, 0.0, 1.0, 0.0, f64::NAN], &[0.5, -0.5, 0.5, -0.5, 9.0]);
+        assert_eq!((g.size, g.pass_rate, g.reward, g.mean_abs_advantage), (4, 0.5, 0.5, 0.5));
+        assert!((g.variance - 1.0).abs() < 1e-12, "{}", g.variance);
+        let k1 = GroupStats::of(&[1.0, 0.0, 0.0, 0.0], &[0.0; 4]);
+        assert!((k1.variance - 0.75).abs() < 1e-12, "k (G - k) / (G (G - 1)) / (1/3) = 0.75: {}", k1.variance);
+        assert_eq!(GroupStats::of(&[f64::NAN], &[0.0]), GroupStats::default());
+        let groups = vec![g, k1];
+        assert_eq!(GroupStats::from_feedback(&GroupStats::feedback(&groups)), groups);
+        assert!(GroupStats::from_feedback(&Feedback::default()).is_empty());
+    }
 
     #[test]
     fn sorted_rows_orders_by_score_with_stable_ties_and_refuses_nan() {

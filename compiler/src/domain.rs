@@ -51,7 +51,7 @@ impl Domain {
 }
 
 /// The training stage kinds: they share the loop's settings.
-const TRAINING_STAGES: &[&str] = &["sft", "pretrain", "preference", "grpo"];
+const TRAINING_STAGES: &[&str] = &["sft", "pretrain", "preference", "rl"];
 
 /// The shared settings of the training stage kinds.
 const TRAINING: &[(&str, Domain)] = &[
@@ -80,14 +80,13 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
         ],
     ),
     (
-        "grpo",
+        "rl",
         &[
             ("group", at_least(2)),
+            ("iterations", at_least(1)),
             ("max_tokens", at_least(1)),
             ("temperature", POSITIVE),
-            ("eps_low", NON_NEGATIVE),
-            ("eps_high", NON_NEGATIVE),
-            ("beta_kl", NON_NEGATIVE),
+            ("top_p", FRACTION),
         ],
     ),
     ("self_pairs", &[("samples", at_least(2)), ("max_tokens", at_least(1)), ("temperature", POSITIVE)]),
@@ -120,7 +119,7 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("discopop", &[("tau", POSITIVE)]),
     ("ld_dpo", &[("alpha", UNIT)]),
     // Policy-gradient losses: `beta` (the KL weight) may be 0, TRL's default.
-    ("grpo_loss", CLIPPED),
+    ("grpo", CLIPPED),
     ("bnpo", CLIPPED),
     ("dr_grpo", CLIPPED),
     ("dapo", CLIPPED),
@@ -130,7 +129,7 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("vespo", &[("beta", NON_NEGATIVE)]),
 ];
 
-/// The parameters of the clipped policy-gradient losses (`grpo_loss`, `dapo`, ...).
+/// The parameters of the clipped policy-gradient losses (`grpo`, `dapo`, ...).
 const CLIPPED: &[(&str, Domain)] =
     &[("beta", NON_NEGATIVE), ("eps_low", DECAY), ("eps_high", NON_NEGATIVE), ("ratio_cap", NON_NEGATIVE)];
 
@@ -173,7 +172,7 @@ mod tests {
         assert_eq!(of("sft", "batch", false).map(|d| d.describe()), Some("at least 1".into()));
         assert_eq!(of("dpo", "beta", true).map(|d| d.describe()), Some("positive".into()));
         assert_eq!(of("dapo", "beta", true).map(|d| d.describe()), Some("at least 0".into()));
-        assert_eq!(of("grpo_loss", "eps_low", true).map(|d| d.describe()), Some("in [0, 1)".into()));
+        assert_eq!(of("grpo", "eps_low", true).map(|d| d.describe()), Some("in [0, 1)".into()));
         assert!(of("sft", "lr", false).is_none());
     }
 

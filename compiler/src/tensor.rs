@@ -487,7 +487,7 @@ impl TensorFn {
     }
 
     /// The batch inputs the output reads, with their shapes, in node order (a runtime need not
-    /// compute the others: `grpo_loss()` at `beta = 0` reads no reference log-probs).
+    /// compute the others: `grpo()` at `beta = 0` reads no reference log-probs).
     pub fn inputs(&self) -> Vec<(&str, Shape)> {
         self.nodes
             .iter()

@@ -51,13 +51,12 @@ pub const OPAQUE: &[(&str, usize)] = &[
 ];
 
 /// Enum types and their constants. A constant is resolved by the type expected where it is
-/// written (`order = easy_first`, `aggregation = grpo`), so constants of different enums and
+/// written (`order = easy_first`, `scale = none`), so constants of different enums and
 /// functions may share a name.
 pub const ENUMS: &[(&str, &[&str])] = &[
     ("Order", &["easy_first", "hard_first", "shuffled"]),
     ("BucketMode", &["exclusive", "cumulative"]),
     ("Scale", &["group", "batch", "none"]),
-    ("Aggregation", &["grpo", "bnpo", "dapo", "dr_grpo"]),
     ("OnError", &["skip", "fail"]),
     ("Optimizer", &["keep", "reset"]),
     ("Select", &["top", "bottom", "random"]),

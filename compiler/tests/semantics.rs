@@ -169,7 +169,7 @@ fn lambda_parameters_are_typed_by_the_data_and_flattened_to_fields() {
 #[test]
 fn rewards_see_the_row_and_the_rollout() {
     let p =
-        program("stage s = grpo(m, d, reward = |r| if trim(r.completion) == r.answer { 1.0 } else { 0.0 })\nrun s\n");
+        program("stage s = rl(m, d, reward = |r| if trim(r.completion) == r.answer { 1.0 } else { 0.0 })\nrun s\n");
     let Some(Value::Scalar(id)) = p.decl("s").and_then(|d| d.value.arg("reward")) else { panic!() };
     let f = &p.scalar.functions[*id as usize];
     let mut names: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
@@ -290,7 +290,7 @@ fn fn_defaults_see_earlier_parameters_in_every_evaluator() {
 fn policy_losses_read_the_rollout_batch_by_its_shapes() {
     use recipe_compiler::tensor::Shape;
     let p = program(concat!(
-        "let g: PolicyLoss = grpo_loss(beta = interpolate(0.0, 0.1), importance = sequence)\n",
+        "let g: PolicyLoss = grpo(beta = interpolate(0.0, 0.1), importance = sequence)\n",
         "let z: PolicyLoss = dapo()\nlet a: Advantages = group_relative(scale = batch)\n",
         "stage s = sft(m, d)\nrun s\n",
     ));
@@ -305,7 +305,7 @@ fn policy_losses_read_the_rollout_batch_by_its_shapes() {
     assert_eq!(
         inputs("g"),
         (
-            "grpo_loss".into(),
+            "grpo".into(),
             vec![
                 field("advantage", Shape::Seq),
                 field("old_token_logps", Shape::Token),
@@ -331,7 +331,7 @@ fn policy_losses_read_the_rollout_batch_by_its_shapes() {
     assert_eq!(inputs("a"), ("group_relative".into(), vec![field("reward", Shape::Seq)]));
     // A misspelt importance is an unknown name with the enum's constants as help.
     assert_eq!(
-        errors("let l: PolicyLoss = grpo_loss(importance = sequnce)\nstage s = sft(m, d)\nrun s\n", &[]),
+        errors("let l: PolicyLoss = grpo(importance = sequnce)\nstage s = sft(m, d)\nrun s\n", &[]),
         vec!["recipe::resolve::unknown_name"]
     );
 }

@@ -25,9 +25,9 @@ use std::path::PathBuf;
 /// `epsilon = 0.2, epsilon_high = 0.28, beta = 0.04` in every case; `scale_rewards` picks the
 /// advantage estimator (`ADVANTAGES`).
 pub const TRL_CASES: &[(&str, &str)] = &[
-    ("grpo / scale_rewards=group", "grpo_loss(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
-    ("grpo / scale_rewards=batch", "grpo_loss(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
-    ("grpo / scale_rewards=none", "grpo_loss(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
+    ("grpo / scale_rewards=group", "grpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
+    ("grpo / scale_rewards=batch", "grpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
+    ("grpo / scale_rewards=none", "grpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
     ("bnpo / scale_rewards=group", "bnpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
     ("bnpo / scale_rewards=batch", "bnpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
     ("bnpo / scale_rewards=none", "bnpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04)"),
@@ -51,11 +51,11 @@ pub const TRL_CASES: &[(&str, &str)] = &[
     ("vespo / scale_rewards=none", "vespo(beta = 0.04)"),
     (
         "gspo (grpo + importance_sampling_level=sequence)",
-        "grpo_loss(eps_low = 0.2, eps_high = 0.28, beta = 0.04, importance = sequence)",
+        "grpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04, importance = sequence)",
     ),
     (
         "grpo, use_bias_correction_kl=False",
-        "grpo_loss(eps_low = 0.2, eps_high = 0.28, beta = 0.04, bias_correction = false)",
+        "grpo(eps_low = 0.2, eps_high = 0.28, beta = 0.04, bias_correction = false)",
     ),
     (
         "dapo, use_bias_correction_kl=False",
@@ -292,8 +292,8 @@ fn the_k3_estimator_is_trls_per_token_kl() {
         assert!((k1[j] + d).abs() < 1e-12 && (k2[j] - 0.5 * d * d).abs() < 1e-12, "token {j}");
         assert!(k2[j] >= 0.0 && k3[j] >= 0.0, "k2 and k3 are never negative");
     }
-    let term = compiled("grpo_loss(beta = 0.04)", "PolicyLoss");
-    assert_eq!((term.name.as_str(), term.beta), ("grpo_loss", Some(Value::Float(0.04))));
+    let term = compiled("grpo(beta = 0.04)", "PolicyLoss");
+    assert_eq!((term.name.as_str(), term.beta), ("grpo", Some(Value::Float(0.04))));
     assert_eq!(compiled("vespo()", "PolicyLoss").name, "vespo");
     assert_eq!(compiled("group_relative()", "Advantages").name, "group_relative");
 }
@@ -334,9 +334,9 @@ fn gradients_through_the_ratio_agree_with_finite_differences() {
     // VESPO is left out: its weight phi(w) has no gradient by definition, which differences
     // of the reference cannot hold fixed.
     for expr in [
-        "grpo_loss(eps_high = 0.28, beta = 0.04)",
-        "grpo_loss(eps_high = 0.28, beta = 0.04, bias_correction = false)",
-        "grpo_loss(eps_high = 0.28, beta = 0.04, importance = sequence)",
+        "grpo(eps_high = 0.28, beta = 0.04)",
+        "grpo(eps_high = 0.28, beta = 0.04, bias_correction = false)",
+        "grpo(eps_high = 0.28, beta = 0.04, importance = sequence)",
         "bnpo(eps_high = 0.28, beta = 0.04)",
         "dr_grpo(eps_high = 0.28, beta = 0.04)",
         "dapo(eps_high = 0.28, beta = 0.04)",
@@ -365,7 +365,7 @@ fn gradients_through_the_ratio_agree_with_finite_differences() {
 fn the_ratio_is_one_in_value_not_in_gradient() {
     let fx = fixture();
     let batch = Batch::from_fixture(&fx).with_advantages("group");
-    let plain = compiled("grpo_loss(eps_high = 0.28)", "PolicyLoss").f;
+    let plain = compiled("grpo(eps_high = 0.28)", "PolicyLoss").f;
     assert!(plain.inputs().iter().all(|(n, _)| *n != "ref_token_logps"), "beta = 0 reads no reference: {plain}");
     let (g, _) = gradient(&plain, &batch);
     let (a, len, b) = (&batch.seq["advantage"], &batch.seq["len"], batch.b as f64);
@@ -375,8 +375,8 @@ fn the_ratio_is_one_in_value_not_in_gradient() {
         let want = if batch.mask[j] { -a[i] / (len[i] * b) } else { 0.0 };
         assert!((got - want).abs() < 1e-12, "token {j}: {got} against {want}");
     }
-    let with = compiled("grpo_loss(eps_high = 0.28, beta = 0.04)", "PolicyLoss").f;
-    let without = compiled("grpo_loss(eps_high = 0.28, beta = 0.04, bias_correction = false)", "PolicyLoss").f;
+    let with = compiled("grpo(eps_high = 0.28, beta = 0.04)", "PolicyLoss").f;
+    let without = compiled("grpo(eps_high = 0.28, beta = 0.04, bias_correction = false)", "PolicyLoss").f;
     assert_eq!(batch.value(&with), batch.value(&without));
     assert_ne!(gradient(&with, &batch).0, gradient(&without, &batch).0);
 }

@@ -42,8 +42,10 @@ pub struct Closure {
     pub env: Env,
     pub ty: Ty,
     /// For a loss made by calling a named function (`dpo(beta = 0.1)`): that function's name
-    /// and its `beta` argument, which name the term in metrics and scale its implicit rewards.
-    pub label: Option<(String, Option<CVal>)>,
+    /// and its arguments that are values, plus `beta` even when it is a schedule: they name
+    /// the term in metrics, scale its implicit rewards and set thresholds its metrics report
+    /// (`eps_low` for `clip_ratio/low_mean`).
+    pub label: Option<(String, Vec<(String, CVal)>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -461,9 +463,9 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         let terms = terms
             .into_iter()
             .map(|(weight, c)| {
-                let (name, beta) = c.label.clone().unwrap_or_else(|| ("loss".into(), None));
-                let beta = beta.map(|b| self.finalize(b, &Ty::Float));
-                LossTerm { name, weight, beta, f: lower::tensor(self, &[(1.0, c)]) }
+                let (name, params) = c.label.clone().unwrap_or_else(|| ("loss".into(), Vec::new()));
+                let params = params.into_iter().map(|(n, v)| (n, self.finalize_untyped(v))).collect();
+                LossTerm { name, weight, params, f: lower::tensor(self, &[(1.0, c)]) }
             })
             .collect();
         Value::Loss(terms)
@@ -508,12 +510,19 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             return v;
         }
         let info = &self.checked.fns[id];
-        let beta = info.params.iter().find(|(n, _, _)| n == "beta").and_then(|(_, local, _)| c.env.get(local).cloned());
+        let params = info
+            .params
+            .iter()
+            .filter_map(|(n, local, _)| {
+                let v = c.env.get(local)?;
+                (matches!(v, CVal::V(_)) || n == "beta").then(|| (n.clone(), v.clone()))
+            })
+            .collect();
         CVal::Closure(Rc::new(Closure {
             kind: c.kind.clone(),
             env: c.env.clone(),
             ty: c.ty.clone(),
-            label: Some((info.name.clone(), beta)),
+            label: Some((info.name.clone(), params)),
         }))
     }
 

@@ -204,12 +204,25 @@ pub struct LossTerm {
     /// The function that made the term (`dpo`), or `loss` for a lambda written in place.
     pub name: String,
     pub weight: f64,
-    /// The term's `beta` argument when its function has one: a `Value::Float`, or a schedule
-    /// (`Value::Scalar`) of `(step, total)`. The runtime reports TRL's implicit rewards
-    /// (`rewards/chosen` = β·(log π − log π_ref)) with it.
-    pub beta: Option<Value>,
+    /// The arguments of the function that made the term that are values (`eps_low`,
+    /// `importance`), and its `beta` even when that is a schedule (`Value::Scalar` of
+    /// `(step, total)`); empty for a lambda written in place. The runtime reports TRL's
+    /// implicit rewards (`rewards/chosen` = β·(log π − log π_ref)) and clip ratios with them.
+    pub params: Vec<(String, Value)>,
     /// The unweighted term: one value (`Scalar`) for the batch.
     pub f: TensorFn,
+}
+
+impl LossTerm {
+    /// The argument `name` of the function that made the term, if it is recorded.
+    pub fn param(&self, name: &str) -> Option<&Value> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The term's `beta` argument when its function has one: a `Value::Float`, or a schedule.
+    pub fn beta(&self) -> Option<&Value> {
+        self.param("beta")
+    }
 }
 
 /// One step of the run order.

@@ -293,7 +293,7 @@ fn the_k3_estimator_is_trls_per_token_kl() {
         assert!(k2[j] >= 0.0 && k3[j] >= 0.0, "k2 and k3 are never negative");
     }
     let term = compiled("grpo(beta = 0.04)", "PolicyLoss");
-    assert_eq!((term.name.as_str(), term.beta), ("grpo", Some(Value::Float(0.04))));
+    assert_eq!((term.name.as_str(), term.beta()), ("grpo", Some(&Value::Float(0.04))));
     assert_eq!(compiled("vespo()", "PolicyLoss").name, "vespo");
     assert_eq!(compiled("group_relative()", "Advantages").name, "group_relative");
 }

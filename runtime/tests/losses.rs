@@ -176,7 +176,7 @@ fn every_preference_loss_matches_trl() {
 fn terms_carry_their_names_weights_and_beta() {
     let terms = compiled_loss("0.8 * dpo(beta = 0.2) + 0.2 * bco() + nll() + 0.5 * (|b: PrefBatch| mean(b.logps))");
     let summary: Vec<(&str, f64, Option<&Value>)> =
-        terms.iter().map(|t| (t.name.as_str(), t.weight, t.beta.as_ref())).collect();
+        terms.iter().map(|t| (t.name.as_str(), t.weight, t.beta())).collect();
     assert_eq!(
         summary,
         vec![

@@ -121,7 +121,7 @@ fn dpo_by_hand(beta: f64) -> LossTerm {
     let ls = add(&mut b, Node::Unary(UnaryOp::LogSigmoid, scaled));
     let neg = add(&mut b, Node::Unary(UnaryOp::Neg, ls));
     let out = add(&mut b, Node::Reduce(Reduce::Mean, Axis::GroupToScalar, neg));
-    LossTerm { name: "dpo".into(), weight: 1.0, beta: Some(Program::Float(beta)), f: b.finish(out) }
+    LossTerm { name: "dpo".into(), weight: 1.0, params: vec![("beta".into(), Program::Float(beta))], f: b.finish(out) }
 }
 
 fn case<'a>(fx: &'a Value, name: &str) -> &'a Value {

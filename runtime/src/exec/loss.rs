@@ -86,7 +86,7 @@ mod tests {
         let loss = compile_loss("mine()", Some(&recipe)).expect("sees `mine` and `w`");
         assert_eq!(loss.terms.len(), 1);
         assert_eq!(loss.terms[0].name, "mine");
-        assert_eq!(loss.terms[0].beta, Some(Value::Float(0.1)));
+        assert_eq!(loss.terms[0].beta(), Some(&Value::Float(0.1)));
 
         match compile_loss("mine()", None) {
             Err(LossCompileError::Diagnostics(d, source)) => {

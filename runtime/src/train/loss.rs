@@ -15,7 +15,9 @@
 //! which also keep one group's NaN out of the others). [`TensorFn::eval`] is the reference
 //! meaning and the tests hold this lowering to it.
 
+use super::TrainError;
 use crate::model::{DType, Device, Tensor};
+use recipe_compiler::program::LossTerm;
 use recipe_compiler::tensor::{Axis, BinaryOp, Groups, Node, NodeId, Reduce, Shape, TensorFn, Totals, UnaryOp};
 use std::collections::HashMap;
 
@@ -67,6 +69,46 @@ pub enum LossError {
     Shape { node: NodeId, shape: Shape, expected: Vec<usize>, got: Vec<usize> },
     #[error("loss node {node}: {source}")]
     Candle { node: NodeId, source: candle_core::Error },
+}
+
+/// The loss `Σ weight × term` of `terms` on `inputs` (a rank-0 tensor, 0 for no terms), and
+/// each term's weighted value as the metric `loss/<name>` (terms of one name summed). The loop
+/// averages metrics over a step's `micro_batches`, so a micro-batch reports its share times
+/// their number: the average is then the step's term, and the terms sum to the step's loss.
+///
+/// Errors: `TrainError::Candle` naming `stage` and the term when a term cannot be evaluated;
+/// the checker typed the loss and the objective checked its fields, so that is a disagreement
+/// between compiler and runtime, not the user's error.
+pub fn weighted_terms(
+    stage: &str,
+    terms: &[LossTerm],
+    inputs: &LossInputs<'_>,
+    micro_batches: usize,
+) -> Result<(Tensor, Vec<(String, f64)>), TrainError> {
+    let mut loss: Option<Tensor> = None;
+    let mut metrics: Vec<(String, f64)> = Vec::new();
+    for term in terms {
+        let value = evaluate(&term.f, inputs).map_err(|e| {
+            let message = format!("stage `{stage}`, loss term `{}`: {e}", term.name);
+            TrainError::Candle(candle_core::Error::Msg(message))
+        })?;
+        let weighted = if term.weight == 1.0 { value } else { value.affine(term.weight, 0.0)? };
+        let v = super::scalar(&weighted)? * micro_batches as f64;
+        let key = format!("loss/{}", term.name);
+        match metrics.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, total)) => *total += v,
+            None => metrics.push((key, v)),
+        }
+        loss = Some(match loss {
+            None => weighted,
+            Some(acc) => (acc + weighted)?,
+        });
+    }
+    let loss = match loss {
+        Some(l) => l,
+        None => Tensor::new(0f32, &inputs.device)?.to_dtype(inputs.dtype)?,
+    };
+    Ok((loss, metrics))
 }
 
 /// Evaluate `f` on `inputs`: a tensor of the output's shape (rank 0 for a `Scalar` loss) that

@@ -22,9 +22,9 @@
 pub mod batch;
 pub mod pairs;
 
-use super::loss::{evaluate, LossInputs};
+use super::loss::{weighted_terms, LossInputs};
 use super::{Experience, Feedback, LossOutput, Models, Objective, TrainError};
-use crate::model::{CausalLm, Tensor};
+use crate::model::CausalLm;
 use batch::{Batch, Reads, RefCache, StepTotals};
 pub use pairs::{Pairs, PairsError};
 use recipe_compiler::program::{LossTerm, Value};
@@ -89,7 +89,7 @@ impl PreferenceObjective {
 
     /// β for rewards at `step` of `total`: the first term's `beta` that has one, else 1.
     fn beta(&self, step: u64, total: u64) -> f64 {
-        let beta = self.terms.iter().find_map(|t| t.beta.as_ref());
+        let beta = self.terms.iter().find_map(LossTerm::beta);
         match beta {
             Some(Value::Float(b)) => *b,
             Some(Value::Int(b)) => *b as f64,
@@ -148,31 +148,7 @@ impl PreferenceObjective {
             scalars(func, &values?)
         };
         let inputs = loss_inputs(&batch, &scalar_node, step_wide.then_some(totals));
-        let mut loss: Option<Tensor> = None;
-        let mut metrics: Vec<(String, f64)> = Vec::new();
-        for term in &self.terms {
-            // The checker typed the loss and `Reads` checked its fields: a loss the evaluator
-            // refuses now is a disagreement between compiler and runtime, not the user's.
-            let value = evaluate(&term.f, &inputs).map_err(|e| {
-                let message = format!("stage `{}`, loss term `{}`: {e}", self.stage, term.name);
-                TrainError::Candle(candle_core::Error::Msg(message))
-            })?;
-            let weighted = if term.weight == 1.0 { value } else { value.affine(term.weight, 0.0)? };
-            let v = super::scalar(&weighted)? * micro_batches as f64;
-            let key = format!("loss/{}", term.name);
-            match metrics.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, total)) => *total += v,
-                None => metrics.push((key, v)),
-            }
-            loss = Some(match loss {
-                None => weighted,
-                Some(acc) => (acc + weighted)?,
-            });
-        }
-        let loss = match loss {
-            Some(l) => l,
-            None => Tensor::new(0f32, &batch.device)?,
-        };
+        let (loss, metrics) = weighted_terms(&self.stage, &self.terms, &inputs, micro_batches)?;
         let beta = self.beta(step, total);
         let (mut rewards, feedback) = rewards(&batch, beta);
         rewards.extend(metrics);

@@ -66,7 +66,7 @@ fn dpo(beta: f64) -> LossTerm {
     let ls = add(&mut b, Node::Unary(UnaryOp::LogSigmoid, scaled));
     let neg = add(&mut b, Node::Unary(UnaryOp::Neg, ls));
     let out = add(&mut b, Node::Reduce(Reduce::Mean, Axis::GroupToScalar, neg));
-    LossTerm { name: "dpo".into(), weight: 1.0, beta: Some(Value::Float(beta)), f: b.finish(out) }
+    LossTerm { name: "dpo".into(), weight: 1.0, params: vec![("beta".into(), Value::Float(beta))], f: b.finish(out) }
 }
 
 /// Every Seq and Token field summed into one number, so that the batch must provide them all.
@@ -83,7 +83,7 @@ fn reads_everything() -> LossTerm {
         let m = add(&mut b, Node::Reduce(Reduce::Mean, axis, x));
         total = add(&mut b, Node::Binary(BinaryOp::Add, total, m));
     }
-    LossTerm { name: "all".into(), weight: 0.5, beta: None, f: b.finish(total) }
+    LossTerm { name: "all".into(), weight: 0.5, params: Vec::new(), f: b.finish(total) }
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -286,11 +286,11 @@ fn metrics_have_trls_names_and_every_weighted_term() {
 fn a_loss_reading_an_unknown_field_or_without_a_reference_is_refused() {
     let policy = model(6);
     let pairs = pairs(&policy);
-    let bad = LossTerm { name: "mine".into(), weight: 1.0, beta: None, f: input_term("rating") };
+    let bad = LossTerm { name: "mine".into(), weight: 1.0, params: Vec::new(), f: input_term("rating") };
     let err = PreferenceObjective::new("po", pairs.clone(), vec![bad], no_scalars()).err().unwrap();
     assert!(err.0.contains("`mine`") && err.0.contains("`rating`"), "{}", err.0);
     // A field of another batch record (a rollout's) is not a preference batch's.
-    let rollout = LossTerm { name: "grpo".into(), weight: 1.0, beta: None, f: input_term("advantage") };
+    let rollout = LossTerm { name: "grpo".into(), weight: 1.0, params: Vec::new(), f: input_term("advantage") };
     let err = PreferenceObjective::new("po", pairs.clone(), vec![rollout], no_scalars()).err().unwrap();
     assert!(err.0.contains("`advantage`"), "{}", err.0);
 
@@ -304,8 +304,8 @@ fn a_loss_reading_an_unknown_field_or_without_a_reference_is_refused() {
 fn beta_is_the_first_terms_and_may_be_a_schedule() {
     let policy = model(7);
     let pairs = pairs(&policy);
-    let scheduled = LossTerm { beta: Some(Value::Scalar(3)), ..dpo(0.1) };
-    let nll = LossTerm { name: "nll".into(), beta: None, ..reads_everything() };
+    let scheduled = LossTerm { params: vec![("beta".into(), Value::Scalar(3))], ..dpo(0.1) };
+    let nll = LossTerm { name: "nll".into(), params: Vec::new(), ..reads_everything() };
     let scalars: ScalarFns = Arc::new(|f, args| (f == 3).then(|| 0.1 + args[0] / args[1]));
     let objective = PreferenceObjective::new("po", pairs.clone(), vec![nll.clone(), scheduled], scalars).unwrap();
     assert_eq!(objective.beta(1, 4), 0.35, "the first term with a beta, at step 1 of 4");
@@ -319,7 +319,7 @@ fn token_nll(weight: f64) -> LossTerm {
     let lp = add(&mut b, Node::Input { name: "token_logps".into(), shape: Shape::Token });
     let neg = add(&mut b, Node::Unary(UnaryOp::Neg, lp));
     let out = add(&mut b, Node::Reduce(Reduce::Mean, Axis::TokenToScalar, neg));
-    LossTerm { name: "nll".into(), weight, beta: None, f: b.finish(out) }
+    LossTerm { name: "nll".into(), weight, params: Vec::new(), f: b.finish(out) }
 }
 
 /// One step over `micro` as the loop runs it: `begin_step`, then each micro-batch's loss and

@@ -7,9 +7,11 @@
 //! and row, so what it produces does not depend on how often the stage was resumed; its
 //! resumable state is [`ExperienceSource::state`], saved in checkpoints.
 
+use super::rl::rollouts::Rollouts;
 use super::{Curriculum, TrainError};
 use crate::model::CausalLm;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// One micro-batch's experience: the dataset rows it came from and their stable ids (what
 /// errors and logs report), in the order the objective sees them.
@@ -23,6 +25,8 @@ pub struct Experience {
     /// its schedules at (a loss's `beta = interpolate(0.05, 0.2)`).
     pub step: u64,
     pub total: u64,
+    /// The sampled, scored groups an online source collected (`None` for offline data).
+    pub rollouts: Option<Arc<Rollouts>>,
 }
 
 /// Turns the rows a curriculum chooses into experience.
@@ -75,6 +79,6 @@ impl ExperienceSource for Offline {
     ) -> Result<Experience, TrainError> {
         let rows = curriculum.next_rows(step, total, size)?;
         let example_ids = rows.iter().map(|&r| self.ids[r]).collect();
-        Ok(Experience { rows, example_ids, step, total })
+        Ok(Experience { rows, example_ids, step, total, rollouts: None })
     }
 }

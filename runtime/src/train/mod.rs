@@ -28,6 +28,7 @@ pub mod loss;
 mod nll;
 pub mod preference;
 pub mod pretrain;
+pub mod rl;
 pub mod sft;
 
 use crate::artifact::{ArtifactError, RunDir, TIMING_KEY};
@@ -47,6 +48,7 @@ pub use eval::{Evaluator, ExactMatch, LossOn, PairAccuracy};
 pub use experience::{Experience, ExperienceSource, Offline};
 pub use preference::PreferenceObjective;
 pub use pretrain::PretrainObjective;
+pub use rl::RlObjective;
 pub use sft::SftObjective;
 
 /// A numeric argument as a function of `(step, total_steps)`: constants, recipe functions

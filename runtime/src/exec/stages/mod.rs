@@ -24,6 +24,7 @@
 mod contrast;
 mod preference;
 mod pretrain;
+mod rl;
 mod rounds;
 mod score;
 mod sft;
@@ -66,6 +67,7 @@ pub(super) const STAGE_KINDS: &[StageKind] = &[
     StageKind { name: "sft", bind: Bind::Train(sft::bind) },
     StageKind { name: "preference", bind: Bind::Train(preference::bind) },
     StageKind { name: "pretrain", bind: Bind::Train(pretrain::bind) },
+    StageKind { name: "rl", bind: Bind::Train(rl::bind) },
     StageKind { name: "score", bind: Bind::Transform(score::bind) },
     StageKind { name: "contrast_pairs", bind: Bind::Transform(contrast::bind) },
 ];

@@ -259,7 +259,8 @@ pub fn loss_on_all_rows(
     let mut objective = PreferenceObjective::new(LOSS_STAGE, pairs, terms, scalars)
         .map_err(|e| TrainError::Config { stage: LOSS_STAGE.into(), message: e.0 })?;
     let models = Models { policy, reference: Some(reference) };
-    let experience = Experience { rows: (0..n).collect(), example_ids: (0..n as u64).collect(), step, total };
+    let experience =
+        Experience { rows: (0..n).collect(), example_ids: (0..n as u64).collect(), step, total, rollouts: None };
     objective.begin_step(&models, std::slice::from_ref(&experience))?;
     let out = objective.loss(&models, &experience)?;
     let loss = super::scalar(&out.loss)?;

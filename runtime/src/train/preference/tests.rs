@@ -191,7 +191,7 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
             let micro: Vec<Experience> = (0..2)
                 .map(|m| {
                     let rows = vec![(2 * step as usize + m) % 6];
-                    Experience { example_ids: rows.iter().map(|&r| r as u64).collect(), rows, step, total: 3 }
+                    Experience { example_ids: rows.iter().map(|&r| r as u64).collect(), rows, step, total: 3, rollouts: None }
                 })
                 .collect();
             objective.begin_step(&models, &micro).unwrap();
@@ -215,7 +215,7 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
     assert!(first_margins.unwrap().iter().all(|m| m.abs() < 1e-6));
     assert!((first_loss - std::f64::consts::LN_2).abs() < 1e-5, "policy = reference: ln 2, got {first_loss}");
     let models = Models { policy: &policy, reference: Some(&reference) };
-    let e = Experience { rows: vec![0, 1], example_ids: vec![0, 1], step: 0, total: 1 };
+    let e = Experience { rows: vec![0, 1], example_ids: vec![0, 1], step: 0, total: 1, rollouts: None };
     let out = objective.loss(&models, &e).unwrap();
     assert_eq!(objective.reference_passes().1, 6, "cached rows are not scored again");
     assert!(out.feedback.columns[0].1.iter().any(|m| m.abs() > 1e-4), "a new policy moves away from the reference");
@@ -233,6 +233,7 @@ fn step_totals_cover_every_micro_batch_of_the_step() {
         rows,
         step: 0,
         total: 1,
+        rollouts: None,
     };
     let micro = [exp(vec![0, 1]), exp(vec![2])];
     objective.begin_step(&models, &micro).unwrap();
@@ -296,7 +297,7 @@ fn a_loss_reading_an_unknown_field_or_without_a_reference_is_refused() {
 
     let mut objective = PreferenceObjective::new("po", pairs, vec![dpo(0.1)], no_scalars()).unwrap();
     let models = Models { policy: &policy, reference: None };
-    let e = Experience { rows: vec![0], example_ids: vec![0], step: 0, total: 1 };
+    let e = Experience { rows: vec![0], example_ids: vec![0], step: 0, total: 1, rollouts: None };
     assert!(matches!(objective.loss(&models, &e), Err(TrainError::Config { .. })));
 }
 
@@ -335,6 +336,7 @@ fn step(policy: &CausalLm, reference: &CausalLm, micro: &[Vec<usize>]) -> (f64, 
             example_ids: rows.iter().map(|&r| r as u64).collect(),
             step: 0,
             total: 1,
+            rollouts: None,
         })
         .collect();
     objective.begin_step(&models, &exps).unwrap();

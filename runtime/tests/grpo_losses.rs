@@ -5,10 +5,12 @@
 //! (`group_relative(scale)`, compared with TRL's), each case's loss expression is compiled by
 //! `recipe_compiler::compile` and evaluated on candle by `train::loss::evaluate` in f64, and the
 //! loss and TRL's `kl` metric are compared with TRL's within the fixture's tolerances. The
-//! gradient norms need the model and are checked through `recipe loss --rollouts`; here the
 //! gradient with respect to the policy's log-probs is checked in form: with the old policy's
 //! log-probs the policy's own, detached (TRL's `num_iterations = 1`), candle's backward agrees
-//! with finite differences of the IR's f64 reference.
+//! with finite differences of the IR's f64 reference. Then through the model: the fixture's
+//! rollouts on the real checkpoints (policy `tiny-llama-sft5`, reference `tiny-llama`), every
+//! case evaluated by `train::rl::loss_on_rollouts` (what `recipe loss --rollouts` prints) gives
+//! TRL's loss, gradient norm over the model's parameters and `kl` metric.
 //!
 //! The fixture is found at `$RECIPE_FIXTURES` or `$CARGO_MANIFEST_DIR/../../shared/fixtures`.
 
@@ -16,7 +18,13 @@ use candle_core::{DType, Device, Tensor, Var};
 use recipe_compiler::diag::Source;
 use recipe_compiler::program::{LossTerm, Value};
 use recipe_compiler::tensor::{EvalInputs, Groups, TensorFn};
+use recipe_runtime::model::CausalLm;
 use recipe_runtime::train::loss::{evaluate, LossInputs};
+use recipe_runtime::train::preference::ScalarFns;
+use recipe_runtime::train::rl::advantages::AdvantageFn;
+use recipe_runtime::train::rl::loss_on_rollouts;
+use recipe_runtime::train::rl::rollouts::{Completion, Group, Rollouts};
+use std::sync::Arc;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -379,4 +387,105 @@ fn the_ratio_is_one_in_value_not_in_gradient() {
     let without = compiled("grpo(eps_high = 0.28, beta = 0.04, bias_correction = false)", "PolicyLoss").f;
     assert_eq!(batch.value(&with), batch.value(&without));
     assert_ne!(gradient(&with, &batch).0, gradient(&without, &batch).0);
+}
+
+// ---- through the model ----------------------------------------------------------------------
+
+fn load(name: &str) -> CausalLm {
+    let dir = std::env::var_os("RECIPE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    CausalLm::load(&dir.join(name), &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn ids(v: &Json) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn no_scalars() -> ScalarFns {
+    Arc::new(|_, _| None)
+}
+
+/// The fixture's 16 completions as 4 groups, with the advantages of `scale`.
+fn rollouts(fx: &Json, scale: &str) -> Rollouts {
+    let g = fx["num_generations"].as_u64().unwrap() as usize;
+    let completions = fx["completion_ids_unpadded"].as_array().unwrap();
+    let rewards = fx["rewards"].as_array().unwrap();
+    let truncated = fx["is_truncated"].as_array().unwrap();
+    let texts = fx["completions_text"].as_array().unwrap();
+    let mut groups: Vec<Group> = (0..completions.len() / g)
+        .map(|p| Group {
+            row: p,
+            example_id: p as u64,
+            // Each completion row carries its prompt (left padding would show in the mask).
+            prompt: ids(&fx["prompt_ids"][p * g]),
+            completions: (p * g..(p + 1) * g)
+                .map(|i| Completion {
+                    ids: ids(&completions[i]),
+                    text: texts[i].as_str().unwrap().to_string(),
+                    reward: rewards[i].as_f64().unwrap(),
+                    truncated: truncated[i].as_bool().unwrap(),
+                    advantage: 0.0,
+                    old_logps: None,
+                })
+                .collect(),
+        })
+        .collect();
+    assert!(fx["prompt_mask"].as_array().unwrap().iter().all(|m| ids(m).iter().all(|&v| v == 1)), "no prompt padding");
+    let expr = ADVANTAGES.iter().find(|(s, _)| *s == scale).unwrap().1;
+    let estimator = AdvantageFn::new(compiled(expr, "Advantages"), no_scalars()).unwrap();
+    let values = estimator.over(&groups, 0, 1).unwrap();
+    for (c, a) in groups.iter_mut().flat_map(|g| g.completions.iter_mut()).zip(values) {
+        c.advantage = a;
+    }
+    Rollouts { groups, metrics: Vec::new() }
+}
+
+#[test]
+fn every_policy_loss_through_the_model_matches_trl() {
+    let fx = fixture();
+    let tol = &fx["tolerances"];
+    let (loss_rel, grad_rel) = (tol["loss_rel"].as_f64().unwrap(), tol["grad_norm_rel"].as_f64().unwrap());
+    let adv_abs = tol["advantages_abs"].as_f64().unwrap();
+    let (policy, reference) = (load("tiny-llama-sft5"), load("tiny-llama"));
+    let max_tokens = fx["max_completion_length"].as_u64().unwrap() as usize;
+    let mut worst: (f64, f64) = (0.0, 0.0);
+    for (name, expr) in TRL_CASES {
+        let c = fx["cases"].as_array().unwrap().iter().find(|c| c["name"] == *name).unwrap();
+        let scale = c["scale_rewards"].as_str().unwrap();
+        let batch = rollouts(&fx, scale);
+        let advantages: Vec<f64> = batch.completions().map(|(_, _, c)| c.advantage).collect();
+        for (i, (got, want)) in advantages.iter().zip(fx["advantages"][scale].as_array().unwrap()).enumerate() {
+            let want = want.as_f64().unwrap();
+            assert!((got - want).abs() <= adv_abs, "{scale}: advantage {i} is {got}, TRL's {want}");
+        }
+        let report = loss_on_rollouts(&policy, &reference, batch, vec![compiled(expr, "PolicyLoss")], no_scalars(), max_tokens, (0, 1))
+            .unwrap_or_else(|e| panic!("{expr}: {e}"));
+        let (want, want_grad) = (c["loss"].as_f64().unwrap(), c["grad_norm"].as_f64().unwrap());
+        let loss_err = (report.loss - want).abs();
+        assert!(loss_err <= (loss_rel * want.abs()).max(1e-6), "{name}: {expr}: loss {} against TRL's {want}", report.loss);
+        let grad_err = (report.grad_norm - want_grad).abs() / want_grad;
+        assert!(grad_err <= grad_rel, "{name}: {expr}: grad norm {} against TRL's {want_grad}", report.grad_norm);
+        let kl = report.metrics.iter().find(|(k, _)| k == "kl").map(|(_, v)| *v).expect("the loss reads the reference");
+        let want_kl = c["mean_kl"].as_f64().unwrap();
+        assert!((kl - want_kl).abs() <= loss_rel * want_kl, "{name}: kl {kl} against TRL's {want_kl}");
+        let clipped = report.metrics.iter().filter(|(k, _)| k.starts_with("clip_ratio/"));
+        for (k, v) in clipped {
+            let want = c["trl_logged_metrics"][k].as_f64().unwrap();
+            assert_eq!(*v, want, "{name}: {k}");
+        }
+        worst = (worst.0.max(loss_err), worst.1.max(grad_err));
+    }
+    println!("worst loss difference {:.1e}, worst relative grad-norm difference {:.1e}", worst.0, worst.1);
+}
+
+#[test]
+fn a_loss_that_reads_a_preference_field_is_refused() {
+    let fx = fixture();
+    let (policy, reference) = (load("tiny-llama-sft5"), load("tiny-llama"));
+    let preference = compiled("dpo()", "Loss");
+    let err = loss_on_rollouts(&policy, &reference, rollouts(&fx, "group"), vec![preference], no_scalars(), 6, (0, 1))
+        .unwrap_err();
+    assert!(err.to_string().contains("which a rollout batch does not have"), "{err}");
+    assert_eq!(compiled("dapo(beta = 0.04)", "PolicyLoss").beta(), Some(&Value::Float(0.04)));
 }

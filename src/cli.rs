@@ -129,9 +129,23 @@ pub enum Command {
         #[arg(long)]
         reference: Option<PathBuf>,
         /// `prompt`/`chosen`/`rejected` rows, one JSON object a line; EOS is appended to each
-        /// response.
+        /// response. The loss is a preference loss (`Loss`).
+        #[arg(long, required_unless_present = "rollouts", conflicts_with = "rollouts")]
+        data: Option<PathBuf>,
+        /// Rollouts, one JSON object a line: `prompt`, `completion` (text; EOS appended unless
+        /// `"truncated": true`) or `completion_ids` (ids used verbatim), and `reward` (`null`:
+        /// unscored); consecutive lines with the same prompt form a group. The loss is a policy
+        /// loss (`PolicyLoss`).
+        #[arg(long, value_name = "FILE")]
+        rollouts: Option<PathBuf>,
+        /// With --rollouts: the advantages' scaling, TRL's `scale_rewards`
+        /// (`group_relative(scale = ...)`).
+        #[arg(long, default_value = "group", value_parser = ["group", "batch", "none"])]
+        scale: String,
+        /// With --rollouts: the completion limit (TRL's `max_completion_length`, which `dr_grpo`
+        /// divides by); default: the longest completion.
         #[arg(long)]
-        data: PathBuf,
+        max_tokens: Option<usize>,
         /// A loss expression: a stdlib loss (`dpo(beta = 0.1)`), a sum of them, or a lambda.
         #[arg(long, value_name = "EXPR")]
         loss: String,
@@ -144,7 +158,8 @@ pub enum Command {
         /// The total steps schedules see.
         #[arg(long, default_value_t = 1)]
         total: u64,
-        /// One JSON object on the last line: `loss`, `grad_norm`, `pairs` and the metrics by name.
+        /// One JSON object on the last line: `loss`, `grad_norm`, `pairs` (or `advantages` and
+        /// `rollouts`, with `kl`) and the metrics by name.
         #[arg(long)]
         json: bool,
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
@@ -166,11 +181,16 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, ids, device } => {
             runs::generate(runs::GenerateArgs { model, prompt, max_tokens, temperature, top_p, seed, ids, device })
         }
-        Command::Loss { policy, reference, data, loss, recipe, step, total, json, device } => {
+        Command::Loss { policy, reference, data, rollouts, scale, max_tokens, loss, recipe, step, total, json, device } => {
+            let input = match (data, rollouts) {
+                (Some(path), _) => crate::loss::LossInput::Pairs(path),
+                (None, Some(path)) => crate::loss::LossInput::Rollouts { path, scale, max_tokens },
+                (None, None) => return Err(Failure::Usage("give --data PAIRS.jsonl or --rollouts FILE.jsonl".into())),
+            };
             crate::loss::loss(crate::loss::LossArgs {
                 policy,
                 reference,
-                data,
+                input,
                 loss,
                 recipe,
                 step,

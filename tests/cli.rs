@@ -338,6 +338,15 @@ fn resume_after_kill_through_a_score_stage_into_rounds_matches_an_uninterrupted_
     resume_matches("tests/e2e/score_rounds.recipe", &markers);
 }
 
+/// The same through an `rl` stage that trains twice on each sampled batch (TRL's
+/// `num_iterations = 2`): killed after the first of a batch's two steps (the rollouts and their
+/// sampling log-probabilities are restored from the checkpoint, not sampled again) and after
+/// the second.
+#[test]
+fn resume_after_kill_inside_an_rl_stage_matches_an_uninterrupted_run() {
+    resume_matches("tests/e2e/tiny_rl.recipe", &["01-rl-step000001", "01-rl-step000002", "01-rl-step000005"]);
+}
+
 /// Runs `recipe` whole, then again killed (SIGKILL) as soon as each checkpoint of `markers`
 /// exists, resumes it with `--resume`, and compares the metrics (timing aside) and every
 /// checkpoint's model byte for byte.

@@ -20,7 +20,7 @@ use recipe_compiler::column::Column;
 use recipe_runtime::artifact::{self, RunDir};
 use recipe_runtime::data::Dataset;
 use recipe_runtime::exec::args::Functions;
-use recipe_runtime::exec::loss::compile_loss;
+use recipe_runtime::exec::loss::{compile_loss, LossKind};
 use recipe_runtime::model::CausalLm;
 use recipe_runtime::optim::AdamW;
 use recipe_runtime::progress::Silent;
@@ -78,7 +78,7 @@ fn train() {
     let data = pairs(steps as usize * batch);
     let pairs =
         Arc::new(Pairs::tokenize(&data, policy.tokenizer(), policy.config().max_position_embeddings).expect("pairs"));
-    let loss = compile_loss("dpo(beta = 0.1)", None).unwrap_or_else(|_| panic!("the loss compiles"));
+    let loss = compile_loss("dpo(beta = 0.1)", &LossKind::Pairs, None).unwrap_or_else(|_| panic!("the loss compiles"));
     let scalars = Functions::numeric(&loss.functions);
     let objective = PreferenceObjective::new("dpo", pairs, loss.terms, scalars).expect("objective");
     let mut cfg = LoopConfig::new("dpo", steps, batch, Schedule::constant(1e-3));

@@ -13,7 +13,7 @@ use recipe_compiler::program::{LossTerm, Value as Program};
 use recipe_compiler::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, UnaryOp};
 use recipe_runtime::data::Dataset;
 use recipe_runtime::exec::args::Functions;
-use recipe_runtime::exec::loss::compile_loss;
+use recipe_runtime::exec::loss::{compile_loss, LossKind};
 use recipe_runtime::model::{completion_logprobs, CausalLm, TokenBatch};
 use recipe_runtime::train::preference::{loss_on_all_rows, Pairs, ScalarFns};
 use serde_json::Value;
@@ -167,7 +167,7 @@ fn every_trl_case_matches_through_the_model() {
     let pairs = Arc::new(Pairs::tokenize(&dataset(&fx), policy.tokenizer(), 512).unwrap());
     let mut worst = (0.0f64, 0.0f64);
     for &(name, expr) in losses::TRL_CASES {
-        let loss = compile_loss(expr, None).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
+        let loss = compile_loss(expr, &LossKind::Pairs, None).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
         let scalars = Functions::numeric(&loss.functions);
         let report = loss_on_all_rows(&policy, &reference, pairs.clone(), loss.terms, scalars, 0, 1)
             .unwrap_or_else(|e| panic!("{expr}: {e}"));

@@ -144,6 +144,8 @@ pub struct BuildContext<'m> {
     /// The frozen reference, when the loss reads `ref_token_logps`.
     pub reference: Option<&'m CausalLm>,
     pub reads: &'m Reads,
+    /// Score the reference even when the loss does not read it (for the `kl` metric).
+    pub kl_metric: bool,
     pub mask_truncated: bool,
     pub totals: StepTotals,
     /// The completion token limit and the step's micro-batches.
@@ -170,11 +172,11 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
         true => scatter(&rows, &ids, t, |c| c.old_logps.clone().unwrap_or_default()),
         false => policy.clone(),
     };
-    let reference = match (cx.reads.has("ref_token_logps"), cx.reference) {
+    let reference = match (cx.reads.has("ref_token_logps") || cx.kl_metric, cx.reference) {
         (false, _) => None,
         (true, Some(reference)) => Some(model::completion_token_logprobs(reference, &tb)?.detach().to_vec2::<f32>()?),
         (true, None) => {
-            let message = "the loss reads `ref_token_logps`, but the stage has no reference".to_string();
+            let message = "the loss reads `ref_token_logps` (its `beta` is not 0), but the stage has no reference".to_string();
             return Err(TrainError::Config { stage: stage.to_string(), message });
         }
     };
@@ -184,7 +186,7 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
         // The sampling policy's values; the policy's own, detached, when it is the policy.
         token.insert("old_token_logps".into(), grid(&old)?);
     }
-    if let Some(r) = &reference {
+    if let Some(r) = reference.as_ref().filter(|_| cx.reads.has("ref_token_logps")) {
         token.insert("ref_token_logps".into(), grid(r)?);
     }
     let column = |f: &dyn Fn(&Completion) -> f32| Tensor::from_vec(rows.iter().map(|(_, _, c)| f(c)).collect(), b, &device);

@@ -1,6 +1,6 @@
 //! Online RL with group rollouts (TRL's `GRPOTrainer`): the experience source that samples and
 //! scores rollouts (`rollouts.rs`), the advantage estimator (`advantages.rs`), the batch a
-//! policy-gradient loss reads (`batch.rs`), and the objective that evaluates the recipe's loss
+//! policy-gradient loss reads (`batch.rs`), rollouts from a JSONL file (`file.rs`), and the objective that evaluates the recipe's loss
 //! (`grpo`, `dapo`, ... from the prelude, or the user's) over it.
 //!
 //! Metrics (TRL's names and meanings): the sampling metrics of [`rollouts::Rollouts`]; `kl`,
@@ -15,6 +15,7 @@
 
 pub mod advantages;
 pub mod batch;
+pub mod file;
 pub mod rollouts;
 
 use super::loss::weighted_terms;
@@ -36,6 +37,8 @@ pub struct RlObjective {
     scalars: ScalarFns,
     mask_truncated: bool,
     max_tokens: usize,
+    /// Report `kl` even when the loss does not read the reference.
+    kl_metric: bool,
     /// The current step's totals and micro-batch count, from `begin_step`.
     plan: Option<(StepTotals, usize)>,
 }
@@ -53,7 +56,7 @@ impl RlObjective {
         mask_truncated: bool,
     ) -> Result<RlObjective, String> {
         let reads = Reads::of(&terms)?;
-        Ok(RlObjective { stage: stage.into(), terms, reads, scalars, mask_truncated, max_tokens, plan: None })
+        Ok(RlObjective { stage: stage.into(), terms, reads, scalars, mask_truncated, max_tokens, kl_metric: false, plan: None })
     }
 
     /// Whether the loss reads the reference's log-probabilities (a `beta` that is not 0).
@@ -68,6 +71,7 @@ impl RlObjective {
             policy: models.policy,
             reference: models.reference,
             reads: &self.reads,
+            kl_metric: self.kl_metric,
             mask_truncated: self.mask_truncated,
             totals,
             max_tokens: self.max_tokens,
@@ -187,8 +191,7 @@ pub struct RolloutLossReport {
     pub grad_norm: f64,
     /// Every completion's advantage, in order.
     pub advantages: Vec<f64>,
-    /// The objective's metrics (see the module docs), with `kl` when the loss reads the
-    /// reference.
+    /// The objective's metrics (see the module docs), `kl` among them.
     pub metrics: Vec<(String, f64)>,
 }
 
@@ -210,6 +213,7 @@ pub fn loss_on_rollouts(
     const STAGE: &str = "recipe loss";
     let mut objective = RlObjective::new(STAGE, terms, scalars, max_tokens, false)
         .map_err(|message| TrainError::Config { stage: STAGE.into(), message })?;
+    objective.kl_metric = true;
     let models = Models { policy, reference: Some(reference) };
     let advantages = rollouts.completions().map(|(_, _, c)| c.advantage).collect();
     let experience = Experience {

@@ -196,7 +196,10 @@ impl RolloutSource {
                 example_ids: vec![self.ids[query_rows[i]]],
             });
         }
-        tally.record(&completions, &rewards, rows.len(), g);
+        for (r, chunk) in completions.chunks(g).enumerate() {
+            let shape: Vec<(usize, bool)> = chunk.iter().map(|c| (c.0.len(), c.2)).collect();
+            tally.record_group(&shape, &rewards[r * g..(r + 1) * g]);
+        }
         let mut groups = Vec::with_capacity(rows.len());
         let mut scored = completions.into_iter().zip(rewards);
         for &row in rows {
@@ -282,7 +285,7 @@ impl RolloutSource {
         if self.settings.iterations > 1 {
             self.keep_old_logps(policy, &mut kept)?;
         }
-        let mut metrics = tally.metrics();
+        let mut metrics = tally.metrics(self.advantages.batch_scaled());
         metrics.push(("groups/kept".into(), kept.len() as f64));
         metrics.push(("curriculum/refill_rounds".into(), f64::from(draw.saturating_sub(1))));
         Ok(Rollouts { groups: kept, metrics })
@@ -352,43 +355,51 @@ impl ExperienceSource for RolloutSource {
 
 /// What sampling a micro-batch measured, over every sampled completion (filtered groups too).
 #[derive(Default)]
-struct Tally {
+pub struct Tally {
     lengths: Vec<f64>,
     terminated: Vec<f64>,
     /// Scored rewards of each sampled group.
     group_rewards: Vec<Vec<f64>>,
     unscored: usize,
-    unscored_groups: usize,
-    filtered_groups: usize,
+    /// Groups left with no scored completion, and groups a curriculum did not admit.
+    pub unscored_groups: usize,
+    pub filtered_groups: usize,
 }
 
 impl Tally {
-    fn record(&mut self, completions: &[(Vec<u32>, String, bool)], rewards: &[f64], rows: usize, g: usize) {
-        for (ids, _, truncated) in completions {
-            self.lengths.push(ids.len() as f64);
+    /// Records one sampled group: each completion's token count and whether it was truncated,
+    /// and its reward (NaN: unscored).
+    pub fn record_group(&mut self, completions: &[(usize, bool)], rewards: &[f64]) {
+        for &(len, truncated) in completions {
+            self.lengths.push(len as f64);
             if !truncated {
-                self.terminated.push(ids.len() as f64);
+                self.terminated.push(len as f64);
             }
         }
         self.unscored += rewards.iter().filter(|r| r.is_nan()).count();
-        for r in 0..rows {
-            self.group_rewards.push(rewards[r * g..(r + 1) * g].iter().copied().filter(|v| !v.is_nan()).collect());
-        }
+        self.group_rewards.push(rewards.iter().copied().filter(|v| !v.is_nan()).collect());
     }
 
-    /// TRL's sampling metrics: `reward` (mean scored reward), `reward_std` (mean over groups of
-    /// the unbiased standard deviation of their rewards), `frac_reward_zero_std`,
+    /// TRL's sampling metrics: `reward` and `reward_std` (mean and unbiased standard deviation
+    /// of every scored reward), `frac_reward_zero_std` (the share of groups whose rewards are all
+    /// equal; with `batch_scaled` advantages TRL's 0 or 1 for the batch's),
     /// `completions/{mean,min,max}_length`, `completions/mean_terminated_length` and
     /// `completions/clipped_ratio` (the share that hit the token limit).
-    fn metrics(&self) -> Vec<(String, f64)> {
+    pub fn metrics(&self, batch_scaled: bool) -> Vec<(String, f64)> {
         let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
         let scored: Vec<f64> = self.group_rewards.iter().flatten().copied().collect();
-        let stds: Vec<f64> = self.group_rewards.iter().filter(|r| !r.is_empty()).map(|r| unbiased_std(r)).collect();
-        let zero_std = stds.iter().filter(|s| s.abs() <= 1e-8).count() as f64 / stds.len().max(1) as f64;
+        let zero_std = match batch_scaled {
+            true => f64::from(u8::from(unbiased_std(&scored) <= 1e-8)),
+            false => {
+                let groups: Vec<&Vec<f64>> = self.group_rewards.iter().filter(|r| !r.is_empty()).collect();
+                let zero = groups.iter().filter(|r| unbiased_std(r) <= 1e-8).count();
+                zero as f64 / groups.len().max(1) as f64
+            }
+        };
         let n = self.lengths.len().max(1) as f64;
         vec![
             ("reward".into(), mean(&scored)),
-            ("reward_std".into(), mean(&stds)),
+            ("reward_std".into(), unbiased_std(&scored)),
             ("frac_reward_zero_std".into(), zero_std),
             ("completions/mean_length".into(), mean(&self.lengths)),
             ("completions/min_length".into(), self.lengths.iter().copied().reduce(f64::min).unwrap_or(0.0)),

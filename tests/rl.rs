@@ -1,0 +1,185 @@
+//! End-to-end tests of online RL through the `recipe` command: an `rl` stage run by `recipe run`
+//! (TRL's metric names, unscored rewards left out, iterations reusing rollouts, verify), errors
+//! before compute and during it, and `recipe loss --rollouts` on the TRL fixture
+//! (`../shared/fixtures/grpo_loss_reference.json`).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const RECIPE: &str = env!("CARGO_BIN_EXE_recipe");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn recipe(args: &[&str]) -> Output {
+    Command::new(RECIPE).args(args).current_dir(root()).env("NO_COLOR", "1").output().expect("spawn recipe")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("recipe-rl-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `tests/e2e/tiny_rl.recipe` with `from` replaced by `to`, written into `dir`.
+fn variant(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("tests/e2e/tiny_rl.recipe")).expect("the recipe");
+    assert!(text.contains(from), "`{from}` is in the recipe");
+    let file = dir.join("variant.recipe");
+    std::fs::write(&file, text.replace(from, to)).expect("write");
+    file
+}
+
+fn lines_of(run: &Path, stage: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines().map(|l| serde_json::from_str::<Value>(l).expect("JSON")).filter(|l| l["stage"] == stage).collect()
+}
+
+/// TRL's `GRPOTrainer` metric names, logged at every step.
+const METRICS: [&str; 12] = [
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "kl",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "clip_ratio/region_mean",
+    "rewards/unscored",
+    "groups/kept",
+    "loss/grpo",
+];
+
+#[test]
+fn an_rl_stage_runs_end_to_end_and_verifies() {
+    let dir = scratch("run");
+    let run = dir.join("run");
+    let file = root().join("tests/e2e/tiny_rl.recipe");
+    assert_eq!(code(&recipe(&["check", "--strict", path(&file)])), 0, "`rl` is executable");
+    let out = recipe(&["run", path(&file), "--quiet", "--out", path(&run)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lines = lines_of(&run, "rl");
+    assert_eq!(lines.len(), 6, "one line per step");
+    for line in &lines {
+        for name in METRICS {
+            assert!(line[name].as_f64().is_some_and(f64::is_finite), "{name} in {line}");
+        }
+        assert!((line["loss"].as_f64().unwrap() - line["loss/grpo"].as_f64().unwrap()).abs() < 1e-6, "{line}");
+    }
+    let unscored: f64 = lines.iter().map(|l| l["rewards/unscored"].as_f64().unwrap()).sum();
+    assert!(unscored > 0.0, "the reward's NaNs are counted, not scored");
+    // Steps 2, 4, 6 train again on the rollouts of steps 1, 3, 5 (iterations = 2): the same
+    // sampling metrics, and a ratio that is no longer 1, so a loss that is no longer 0.
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0]["reward"], pair[1]["reward"], "reused rollouts: {pair:?}");
+        assert_eq!(pair[0]["completions/mean_length"], pair[1]["completions/mean_length"]);
+    }
+    assert!(lines.iter().any(|l| l["kl"].as_f64().unwrap() > 0.0), "the policy moves away from its reference");
+    let out = recipe(&["verify", path(&run), "--quiet"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Recipe problems that need no compute are refused before any step, at the argument.
+#[test]
+fn rl_stages_are_checked_before_compute() {
+    let dir = scratch("check");
+    let run = dir.join("run");
+    let long = variant(&dir, "max_tokens = 4", "max_tokens = 14");
+    let out = recipe(&["run", path(&long), "--quiet", "--out", path(&run)]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("exceeds the policy's context") && err.contains("max_tokens = 14"), "{err}");
+    assert!(!run.join("metrics.jsonl").exists() || lines_of(&run, "sft").is_empty(), "no step ran");
+
+    // An advantage estimator that reads log-probabilities has none to read yet.
+    let file = variant(&dir, "    group = 4,", "    advantages = |b: RolloutBatch| sum_per_seq(b.token_logps),\n    group = 4,");
+    let out = recipe(&["run", path(&file), "--quiet", "--out", path(&dir.join("adv"))]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("reads `token_logps`"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An infinite reward stops the stage naming the step and the example; what was written stays.
+#[test]
+fn an_infinite_reward_stops_the_stage_naming_the_example() {
+    let dir = scratch("inf");
+    let run = dir.join("run");
+    let file = variant(&dir, "float(len(trim(r.completion))) }", "exp(1000.0 + float(r.tokens)) }");
+    let out = recipe(&["run", path(&file), "--quiet", "--out", path(&run)]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("stage `rl`, step 1: a reward is inf (examples"), "{err}");
+    assert_eq!(lines_of(&run, "sft").len(), 4, "the SFT stage's metrics are kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `recipe loss --rollouts` on TRL's own batch gives TRL's numbers for every `scale_rewards`.
+#[test]
+fn recipe_loss_on_rollouts_gives_trls_numbers() {
+    let fixtures = std::env::var_os("RECIPE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/fixtures"));
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("grpo_loss_reference.json")).unwrap()).unwrap();
+    let dir = scratch("loss");
+    let file = dir.join("rollouts.jsonl");
+    let g = fx["num_generations"].as_u64().unwrap() as usize;
+    let rows: Vec<String> = fx["completion_ids_unpadded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            let row = serde_json::json!({
+                "prompt": fx["prompts"][i / g],
+                "completion_ids": ids,
+                "reward": fx["rewards"][i],
+            });
+            row.to_string()
+        })
+        .collect();
+    std::fs::write(&file, rows.join("\n")).unwrap();
+    let (policy, reference) = (fixtures.join("tiny-llama-sft5"), fixtures.join("tiny-llama"));
+    for scale in ["group", "batch", "none"] {
+        let case = fx["cases"].as_array().unwrap().iter().find(|c| c["name"] == format!("grpo / scale_rewards={scale}")).unwrap();
+        let out = recipe(&[
+            "loss", "--policy", path(&policy), "--reference", path(&reference), "--rollouts", path(&file),
+            "--scale", scale, "--loss", "grpo(eps_high = 0.28, beta = 0.04)", "--max-tokens", "6", "--json",
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let got: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let close = |k: &str, want: f64, rel: f64| {
+            let v = got[k].as_f64().unwrap_or_else(|| panic!("{k} in {got}"));
+            assert!((v - want).abs() <= rel * want.abs().max(1e-6), "{scale}: {k} {v} against TRL's {want}");
+        };
+        close("loss", case["loss"].as_f64().unwrap(), 1e-5);
+        close("grad_norm", case["grad_norm"].as_f64().unwrap(), 1e-4);
+        close("kl", case["mean_kl"].as_f64().unwrap(), 1e-5);
+        for k in ["reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio"] {
+            close(k, case["trl_logged_metrics"][k].as_f64().unwrap(), 1e-6);
+        }
+        let advantages = got["advantages"].as_array().unwrap();
+        for (a, want) in advantages.iter().zip(fx["advantages"][scale].as_array().unwrap()) {
+            assert!((a.as_f64().unwrap() - want.as_f64().unwrap()).abs() < 1e-5, "{scale}: {a} vs {want}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -167,7 +167,7 @@ mod tests {
                       data d = synth.addition()\n\
                       data unused = synth_rated_responses()\n\
                       stage s = sft(m, d, curriculum = band_pass(low = 0.1))\n\
-                      stage g = rl(s.model, d, reward = |r| 1.0)\n\
+                      stage g = self_pairs(s.model, d, judge = |r| true)\n\
                       eval l = loss_on(d)\n\
                       run s -> g\n";
         let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();

@@ -2,7 +2,7 @@ use super::batch::{self, tensor_fields, Reads, RefCache, StepTotals};
 use super::Share;
 use super::*;
 use crate::data::Dataset;
-use crate::model::{Device, LlamaConfig};
+use crate::model::{Device, LlamaConfig, Tensor};
 use crate::rng::Rng;
 use recipe_compiler::column::Column;
 use recipe_compiler::tensor::{Axis, BinaryOp, Builder, Node, NodeId, Reduce, Shape, UnaryOp};

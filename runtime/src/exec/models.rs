@@ -72,8 +72,9 @@ pub struct ModelStore {
     roots: HashMap<String, String>,
     /// The optimiser of the output the last `start` took (lent to the caller for `keep`).
     taken: Option<AdamW>,
-    /// Stages that train nothing, and the model their output is.
-    aliases: HashMap<String, ModelRef>,
+    /// Outputs that are another model: of stages that train nothing (the model they read) and
+    /// of `rounds` blocks (their last round's output).
+    aliases: HashMap<ModelRef, ModelRef>,
     /// Each declaration's limits, once known (so asking again never rebuilds a freed model).
     limits: HashMap<String, Limits>,
 }
@@ -117,13 +118,21 @@ impl ModelStore {
         Ok(())
     }
 
-    /// Records that stage `stage`, which trains nothing, reads `policy` once (in run order,
-    /// before it runs) and that its output model is `policy` itself.
-    pub fn register_alias(&mut self, stage: &str, policy: &ModelRef) -> Result<(), ExecError> {
-        let policy = self.resolve(policy);
-        self.root(&policy)?;
-        self.add_reader(&policy);
-        self.aliases.insert(stage.to_string(), policy);
+    /// Records that the stage whose output is `output` (`Stage`, or `Round` inside a `rounds`
+    /// block), which trains nothing, reads `policy` once (in run order, before it runs) and that
+    /// its output model is `policy` itself.
+    pub fn register_alias(&mut self, output: ModelRef, policy: &ModelRef) -> Result<(), ExecError> {
+        self.alias(output, policy)?;
+        self.add_reader(policy);
+        Ok(())
+    }
+
+    /// Records that reading `output` reads the model `target` is, without reading it (a
+    /// `rounds` block's output is its last round's).
+    pub fn alias(&mut self, output: ModelRef, target: &ModelRef) -> Result<(), ExecError> {
+        let target = self.resolve(target);
+        self.root(&target)?;
+        self.aliases.insert(output, target);
         Ok(())
     }
 
@@ -132,15 +141,12 @@ impl ModelStore {
         *self.readers.entry(self.resolve(r)).or_insert(0) += 1;
     }
 
-    /// The model `r` is: `r` itself, or what a stage that trains nothing passed on (a `Round`
-    /// is never an alias: only training stages run in rounds).
+    /// The model `r` is: `r` itself, or what a stage that trains nothing (or a `rounds` block)
+    /// passed on.
     pub fn resolve(&self, r: &ModelRef) -> ModelRef {
         let mut r = r.clone();
-        while let ModelRef::Stage(stage) = &r {
-            match self.aliases.get(stage) {
-                Some(target) => r = target.clone(),
-                None => break,
-            }
+        while let Some(target) = self.aliases.get(&r) {
+            r = target.clone();
         }
         r
     }
@@ -278,8 +284,8 @@ mod tests {
     fn aliases_resolve_to_the_model_read() {
         let mut store = ModelStore::default();
         let m = ModelRef::Declared("m".into());
-        store.register_alias("a", &m).unwrap();
-        store.register_alias("b", &ModelRef::Stage("a".into())).unwrap();
+        store.register_alias(ModelRef::Stage("a".into()), &m).unwrap();
+        store.register_alias(ModelRef::Stage("b".into()), &ModelRef::Stage("a".into())).unwrap();
         store.register("train", &ModelRef::Stage("b".into()), None).unwrap();
         assert_eq!(store.resolve(&ModelRef::Stage("b".into())), m);
         assert_eq!(store.resolve(&ModelRef::Stage("train".into())), ModelRef::Stage("train".into()));
@@ -322,7 +328,7 @@ mod tests {
         let m = ModelRef::Declared("m".into());
         let scored = ModelRef::Stage("scored".into());
         let mut store = ModelStore::default();
-        store.register_alias("scored", &m).unwrap();
+        store.register_alias(scored.clone(), &m).unwrap();
         store.register_rounds("dpo", &scored, Some(&scored), 3, false).unwrap();
         // The transform's read, round 0's policy, and the reference of each of the 3 rounds.
         assert_eq!(store.readers.get(&m), Some(&5));

@@ -7,8 +7,11 @@
 //! JIT), and pairs the first sample judged correct (chosen) with the first judged incorrect
 //! (rejected), in sampling order: one pair per prompt, as the paper's experiments draw one pair
 //! per prompt, and "first" because the samples are exchangeable draws, so any fixed choice is
-//! an unbiased one and the first needs no further randomness. A row whose samples are all
-//! correct or all incorrect makes no pair and is dropped and counted. Its output is `{model,
+//! an unbiased one and the first needs no further randomness. A sample that would not fit the
+//! policy's context as a training response (prompt, sample and EOS, the sample's text encoded
+//! again: bytes a byte-level policy samples may not be UTF-8, and decode to longer text) takes
+//! no part in pairing and is counted. A row with no correct or no incorrect sample left makes no
+//! pair and is dropped and counted. Its output is `{model,
 //! data}`: the policy unchanged and the kept rows, in their input order with their ids (one pair
 //! per row, so a pair is named by its prompt's row, as `contrast_pairs` and `perturb` name
 //! theirs), plus `chosen` and `rejected`; a row's own `completion` field is kept unchanged.
@@ -18,9 +21,7 @@
 //! and the judge evaluates on the rows (with their reference answer standing in for the
 //! sample). Before compute, stages reading the data see every row with that stand-in (its
 //! `completion`, else its `answer`, else the empty string) as both `chosen` and `rejected`; they
-//! are bound again against the pairs produced before they run. A sampled response of
-//! `max_tokens` tokens takes one more position with EOS when trained on: a stage reading the
-//! pairs refuses, by row, one that then does not fit.
+//! are bound again against the pairs produced before they run.
 //!
 //! Invariants: sample k of a row draws from its own stream, `Rng::derive(seed,
 //! "stage/<stage>/sample/<row id>/<k>")` (`stage/<stage>/round/<r>/sample/…` in round r of a
@@ -31,7 +32,7 @@ use super::{generation, Binding, Produced, Transform};
 use crate::data::Dataset;
 use crate::exec::args::{Call, Functions};
 use crate::exec::ExecError;
-use crate::model::{CausalLm, GenerateOptions};
+use crate::model::{self, CausalLm, GenerateOptions};
 use crate::rng::Rng;
 use recipe_compiler::batch;
 use recipe_compiler::column::Column;
@@ -58,8 +59,8 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
     let stage = b.stage.to_string();
     let prompts = data.strings("prompt").map_err(|e| b.call.locate(e.into(), Some("dataset")))?.to_vec();
     let limits = b.limits("policy")?;
-    let (tok, context) = (&limits.tokenizer, limits.context);
-    let prompts = generation::encode_fitting(&stage, "prompt", &data, &prompts, tok, context, max_tokens)
+    let (tok, context) = (limits.tokenizer, limits.context);
+    let prompts = generation::encode_fitting(&stage, "prompt", &data, &prompts, &tok, context, max_tokens)
         .map_err(|e| b.call.locate(e, Some("dataset")))?;
     let n = data.len();
     let stand_in: Vec<Arc<str>> = match data.strings("completion").or_else(|_| data.strings("answer")) {
@@ -90,8 +91,13 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
                 .collect();
             let completions = generation::completions(policy, &repeated, &opts, &mut rngs)?;
             let correct = judge.verdicts(&data, samples, &completions)?;
-            let (out, counts) = pair(&data, samples, &completions, &correct)?;
+            let texts = data.strings("prompt")?;
+            let fits = (0..n * samples)
+                .map(|i| Ok(model::training_positions(&tok, &texts[i / samples], &completions[i])? <= context))
+                .collect::<Result<Vec<bool>, ExecError>>()?;
+            let (out, counts) = pair(&data, samples, &completions, &correct, &fits)?;
             let judged = correct.iter().filter(|&&c| c).count();
+            let too_long = fits.iter().filter(|&&f| !f).count();
             let metrics = json!({
                 "event": "self_pairs",
                 "stage": stage,
@@ -99,19 +105,19 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
                 "samples": samples,
                 "pairs": out.len(),
                 "dropped": n - out.len(),
-                "dropped_all_correct": counts.all_correct,
-                "dropped_all_incorrect": counts.all_incorrect,
+                "dropped_no_correct": counts.no_correct,
+                "dropped_no_incorrect": counts.no_incorrect,
+                "samples_too_long": too_long,
                 "correct_share": judged as f64 / correct.len().max(1) as f64,
                 "max_tokens": max_tokens,
                 "temperature": temperature,
             });
             let note = format!(
-                "stage `{stage}`: {} pairs from {n} rows × {samples} samples ({} judged correct; {} rows dropped: \
-                 all correct, {} all incorrect)",
+                "stage `{stage}`: {} pairs from {n} rows × {samples} samples ({judged} judged correct, {too_long} \
+                 too long to train on; rows dropped: {} with no correct sample, {} with no incorrect one)",
                 out.len(),
-                judged,
-                counts.all_correct,
-                counts.all_incorrect
+                counts.no_correct,
+                counts.no_incorrect
             );
             Ok(Produced { data: out, metrics, note })
         }),
@@ -151,20 +157,22 @@ impl Judge {
 /// Rows dropped for want of a pair.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Dropped {
-    all_correct: usize,
-    all_incorrect: usize,
+    no_correct: usize,
+    no_incorrect: usize,
 }
 
-/// The rows of `data` with a sample judged correct and one judged incorrect, with `chosen` the
-/// first correct and `rejected` the first incorrect (`completions` and `correct` hold `samples`
-/// entries per row, row by row), and the rows dropped.
+/// The rows of `data` with a sample judged correct and one judged incorrect among those that
+/// `fit`, with `chosen` the first correct and `rejected` the first incorrect (`completions`,
+/// `correct` and `fit` hold `samples` entries per row, row by row), and the rows dropped.
 fn pair(
     data: &Dataset,
     samples: usize,
     completions: &[Arc<str>],
     correct: &[bool],
+    fit: &[bool],
 ) -> Result<(Dataset, Dropped), ExecError> {
-    if completions.len() != data.len() * samples || correct.len() != completions.len() {
+    let n = data.len() * samples;
+    if completions.len() != n || correct.len() != n || fit.len() != n {
         return Err(ExecError::Internal(format!(
             "`self_pairs`: {} rows × {samples} samples, {} completions and {} verdicts",
             data.len(),
@@ -175,15 +183,15 @@ fn pair(
     let (mut kept, mut chosen, mut rejected, mut dropped) = (Vec::new(), Vec::new(), Vec::new(), Dropped::default());
     for row in 0..data.len() {
         let of_row = row * samples..(row + 1) * samples;
-        let first = |verdict: bool| of_row.clone().find(|&i| correct[i] == verdict);
+        let first = |verdict: bool| of_row.clone().find(|&i| fit[i] && correct[i] == verdict);
         match (first(true), first(false)) {
             (Some(c), Some(r)) => {
                 kept.push(row);
                 chosen.push(completions[c].clone());
                 rejected.push(completions[r].clone());
             }
-            (Some(_), None) => dropped.all_correct += 1,
-            (None, _) => dropped.all_incorrect += 1,
+            (None, _) => dropped.no_correct += 1,
+            (Some(_), None) => dropped.no_incorrect += 1,
         }
     }
     let out = data.select(&kept).with_column("chosen", Column::Str(chosen))?.with_column("rejected", Column::Str(rejected))?;
@@ -211,15 +219,25 @@ mod tests {
         )
         .unwrap();
         let completions = texts(&["3", "2", "5", "2", "4", "4", "4", "4", "1", "0", "9", "7", "8", "", "8", "x"]);
-        let correct = [false, true, false, true, true, true, true, true, false, false, false, false, true, false, true, false];
-        let (out, dropped) = pair(&data, 4, &completions, &correct).unwrap();
-        assert_eq!(dropped, Dropped { all_correct: 1, all_incorrect: 1 });
+        let correct =
+            [false, true, false, true, true, true, true, true, false, false, false, false, true, false, true, false];
+        let all = [true; 16];
+        let (out, dropped) = pair(&data, 4, &completions, &correct, &all).unwrap();
+        assert_eq!(dropped, Dropped { no_correct: 1, no_incorrect: 1 });
         assert_eq!(out.ids, [10, 13], "the kept rows keep their ids and order");
         assert_eq!(column(&out, "chosen"), ["2", "8"], "the first correct sample");
         assert_eq!(column(&out, "rejected"), ["3", ""], "the first incorrect sample, an empty one too");
         assert_eq!(column(&out, "completion"), ["2", "8"], "the row's own fields are kept");
         let names: Vec<&str> = out.columns.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["prompt", "completion", "chosen", "rejected"]);
-        assert!(pair(&data, 4, &completions[1..], &correct[1..]).is_err());
+        assert!(pair(&data, 4, &completions[1..], &correct[1..], &all[1..]).is_err());
+
+        // Samples that do not fit take no part: row 10 pairs its second incorrect sample, and
+        // row 13, whose only correct samples do not fit, makes no pair.
+        let mut fit = all;
+        (fit[0], fit[12], fit[14]) = (false, false, false);
+        let (out, dropped) = pair(&data, 4, &completions, &correct, &fit).unwrap();
+        assert_eq!(dropped, Dropped { no_correct: 2, no_incorrect: 1 });
+        assert_eq!((out.ids.as_slice(), column(&out, "rejected")), (&[10][..], vec!["5".to_string()]));
     }
 }

@@ -377,11 +377,15 @@ fn rounds_of_self_generated_pairs_run_verify_and_resume() {
             .collect();
         assert_eq!(steps, [1, 2, 3], "round {round}");
     }
-    assert!(run.join("checkpoints/04-dpo-r01-step000003").exists() && run.join("checkpoints/05-polish-step000002").exists());
+    assert!(
+        run.join("checkpoints/04-dpo-r01-step000003").exists() && run.join("checkpoints/05-polish-step000002").exists()
+    );
     let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
-    let generated: Vec<&str> = lock["generated"].as_array().unwrap().iter().filter_map(|g| g["path"].as_str()).collect();
+    let generated: Vec<&str> =
+        lock["generated"].as_array().unwrap().iter().filter_map(|g| g["path"].as_str()).collect();
     assert_eq!(generated, files);
-    let references: Vec<&str> = lock["references"].as_array().unwrap().iter().filter_map(|r| r["model"].as_str()).collect();
+    let references: Vec<&str> =
+        lock["references"].as_array().unwrap().iter().filter_map(|r| r["model"].as_str()).collect();
     assert_eq!(references, ["sft.model", "round 1 of `dpo`"], "each round scores against its input");
     let out = recipe(&["verify", run.to_str().unwrap(), "--quiet"]);
     assert_eq!(code(&out), 0, "the rounds replay: {}", stderr(&out));

@@ -10,7 +10,9 @@
 //! alias: its output model is the model it read, so reading `score.model` reads that model. A
 //! stage that runs in rounds reads models once per round: round 0 what the stage names, round r
 //! its round r − 1's output ([`ModelRef::Round`]) as policy — and as reference when the stage
-//! re-binds it — so a round's output lives exactly until the next round has started.
+//! re-binds it — so a round's output lives exactly until the next round has started. A stage
+//! inside a `rounds` block names its output of each round the same way (`Round`, `Stage` in the
+//! last round), and the block's name is an alias of its last round's output.
 //!
 //! Every `ModelRef` the store is given is first resolved through the aliases ([`ModelStore::resolve`]),
 //! so reader counts, outputs and roots are kept on the model itself: a `Stage` of a stage that
@@ -341,5 +343,28 @@ mod tests {
             assert!(!store.read(&scored));
         }
         assert!(store.read(&scored), "the fifth read is the last");
+    }
+
+    /// In a `rounds` block a transform's output of round r is an alias of what it read that
+    /// round, and the block's name an alias of its last round's output (read without a read of
+    /// its own): reads through either count on the model itself.
+    #[test]
+    fn block_rounds_alias_their_transforms_and_the_block() {
+        let (sft, dpo) = (ModelRef::Stage("sft".into()), ModelRef::Stage("dpo".into()));
+        let round = |stage: &str, i| ModelRef::Round { stage: stage.into(), round: i };
+        let mut store = ModelStore::default();
+        store.register("sft", &ModelRef::Declared("m".into()), None).unwrap();
+        store.register_alias(round("pairs", 0), &sft).unwrap();
+        store.register("dpo", &sft, Some(&sft)).unwrap();
+        store.register_alias(ModelRef::Stage("pairs".into()), &round("dpo", 0)).unwrap();
+        store.register("dpo", &round("dpo", 0), Some(&round("dpo", 0))).unwrap();
+        store.alias(ModelRef::Stage("block".into()), &dpo).unwrap();
+        store.register("after", &ModelRef::Stage("block".into()), None).unwrap();
+        assert_eq!(store.resolve(&round("pairs", 0)), sft);
+        assert_eq!(store.resolve(&ModelRef::Stage("pairs".into())), round("dpo", 0));
+        assert_eq!(store.resolve(&ModelRef::Stage("block".into())), dpo);
+        let reads = |x: &ModelRef| store.readers.get(x).copied().unwrap_or(0);
+        assert_eq!([&sft, &round("dpo", 0), &dpo].map(reads), [3, 3, 1]);
+        assert_eq!(store.root(&store.resolve(&ModelRef::Stage("block".into()))).unwrap(), "m");
     }
 }

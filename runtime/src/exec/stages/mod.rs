@@ -518,7 +518,8 @@ fn rebind(stage: &Prepared, builder: &mut Builder<'_>, models: &mut ModelStore) 
 }
 
 /// Runs a transform: computes its data with a frozen copy of its model, writes the rows to the
-/// run folder (`data/NN-STAGE.jsonl`, hashed in the lock) and its metrics line, and hands the
+/// run folder (`data/NN-STAGE.jsonl`, `data/NN-STAGE-rRR.jsonl` in round RR of a `rounds` block,
+/// hashed in the lock) and its metrics line (with `"round"` in a block), and hands the
 /// rows to the stages that read them. One that finished (`done`) before the resume point is
 /// computed again (it is deterministic) when `needed` by a stage still to run, but neither
 /// written nor logged again: its file and line are already there.

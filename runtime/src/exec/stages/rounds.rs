@@ -72,15 +72,15 @@ impl Scope {
 ///
 /// Errors: `ExecError::Config` for a block of fewer than one round.
 pub(super) fn scopes(block: &Rounds, last_training: Option<&str>) -> Result<(Vec<Scope>, ModelRef), ExecError> {
-    let count = u32::try_from(block.count)
-        .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| ExecError::Config(format!("`rounds {}` runs {} rounds; it needs at least one", block.name, block.count)))?;
+    let count = u32::try_from(block.count).ok().filter(|&n| n >= 1).ok_or_else(|| {
+        ExecError::Config(format!("`rounds {}` runs {} rounds; it needs at least one", block.name, block.count))
+    })?;
     let stages: Vec<String> = block.stages.iter().map(|d| d.name.clone()).collect();
     let mut input = ModelRef::of(&block.from)?;
     let mut scopes = Vec::with_capacity(count as usize);
     for index in 0..count {
-        let scope = Scope { block: block.name.clone(), round: RoundIndex { index, count }, input, stages: stages.clone() };
+        let scope =
+            Scope { block: block.name.clone(), round: RoundIndex { index, count }, input, stages: stages.clone() };
         input = match last_training {
             Some(stage) => scope.output(stage),
             None => scope.input.clone(),

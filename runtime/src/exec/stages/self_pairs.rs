@@ -85,7 +85,8 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
         policy: b.model("policy")?,
         preview,
         run: Box::new(move |policy: &CausalLm| {
-            let repeated: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p, samples)).cloned().collect();
+            let repeated: Vec<Vec<u32>> =
+                prompts.iter().flat_map(|p| std::iter::repeat_n(p, samples)).cloned().collect();
             let mut rngs: Vec<Rng> = (0..n * samples)
                 .map(|i| Rng::derive(seed, &format!("{streams}/sample/{}/{}", data.ids[i / samples], i % samples)))
                 .collect();
@@ -194,7 +195,10 @@ fn pair(
             (Some(_), None) => dropped.no_incorrect += 1,
         }
     }
-    let out = data.select(&kept).with_column("chosen", Column::Str(chosen))?.with_column("rejected", Column::Str(rejected))?;
+    let out = data
+        .select(&kept)
+        .with_column("chosen", Column::Str(chosen))?
+        .with_column("rejected", Column::Str(rejected))?;
     Ok((out, dropped))
 }
 

@@ -255,8 +255,8 @@ struct Training {
     checkpoint_every: Option<u64>,
 }
 
-/// Binds every stage of the run order and checks everything that needs no compute. Builds
-/// (or loads) each declared model once, into `models`.
+/// Binds every stage of the run order (a `rounds` block's stages once per round) and checks
+/// everything that needs no compute. Builds (or loads) each declared model once, into `models`.
 pub(super) fn prepare<'p>(
     program: &'p Program,
     builder: &mut Builder<'p>,
@@ -279,7 +279,7 @@ pub(super) fn prepare<'p>(
             reads.push(producer.index);
         }
         let (name, bind) = (decl.name.clone(), kind.bind);
-        let output = scope.as_ref().map_or_else(|| ModelRef::Stage(name.clone()), |s| s.output(&name));
+        let output = rounds::output(&name, scope.as_ref());
         let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps, scope: scope.as_ref() };
         let bind_train = match kind.bind {
             Bind::Train(bind) => bind,
@@ -453,7 +453,7 @@ pub(super) fn execute(
             name: &stage.name,
             bound: &training.bound,
             block_round: stage.scope.as_ref().map(|s| s.round),
-            output: stage.scope.as_ref().map_or_else(|| ModelRef::Stage(stage.name.clone()), |s| s.output(&stage.name)),
+            output: rounds::output(&stage.name, stage.scope.as_ref()),
             eval_every: training.eval_every,
             eval_on_start: training.eval_on_start,
             checkpoint_every: training.checkpoint_every,

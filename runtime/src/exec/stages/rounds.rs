@@ -66,6 +66,12 @@ impl Scope {
     }
 }
 
+/// The output model of stage `stage`: in a `rounds` block's round, that round's
+/// ([`Scope::output`]); elsewhere the stage's.
+pub(super) fn output(stage: &str, scope: Option<&Scope>) -> ModelRef {
+    scope.map_or_else(|| ModelRef::Stage(stage.to_string()), |s| s.output(stage))
+}
+
 /// The rounds of `block` in order, and the block's output model: round 0 starts from the
 /// block's `from`, round r from round r − 1's output — the model of `last_training`, the
 /// block's last stage that trains, or the round's input when none does.

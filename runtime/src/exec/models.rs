@@ -10,7 +10,9 @@
 //! alias: its output model is the model it read, so reading `score.model` reads that model. A
 //! stage that runs in rounds reads models once per round: round 0 what the stage names, round r
 //! its round r − 1's output ([`ModelRef::Round`]) as policy — and as reference when the stage
-//! re-binds it — so a round's output lives exactly until the next round has started.
+//! re-binds it — so a round's output lives exactly until the next round has started. A stage
+//! inside a `rounds` block names its output of each round the same way (`Round`, `Stage` in the
+//! last round), and the block's name is an alias of its last round's output.
 //!
 //! Every `ModelRef` the store is given is first resolved through the aliases ([`ModelStore::resolve`]),
 //! so reader counts, outputs and roots are kept on the model itself: a `Stage` of a stage that
@@ -72,8 +74,9 @@ pub struct ModelStore {
     roots: HashMap<String, String>,
     /// The optimiser of the output the last `start` took (lent to the caller for `keep`).
     taken: Option<AdamW>,
-    /// Stages that train nothing, and the model their output is.
-    aliases: HashMap<String, ModelRef>,
+    /// Outputs that are another model: of stages that train nothing (the model they read) and
+    /// of `rounds` blocks (their last round's output).
+    aliases: HashMap<ModelRef, ModelRef>,
     /// Each declaration's limits, once known (so asking again never rebuilds a freed model).
     limits: HashMap<String, Limits>,
 }
@@ -117,13 +120,21 @@ impl ModelStore {
         Ok(())
     }
 
-    /// Records that stage `stage`, which trains nothing, reads `policy` once (in run order,
-    /// before it runs) and that its output model is `policy` itself.
-    pub fn register_alias(&mut self, stage: &str, policy: &ModelRef) -> Result<(), ExecError> {
-        let policy = self.resolve(policy);
-        self.root(&policy)?;
-        self.add_reader(&policy);
-        self.aliases.insert(stage.to_string(), policy);
+    /// Records that the stage whose output is `output` (`Stage`, or `Round` inside a `rounds`
+    /// block), which trains nothing, reads `policy` once (in run order, before it runs) and that
+    /// its output model is `policy` itself.
+    pub fn register_alias(&mut self, output: ModelRef, policy: &ModelRef) -> Result<(), ExecError> {
+        self.alias(output, policy)?;
+        self.add_reader(policy);
+        Ok(())
+    }
+
+    /// Records that reading `output` reads the model `target` is, without reading it (a
+    /// `rounds` block's output is its last round's).
+    pub fn alias(&mut self, output: ModelRef, target: &ModelRef) -> Result<(), ExecError> {
+        let target = self.resolve(target);
+        self.root(&target)?;
+        self.aliases.insert(output, target);
         Ok(())
     }
 
@@ -132,15 +143,12 @@ impl ModelStore {
         *self.readers.entry(self.resolve(r)).or_insert(0) += 1;
     }
 
-    /// The model `r` is: `r` itself, or what a stage that trains nothing passed on (a `Round`
-    /// is never an alias: only training stages run in rounds).
+    /// The model `r` is: `r` itself, or what a stage that trains nothing (or a `rounds` block)
+    /// passed on.
     pub fn resolve(&self, r: &ModelRef) -> ModelRef {
         let mut r = r.clone();
-        while let ModelRef::Stage(stage) = &r {
-            match self.aliases.get(stage) {
-                Some(target) => r = target.clone(),
-                None => break,
-            }
+        while let Some(target) = self.aliases.get(&r) {
+            r = target.clone();
         }
         r
     }
@@ -278,8 +286,8 @@ mod tests {
     fn aliases_resolve_to_the_model_read() {
         let mut store = ModelStore::default();
         let m = ModelRef::Declared("m".into());
-        store.register_alias("a", &m).unwrap();
-        store.register_alias("b", &ModelRef::Stage("a".into())).unwrap();
+        store.register_alias(ModelRef::Stage("a".into()), &m).unwrap();
+        store.register_alias(ModelRef::Stage("b".into()), &ModelRef::Stage("a".into())).unwrap();
         store.register("train", &ModelRef::Stage("b".into()), None).unwrap();
         assert_eq!(store.resolve(&ModelRef::Stage("b".into())), m);
         assert_eq!(store.resolve(&ModelRef::Stage("train".into())), ModelRef::Stage("train".into()));
@@ -322,7 +330,7 @@ mod tests {
         let m = ModelRef::Declared("m".into());
         let scored = ModelRef::Stage("scored".into());
         let mut store = ModelStore::default();
-        store.register_alias("scored", &m).unwrap();
+        store.register_alias(scored.clone(), &m).unwrap();
         store.register_rounds("dpo", &scored, Some(&scored), 3, false).unwrap();
         // The transform's read, round 0's policy, and the reference of each of the 3 rounds.
         assert_eq!(store.readers.get(&m), Some(&5));
@@ -335,5 +343,28 @@ mod tests {
             assert!(!store.read(&scored));
         }
         assert!(store.read(&scored), "the fifth read is the last");
+    }
+
+    /// In a `rounds` block a transform's output of round r is an alias of what it read that
+    /// round, and the block's name an alias of its last round's output (read without a read of
+    /// its own): reads through either count on the model itself.
+    #[test]
+    fn block_rounds_alias_their_transforms_and_the_block() {
+        let (sft, dpo) = (ModelRef::Stage("sft".into()), ModelRef::Stage("dpo".into()));
+        let round = |stage: &str, i| ModelRef::Round { stage: stage.into(), round: i };
+        let mut store = ModelStore::default();
+        store.register("sft", &ModelRef::Declared("m".into()), None).unwrap();
+        store.register_alias(round("pairs", 0), &sft).unwrap();
+        store.register("dpo", &sft, Some(&sft)).unwrap();
+        store.register_alias(ModelRef::Stage("pairs".into()), &round("dpo", 0)).unwrap();
+        store.register("dpo", &round("dpo", 0), Some(&round("dpo", 0))).unwrap();
+        store.alias(ModelRef::Stage("block".into()), &dpo).unwrap();
+        store.register("after", &ModelRef::Stage("block".into()), None).unwrap();
+        assert_eq!(store.resolve(&round("pairs", 0)), sft);
+        assert_eq!(store.resolve(&ModelRef::Stage("pairs".into())), round("dpo", 0));
+        assert_eq!(store.resolve(&ModelRef::Stage("block".into())), dpo);
+        let reads = |x: &ModelRef| store.readers.get(x).copied().unwrap_or(0);
+        assert_eq!([&sft, &round("dpo", 0), &dpo].map(reads), [3, 3, 1]);
+        assert_eq!(store.root(&store.resolve(&ModelRef::Stage("block".into()))).unwrap(), "m");
     }
 }

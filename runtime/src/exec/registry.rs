@@ -26,7 +26,7 @@ pub fn executable(name: &str) -> bool {
 /// A use of something this runtime cannot execute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotExecutable {
-    /// What, in words (`` the builtin `loss_on` ``, `` `rounds r` ``).
+    /// What, in words (`` the builtin `loss_on` ``).
     pub what: String,
     /// The declaration it is in, and the argument path within it (`curriculum`), if any.
     pub decl: String,
@@ -34,8 +34,9 @@ pub struct NotExecutable {
 }
 
 /// Everything a run of `program` would need that this runtime cannot execute: the builtin
-/// calls reachable from the run order and the evaluations (outermost call of a subtree only;
-/// a call inside an unexecutable one is not reported again), and `rounds` blocks.
+/// calls reachable from the run order (the stages of `rounds` blocks included) and the
+/// evaluations (outermost call of a subtree only; a call inside an unexecutable one is not
+/// reported again).
 pub fn not_executable(program: &Program) -> Vec<NotExecutable> {
     let mut found = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -43,11 +44,7 @@ pub fn not_executable(program: &Program) -> Vec<NotExecutable> {
     for step in program.stage_order() {
         match step {
             Step::Stage(decl) => pending.push(decl),
-            Step::Rounds(r) => found.push(NotExecutable {
-                what: format!("`rounds {}` (iterative rounds)", r.name),
-                decl: r.name.clone(),
-                arg: None,
-            }),
+            Step::Rounds(r) => pending.extend(&r.stages),
         }
     }
     // Evaluations run during every stage, so they cannot read data a stage produces.

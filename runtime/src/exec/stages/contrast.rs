@@ -19,21 +19,17 @@
 //! with its `chosen` answer standing in for `rejected`; they are bound again against the pairs
 //! produced before they run.
 
-use super::{Binding, Produced, Transform};
+use super::{generation, Binding, Produced, Transform};
 use crate::data::Dataset;
 use crate::exec::args::{Call, Functions};
-use crate::exec::models::ModelRef;
 use crate::exec::ExecError;
-use crate::model::{self, CausalLm, GenerateOptions, Tokenizer};
+use crate::model::{CausalLm, GenerateOptions};
 use crate::rng::Rng;
 use recipe_compiler::batch;
 use recipe_compiler::column::Column;
 use recipe_compiler::program::Value;
 use serde_json::json;
 use std::sync::Arc;
-
-/// Perturbed prompts generated from per batch.
-const PROMPTS_PER_BATCH: usize = 32;
 
 /// Decodes a `contrast_pairs` call and checks, without compute, everything it needs: the
 /// reference answers, the perturbed prompts (evaluated now), and their fit in the policy's
@@ -48,7 +44,8 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
     let chosen = reference_answers(&data).map_err(|e| b.call.locate(e, Some("dataset")))?;
     let perturbed = perturbed_prompts(&b.call, &data, &b.builder.functions)?;
     let limits = b.limits("policy")?;
-    let prompts = encode_fitting(&stage, &data, &perturbed, &limits.tokenizer, limits.context, max_tokens)
+    let (tok, context) = (&limits.tokenizer, limits.context);
+    let prompts = generation::encode_fitting(&stage, "perturbed prompt", &data, &perturbed, tok, context, max_tokens)
         .map_err(|e| b.call.locate(e, Some("perturbed")))?;
     let n = data.len();
     let mut data = data;
@@ -58,7 +55,7 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
         .with_column("chosen", Column::Str(chosen.clone()))?
         .with_column("rejected", Column::Str(chosen.clone()))?;
     Ok(Transform {
-        policy: ModelRef::of(b.call.get("policy")?)?,
+        policy: b.model("policy")?,
         preview,
         run: Box::new(move |policy: &CausalLm| {
             let rejected = greedy_answers(policy, &prompts, max_tokens)?;
@@ -113,58 +110,13 @@ fn perturbed_prompts(call: &Call<'_>, data: &Dataset, functions: &Functions) -> 
     }
 }
 
-/// The token ids of every perturbed prompt, refusing the first row whose prompt encodes to no
-/// token (generation needs one to start from) or needs more than `context` positions with
-/// `max_tokens` new tokens.
-fn encode_fitting(
-    stage: &str,
-    data: &Dataset,
-    prompts: &[Arc<str>],
-    tok: &Tokenizer,
-    context: usize,
-    max_tokens: usize,
-) -> Result<Vec<Vec<u32>>, ExecError> {
-    let mut ids = Vec::with_capacity(prompts.len());
-    for (row, prompt) in prompts.iter().enumerate() {
-        let encoded = tok.encode(prompt)?;
-        if encoded.is_empty() {
-            return Err(ExecError::Config(format!(
-                "stage `{stage}`: the perturbed prompt of {} is empty; generation needs at least one prompt token",
-                data.row_name(row)
-            )));
-        }
-        let len = encoded.len() + max_tokens;
-        if len > context {
-            return Err(ExecError::Config(format!(
-                "stage `{stage}`: {} needs {len} positions (a perturbed prompt of {} tokens and `max_tokens` = \
-                 {max_tokens} new tokens) but the model has {context} (its `context` / max_position_embeddings); \
-                 shorten or leave out such rows, lower `max_tokens`, or use a longer context",
-                data.row_name(row),
-                encoded.len()
-            )));
-        }
-        ids.push(encoded);
-    }
-    Ok(ids)
-}
-
 /// The policy's greedy answer to each prompt: at most `max_tokens` new tokens, ending at the
-/// first stop id, decoded without it; [`PROMPTS_PER_BATCH`] prompts per batch.
+/// first stop id, decoded without it.
 fn greedy_answers(policy: &CausalLm, prompts: &[Vec<u32>], max_tokens: usize) -> Result<Vec<Arc<str>>, ExecError> {
-    let tok = policy.tokenizer();
     let opts = GenerateOptions { max_new_tokens: max_tokens, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
-    // Greedy decoding draws nothing from it.
-    let mut rng = Rng::derive(0, "contrast_pairs/greedy");
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(PROMPTS_PER_BATCH) {
-        for mut generated in model::generate(policy, chunk, &opts, &mut rng)? {
-            if let Some(end) = generated.iter().position(|&t| tok.is_stop(t)) {
-                generated.truncate(end);
-            }
-            out.push(Arc::from(tok.decode(&generated)));
-        }
-    }
-    Ok(out)
+    // Greedy decoding draws nothing from them.
+    let mut streams = vec![Rng::derive(0, "contrast_pairs/greedy"); prompts.len()];
+    generation::completions(policy, prompts, &opts, &mut streams)
 }
 
 /// The rows of `data` whose `rejected` answer is not empty and differs from their `chosen` one
@@ -192,12 +144,8 @@ fn pair(data: &Dataset, chosen: &[Arc<str>], rejected: Vec<Arc<str>>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::stages::generation::tests::{texts, tiny_model};
     use crate::model::generate::greedy_uncached;
-    use crate::model::{Device, LlamaConfig};
-
-    fn texts(values: &[&str]) -> Vec<Arc<str>> {
-        values.iter().map(|&s| Arc::from(s)).collect()
-    }
 
     fn column(data: &Dataset, name: &str) -> Vec<String> {
         data.strings(name).unwrap().iter().map(|s| s.to_string()).collect()
@@ -246,32 +194,10 @@ mod tests {
         assert!(err.contains("`completion` (else `answer`)") && err.contains("`prompt`"), "{err}");
     }
 
-    #[test]
-    fn prompts_that_do_not_fit_are_refused_by_row() {
-        let data = Dataset::new("t", vec![5, 6], vec![("prompt".into(), Column::Str(texts(&["ab", "cd"])))]).unwrap();
-        let tok = Tokenizer::bytes();
-        let ids = encode_fitting("s", &data, &texts(&["123", "4"]), &tok, 8, 5).unwrap();
-        assert_eq!(ids, [vec![49, 50, 51], vec![52]]);
-        let err = encode_fitting("s", &data, &texts(&["1", "1234"]), &tok, 8, 5).unwrap_err().to_string();
-        assert!(err.contains("row 6 of t needs 9 positions"), "{err}");
-        let err = encode_fitting("s", &data, &texts(&["", "1"]), &tok, 8, 5).unwrap_err().to_string();
-        assert!(err.contains("the perturbed prompt of row 5 of t is empty"), "{err}");
-    }
-
     /// Batched, cached generation gives each prompt the uncached greedy answer, cut at EOS.
     #[test]
     fn greedy_answers_are_the_uncached_greedy_text_up_to_eos() {
-        let cfg = LlamaConfig {
-            vocab_size: 257,
-            hidden_size: 16,
-            intermediate_size: 32,
-            num_hidden_layers: 1,
-            num_attention_heads: 2,
-            num_key_value_heads: 2,
-            max_position_embeddings: 32,
-            ..LlamaConfig::default()
-        };
-        let model = CausalLm::tiny(cfg, &mut Rng::derive(5, "init"), &Device::Cpu).unwrap().into_frozen();
+        let model = tiny_model(5, 32);
         let tok = model.tokenizer().clone();
         let prompts: Vec<Vec<u32>> = (0..40).map(|i| tok.encode(&format!("{i}+{}=", i % 7)).unwrap()).collect();
         let answers = greedy_answers(&model, &prompts, 6).unwrap();

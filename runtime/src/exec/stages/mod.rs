@@ -20,13 +20,20 @@
 //! against it when the curriculum re-binds the reference; each round has its own steps,
 //! checkpoints (`01-dpo-r02-step000080`) and resume point. A stage of one run is the same code
 //! with one unit.
+//!
+//! A `rounds` block is prepared as its stages bound once per round, in order, each in the
+//! round's [`rounds::Scope`] (what `block.input` and the block's stage names mean in it) and
+//! with its own position in the run order; from there on a block stage of a round is a stage
+//! like any other (with the round as a label in checkpoints, metrics and data files).
 
 mod contrast;
+mod generation;
 mod preference;
 mod pretrain;
 mod rl;
 mod rounds;
 mod score;
+mod self_pairs;
 mod sft;
 
 use super::args::Call;
@@ -43,7 +50,7 @@ use crate::data::Dataset;
 use crate::model::{self, CausalLm, Tokenizer};
 use crate::progress::Progress;
 use crate::train::{StageParts, StageSummary};
-use recipe_compiler::program::{Program, Step, Value};
+use recipe_compiler::program::{Decl, Program, Step, Value};
 
 /// A stage builtin this runtime executes.
 pub(super) struct StageKind {
@@ -70,6 +77,7 @@ pub(super) const STAGE_KINDS: &[StageKind] = &[
     StageKind { name: "rl", bind: Bind::Train(rl::bind) },
     StageKind { name: "score", bind: Bind::Transform(score::bind) },
     StageKind { name: "contrast_pairs", bind: Bind::Transform(contrast::bind) },
+    StageKind { name: "self_pairs", bind: Bind::Transform(self_pairs::bind) },
 ];
 
 /// The difficulty measures (`score`'s `measure`) this runtime executes.
@@ -84,9 +92,26 @@ pub(super) struct Binding<'b, 'p> {
     pub models: &'b mut ModelStore,
     /// `--max-steps`: caps every stage's steps.
     pub max_steps: Option<u64>,
+    /// The round of the `rounds` block the stage is in, if any.
+    scope: Option<&'b rounds::Scope>,
 }
 
 impl Binding<'_, '_> {
+    /// The model the `Model` argument `arg` names (in the block's round, inside a `rounds`
+    /// block).
+    pub fn model(&self, arg: &str) -> Result<ModelRef, ExecError> {
+        let value = self.call.get(arg)?;
+        match self.scope {
+            Some(scope) => scope.model(value),
+            None => ModelRef::of(value),
+        }
+    }
+
+    /// The `rounds` block round the stage runs in, if any.
+    pub fn round(&self) -> Option<RoundIndex> {
+        self.scope.map(|s| s.round)
+    }
+
     /// The stage's `dataset` argument, built.
     ///
     /// Errors: the build's, and `ExecError::Config` for a dataset with no rows, at the argument.
@@ -101,7 +126,7 @@ impl Binding<'_, '_> {
 
     /// The tokenizer, context and vocabulary of the model argument `arg` names.
     pub fn limits(&mut self, arg: &str) -> Result<Limits, ExecError> {
-        let r = ModelRef::of(self.call.get(arg)?)?;
+        let r = self.model(arg)?;
         self.models.limits(self.builder, &r)
     }
 
@@ -199,15 +224,18 @@ pub(super) struct Produced {
     pub note: String,
 }
 
-/// A stage ready to run.
+/// A stage ready to run (inside a `rounds` block: one round of it).
 pub(super) struct Prepared {
+    /// Its position in the run order: every round of a block stage has its own.
     index: usize,
     name: String,
+    /// The round of the `rounds` block it is in, if any.
+    scope: Option<rounds::Scope>,
     /// Its kind's binding, run again just before the stage starts when it reads data an
     /// earlier stage produces (`reads`), against the produced rows.
     bind: Bind,
-    /// The stages whose data it reads.
-    reads: Vec<String>,
+    /// The positions of the stages whose data it reads.
+    reads: Vec<usize>,
     /// `--max-steps`, for that binding.
     max_steps: Option<u64>,
     work: Work,
@@ -229,8 +257,8 @@ struct Training {
     checkpoint_every: Option<u64>,
 }
 
-/// Binds every stage of the run order and checks everything that needs no compute. Builds
-/// (or loads) each declared model once, into `models`.
+/// Binds every stage of the run order (a `rounds` block's stages once per round) and checks
+/// everything that needs no compute. Builds (or loads) each declared model once, into `models`.
 pub(super) fn prepare<'p>(
     program: &'p Program,
     builder: &mut Builder<'p>,
@@ -241,34 +269,40 @@ pub(super) fn prepare<'p>(
     let eval_every = evals.iter().map(|e| e.every).filter(|&e| e > 0).min();
     let eval_on_start = matches!(program.header_field("eval_on_start"), Some(Value::Bool(true)));
     let mut prepared: Vec<Prepared> = Vec::new();
-    for (index, step) in program.stage_order().into_iter().enumerate() {
-        let decl = match step {
-            Step::Stage(decl) => decl,
-            Step::Rounds(rounds) => {
-                return Err(ExecError::Unsupported(format!("`rounds {}` (iterative rounds)", rounds.name)))
-            }
-        };
+    for (index, Planned { decl, scope, closes }) in planned(program)?.into_iter().enumerate() {
         let call = Call::of_decl(program, &decl.name)?;
-        let kind = STAGE_KINDS.iter().find(|k| k.name == call.name).ok_or_else(|| {
-            ExecError::Unsupported(format!("stage `{}` of kind `{}`", decl.name, call.name))
-                .in_recipe(program, &decl.name, None)
-        })?;
-        let reads = build::stage_data_read_by(program, &decl.value);
+        let kind = kind_of(program, &decl.name, &call)?;
+        let mut reads = Vec::new();
+        for stage in build::stage_data_read_by(program, &decl.value) {
+            // The latest bound stage of that name: a block stage reads its own round's data.
+            let producer = prepared.iter().rev().find(|p| p.name == stage).ok_or_else(|| {
+                ExecError::Internal(format!("stage `{}` reads `{stage}.data` before it runs", decl.name))
+            })?;
+            reads.push(producer.index);
+        }
         let (name, bind) = (decl.name.clone(), kind.bind);
-        let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps };
+        let output = rounds::output(&name, scope.as_ref());
+        let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps, scope: scope.as_ref() };
         let bind_train = match kind.bind {
             Bind::Train(bind) => bind,
             Bind::Transform(bind_transform) => {
                 let transform = bind_transform(&mut binding)?;
-                models.register_alias(&decl.name, &transform.policy)?;
+                models.register_alias(output, &transform.policy)?;
                 builder.set_stage_data(&decl.name, transform.preview.clone());
-                prepared.push(Prepared { index, name, bind, reads, max_steps, work: Work::Transform(transform) });
+                let work = Work::Transform(transform);
+                prepared.push(Prepared { index, name, scope, bind, reads, max_steps, work });
                 continue;
             }
         };
         let bound = bind_train(&mut binding)?;
         let call = binding.call;
         check_models(&call, &bound, models)?;
+        if scope.is_some() && bound.rounds.is_some() {
+            let e = ExecError::Unsupported(format!(
+                "an exclusive curriculum (rounds within rounds) in stage `{name}` of a `rounds` block"
+            ));
+            return Err(call.locate(e, Some("curriculum")));
+        }
         // The reference is loaded (and its files hashed for the lock) now, not after earlier
         // stages have trained; it must speak the policy's vocabulary.
         let Limits { tokenizer: tok, context, vocab_size } = models.limits(builder, &bound.policy)?;
@@ -296,9 +330,62 @@ pub(super) fn prepare<'p>(
             }
         };
         let training = Training { bound, eval_every, eval_on_start, checkpoint_every };
-        prepared.push(Prepared { index, name, bind, reads, max_steps, work: Work::Train(training) });
+        prepared.push(Prepared { index, name, scope, bind, reads, max_steps, work: Work::Train(training) });
+        if let Some((block, output)) = closes {
+            models.alias(ModelRef::Stage(block), &output)?;
+        }
     }
     Ok((prepared, evals))
+}
+
+/// A stage to bind: a top-level stage, or one round of a `rounds` block's stage.
+struct Planned<'p> {
+    decl: &'p Decl,
+    scope: Option<rounds::Scope>,
+    /// On the last stage of a block's last round: the block's name and its output model.
+    closes: Option<(String, ModelRef)>,
+}
+
+/// The run order's stages to bind, in order, each block's stages once per round.
+///
+/// Errors: a block with no stage or fewer than one round (`ExecError::Config`), a stage of a kind
+/// this runtime does not execute.
+fn planned(program: &Program) -> Result<Vec<Planned<'_>>, ExecError> {
+    let mut out = Vec::new();
+    for step in program.stage_order() {
+        let block = match step {
+            Step::Stage(decl) => {
+                out.push(Planned { decl, scope: None, closes: None });
+                continue;
+            }
+            Step::Rounds(block) => block,
+        };
+        if block.stages.is_empty() {
+            return Err(ExecError::Config(format!("`rounds {}` has no stage", block.name)));
+        }
+        let mut last_training = None;
+        for decl in &block.stages {
+            let call = Call::of_decl(program, &decl.name)?;
+            if let Bind::Train(_) = kind_of(program, &decl.name, &call)?.bind {
+                last_training = Some(decl.name.as_str());
+            }
+        }
+        let (scopes, output) = rounds::scopes(block, last_training)?;
+        for scope in scopes {
+            out.extend(block.stages.iter().map(|decl| Planned { decl, scope: Some(scope.clone()), closes: None }));
+        }
+        if let Some(last) = out.last_mut() {
+            last.closes = Some((block.name.clone(), output));
+        }
+    }
+    Ok(out)
+}
+
+/// The stage kind of declaration `decl`, whose call is `call`.
+fn kind_of(program: &Program, decl: &str, call: &Call<'_>) -> Result<&'static StageKind, ExecError> {
+    STAGE_KINDS.iter().find(|k| k.name == call.name).ok_or_else(|| {
+        ExecError::Unsupported(format!("stage `{decl}` of kind `{}`", call.name)).in_recipe(program, decl, None)
+    })
 }
 
 /// Refuses model settings that cannot do what they say: `optimizer = keep` on a policy that no
@@ -333,16 +420,21 @@ pub(super) fn execute(
 ) -> Result<Vec<(String, StageSummary)>, ExecError> {
     let mut summaries = Vec::new();
     let resume_at = resume.as_ref().map(|c| c.state.stage_index);
-    // Finished: before the resume point, or the stage it belongs to with its last round done.
+    // Finished: before the resume point, or the stage it belongs to with its last round done (a
+    // block stage's round is one run: its round is a label).
     let finished = |stage: &Prepared| {
+        let complete = |c: &Checkpoint| match stage.scope {
+            Some(_) => c.state.complete(),
+            None => c.state.stage_complete(),
+        };
         resume_at.is_some_and(|at| stage.index < at)
-            || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && c.state.stage_complete())
+            || resume.as_ref().is_some_and(|c| c.state.stage_index == stage.index && complete(c))
     };
     for stage in stages {
         let done = finished(stage);
         // A finished transform computes its data again only for a stage still to run.
         let needed = match stage.work {
-            Work::Transform(_) => !done || stages.iter().any(|s| !finished(s) && s.reads.contains(&stage.name)),
+            Work::Transform(_) => !done || stages.iter().any(|s| !finished(s) && s.reads.contains(&stage.index)),
             Work::Train(_) => !done,
         };
         // Bound again against the data earlier stages produced, when it computes.
@@ -362,6 +454,8 @@ pub(super) fn execute(
             index: stage.index,
             name: &stage.name,
             bound: &training.bound,
+            block_round: stage.scope.as_ref().map(|s| s.round),
+            output: rounds::output(&stage.name, stage.scope.as_ref()),
             eval_every: training.eval_every,
             eval_on_start: training.eval_on_start,
             checkpoint_every: training.checkpoint_every,
@@ -408,9 +502,11 @@ pub(super) fn record_reference(
 /// `stage` bound again, against the data the stages it reads have produced by now.
 fn rebind(stage: &Prepared, builder: &mut Builder<'_>, models: &mut ModelStore) -> Result<Work, ExecError> {
     let program = builder.program;
-    let decl = program.decl(&stage.name).ok_or_else(|| ExecError::Internal(format!("no stage `{}`", stage.name)))?;
+    let decl =
+        program.any_decl(&stage.name).ok_or_else(|| ExecError::Internal(format!("no stage `{}`", stage.name)))?;
     let call = Call::of_decl(program, &decl.name)?;
-    let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps: stage.max_steps };
+    let scope = stage.scope.as_ref();
+    let mut binding = Binding { stage: &decl.name, call, builder, models, max_steps: stage.max_steps, scope };
     Ok(match (stage.bind, &stage.work) {
         (Bind::Train(bind), Work::Train(t)) => Work::Train(Training {
             bound: bind(&mut binding)?,
@@ -424,7 +520,8 @@ fn rebind(stage: &Prepared, builder: &mut Builder<'_>, models: &mut ModelStore) 
 }
 
 /// Runs a transform: computes its data with a frozen copy of its model, writes the rows to the
-/// run folder (`data/NN-STAGE.jsonl`, hashed in the lock) and its metrics line, and hands the
+/// run folder (`data/NN-STAGE.jsonl`, `data/NN-STAGE-rRR.jsonl` in round RR of a `rounds` block,
+/// hashed in the lock) and its metrics line (with `"round"` in a block), and hands the
 /// rows to the stages that read them. One that finished (`done`) before the resume point is
 /// computed again (it is deterministic) when `needed` by a stage still to run, but neither
 /// written nor logged again: its file and line are already there.
@@ -446,12 +543,23 @@ fn run_transform(
     }
     let policy = models.frozen(builder, &transform.policy)?;
     models.release_unread();
-    let produced = (transform.run)(&policy)?;
+    let mut produced = (transform.run)(&policy)?;
     drop(policy);
     if !done {
-        run.write_data(&format!("{:02}-{}.jsonl", stage.index, stage.name), &jsonl::to_jsonl(&produced.data))?;
+        let (file, note) = match &stage.scope {
+            None => (format!("{:02}-{}.jsonl", stage.index, stage.name), produced.note),
+            Some(scope) => {
+                let r = scope.round;
+                if let Some(line) = produced.metrics.as_object_mut() {
+                    line.insert("round".into(), r.index.into());
+                }
+                let note = format!("{} (`{}` round {} of {})", produced.note, scope.block, r.index + 1, r.count);
+                (format!("{:02}-{}-r{:02}.jsonl", stage.index, stage.name, r.index), note)
+            }
+        };
+        run.write_data(&file, &jsonl::to_jsonl(&produced.data))?;
         run.append_metrics(&produced.metrics)?;
-        progress.note(&produced.note);
+        progress.note(&note);
     }
     builder.set_stage_data(&stage.name, produced.data);
     Ok(())

@@ -11,7 +11,6 @@
 
 use super::{Binding, Bound};
 use crate::exec::args::Functions;
-use crate::exec::models::ModelRef;
 use crate::exec::settings::TrainSettings;
 use crate::exec::ExecError;
 use crate::train::preference::{Pairs, PairsError, PreferenceObjective};
@@ -56,8 +55,8 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     let rounds = b.round_plan(&curriculum, &settings)?;
     let stage = b.stage.to_string();
     Ok(Bound {
-        policy: ModelRef::of(b.call.get("policy")?)?,
-        reference: Some(ModelRef::of(b.call.get("reference")?)?),
+        policy: b.model("policy")?,
+        reference: Some(b.model("reference")?),
         settings,
         rounds,
         parts: Box::new(move |round| {

@@ -11,7 +11,6 @@
 use super::{Binding, Bound};
 use crate::data::Dataset;
 use crate::exec::args::{Call, Functions};
-use crate::exec::models::ModelRef;
 use crate::exec::settings::TrainSettings;
 use crate::exec::ExecError;
 use crate::model::GenerateOptions;
@@ -78,19 +77,21 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     let curriculum = b.curriculum(&data, &settings)?;
     let rounds = b.round_plan(&curriculum, &settings)?;
     let reference = match objective.reads_reference() {
-        true => Some(ModelRef::of(b.call.get("reference")?)?),
+        true => Some(b.model("reference")?),
         false => None,
     };
     let (stage, seed, prompts, ids) = (b.stage.to_string(), b.builder.seed, Arc::new(prompts), data.ids.clone());
+    // Rollouts of each round of a `rounds` block, and of each curriculum round, draw apart.
+    let block = b.round().map_or(String::new(), |r| format!("/round/{}", r.index));
     Ok(Bound {
-        policy: ModelRef::of(b.call.get("policy")?)?,
+        policy: b.model("policy")?,
         reference,
         settings,
         rounds,
         parts: Box::new(move |round| {
             let streams = match round {
-                0 => format!("stage/{stage}"),
-                r => format!("stage/{stage}/round{r}"),
+                0 => format!("stage/{stage}{block}"),
+                r => format!("stage/{stage}{block}/curriculum-round/{r}"),
             };
             let source = RolloutSource::new(
                 &stage,

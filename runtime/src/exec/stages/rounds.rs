@@ -1,12 +1,20 @@
 //! Running one bound training stage: a single `run_stage` call, or — when its curriculum trains
 //! in rounds (exclusive `buckets`) — one call per round, arranged here so the loop never learns
-//! about rounds.
+//! about rounds; and what a `rounds` block's stages read in each round ([`Scope`]).
 //!
 //! Round r reads round r − 1's output as its policy (with its optimiser moments when the stage
 //! says `optimizer = keep`) and, when the curriculum re-binds the reference, as its reference;
 //! round 0 reads what the stage names. Each round has its own step count and schedules
 //! (`(step, round's steps)`), its own checkpoints (`01-dpo-r02-step000080`, the round in
 //! `TrainState`) and metrics lines (`"round": r`); the stage's output is its last round's.
+//!
+//! A `rounds name = N from MODEL { stages }` block runs its stages N times: `prepare` binds
+//! each stage once per round in a [`Scope`], where `name.input` is MODEL in round 0 and round
+//! r − 1's output after, and a block stage's name is its output of that round
+//! (`ModelRef::Round`, `ModelRef::Stage` in the last round, which later steps read). A round's
+//! output is its last training stage's model (its input when it trains nothing); the block's
+//! output is its last round's. Each bound stage of a round is a unit like a round above: its
+//! round label goes into its checkpoints (`03-step-r01-step000100`) and metrics lines.
 //!
 //! Invariants: a unit of work (a stage, or one round of it) before the resume point is never
 //! trained again — its output is read back from its final checkpoint only when a later unit
@@ -23,7 +31,70 @@ use crate::exec::ExecError;
 use crate::optim::AdamW;
 use crate::progress::Progress;
 use crate::train::{self, Models, Resume, RunContext, StageSummary};
+use recipe_compiler::program::{Rounds, Value};
 use std::path::Path;
+
+/// A round of a `rounds` block, as its stages see it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Scope {
+    /// The block's name (`irpo`).
+    pub block: String,
+    pub round: RoundIndex,
+    /// The model the round starts from (`irpo.input`).
+    pub input: ModelRef,
+    /// The block's stages, by name.
+    pub stages: Vec<String>,
+}
+
+impl Scope {
+    /// The output model of the block's stage `stage` in this round: `ModelRef::Round`, or in
+    /// the last round `ModelRef::Stage` (what a step after the block reads).
+    pub fn output(&self, stage: &str) -> ModelRef {
+        match self.round.index + 1 == self.round.count {
+            true => ModelRef::Stage(stage.to_string()),
+            false => ModelRef::Round { stage: stage.to_string(), round: self.round.index },
+        }
+    }
+
+    /// The model a `Model`-typed argument value names in this round.
+    pub fn model(&self, value: &Value) -> Result<ModelRef, ExecError> {
+        match value {
+            Value::RoundInput(block) if *block == self.block => Ok(self.input.clone()),
+            Value::Stage { stage, .. } if self.stages.contains(stage) => Ok(self.output(stage)),
+            other => ModelRef::of(other),
+        }
+    }
+}
+
+/// The output model of stage `stage`: in a `rounds` block's round, that round's
+/// ([`Scope::output`]); elsewhere the stage's.
+pub(super) fn output(stage: &str, scope: Option<&Scope>) -> ModelRef {
+    scope.map_or_else(|| ModelRef::Stage(stage.to_string()), |s| s.output(stage))
+}
+
+/// The rounds of `block` in order, and the block's output model: round 0 starts from the
+/// block's `from`, round r from round r − 1's output — the model of `last_training`, the
+/// block's last stage that trains, or the round's input when none does.
+///
+/// Errors: `ExecError::Config` for a block of fewer than one round.
+pub(super) fn scopes(block: &Rounds, last_training: Option<&str>) -> Result<(Vec<Scope>, ModelRef), ExecError> {
+    let count = u32::try_from(block.count).ok().filter(|&n| n >= 1).ok_or_else(|| {
+        ExecError::Config(format!("`rounds {}` runs {} rounds; it needs at least one", block.name, block.count))
+    })?;
+    let stages: Vec<String> = block.stages.iter().map(|d| d.name.clone()).collect();
+    let mut input = ModelRef::of(&block.from)?;
+    let mut scopes = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let scope =
+            Scope { block: block.name.clone(), round: RoundIndex { index, count }, input, stages: stages.clone() };
+        input = match last_training {
+            Some(stage) => scope.output(stage),
+            None => scope.input.clone(),
+        };
+        scopes.push(scope);
+    }
+    Ok((scopes, input))
+}
 
 /// A bound training stage and the run-level settings of its loop.
 pub(super) struct Training<'s> {
@@ -31,6 +102,10 @@ pub(super) struct Training<'s> {
     pub index: usize,
     pub name: &'s str,
     pub bound: &'s Bound,
+    /// Inside a `rounds` block: the block's round (a label: the unit is one run) and the model
+    /// it outputs; `None` and `ModelRef::Stage(name)` elsewhere.
+    pub block_round: Option<RoundIndex>,
+    pub output: ModelRef,
     pub eval_every: Option<u64>,
     pub eval_on_start: bool,
     pub checkpoint_every: Option<u64>,
@@ -52,11 +127,11 @@ impl Training<'_> {
         let bound = self.bound;
         let Some(plan) = &bound.rounds else {
             return vec![Unit {
-                round: None,
+                round: self.block_round,
                 steps: bound.settings.steps,
                 policy: bound.policy.clone(),
                 reference: bound.reference.clone(),
-                output: ModelRef::Stage(self.name.to_string()),
+                output: self.output.clone(),
             }];
         };
         let count = plan.steps.len() as u32;
@@ -204,7 +279,16 @@ mod tests {
     use crate::train::Schedule;
 
     fn training_with(bound: &Bound) -> Training<'_> {
-        Training { index: 1, name: "dpo", bound, eval_every: None, eval_on_start: false, checkpoint_every: None }
+        Training {
+            index: 1,
+            name: "dpo",
+            bound,
+            block_round: None,
+            output: ModelRef::Stage("dpo".into()),
+            eval_every: None,
+            eval_on_start: false,
+            checkpoint_every: None,
+        }
     }
 
     fn bound(rounds: Option<RoundPlan>) -> Bound {
@@ -254,5 +338,34 @@ mod tests {
         let single = bound(None);
         let units = training_with(&single).units();
         assert_eq!((units.len(), units[0].round, units[0].steps), (1, None, 6));
+    }
+
+    /// In a `rounds` block, round r reads round r − 1's last training stage's model as its
+    /// input; a block stage's name is its output of the round being bound.
+    #[test]
+    fn block_rounds_start_from_the_previous_rounds_training_output() {
+        let recipe = "recipe \"t\" {}\nmodel m = tiny_lm()\ndata d = synth.addition()\nstage s = sft(m, d)\n\
+                      rounds b = 3 from s.model {\n\
+                      stage p = self_pairs(b.input, d, judge = |r| exact(r.completion, r.answer))\n\
+                      stage t = preference(b.input, p, reference = b.input)\n}\nrun s -> b\n";
+        let source = recipe_compiler::diag::Source::new("t.recipe", recipe);
+        let program = recipe_compiler::compile(&source, &[]).expect("compiles");
+        let block = &program.rounds[0];
+        let round = |stage: &str, i| ModelRef::Round { stage: stage.into(), round: i };
+        let (rounds, output) = scopes(block, Some("t")).unwrap();
+        let inputs: Vec<_> = rounds.iter().map(|s| s.input.clone()).collect();
+        assert_eq!(inputs, [ModelRef::Stage("s".into()), round("t", 0), round("t", 1)]);
+        assert_eq!(output, ModelRef::Stage("t".into()), "the last round's output is what `b.model` reads");
+        let input = Value::RoundInput("b".into());
+        let pairs = Value::Stage { stage: "p".into(), field: Some("model".into()) };
+        assert_eq!(rounds[1].model(&input).unwrap(), round("t", 0));
+        assert_eq!(rounds[1].model(&pairs).unwrap(), round("p", 1));
+        assert_eq!(rounds[2].model(&pairs).unwrap(), ModelRef::Stage("p".into()));
+        assert_eq!(rounds[0].model(&Value::Model("m".into())).unwrap(), ModelRef::Declared("m".into()));
+        assert_eq!(rounds[2].round, RoundIndex { index: 2, count: 3 });
+
+        let (untrained, output) = scopes(block, None).unwrap();
+        assert!(untrained.iter().all(|s| s.input == ModelRef::Stage("s".into())));
+        assert_eq!(output, ModelRef::Stage("s".into()), "a block that trains nothing passes its input on");
     }
 }

@@ -17,7 +17,6 @@
 use super::{Binding, Produced, Transform};
 use crate::data::Dataset;
 use crate::exec::args::{Call, Constant, Functions};
-use crate::exec::models::ModelRef;
 use crate::exec::ExecError;
 use crate::model::{self, CausalLm, TokenBatch};
 use crate::rng::Rng;
@@ -108,7 +107,7 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
     let seed = b.builder.seed;
     let measure_name = call.name.to_string();
     Ok(Transform {
-        policy: ModelRef::of(b.call.get("policy")?)?,
+        policy: b.model("policy")?,
         preview,
         run: Box::new(move |policy: &CausalLm| {
             let scores = match &measure {

@@ -4,7 +4,6 @@
 
 use super::{Binding, Bound};
 use crate::data::Dataset;
-use crate::exec::models::ModelRef;
 use crate::exec::settings::TrainSettings;
 use crate::exec::ExecError;
 use crate::train::{Objective, SftObjective, StageParts, TrainError};
@@ -37,7 +36,7 @@ pub(super) fn bind_prompt_completion(
     let curriculum = b.curriculum(&data, &settings)?;
     let rounds = b.round_plan(&curriculum, &settings)?;
     Ok(Bound {
-        policy: ModelRef::of(b.call.get("policy")?)?,
+        policy: b.model("policy")?,
         reference: None,
         settings,
         rounds,

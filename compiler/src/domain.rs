@@ -106,7 +106,7 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("all_pairs", &[("max_per_prompt", at_least(1))]),
     ("buckets", &[("count", at_least(1))]),
     ("pacing", &[("until", FRACTION)]),
-    ("band_pass", &[("low", UNIT), ("high", UNIT)]),
+    ("band_pass", &[("low", UNIT), ("high", UNIT), ("max_rounds", NON_NEGATIVE)]),
     ("variance_filter", &[("kappa", NON_NEGATIVE), ("replay", UNIT)]),
     ("replay", &[("fraction", UNIT), ("capacity", at_least(1))]),
     ("bandit", &[("alpha", UNIT)]),

@@ -112,8 +112,8 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("bandit", &[("alpha", UNIT)]),
     ("boltzmann", &[("tau", POSITIVE)]),
     ("ucb", &[("c", NON_NEGATIVE)]),
-    ("pass_rate", &[("samples", at_least(1))]),
-    ("group_variance", &[("samples", at_least(2))]),
+    ("pass_rate", &[("samples", at_least(1)), ("max_tokens", at_least(1))]),
+    ("group_variance", &[("samples", at_least(2)), ("max_tokens", at_least(1))]),
     // Prelude losses: every `beta` is positive; the other parameters where the loss is defined.
     ("robust", &[("eps", NOISE)]),
     ("exo", &[("eps", NOISE)]),

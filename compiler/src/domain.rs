@@ -202,6 +202,10 @@ mod tests {
             ["recipe::call::domain: `until` of `pacing` must be in (0, 1], not 1.5"]
         );
         assert!(with("stage s = sft(m, d, curriculum = pacing(by = |r| float(r.digits), until = 1.0))").is_empty());
+        assert_eq!(
+            with("stage s = grpo(m, d, reward = |r| 1.0, curriculum = band_pass(max_rounds = -1))"),
+            ["recipe::call::domain: `max_rounds` of `band_pass` must be at least 0, not -1"]
+        );
         // A schedule is the runtime's to check; clipping turned off is a setting, not an error.
         assert!(with("stage s = sft(m, d, lr = interpolate(1e-3, 0.0), max_grad_norm = 0.0)").is_empty());
         assert_eq!(with("stage s = sft(m, d, max_grad_norm = -1.0)").len(), 1);

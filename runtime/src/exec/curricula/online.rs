@@ -25,7 +25,8 @@ pub(super) fn band_pass(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Resul
     if !(low <= high) {
         return Err(call.invalid("high", format!("is {high}, below `low` = {low}: no pass rate is in the band")));
     }
-    let max_rounds = u32::try_from(call.count("max_rounds")?).map_err(|_| call.invalid("max_rounds", "is too large"))?;
+    let max_rounds =
+        u32::try_from(call.count("max_rounds")?).map_err(|_| call.invalid("max_rounds", "is too large"))?;
     let rounds = if call.bool("refill")? { max_rounds } else { 0 };
     let (stage, rows, seed) = (target.stage.clone(), target.data.len(), target.seed);
     Ok(CurriculumSpec::one_online(move || {
@@ -46,15 +47,15 @@ pub(super) fn replay(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<C
     let capacity = call.count("capacity")? as usize;
     let keep = function(call, "keep", target.functions)?;
     probe(call, "keep", target.functions, keep, &group_columns(&[GroupStats::default()]), ColumnKind::Bool)?;
-    let (stage, rows, seed, functions) = (target.stage.clone(), target.data.len(), target.seed, target.functions.clone());
+    let (stage, rows, seed, functions) =
+        (target.stage.clone(), target.data.len(), target.seed, target.functions.clone());
     Ok(CurriculumSpec::one_online(move || {
         let functions = functions.clone();
-        let keep: GroupFn<GroupStats, bool> = Box::new(move |groups: &[GroupStats]| {
-            match evaluate(&functions, keep, &group_columns(groups))? {
+        let keep: GroupFn<GroupStats, bool> =
+            Box::new(move |groups: &[GroupStats]| match evaluate(&functions, keep, &group_columns(groups))? {
                 Column::Bool(kept) => Ok(kept),
                 other => Err(format!("returned {other:?}, not a Bool per group")),
-            }
-        });
+            });
         Ok(Box::new(Replay::new(&stage, rows, seed, fraction, capacity, keep)?) as Box<dyn Curriculum>)
     }))
 }
@@ -76,12 +77,11 @@ pub(super) fn bandit(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<C
     let (stage, seed, functions) = (target.stage.clone(), target.seed, target.functions.clone());
     Ok(CurriculumSpec::one_online(move || {
         let functions = functions.clone();
-        let update: GroupFn<ArmState, f64> = Box::new(move |arms: &[ArmState]| {
-            match evaluate(&functions, update, &arm_columns(arms))? {
+        let update: GroupFn<ArmState, f64> =
+            Box::new(move |arms: &[ArmState]| match evaluate(&functions, update, &arm_columns(arms))? {
                 Column::Float(q) => Ok(q),
                 other => Err(format!("returned {other:?}, not a Float per arm")),
-            }
-        });
+            });
         Ok(Box::new(Bandit::new(&stage, &by, seed, policy, update)?) as Box<dyn Curriculum>)
     }))
 }
@@ -93,7 +93,8 @@ pub(super) fn target_tracking(call: &Call<'_>, target: &CurriculumTarget<'_>) ->
         _ => return Err(ExecError::Internal("`target_tracking`: `by` did not return a number".into())),
     };
     if let Some(row) = difficulty.iter().position(|d| !d.is_finite()) {
-        let message = format!("is {} for {}: a difficulty must be a finite number", difficulty[row], target.data.row_name(row));
+        let message =
+            format!("is {} for {}: a difficulty must be a finite number", difficulty[row], target.data.row_name(row));
         return Err(call.invalid("by", message));
     }
     let start = call.float("start")?;

@@ -105,7 +105,15 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
             let limits = b.limits("policy")?;
             let prompts = prompts(&call, &data)?;
             let functions = &b.builder.functions;
-            Measure::Judged(Judged::bind(&call, statistic, &data, prompts, &limits.tokenizer, limits.context, functions)?)
+            Measure::Judged(Judged::bind(
+                &call,
+                statistic,
+                &data,
+                prompts,
+                &limits.tokenizer,
+                limits.context,
+                functions,
+            )?)
         }
         other => {
             let e = ExecError::Unsupported(format!("the difficulty measure `{other}` of stage `{stage}`"));

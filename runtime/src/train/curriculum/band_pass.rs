@@ -29,7 +29,14 @@ impl BandPass {
     ///
     /// Errors: `TrainError::Config` when there are no rows, or `low > high` (nothing admitted)
     /// or either is NaN.
-    pub fn new(stage: &str, rows: usize, seed: u64, low: f64, high: f64, max_rounds: u32) -> Result<BandPass, TrainError> {
+    pub fn new(
+        stage: &str,
+        rows: usize,
+        seed: u64,
+        low: f64,
+        high: f64,
+        max_rounds: u32,
+    ) -> Result<BandPass, TrainError> {
         if !(low <= high) {
             let message = format!("the band [{low}, {high}] of pass rates is empty: `low` must be at most `high`");
             return Err(TrainError::Config { stage: stage.to_string(), message });

@@ -151,11 +151,12 @@ impl Bandit {
                 let mut cumulative = 0.0;
                 let p = self.probabilities();
                 // Rounding may leave the sum a hair below 1: the last arm takes the rest.
-                p.iter().position(|&p| {
-                    cumulative += p;
-                    u < cumulative
-                })
-                .unwrap_or(p.len() - 1)
+                p.iter()
+                    .position(|&p| {
+                        cumulative += p;
+                        u < cumulative
+                    })
+                    .unwrap_or(p.len() - 1)
             }
         }
     }

@@ -43,7 +43,16 @@ impl Mixed {
             return Err(config("the replay bank needs a capacity of at least one row".into()));
         }
         let uniform = Uniform::new(stage, rows, seed)?;
-        Ok(Mixed { stage: stage.to_string(), seed, fraction, capacity, uniform, bank: Vec::new(), draws: 0, replayed: (0, 0) })
+        Ok(Mixed {
+            stage: stage.to_string(),
+            seed,
+            fraction,
+            capacity,
+            uniform,
+            bank: Vec::new(),
+            draws: 0,
+            replayed: (0, 0),
+        })
     }
 
     /// Puts `row` in the bank (newest), evicting the oldest row past the capacity.
@@ -71,7 +80,8 @@ impl Mixed {
         let from_bank = ((self.fraction * size as f64).round() as usize).min(self.bank.len()).min(size);
         let mut rng = Rng::derive(self.seed, &format!("stage/{}/replay/{}", self.stage, self.draws));
         self.draws += 1;
-        let mut rows: Vec<usize> = draw(&mut rng, self.bank.len(), from_bank).into_iter().map(|p| self.bank[p]).collect();
+        let mut rows: Vec<usize> =
+            draw(&mut rng, self.bank.len(), from_bank).into_iter().map(|p| self.bank[p]).collect();
         rows.extend(self.uniform.next_rows(step, total, size - from_bank)?);
         self.replayed = (from_bank, size);
         Ok(rows)

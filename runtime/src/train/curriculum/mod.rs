@@ -248,7 +248,8 @@ fn float_field(state: &Value, name: &str) -> Result<f64, String> {
 
 /// The floats saved by [`float_bits`] as the list `name` of `state`.
 fn float_list(state: &Value, name: &str) -> Result<Vec<f64>, String> {
-    let list = state.get(name).and_then(Value::as_array).ok_or_else(|| format!("expected a list `{name}`, found {state}"))?;
+    let list =
+        state.get(name).and_then(Value::as_array).ok_or_else(|| format!("expected a list `{name}`, found {state}"))?;
     list.iter()
         .map(|v| v.as_u64().map(f64::from_bits).ok_or_else(|| format!("`{name}` holds {v}, not float bits")))
         .collect()
@@ -256,7 +257,8 @@ fn float_list(state: &Value, name: &str) -> Result<Vec<f64>, String> {
 
 /// The counts saved as the list `name` of `state`.
 fn count_list(state: &Value, name: &str) -> Result<Vec<u64>, String> {
-    let list = state.get(name).and_then(Value::as_array).ok_or_else(|| format!("expected a list `{name}`, found {state}"))?;
+    let list =
+        state.get(name).and_then(Value::as_array).ok_or_else(|| format!("expected a list `{name}`, found {state}"))?;
     list.iter().map(|v| v.as_u64().ok_or_else(|| format!("`{name}` holds {v}, not a count"))).collect()
 }
 

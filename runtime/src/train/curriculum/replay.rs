@@ -44,7 +44,10 @@ impl Curriculum for Replay {
     /// Errors: `TrainError::Config` when `keep` failed on the last feedback.
     fn next_rows(&mut self, step: u64, total: u64, size: usize) -> Result<Vec<usize>, TrainError> {
         if let Some(message) = self.error.take() {
-            return Err(TrainError::Config { stage: self.stage.clone(), message: format!("`keep` of `replay`: {message}") });
+            return Err(TrainError::Config {
+                stage: self.stage.clone(),
+                message: format!("`keep` of `replay`: {message}"),
+            });
         }
         self.rows.next_rows(step, total, size)
     }

@@ -125,11 +125,15 @@ impl Curriculum for TargetTracking {
     /// `curriculum/target` (T for the next batch), `curriculum/difficulty` (the last batch's
     /// mean difficulty) and `curriculum/reward` (its groups' mean reward), each once known.
     fn metrics(&self) -> Vec<(String, f64)> {
-        [("curriculum/target", self.target), ("curriculum/difficulty", self.batch_difficulty), ("curriculum/reward", self.batch_reward)]
-            .into_iter()
-            .filter(|(_, v)| !v.is_nan())
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        [
+            ("curriculum/target", self.target),
+            ("curriculum/difficulty", self.batch_difficulty),
+            ("curriculum/reward", self.batch_reward),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_nan())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     fn state(&self) -> Value {

@@ -92,8 +92,7 @@ impl Judged {
     /// Errors: a generation or judge failure.
     pub fn scores(&self, policy: &CausalLm, data: &Dataset, seed: u64, stage: &str) -> Result<Vec<f64>, ExecError> {
         let tok = policy.tokenizer();
-        let opts =
-            GenerateOptions { max_new_tokens: self.max_tokens, temperature: 1.0, top_p: 1.0, stop_at_eos: true };
+        let opts = GenerateOptions { max_new_tokens: self.max_tokens, temperature: 1.0, top_p: 1.0, stop_at_eos: true };
         let sequences: Vec<(usize, usize)> =
             (0..self.prompts.len()).flat_map(|r| (0..self.samples).map(move |k| (r, k))).collect();
         let mut completions: Vec<Arc<str>> = Vec::with_capacity(sequences.len());
@@ -132,7 +131,12 @@ impl Judged {
         let fields = Dataset {
             origin: data.origin.clone(),
             ids: data.ids.clone(),
-            columns: data.columns.iter().filter(|(n, _)| n != "completion" && read.contains(&n.as_str())).cloned().collect(),
+            columns: data
+                .columns
+                .iter()
+                .filter(|(n, _)| n != "completion" && read.contains(&n.as_str()))
+                .cloned()
+                .collect(),
             sources: Vec::new(),
         };
         let selected = fields.select(rows);

@@ -22,7 +22,7 @@ pub(in crate::exec) const BANDIT_POLICIES: &[&str] = &["boltzmann", "ucb"];
 
 pub(super) fn band_pass(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<CurriculumSpec, ExecError> {
     let (low, high) = (call.float("low")?, call.float("high")?);
-    if !(low <= high) {
+    if low.is_nan() || high.is_nan() || low > high {
         return Err(call.invalid("high", format!("is {high}, below `low` = {low}: no pass rate is in the band")));
     }
     let max_rounds =

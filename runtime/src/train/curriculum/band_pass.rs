@@ -37,7 +37,7 @@ impl BandPass {
         high: f64,
         max_rounds: u32,
     ) -> Result<BandPass, TrainError> {
-        if !(low <= high) {
+        if low.is_nan() || high.is_nan() || low > high {
             let message = format!("the band [{low}, {high}] of pass rates is empty: `low` must be at most `high`");
             return Err(TrainError::Config { stage: stage.to_string(), message });
         }

@@ -82,10 +82,10 @@ impl Bandit {
             return Err(config("it has no rows to draw from".into()));
         }
         match policy {
-            BanditPolicy::Boltzmann { tau } if !(tau > 0.0) => {
+            BanditPolicy::Boltzmann { tau } if tau.is_nan() || tau <= 0.0 => {
                 return Err(config(format!("the Boltzmann temperature `tau` must be positive, found {tau}")))
             }
-            BanditPolicy::Ucb { c } if !(c >= 0.0) => {
+            BanditPolicy::Ucb { c } if c.is_nan() || c < 0.0 => {
                 return Err(config(format!("the UCB weight `c` must be at least 0, found {c}")))
             }
             _ => {}

@@ -127,9 +127,9 @@ fn function(call: &Call<'_>, arg: &str, functions: &Functions) -> Result<u32, Ex
 }
 
 /// Scalar function `index` over `columns`, one result per row.
-fn evaluate(functions: &Functions, index: u32, columns: &[(&str, Column)]) -> Result<Column, String> {
+fn evaluate(functions: &Functions, index: u32, columns: &[(String, Column)]) -> Result<Column, String> {
     let func = functions.func(index).map_err(|e| e.to_string())?;
-    let columns: Vec<(&str, &Column)> = columns.iter().map(|(n, c)| (*n, c)).collect();
+    let columns: Vec<(&str, &Column)> = columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
     batch::eval_batch(func, &columns).map_err(|e| e.to_string())
 }
 
@@ -146,7 +146,7 @@ fn probe(
     arg: &str,
     functions: &Functions,
     index: u32,
-    columns: &[(&str, Column)],
+    columns: &[(String, Column)],
     kind: ColumnKind,
 ) -> Result<(), ExecError> {
     match (evaluate(functions, index, columns), kind) {
@@ -156,25 +156,25 @@ fn probe(
     }
 }
 
-/// `GroupStats` as columns named after its fields (`size` an Int), one row per group.
-fn group_columns(groups: &[GroupStats]) -> Vec<(&'static str, Column)> {
-    let float = |f: fn(&GroupStats) -> f64| Column::Float(groups.iter().map(f).collect());
-    vec![
-        ("pass_rate", float(|g| g.pass_rate)),
-        ("variance", float(|g| g.variance)),
-        ("mean_abs_advantage", float(|g| g.mean_abs_advantage)),
-        ("reward", float(|g| g.reward)),
-        ("size", Column::Int(groups.iter().map(|g| g.size as i64).collect())),
-    ]
+/// `GroupStats` as columns named after its fields (its feedback columns, `size` an Int as the
+/// stdlib's record has it), one row per group.
+fn group_columns(groups: &[GroupStats]) -> Vec<(String, Column)> {
+    let columns = GroupStats::feedback(groups).columns.into_iter();
+    columns
+        .map(|(name, values)| match name.as_str() {
+            "size" => (name, Column::Int(values.iter().map(|&v| v as i64).collect())),
+            _ => (name, Column::Float(values)),
+        })
+        .collect()
 }
 
 /// `ArmState` as columns named after its fields, one row per arm.
-fn arm_columns(arms: &[ArmState]) -> Vec<(&'static str, Column)> {
+fn arm_columns(arms: &[ArmState]) -> Vec<(String, Column)> {
     vec![
-        ("q", Column::Float(arms.iter().map(|a| a.q).collect())),
-        ("signal", Column::Float(arms.iter().map(|a| a.signal).collect())),
-        ("count", Column::Int(arms.iter().map(|a| a.count as i64).collect())),
-        ("step", Column::Int(arms.iter().map(|a| a.step as i64).collect())),
+        ("q".into(), Column::Float(arms.iter().map(|a| a.q).collect())),
+        ("signal".into(), Column::Float(arms.iter().map(|a| a.signal).collect())),
+        ("count".into(), Column::Int(arms.iter().map(|a| a.count as i64).collect())),
+        ("step".into(), Column::Int(arms.iter().map(|a| a.step as i64).collect())),
     ]
 }
 

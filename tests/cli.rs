@@ -194,21 +194,35 @@ fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
 
     let unsupported = write(
-        "band_pass.recipe",
+        "self_pairs.recipe",
         "recipe \"u\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
-         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2, curriculum = band_pass())\nrun s\n",
+         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2)\n\
+         stage p = self_pairs(s.model, d, judge = |r| true)\nrun s -> p\n",
     );
     let out = recipe(&["check", &unsupported]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let warning = stderr(&out);
-    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`band_pass`"), "{warning}");
-    assert!(warning.contains("band_pass.recipe:4:45"), "{warning}");
+    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`self_pairs`"), "{warning}");
+    assert!(warning.contains("self_pairs.recipe:5:11"), "{warning}");
     assert_eq!(code(&recipe(&["check", "--strict", &unsupported])), 1);
-    let run = dir.join("run-band-pass");
+    let run = dir.join("run-self-pairs");
     let out = recipe(&["run", &unsupported, "--quiet", "--out", run.to_str().unwrap()]);
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("recipe::run::not_executable") && err.contains("band_pass.recipe:4:45"), "{err}");
+    assert!(err.contains("recipe::run::not_executable") && err.contains("self_pairs.recipe:5:11"), "{err}");
+    assert!(!run.exists());
+
+    // An online curriculum needs groups of rollouts: an offline stage refuses it at the argument.
+    let online = write(
+        "band_pass.recipe",
+        "recipe \"u\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
+         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2, curriculum = band_pass())\nrun s\n",
+    );
+    let run = dir.join("run-band-pass");
+    let out = recipe(&["run", &online, "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`band_pass`, an online curriculum") && err.contains("band_pass.recipe:4:45"), "{err}");
     assert!(!run.exists());
 
     // Values no builtin can use are `check` errors at the argument (exit 1); values only this

@@ -105,14 +105,14 @@ const DOMAINS: &[(&str, &[(&str, Domain)])] = &[
     ("all_pairs", &[("max_per_prompt", at_least(1))]),
     ("buckets", &[("count", at_least(1))]),
     ("pacing", &[("until", FRACTION)]),
-    ("band_pass", &[("low", UNIT), ("high", UNIT)]),
+    ("band_pass", &[("low", UNIT), ("high", UNIT), ("max_rounds", NON_NEGATIVE)]),
     ("variance_filter", &[("kappa", NON_NEGATIVE), ("replay", UNIT)]),
     ("replay", &[("fraction", UNIT), ("capacity", at_least(1))]),
     ("bandit", &[("alpha", UNIT)]),
     ("boltzmann", &[("tau", POSITIVE)]),
     ("ucb", &[("c", NON_NEGATIVE)]),
-    ("pass_rate", &[("samples", at_least(1))]),
-    ("group_variance", &[("samples", at_least(2))]),
+    ("pass_rate", &[("samples", at_least(1)), ("max_tokens", at_least(1))]),
+    ("group_variance", &[("samples", at_least(2)), ("max_tokens", at_least(1))]),
     // Prelude losses: every `beta` is positive; the other parameters where the loss is defined.
     ("robust", &[("eps", NOISE)]),
     ("exo", &[("eps", NOISE)]),
@@ -201,6 +201,10 @@ mod tests {
             ["recipe::call::domain: `until` of `pacing` must be in (0, 1], not 1.5"]
         );
         assert!(with("stage s = sft(m, d, curriculum = pacing(by = |r| float(r.digits), until = 1.0))").is_empty());
+        assert_eq!(
+            with("stage s = grpo(m, d, reward = |r| 1.0, curriculum = band_pass(max_rounds = -1))"),
+            ["recipe::call::domain: `max_rounds` of `band_pass` must be at least 0, not -1"]
+        );
         // A schedule is the runtime's to check; clipping turned off is a setting, not an error.
         assert!(with("stage s = sft(m, d, lr = interpolate(1e-3, 0.0), max_grad_norm = 0.0)").is_empty());
         assert_eq!(with("stage s = sft(m, d, max_grad_norm = -1.0)").len(), 1);

@@ -7,7 +7,9 @@
 //! ones, one score per row from the recipe's `by` function (compiled by the JIT and evaluated
 //! over the dataset's columns once, here), so every stage kind over any row type gets every
 //! curriculum. A curriculum that trains in rounds (exclusive `buckets`) says so in its spec;
-//! `exec` then runs the stage as one `run_stage` call per round.
+//! `exec` then runs the stage as one `run_stage` call per round. The online curricula of RL
+//! stages (`online`) say so in their spec too: they see groups of rollouts, which only an
+//! online experience source samples.
 
 use super::args::{self, Call, Constant, Functions};
 use super::settings::CHECKED_SCHEDULE_STEPS;
@@ -19,6 +21,10 @@ use recipe_compiler::batch;
 use recipe_compiler::column::Column;
 use recipe_compiler::program::Value;
 use std::sync::Arc;
+
+mod online;
+
+pub(super) use online::BANDIT_POLICIES;
 
 /// A curriculum builtin this runtime executes.
 pub(super) struct CurriculumKind {
@@ -32,6 +38,11 @@ pub(super) const CURRICULA: &[CurriculumKind] = &[
     CurriculumKind { name: "ordered", bind: ordered },
     CurriculumKind { name: "pacing", bind: pacing },
     CurriculumKind { name: "buckets", bind: buckets },
+    CurriculumKind { name: "band_pass", bind: online::band_pass },
+    CurriculumKind { name: "variance_filter", bind: online::variance_filter },
+    CurriculumKind { name: "replay", bind: online::replay },
+    CurriculumKind { name: "bandit", bind: online::bandit },
+    CurriculumKind { name: "target_tracking", bind: online::target_tracking },
 ];
 
 /// What a curriculum schedules: a stage's rows, for a stage of `steps` optimiser steps.
@@ -56,11 +67,17 @@ pub(super) struct Rounds {
 pub(super) struct CurriculumSpec {
     build: Box<dyn Fn(u32) -> Result<Box<dyn Curriculum>, ExecError>>,
     rounds: Option<Rounds>,
+    online: bool,
 }
 
 impl CurriculumSpec {
     fn one(build: impl Fn() -> Result<Box<dyn Curriculum>, ExecError> + 'static) -> CurriculumSpec {
-        CurriculumSpec { build: Box::new(move |_| build()), rounds: None }
+        CurriculumSpec { build: Box::new(move |_| build()), rounds: None, online: false }
+    }
+
+    /// An online curriculum: one that needs each group's statistics.
+    fn one_online(build: impl Fn() -> Result<Box<dyn Curriculum>, ExecError> + 'static) -> CurriculumSpec {
+        CurriculumSpec { online: true, ..CurriculumSpec::one(build) }
     }
 
     /// A fresh scheduler for round `round` (0 for a curriculum without rounds).
@@ -71,6 +88,22 @@ impl CurriculumSpec {
     /// Whether the stage trains in rounds, and how.
     pub fn rounds(&self) -> Option<Rounds> {
         self.rounds
+    }
+
+    /// Refuses an online curriculum (one that filters, banks or learns from groups of
+    /// rollouts) for stage `stage`, whose call `call` trains offline on its rows as they are.
+    ///
+    /// Errors: `ExecError::Config` at `curriculum` naming it.
+    pub fn check_offline(&self, call: &Call<'_>, stage: &str) -> Result<(), ExecError> {
+        if !self.online {
+            return Ok(());
+        }
+        let name = call.nested("curriculum")?.name;
+        let message = format!(
+            "is `{name}`, an online curriculum: it chooses among groups of rollouts, which stage `{stage}` does not \
+             sample; use `uniform`, `ordered`, `pacing` or `buckets`, or an RL stage"
+        );
+        Err(call.invalid("curriculum", message))
     }
 }
 
@@ -132,17 +165,24 @@ fn uniform(_call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<Curriculum
     Ok(CurriculumSpec::one(move || Ok(Box::new(Uniform::new(&stage, rows, seed)?) as Box<dyn Curriculum>)))
 }
 
+/// The call's `by` evaluated over every row of `target` (an Int or a Float per row).
+///
+/// Errors: `ExecError::Config` at `by` when it cannot be evaluated over the rows.
+fn scores(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<Column, ExecError> {
+    let Value::Scalar(index) = call.get("by")? else {
+        return Err(ExecError::Internal(format!("`{}`: `by` is not a scalar function", call.name)));
+    };
+    let func = target.functions.func(*index)?;
+    let columns: Vec<(&str, &Column)> = target.data.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    batch::eval_batch(func, &columns).map_err(|e| call.invalid("by", e))
+}
+
 /// The rows of `target` in the call's `order` by its `by` scores.
 ///
 /// Errors: `ExecError::Config` at `by` naming the first row whose score is NaN.
 fn sorted(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<Vec<usize>, ExecError> {
     let data = target.data;
-    let Value::Scalar(index) = call.get("by")? else {
-        return Err(ExecError::Internal(format!("`{}`: `by` is not a scalar function", call.name)));
-    };
-    let func = target.functions.func(*index)?;
-    let columns: Vec<(&str, &Column)> = data.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
-    let scores = match batch::eval_batch(func, &columns).map_err(|e| call.invalid("by", e))? {
+    let scores = match scores(call, target)? {
         Column::Float(v) => v,
         Column::Int(v) => v.into_iter().map(|x| x as f64).collect(),
         _ => return Err(ExecError::Internal(format!("`{}`: `by` did not return a number", call.name))),
@@ -198,6 +238,7 @@ fn buckets(call: &Call<'_>, target: &CurriculumTarget<'_>) -> Result<CurriculumS
                 Ok(Box::new(Buckets::exclusive(&stage, &order, count, round, seed)?) as Box<dyn Curriculum>)
             }),
             rounds: Some(Rounds { count: count as u32, rebind_reference: call.bool("rebind_reference")? }),
+            online: false,
         }),
     }
 }

@@ -8,7 +8,7 @@
 //! and tensor builtins lowered by `train::loss`, so they need no entry here.
 
 use super::build::{DATA_BUILTINS, MODEL_BUILTINS};
-use super::curricula::CURRICULA;
+use super::curricula::{BANDIT_POLICIES, CURRICULA};
 use super::evals::EVALS;
 use super::stages::{MEASURES, STAGE_KINDS};
 use recipe_compiler::program::{Decl, Program, Step, Value};
@@ -20,6 +20,7 @@ pub fn executable(name: &str) -> bool {
         || EVALS.iter().any(|k| k.name == name)
         || STAGE_KINDS.iter().any(|k| k.name == name)
         || CURRICULA.iter().any(|k| k.name == name)
+        || BANDIT_POLICIES.contains(&name)
         || MEASURES.contains(&name)
 }
 
@@ -126,6 +127,7 @@ mod tests {
             .chain(EVALS.iter().map(|k| k.name))
             .chain(STAGE_KINDS.iter().map(|k| k.name))
             .chain(CURRICULA.iter().map(|k| k.name))
+            .chain(BANDIT_POLICIES.iter().copied())
             .chain(MEASURES.iter().copied());
         for name in claimed {
             assert!(
@@ -167,10 +169,17 @@ mod tests {
                       stage g = self_pairs(s.model, d, judge = |r| true)\n\
                       eval l = loss_on(d)\n\
                       run s -> g\n";
-        let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();
+        let mut program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[]).unwrap();
+        assert_eq!(not_executable(&program).len(), 1, "every curriculum is executable");
+        // A curriculum this runtime lacks (every stdlib one is executable) is reported at its argument.
+        let s = program.decls.iter_mut().find(|d| d.name == "s").unwrap();
+        let Value::Call { args, .. } = &mut s.value else { panic!("a stage is a call") };
+        let (_, curriculum) = args.iter_mut().find(|(n, _)| n == "curriculum").unwrap();
+        let Value::Call { name, .. } = curriculum else { panic!("a curriculum is a call") };
+        *name = "elsewhere".into();
         let found = not_executable(&program);
         let at: Vec<(&str, Option<&str>)> = found.iter().map(|n| (n.decl.as_str(), n.arg.as_deref())).collect();
         assert_eq!(at, [("g", None), ("s", Some("curriculum"))], "{found:?}");
-        assert!(found[1].what.contains("`band_pass`"));
+        assert!(found[1].what.contains("`elsewhere`"));
     }
 }

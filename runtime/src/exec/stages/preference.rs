@@ -52,6 +52,7 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     PreferenceObjective::new(b.stage, pairs.clone(), terms.clone(), scalars.clone())
         .map_err(|e| b.call.invalid("loss", format!("cannot be evaluated on preference pairs: {}", e.0)))?;
     let curriculum = b.curriculum(&data, &settings)?;
+    curriculum.check_offline(&b.call, b.stage)?;
     let rounds = b.round_plan(&curriculum, &settings)?;
     let stage = b.stage.to_string();
     Ok(Bound {

@@ -8,11 +8,14 @@
 //! the JIT), `length()` (prompt bytes), `gzip_ratio()` (gzip bytes / prompt bytes), all computed
 //! at binding, before any compute; and `ref_margin()`, log π(chosen) − log π(rejected) under the
 //! policy (summed completion log-probabilities, EOS appended, no gradient), computed when the
-//! stage runs. `pass_rate` and `group_variance` need rollouts and are not executable yet.
+//! stage runs; so are `pass_rate(samples, judge, max_tokens)` and `group_variance(...)`, which
+//! sample each prompt `samples` times with the policy and judge the completions (`judged`).
 //!
 //! Invariants: the kept rows are a pure function of the rows, the scores, `keep`, `select` and
 //! the recipe seed (`random` draws from `Rng::derive(seed, "stage/<name>/select")`); ties keep
 //! the earlier row; a score that is not finite is an error naming its row, never a silent order.
+
+mod judged;
 
 use super::{Binding, Produced, Transform};
 use crate::data::Dataset;
@@ -20,6 +23,7 @@ use crate::exec::args::{Call, Constant, Functions};
 use crate::exec::ExecError;
 use crate::model::{self, CausalLm, TokenBatch};
 use crate::rng::Rng;
+use judged::{Judged, Statistic};
 use recipe_compiler::batch;
 use recipe_compiler::column::Column;
 use recipe_compiler::program::Value;
@@ -27,7 +31,8 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// The difficulty measures `score` executes.
-pub(in crate::exec) const MEASURES: &[&str] = &["field_score", "ref_margin", "length", "gzip_ratio"];
+pub(in crate::exec) const MEASURES: &[&str] =
+    &["field_score", "ref_margin", "length", "gzip_ratio", "pass_rate", "group_variance"];
 
 /// Pairs scored per forward pass of `ref_margin` (each pair is two sequences).
 const PAIRS_PER_BATCH: usize = 32;
@@ -67,6 +72,7 @@ impl Select {
 enum Measure {
     Computed(Vec<f64>),
     RefMargin,
+    Judged(Judged),
 }
 
 /// Decodes a `score` call and checks, without compute, everything its measure needs: the fields
@@ -93,6 +99,21 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
             check_pairs_fit(&stage, &data, &limits.tokenizer, limits.context).map_err(|e| call.locate(e, None))?;
             Measure::RefMargin
         }
+        "pass_rate" | "group_variance" => {
+            let statistic = if call.name == "pass_rate" { Statistic::PassRate } else { Statistic::Variance };
+            let limits = b.limits("policy")?;
+            let prompts = prompts(&call, &data)?;
+            let functions = &b.builder.functions;
+            Measure::Judged(Judged::bind(
+                &call,
+                statistic,
+                &data,
+                prompts,
+                &limits.tokenizer,
+                limits.context,
+                functions,
+            )?)
+        }
         other => {
             let e = ExecError::Unsupported(format!("the difficulty measure `{other}` of stage `{stage}`"));
             return Err(call.locate(e, None));
@@ -117,6 +138,7 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
                     finite("ref_margin", &data, &margins)?;
                     margins
                 }
+                Measure::Judged(judged) => judged.scores(policy, &data, seed, &stage)?,
             };
             let mut rng = Rng::derive(seed, &format!("stage/{stage}/select"));
             let rows = choose(&scores, kept, select, &mut rng);

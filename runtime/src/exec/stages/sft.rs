@@ -16,7 +16,7 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
 
 /// Binds a stage that trains `objective` on `prompt` → `completion` rows: the shared settings,
 /// the dataset (both fields present, every row within the policy's context), the curriculum
-/// (and its rounds) and no reference.
+/// (an offline one, and its rounds) and no reference.
 pub(super) fn bind_prompt_completion(
     b: &mut Binding<'_, '_>,
     objective: fn(&Dataset) -> Result<Box<dyn Objective>, TrainError>,
@@ -34,6 +34,7 @@ pub(super) fn bind_prompt_completion(
     super::check_training_rows(&format!("stage `{}`", b.stage), &data, &limits.tokenizer, limits.context)
         .map_err(|e| b.call.locate(e, Some("dataset")))?;
     let curriculum = b.curriculum(&data, &settings)?;
+    curriculum.check_offline(&b.call, b.stage)?;
     let rounds = b.round_plan(&curriculum, &settings)?;
     Ok(Bound {
         policy: b.model("policy")?,

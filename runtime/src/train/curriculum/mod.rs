@@ -8,21 +8,38 @@
 //! revealed one by one (cumulative) or trained on one per round (exclusive). They index rows
 //! only, so every stage kind over any row type gets them.
 //!
+//! The online schedulers of RL stages see each prompt's group of rollouts ([`GroupStats`]):
+//! [`BandPass`] and [`VarianceFilter`] leave groups out in [`Curriculum::admit`] (the first
+//! may have more prompts sampled to refill the batch), [`VarianceFilter`] and [`Replay`] mix a
+//! bank of past rows into each batch, [`Bandit`] chooses each batch's category by its arms'
+//! values, and [`TargetTracking`] moves a target difficulty with the batch's reward.
+//!
 //! Invariants: a curriculum's choices are a pure function of its construction (seed, stage,
 //! data), the calls made so far and the feedback observed; its whole resumable state is
 //! [`Curriculum::state`], saved in every checkpoint, so a resumed stage draws the same rows.
 //! Random draws come from streams named after the stage (`stage/<stage>/...`) and the draw's
 //! index, never from a stream carried across calls.
 
+mod band_pass;
+mod bandit;
+mod bank;
 mod buckets;
 mod ordered;
 mod pacing;
+mod replay;
+mod target_tracking;
 mod uniform;
+mod variance_filter;
 
+pub use band_pass::BandPass;
+pub use bandit::{ArmState, Bandit, BanditPolicy};
 pub use buckets::Buckets;
 pub use ordered::Ordered;
 pub use pacing::Pacing;
+pub use replay::Replay;
+pub use target_tracking::{TargetTracking, TargetUpdate};
 pub use uniform::Uniform;
+pub use variance_filter::VarianceFilter;
 
 use super::TrainError;
 use crate::rng::Rng;
@@ -210,6 +227,39 @@ pub(crate) fn draw(rng: &mut Rng, available: usize, size: usize) -> Vec<usize> {
 /// `value` of field `name` of a saved state, as a count.
 fn count_field(state: &Value, name: &str) -> Result<u64, String> {
     state.get(name).and_then(Value::as_u64).ok_or_else(|| format!("expected a count `{name}`, found {state}"))
+}
+
+/// A recipe function of per-group values evaluated once per group (the `keep` of `replay`,
+/// the `update` of `bandit`): its inputs, one slice per group, to one result per group; a
+/// message says why it could not be evaluated.
+pub type GroupFn<In, Out> = Box<dyn Fn(&[In]) -> Result<Vec<Out>, String>>;
+
+/// A float of a saved state, as its bits: serde_json parses floats best-effort (without its
+/// `float_roundtrip` feature), so a state read back from a checkpoint file keeps every bit only
+/// this way, and a resumed stage draws what the uninterrupted one would.
+fn float_bits(x: f64) -> Value {
+    Value::from(x.to_bits())
+}
+
+/// The float saved by [`float_bits`] as field `name` of `state`.
+fn float_field(state: &Value, name: &str) -> Result<f64, String> {
+    Ok(f64::from_bits(count_field(state, name)?))
+}
+
+/// The floats saved by [`float_bits`] as the list `name` of `state`.
+fn float_list(state: &Value, name: &str) -> Result<Vec<f64>, String> {
+    let list =
+        state.get(name).and_then(Value::as_array).ok_or_else(|| format!("expected a list `{name}`, found {state}"))?;
+    list.iter()
+        .map(|v| v.as_u64().map(f64::from_bits).ok_or_else(|| format!("`{name}` holds {v}, not float bits")))
+        .collect()
+}
+
+/// The counts saved as the list `name` of `state`.
+fn count_list(state: &Value, name: &str) -> Result<Vec<u64>, String> {
+    let list =
+        state.get(name).and_then(Value::as_array).ok_or_else(|| format!("expected a list `{name}`, found {state}"))?;
+    list.iter().map(|v| v.as_u64().ok_or_else(|| format!("`{name}` holds {v}, not a count"))).collect()
 }
 
 #[cfg(test)]

@@ -50,6 +50,11 @@ impl Uniform {
         order
     }
 
+    /// How many rows it draws from.
+    pub(super) fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Completed epochs, and rows drawn from the current one.
     pub(super) fn position(&self) -> (u64, usize) {
         (self.epoch, self.pos)

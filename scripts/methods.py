@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the method recipes of issue 8 and their controls over several seeds, and writes the
+"""Runs the method recipes (the preference half of issue 8, the RL half of issue 9) and their controls over several seeds, and writes the
 table of docs/methods.md from the runs (never typed by hand).
 
 usage: scripts/methods.py [--seeds 1 2 3] [--only NAME ...] [--out runs/methods] [--table docs/methods.md]
@@ -27,6 +27,12 @@ METHODS = [
     ("mixed_po", "recipes/mixed_po.recipe", "held_acc", "accuracy", "higher", "loss=dpo()"),
     ("ref_guided_subset", "recipes/ref_guided_subset.recipe", "pair_acc", "accuracy", "higher", "select=random"),
     ("pacing_warmup", "recipes/pacing_warmup.recipe", "val_loss", "loss", "lower", "curriculum=uniform()"),
+    ("iterative_rpo", "recipes/iterative_rpo.recipe", "held_acc", "accuracy", "higher", "loss=dpo()"),
+    ("online_difficulty_filter", "recipes/online_difficulty_filter.recipe", "held_acc", "accuracy", "higher", "curriculum=uniform()"),
+    ("vcrl", "recipes/vcrl.recipe", "held_acc", "accuracy", "higher", "curriculum=uniform()"),
+    ("self_evolving_curriculum", "recipes/self_evolving_curriculum.recipe", "hard_acc", "accuracy", "higher", "curriculum=uniform()"),
+    ("adaptive_target_difficulty", "recipes/adaptive_target_difficulty.recipe", "held_acc", "accuracy", "higher", "curriculum=uniform()"),
+    ("length_budget", "recipes/length_budget.recipe", "held_acc", "accuracy", "higher", "budget=constant(6.0)"),
 ]
 
 

@@ -193,24 +193,8 @@ fn runtime_errors_point_into_the_recipe_and_check_promises_what_run_does() {
     assert!(err.contains("missing.recipe:2:16"), "the `path` argument's line and column: {err}");
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
 
-    let unsupported = write(
-        "self_pairs.recipe",
-        "recipe \"u\" { seed = 1 }\nmodel m = tiny_lm(layers = 1, d_model = 32, heads = 2)\n\
-         data d = synth.addition(count = 32)\nstage s = sft(m, d, steps = 2)\n\
-         stage p = self_pairs(s.model, d, judge = |r| true)\nrun s -> p\n",
-    );
-    let out = recipe(&["check", &unsupported]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let warning = stderr(&out);
-    assert!(warning.contains("recipe::check::not_executable") && warning.contains("`self_pairs`"), "{warning}");
-    assert!(warning.contains("self_pairs.recipe:5:11"), "{warning}");
-    assert_eq!(code(&recipe(&["check", "--strict", &unsupported])), 1);
-    let run = dir.join("run-self-pairs");
-    let out = recipe(&["run", &unsupported, "--quiet", "--out", run.to_str().unwrap()]);
-    assert_eq!(code(&out), 6, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains("recipe::run::not_executable") && err.contains("self_pairs.recipe:5:11"), "{err}");
-    assert!(!run.exists());
+    // Every builtin of the stdlib executes now; that `check` reports one that does not, at
+    // its argument, and `run` refuses it before compute is `exec::registry`'s unit tests'.
 
     // An online curriculum needs groups of rollouts: an offline stage refuses it at the argument.
     let online = write(
@@ -416,6 +400,14 @@ fn rounds_of_self_generated_pairs_run_verify_and_resume() {
 
     let markers = ["02-dpo-r00-step000002", "02-dpo-r00-step000003", "04-dpo-r01-step000001", "05-polish-step000001"];
     resume_matches("tests/e2e/self_rounds.recipe", &markers);
+}
+
+/// The same through `rl` stages under online curricula whose state a resume restores: a
+/// Boltzmann bandit (arm values, counts), a refilling band-pass filter and a replay bank.
+#[test]
+fn resume_after_kill_through_online_curricula_matches_an_uninterrupted_run() {
+    let markers = ["01-arms-step000002", "02-band-step000001", "02-band-step000003", "03-bank-step000002"];
+    resume_matches("tests/e2e/rl_curricula.recipe", &markers);
 }
 
 /// Runs `recipe` whole, then again killed (SIGKILL) as soon as each checkpoint of `markers`

@@ -240,3 +240,36 @@ fn scatter(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(row: usize, truncated: &[bool]) -> Group {
+        let completion = |t: &bool| Completion {
+            ids: vec![1, 2, 3],
+            text: String::new(),
+            reward: 1.0,
+            truncated: *t,
+            advantage: 0.0,
+            old_logps: None,
+        };
+        Group { row, example_id: row as u64, prompt: vec![7], completions: truncated.iter().map(completion).collect() }
+    }
+
+    /// TRL's `mask_truncated_completions`: truncated completions leave the loss, and a group
+    /// left with none leaves the batch's group numbering.
+    #[test]
+    fn masking_truncated_completions_renumbers_the_groups_left() {
+        let rollouts = Rollouts {
+            groups: vec![group(0, &[true, false]), group(1, &[true, true]), group(2, &[false, false])],
+            metrics: Vec::new(),
+        };
+        let all: Vec<(u32, usize)> = trained(&rollouts, false).iter().map(|(g, grp, _)| (*g, grp.row)).collect();
+        assert_eq!(all, [(0, 0), (0, 0), (1, 1), (1, 1), (2, 2), (2, 2)]);
+        let kept: Vec<(u32, usize)> = trained(&rollouts, true).iter().map(|(g, grp, _)| (*g, grp.row)).collect();
+        assert_eq!(kept, [(0, 0), (1, 2), (1, 2)]);
+        let totals = StepTotals::of([&rollouts, &rollouts], true);
+        assert_eq!(totals, StepTotals { tokens: 18.0, sequences: 6.0, groups: 4.0 });
+    }
+}

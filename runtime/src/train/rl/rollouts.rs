@@ -64,7 +64,7 @@ impl Group {
 
 /// A micro-batch of rollouts: the groups the objective trains on, in order, and what sampling
 /// measured (TRL's names: `reward`, `reward_std`, `frac_reward_zero_std`, `completions/*`;
-/// and `rewards/unscored`, `groups/*`, `curriculum/refill_rounds`).
+/// and `rewards/unscored`, `groups/*`; a refilling curriculum logs its own refill rounds).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rollouts {
     pub groups: Vec<Group>,
@@ -287,7 +287,6 @@ impl RolloutSource {
         }
         let mut metrics = tally.metrics(self.advantages.batch_scaled());
         metrics.push(("groups/kept".into(), kept.len() as f64));
-        metrics.push(("curriculum/refill_rounds".into(), f64::from(draw.saturating_sub(1))));
         Ok(Rollouts { groups: kept, metrics })
     }
 }

@@ -202,7 +202,7 @@ mod tests {
         );
         assert!(with("stage s = sft(m, d, curriculum = pacing(by = |r| float(r.digits), until = 1.0))").is_empty());
         assert_eq!(
-            with("stage s = grpo(m, d, reward = |r| 1.0, curriculum = band_pass(max_rounds = -1))"),
+            with("stage s = rl(m, d, reward = |r| 1.0, curriculum = band_pass(max_rounds = -1))"),
             ["recipe::call::domain: `max_rounds` of `band_pass` must be at least 0, not -1"]
         );
         // A schedule is the runtime's to check; clipping turned off is a setting, not an error.

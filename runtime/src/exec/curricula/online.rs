@@ -193,7 +193,7 @@ mod tests {
     fn program(curriculum: &str) -> Program {
         let recipe = format!(
             "recipe \"t\" {{ seed = 3 }}\nmodel m = tiny_lm()\ndata d = synth.addition(digits = 1..=3, count = 60)\n\
-             stage s = grpo(m, d, reward = |r| 1.0, curriculum = {curriculum})\nrun s\n"
+             stage s = rl(m, d, reward = |r| 1.0, curriculum = {curriculum})\nrun s\n"
         );
         recipe_compiler::compile(&Source::new("t.recipe", recipe.as_str()), &[])
             .unwrap_or_else(|e| panic!("{:?}", e.iter().map(|d| &d.message).collect::<Vec<_>>()))

@@ -35,6 +35,20 @@ METHODS = [
     ("length_budget", "recipes/length_budget.recipe", "held_acc", "accuracy", "higher", "budget=constant(6.0)"),
 ]
 
+# What a reader must know to read a row: where method and control do not spend equal compute,
+# or why a metric cannot separate them.
+NOTES = {
+    "online_difficulty_filter": "`band_pass` refills: it samples up to 5 rounds of prompts a step "
+    "(`curriculum/sampled` about 20-26 groups against the control's 8), so the optimiser steps are "
+    "equal but the generated tokens are not.",
+    "self_evolving_curriculum": "`hard_acc` (4-digit sums) is 0 in every run: the tiny model does "
+    "not reach them at this budget, a floor effect. The bandit itself works as described: the "
+    "logged arm probabilities move to the arm with the largest mean |advantage| (1 digit, "
+    "`curriculum/p/1` about 0.5 by step 20), not from easy to hard.",
+    "vcrl": "`variance_filter` does not refill: it trains on the admitted groups only (about 3 of 8 "
+    "a step), so it takes fewer gradient samples than the control at equal sampling.",
+}
+
 
 def final_metric(run, eval_name, key):
     value = None
@@ -109,6 +123,9 @@ def write_table(a, rows):
             f"| `{name}` | `{eval_name}.{key}` ({better} is better) | {m:.3f} | {c:.3f} | {m - c:+.3f} | {fmt(mv)} | {fmt(cv)} | "
             f"{statistics.median(mw + cw):.0f} s | `--set {control}` |"
         )
+    notes = [f"- `{name}`: {NOTES[name]}" for name, *_ in rows if name in NOTES]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
     lines += [
         "",
         "Commands, per run: `target/debug/recipe run RECIPE --set seed=N [--set CONTROL] --out DIR`.",

@@ -11,8 +11,8 @@
 //! stopping so every call does the same work.
 //!
 //! Run: `cargo bench -p recipe-runtime --bench w4_generate --profile dev --offline` (env:
-//! W4_REPEATS, default 5; W4_PEER=0 skips the peer; PEER_PYTHON, default
-//! /work/peer-venv/bin/python). Peak RSS is ours (VmHWM) and the peer's (its `ru_maxrss`).
+//! W4_REPEATS, default 5; W4_THREADS, default all cores; W4_PEER=0 skips the peer; PEER_PYTHON,
+//! default /work/peer-venv/bin/python). Peak RSS is ours (VmHWM) and the peer's (its `ru_maxrss`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +31,8 @@ use common::{env_usize, median, peak_rss_mib};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    recipe_runtime::threads::run_on_pool(None, bench).expect("thread pool");
+    let threads = std::env::var("W4_THREADS").ok().and_then(|v| v.parse().ok());
+    recipe_runtime::threads::run_on_pool(threads, bench).expect("thread pool");
 }
 
 fn ids(v: &Value) -> Vec<Vec<u32>> {
@@ -73,9 +74,10 @@ fn bench() {
     let tokens = (prompts.len() * new_tokens) as f64;
     let ours = median(seconds.iter().map(|s| tokens / s).collect());
     println!(
-        "[w4] greedy {}x{new_tokens}: tokens/s median {ours:.0}; one generation median {:.1} ms (n={repeats}); tokens match the reference",
+        "[w4] greedy {}x{new_tokens}: tokens/s median {ours:.0}; one generation median {:.1} ms, min {:.1} ms (n={repeats}); tokens match the reference",
         prompts.len(),
-        median(seconds.clone()) * 1000.0
+        median(seconds.clone()) * 1000.0,
+        seconds.iter().copied().fold(f64::INFINITY, f64::min) * 1000.0
     );
 
     // RL shape: each of 8 prompts 8 times, one stream per row.
@@ -85,10 +87,12 @@ fn bench() {
         let mut streams: Vec<Rng> = (0..rl_prompts.len()).map(|i| Rng::derive(0, &format!("w4/row{i}"))).collect();
         generate_streams(&model, &rl_prompts, &sampled, &mut streams).expect("sampling")
     });
+    let rl_min = rl_seconds.iter().copied().fold(f64::INFINITY, f64::min);
     let rl_s = median(rl_seconds);
     println!(
-        "[w4] sampled 64x8 (T=1.0, per-row streams): one batch median {:.1} ms, tokens/s {:.0}",
+        "[w4] sampled 64x8 (T=1.0, per-row streams): one batch median {:.1} ms, min {:.1} ms; tokens/s {:.0}",
         rl_s * 1000.0,
+        rl_min * 1000.0,
         (rl_prompts.len() * 8) as f64 / rl_s
     );
     match peak_rss_mib() {

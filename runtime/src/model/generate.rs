@@ -12,12 +12,10 @@
 //! ([`generate_streams`]: what a row samples then depends on its stream alone, not on the rows
 //! batched with it), so a seeded run is reproducible.
 
-use std::sync::Arc;
-
 use candle_core::Tensor;
 
-use super::llama::{CausalLm, KvCache, Positions};
-use super::ops::AttnMask;
+use super::decode;
+use super::llama::CausalLm;
 use super::ModelError;
 use crate::rng::Rng;
 
@@ -121,42 +119,29 @@ fn decode(
         )));
     }
 
-    let device = model.device();
     let (batch, pad) = (prompts.len(), model.tokenizer().pad_id());
-    let w = model.weights(false)?;
-    let mut cache: Vec<KvCache> = Vec::new();
     let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let valid = |keys: usize| -> Arc<Vec<bool>> {
-        let offsets = &offsets;
-        Arc::new((0..batch).flat_map(|b| (0..keys).map(move |j| j >= offsets[b])).collect())
-    };
+    let mut decoder = decode::for_model(model, offsets.clone(), longest + opts.max_new_tokens)?;
 
-    // Prefill: all prompt slots at once.
+    // Prefill: all prompt slots at once; a row's positions count from its first real token.
     let mut ids = Vec::with_capacity(batch * longest);
     let mut positions = Vec::with_capacity(batch * longest);
     for (b, p) in prompts.iter().enumerate() {
         ids.extend(std::iter::repeat_n(pad, offsets[b]).chain(p.iter().copied()));
         positions.extend((0..longest).map(|j| j.saturating_sub(offsets[b]) as u32));
     }
-    let pos = Positions {
-        positions: Arc::new(positions),
-        mask: AttnMask { batch, queries: longest, keys: longest, offset: 0, key_valid: Some(valid(longest)) },
-    };
-    let input = Tensor::from_vec(ids, (batch, longest), device)?;
-    let hidden = model.hidden(&w, &input, &pos, Some(&mut cache))?;
-    let last: Vec<u32> = (0..batch).map(|b| (b * longest + longest - 1) as u32).collect();
-    let mut logits = model.logits(&w, &hidden.index_select(&Tensor::from_vec(last, batch, device)?, 0)?)?;
+    let vocab = vocab as usize;
+    let mut logits = decoder.forward(&ids, longest, &positions)?;
 
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     for step in 0..opts.max_new_tokens {
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = vec![pad; batch];
         for b in 0..batch {
             if done[b] {
                 continue;
             }
-            let tok = pick(&rows[b], opts, streams.row(b));
+            let tok = pick(&logits[b * vocab..(b + 1) * vocab], opts, streams.row(b));
             out[b].push(tok);
             next[b] = tok;
             if opts.stop_at_eos && model.tokenizer().is_stop(tok) {
@@ -166,14 +151,8 @@ fn decode(
         if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        let keys = longest + step + 1;
-        let pos = Positions {
-            positions: Arc::new((0..batch).map(|b| (prompts[b].len() + step) as u32).collect()),
-            mask: AttnMask { batch, queries: 1, keys, offset: keys - 1, key_valid: Some(valid(keys)) },
-        };
-        let input = Tensor::from_vec(next, (batch, 1), device)?;
-        let hidden = model.hidden(&w, &input, &pos, Some(&mut cache))?;
-        logits = model.logits(&w, &hidden)?;
+        let positions: Vec<u32> = (0..batch).map(|b| (prompts[b].len() + step) as u32).collect();
+        logits = decoder.forward(&next, 1, &positions)?;
     }
     Ok(out)
 }

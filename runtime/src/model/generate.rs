@@ -222,8 +222,7 @@ mod tests {
     use super::*;
     use crate::model::{Device, LlamaConfig, ModelSpec, Tokenizer, TokenizerSpec, Vocab};
 
-    #[test]
-    fn generation_stops_at_any_stop_id() {
+    fn small() -> CausalLm {
         let cfg = LlamaConfig {
             hidden_size: 64,
             intermediate_size: 160,
@@ -232,7 +231,32 @@ mod tests {
             num_key_value_heads: 4,
             ..LlamaConfig::default()
         };
-        let model = CausalLm::tiny(cfg, &mut Rng::derive(0, "init"), &Device::Cpu).unwrap();
+        CausalLm::tiny(cfg, &mut Rng::derive(0, "init"), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_row_samples_alike_alone_or_batched_one_uniform_per_token() {
+        let model = small();
+        let prompts: Vec<Vec<u32>> = ["12+34=", "7+8=", "9"].iter().map(|p| model.tokenizer().encode(p).unwrap()).collect();
+        let opts = GenerateOptions { max_new_tokens: 12, temperature: 1.0, top_p: 0.9, stop_at_eos: false };
+        let stream = |i: usize| Rng::derive(1, &format!("row{i}"));
+        let mut streams: Vec<Rng> = (0..prompts.len()).map(stream).collect();
+        let batched = generate_streams(&model, &prompts, &opts, &mut streams).unwrap();
+        for (i, p) in prompts.iter().enumerate() {
+            let alone = generate_streams(&model, std::slice::from_ref(p), &opts, &mut [stream(i)]).unwrap();
+            assert_eq!(alone[0], batched[i], "row {i}");
+            let mut fresh = stream(i);
+            (0..opts.max_new_tokens).for_each(|_| _ = fresh.uniform());
+            assert_eq!(fresh.uniform(), streams[i].uniform(), "row {i} drew one uniform per token");
+        }
+        let distinct: std::collections::HashSet<_> = batched.iter().collect();
+        assert_eq!(distinct.len(), prompts.len(), "rows sample differently: {batched:?}");
+        assert!(generate_streams(&model, &prompts, &opts, &mut streams[..2]).is_err());
+    }
+
+    #[test]
+    fn generation_stops_at_any_stop_id() {
+        let model = small();
         let prompt = b"12+34=".iter().map(|&b| u32::from(b)).collect::<Vec<_>>();
         let free_opts = GenerateOptions { max_new_tokens: 24, stop_at_eos: false, ..GenerateOptions::default() };
         let free = generate(&model, std::slice::from_ref(&prompt), &free_opts, &mut Rng::derive(0, "g")).unwrap();

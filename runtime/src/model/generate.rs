@@ -3,7 +3,8 @@
 //! Prompts are left-padded to a common length; each row keeps its own rotary positions
 //! (`0..len` for its real tokens) and its pad slots are masked out of attention, so a row
 //! generates the same tokens alone or in a batch. After the prefill, each step feeds one token
-//! per row and reuses the cached keys and values. Rows that emit a stop id (when stopping: EOS or
+//! per row and reuses the cached keys and values, which the model's [`decode`] decoder keeps (a
+//! hand-written pass on the CPU, candle's elsewhere). Rows that emit a stop id (when stopping: EOS or
 //! any other of the tokenizer's stop ids) keep being fed PAD but their output is frozen; the loop
 //! ends when every row is done.
 //!

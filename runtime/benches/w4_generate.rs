@@ -37,7 +37,9 @@ fn main() {
 
 fn ids(v: &Value) -> Vec<Vec<u32>> {
     let rows = v.as_array().expect("a list of rows");
-    rows.iter().map(|r| r.as_array().expect("a row").iter().map(|x| x.as_u64().expect("an id") as u32).collect()).collect()
+    rows.iter()
+        .map(|r| r.as_array().expect("a row").iter().map(|x| x.as_u64().expect("an id") as u32).collect())
+        .collect()
 }
 
 /// Seconds of each call after the warm-up, and the last call's output.
@@ -59,7 +61,12 @@ fn bench() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
     let model_dir = fixtures.join("tiny-llama");
     let model = CausalLm::load(&model_dir, &Device::Cpu).expect("the fixture model (set RECIPE_FIXTURES)");
-    println!("[w4] model {} ({} parameters), {} threads", model_dir.display(), model.num_params(), rayon::current_num_threads());
+    println!(
+        "[w4] model {} ({} parameters), {} threads",
+        model_dir.display(),
+        model.num_params(),
+        rayon::current_num_threads()
+    );
 
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(model_dir.join("greedy_reference.json")).expect("reference"))
@@ -106,7 +113,10 @@ fn bench() {
     match peer(&model_dir, repeats) {
         Ok((peer_tps, plain_tps, peer_rss, contention)) => {
             println!("[w4] peer transformers generate tokens/s median {peer_tps:.0}; plain KV loop {plain_tps:.0}");
-            println!("[w4] peer peak RSS {peer_rss:.1} MiB; other processes used {:.0}% of the CPUs", contention * 100.0);
+            println!(
+                "[w4] peer peak RSS {peer_rss:.1} MiB; other processes used {:.0}% of the CPUs",
+                contention * 100.0
+            );
             println!("[w4] ratio ours / generate {:.2}x; ours / plain loop {:.2}x", ours / peer_tps, ours / plain_tps);
         }
         Err(e) => println!("[w4] peer not run: {e}"),
@@ -139,13 +149,11 @@ fn peer(model_dir: &Path, repeats: usize) -> Result<(f64, f64, f64, f64), String
     if !run.status.success() {
         return Err(format!("{python} failed: {}", String::from_utf8_lossy(&run.stderr)));
     }
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&out).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let number = |path: &[&str]| path.iter().try_fold(&result, |v, k| v.get(k)).and_then(Value::as_f64);
-    let rss_kib = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("peer-maxrss-kib "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    let rss_kib =
+        stdout.lines().find_map(|l| l.strip_prefix("peer-maxrss-kib ")).and_then(|v| v.trim().parse::<f64>().ok());
     match (
         number(&["generate", "tokens_per_s", "median"]),
         number(&["plain_kv_loop", "tokens_per_s", "median"]),

@@ -29,6 +29,10 @@ pub(crate) trait Decoder {
     /// Appends `time` slots to every row — `ids` and rotary `positions` are `[B, time]` — and
     /// returns the logits `[B, V]` of each row's last new slot.
     fn forward(&mut self, ids: &[u32], time: usize, positions: &[u32]) -> Result<Vec<f32>>;
+
+    /// Makes the batch `rows` of the current one, in that order (repeats allowed): row `i`
+    /// continues from what row `rows[i]` holds so far.
+    fn select_rows(&mut self, rows: &[usize]) -> Result<()>;
 }
 
 /// The decoder for `model`'s device: [`CpuDecoder`] on the CPU, [`CandleDecoder`] elsewhere.
@@ -80,6 +84,15 @@ impl Decoder for CandleDecoder<'_> {
         let hidden = hidden.index_select(&Tensor::from_vec(last, batch, device)?, 0)?;
         self.len = keys;
         self.model.logits(&self.w, &hidden)?.flatten_all()?.to_vec1()
+    }
+
+    fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect(), rows.len(), self.model.device())?;
+        for c in &mut self.cache {
+            *c = KvCache { k: c.k.index_select(&index, 1)?, v: c.v.index_select(&index, 1)? };
+        }
+        self.offsets = rows.iter().map(|&r| self.offsets[r]).collect();
+        Ok(())
     }
 }
 
@@ -274,6 +287,17 @@ impl Decoder for CpuDecoder {
         self.len += time;
         Ok(logits)
     }
+
+    fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let row = self.dims.kv_heads * self.capacity * self.dims.head_dim;
+        for layer in &mut self.cache {
+            for buf in [&mut layer.k, &mut layer.v] {
+                *buf = rows.iter().flat_map(|&r| buf[r * row..(r + 1) * row].iter().copied()).collect();
+            }
+        }
+        self.offsets = rows.iter().map(|&r| self.offsets[r]).collect();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +329,14 @@ mod tests {
             offsets.iter().flat_map(|&o| (0..longest).map(move |j| j.saturating_sub(o) as u32)).collect();
         let mut slow = candle.forward(&ids, longest, &positions).unwrap();
         let mut fast = cpu.forward(&ids, longest, &positions).unwrap();
+        // Continue with the rows reordered and repeated, as a prefill shared by a group is.
+        let rows = [2, 0, 1, 0];
+        candle.select_rows(&rows).unwrap();
+        cpu.select_rows(&rows).unwrap();
+        let pick =
+            |logits: &[f32]| -> Vec<f32> { rows.iter().flat_map(|&r| logits[r * vocab..][..vocab].to_vec()).collect() };
+        (slow, fast) = (pick(&slow), pick(&fast));
+        let prompts: Vec<&[u32]> = rows.iter().map(|&r| prompts[r]).collect();
         for step in 0..steps {
             assert_eq!(slow.len(), prompts.len() * vocab);
             let diff = slow.iter().zip(&fast).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -317,7 +349,7 @@ mod tests {
             slow = candle.forward(&next, 1, &positions).unwrap();
             fast = cpu.forward(&next, 1, &positions).unwrap();
         }
-        assert!(cpu.forward(&[pad; 3], 1, &[0; 3]).is_err(), "a slot beyond the capacity is refused");
+        assert!(cpu.forward(&[pad; 4], 1, &[0; 4]).is_err(), "a slot beyond the capacity is refused");
     }
 
     #[test]

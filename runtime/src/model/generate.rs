@@ -121,18 +121,34 @@ fn decode(
     }
 
     let (batch, pad) = (prompts.len(), model.tokenizer().pad_id());
-    let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    // Each distinct prompt is prefilled once (an RL group repeats its prompt); its rows then
+    // share the cache it filled.
+    let mut distinct: Vec<&[u32]> = Vec::new();
+    let mut first = std::collections::HashMap::new();
+    let source: Vec<usize> = prompts
+        .iter()
+        .map(|p| {
+            *first.entry(p.as_slice()).or_insert_with(|| {
+                distinct.push(p);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let offsets: Vec<usize> = distinct.iter().map(|p| longest - p.len()).collect();
     let mut decoder = decode::for_model(model, offsets.clone(), longest + opts.max_new_tokens)?;
 
     // Prefill: all prompt slots at once; a row's positions count from its first real token.
-    let mut ids = Vec::with_capacity(batch * longest);
-    let mut positions = Vec::with_capacity(batch * longest);
-    for (b, p) in prompts.iter().enumerate() {
-        ids.extend(std::iter::repeat_n(pad, offsets[b]).chain(p.iter().copied()));
-        positions.extend((0..longest).map(|j| j.saturating_sub(offsets[b]) as u32));
+    let mut ids = Vec::with_capacity(distinct.len() * longest);
+    let mut positions = Vec::with_capacity(distinct.len() * longest);
+    for (p, &offset) in distinct.iter().zip(&offsets) {
+        ids.extend(std::iter::repeat_n(pad, offset).chain(p.iter().copied()));
+        positions.extend((0..longest).map(|j| j.saturating_sub(offset) as u32));
     }
     let vocab = vocab as usize;
-    let mut logits = decoder.forward(&ids, longest, &positions)?;
+    let prefilled = decoder.forward(&ids, longest, &positions)?;
+    decoder.select_rows(&source)?;
+    let mut logits: Vec<f32> =
+        source.iter().flat_map(|&d| prefilled[d * vocab..(d + 1) * vocab].iter().copied()).collect();
 
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
@@ -238,7 +254,9 @@ mod tests {
     #[test]
     fn a_row_samples_alike_alone_or_batched_one_uniform_per_token() {
         let model = small();
-        let prompts: Vec<Vec<u32>> = ["12+34=", "7+8=", "9"].iter().map(|p| model.tokenizer().encode(p).unwrap()).collect();
+        // Rows 0 and 2 share a prompt (and its prefill) but not a stream.
+        let prompts: Vec<Vec<u32>> =
+            ["12+34=", "7+8=", "12+34=", "9"].iter().map(|p| model.tokenizer().encode(p).unwrap()).collect();
         let opts = GenerateOptions { max_new_tokens: 12, temperature: 1.0, top_p: 0.9, stop_at_eos: false };
         let stream = |i: usize| Rng::derive(1, &format!("row{i}"));
         let mut streams: Vec<Rng> = (0..prompts.len()).map(stream).collect();
@@ -252,7 +270,7 @@ mod tests {
         }
         let distinct: std::collections::HashSet<_> = batched.iter().collect();
         assert_eq!(distinct.len(), prompts.len(), "rows sample differently: {batched:?}");
-        assert!(generate_streams(&model, &prompts, &opts, &mut streams[..2]).is_err());
+        assert!(generate_streams(&model, &prompts, &opts, &mut streams[..3]).is_err());
     }
 
     #[test]

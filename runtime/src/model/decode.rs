@@ -277,7 +277,8 @@ impl Decoder for CpuDecoder {
                 add_linear(&mut x, &mlp, n, w[bi.down]);
             }
             // The head runs on each row's last slot only.
-            let last: Vec<f32> = (0..batch).flat_map(|b| x[((b + 1) * time - 1) * h..][..h].to_vec()).collect();
+            let mut last = Vec::with_capacity(batch * h);
+            (0..batch).for_each(|b| last.extend_from_slice(&x[((b + 1) * time - 1) * h..][..h]));
             let mut normed = vec![0f32; batch * h];
             kernels::rms_norm_rows(&last, w[self.index.norm], eps, &mut normed);
             let mut logits = vec![0f32; batch * vocab];
@@ -292,7 +293,9 @@ impl Decoder for CpuDecoder {
         let row = self.dims.kv_heads * self.capacity * self.dims.head_dim;
         for layer in &mut self.cache {
             for buf in [&mut layer.k, &mut layer.v] {
-                *buf = rows.iter().flat_map(|&r| buf[r * row..(r + 1) * row].iter().copied()).collect();
+                let mut picked = Vec::with_capacity(rows.len() * row);
+                rows.iter().for_each(|&r| picked.extend_from_slice(&buf[r * row..(r + 1) * row]));
+                *buf = picked;
             }
         }
         self.offsets = rows.iter().map(|&r| self.offsets[r]).collect();

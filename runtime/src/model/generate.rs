@@ -145,10 +145,11 @@ fn decode(
         positions.extend((0..longest).map(|j| j.saturating_sub(offset) as u32));
     }
     let vocab = vocab as usize;
-    let prefilled = decoder.forward(&ids, longest, &positions)?;
-    decoder.select_rows(&source)?;
-    let mut logits: Vec<f32> =
-        source.iter().flat_map(|&d| prefilled[d * vocab..(d + 1) * vocab].iter().copied()).collect();
+    let mut logits = decoder.forward(&ids, longest, &positions)?;
+    if distinct.len() < batch {
+        decoder.select_rows(&source)?;
+        logits = source.iter().flat_map(|&d| logits[d * vocab..(d + 1) * vocab].to_vec()).collect();
+    }
 
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];

@@ -355,13 +355,36 @@ mod tests {
         assert!(cpu.forward(&[pad; 4], 1, &[0; 4]).is_err(), "a slot beyond the capacity is refused");
     }
 
-    #[test]
-    fn cpu_decoder_matches_candle_on_the_fixture() {
+    /// `tiny-llama` from `$RECIPE_FIXTURES` or `../shared/fixtures`.
+    fn fixture() -> CausalLm {
         let fixtures = std::env::var_os("RECIPE_FIXTURES")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-        let model = CausalLm::load(&fixtures.join("tiny-llama"), &Device::Cpu).expect("the fixture (RECIPE_FIXTURES)");
-        cpu_logits_match_candle(&model);
+        CausalLm::load(&fixtures.join("tiny-llama"), &Device::Cpu).expect("the fixture (RECIPE_FIXTURES)")
+    }
+
+    #[test]
+    fn cpu_decoder_matches_candle_on_the_fixture() {
+        cpu_logits_match_candle(&fixture());
+    }
+
+    #[test]
+    fn thread_count_changes_no_logit() {
+        let model = fixture();
+        // 16 rows of 6 tokens: large enough for gemm to split the projections across threads.
+        let ids: Vec<u32> = (0..16 * 6).map(|i| 48 + (i * 7 % 10) as u32).collect();
+        let positions: Vec<u32> = (0..16).flat_map(|_| 0..6).collect();
+        let logits_on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut decoder = model.cpu_decoder(vec![0; 16], 7);
+                let first = decoder.forward(&ids, 6, &positions).unwrap();
+                let next: Vec<u32> =
+                    first.chunks(model.config().vocab_size).map(crate::model::generate::argmax).collect();
+                (first, decoder.forward(&next, 1, &[6; 16]).unwrap())
+            })
+        };
+        assert!(logits_on(1) == logits_on(3), "logits depend on the thread count");
     }
 
     #[test]

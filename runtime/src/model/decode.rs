@@ -7,9 +7,10 @@
 //! and the cache in plain vectors (the CPU). Why a second path: at generation shapes (one token
 //! per row, a few dozen rows) candle's `x · Wᵀ` makes gemm repack every weight matrix on every
 //! step (its kernel wants the weight column-major), which cost half of W4's decode time, and the
-//! tensor cache is copied whole on every step (`Tensor::cat`). [`CpuDecoder`] transposes each
-//! weight once per call to `[in, out]`, which gemm reads as it is, and writes new keys and values
-//! in place into a cache sized for the whole call.
+//! tensor cache is copied whole on every step (`Tensor::cat`). [`CpuDecoder`] computes each
+//! linear as `W · xᵀ`, the orientation in which gemm reads the weights where they are (see
+//! [`linear`]), and writes new keys and values in place into a cache sized for the whole call.
+//! Measured on W4 (`benches/w4_generate.rs`, 16 rows): 2.1× the candle path's tokens/s.
 //!
 //! Meaning: both compute `CausalLm::hidden` on left-padded rows (each row's pad slots masked out
 //! of attention, rotary positions counted from its first real token) followed by the LM head on
@@ -111,16 +112,20 @@ pub(crate) struct CpuDecoder {
     index: Arc<ParamIndex>,
     dims: Dims,
     rope: RopeTables,
+    /// Pad slots before each row's first token.
     offsets: Vec<usize>,
+    /// Slots per row the cache holds.
     capacity: usize,
+    /// Slots per row filled so far.
     len: usize,
     cache: Vec<LayerCache>,
 }
 
 /// `x · Wᵀ` of row-major `x` `[rows, in]` and weights `W_i` `[out_i, in]` as stored, stacked
 /// along the output: `[rows, Σ out_i]`. Computed as `W_i · xᵀ` into `[Σ out_i, rows]` and
-/// transposed back: in that orientation gemm reads each weight row once, where it is, instead of
-/// repacking the whole matrix on every call, which is what `x · Wᵀ` costs at a few rows.
+/// transposed back: in that orientation gemm packs only the few rows of `x` and streams each
+/// weight row once from where it is, where `x · Wᵀ` repacks the whole matrix on every call
+/// (measured with gemm 0.19 on 16 rows × a 768×256 weight: 77 µs against 155 µs).
 fn linear(x: &[f32], rows: usize, weights: &[&[f32]], out: &mut [f32]) {
     let inputs = x.len() / rows.max(1);
     let width: usize = weights.iter().map(|w| w.len() / inputs).sum();

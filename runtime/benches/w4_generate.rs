@@ -2,8 +2,8 @@
 //! 16 addition prompts of the fixture's `greedy_reference.json` (6 bytes each, no padding), 64
 //! new tokens each by argmax with EOS not stopping, KV-cached, on the fixture model
 //! (`tiny-llama`) — through `model::generate`, the function `recipe run` uses. tokens/s =
-//! 16·64 / the wall time of one whole call; prints the median over the repeats after one
-//! warm-up, checks the tokens against the reference, and runs the peer (transformers'
+//! 16·64 / the wall time of one whole call; prints the median (and the minimum, steadier on a
+//! busy machine) over the repeats after one warm-up, checks the tokens against the reference, and runs the peer (transformers'
 //! `model.generate` and its plain KV-cache loop) in the same sitting for the ratio.
 //!
 //! It also times the RL shape: 8 prompts × a group of 8 = 64 rows, 8 new tokens each, sampled at

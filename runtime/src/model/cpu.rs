@@ -135,7 +135,7 @@ struct BlockActs {
 
 /// A strided view of an f32 matrix: element `(r, c)` is `data[r·rs + c·cs]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
+pub(crate) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -145,11 +145,11 @@ struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     /// A row-major `rows × cols` matrix.
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
+    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
         Mat { data, rows, cols, rs: cols, cs: 1 }
     }
 
-    fn t(self) -> Mat<'a> {
+    pub(crate) fn t(self) -> Mat<'a> {
         Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 
@@ -160,7 +160,7 @@ impl<'a> Mat<'a> {
 }
 
 /// A mutable row-major matrix, possibly a column range of a wider one.
-struct MatMut<'a> {
+pub(crate) struct MatMut<'a> {
     data: &'a mut [f32],
     rows: usize,
     cols: usize,
@@ -168,7 +168,7 @@ struct MatMut<'a> {
 }
 
 impl<'a> MatMut<'a> {
-    fn new(data: &'a mut [f32], rows: usize, cols: usize) -> MatMut<'a> {
+    pub(crate) fn new(data: &'a mut [f32], rows: usize, cols: usize) -> MatMut<'a> {
         MatMut { data, rows, cols, rs: cols }
     }
 
@@ -185,7 +185,7 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 
 /// `dst = a·b`, or `dst += a·b` when `accumulate`. `threads` lets gemm split the product across
 /// rayon's pool (it still runs small products on one thread).
-fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: bool) {
+pub(crate) fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: bool) {
     assert!(a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows, "matmul shapes");
     assert!(fits(dst.data.len(), dst.rows, dst.cols, dst.rs, 1), "matmul dst bounds");
     assert!(fits(a.data.len(), a.rows, a.cols, a.rs, a.cs) && fits(b.data.len(), b.rows, b.cols, b.rs, b.cs));

@@ -3,7 +3,8 @@
 //! Prompts are left-padded to a common length; each row keeps its own rotary positions
 //! (`0..len` for its real tokens) and its pad slots are masked out of attention, so a row
 //! generates the same tokens alone or in a batch. After the prefill, each step feeds one token
-//! per row and reuses the cached keys and values. Rows that emit a stop id (when stopping: EOS or
+//! per row and reuses the cached keys and values, which the model's [`decode`] decoder keeps (a
+//! hand-written pass on the CPU, candle's elsewhere). Rows that emit a stop id (when stopping: EOS or
 //! any other of the tokenizer's stop ids) keep being fed PAD but their output is frozen; the loop
 //! ends when every row is done.
 //!
@@ -12,12 +13,10 @@
 //! ([`generate_streams`]: what a row samples then depends on its stream alone, not on the rows
 //! batched with it), so a seeded run is reproducible.
 
-use std::sync::Arc;
-
 use candle_core::Tensor;
 
-use super::llama::{CausalLm, KvCache, Positions};
-use super::ops::AttnMask;
+use super::decode;
+use super::llama::CausalLm;
 use super::ModelError;
 use crate::rng::Rng;
 
@@ -121,42 +120,46 @@ fn decode(
         )));
     }
 
-    let device = model.device();
     let (batch, pad) = (prompts.len(), model.tokenizer().pad_id());
-    let w = model.weights(false)?;
-    let mut cache: Vec<KvCache> = Vec::new();
-    let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let valid = |keys: usize| -> Arc<Vec<bool>> {
-        let offsets = &offsets;
-        Arc::new((0..batch).flat_map(|b| (0..keys).map(move |j| j >= offsets[b])).collect())
-    };
+    // Each distinct prompt is prefilled once (an RL group repeats its prompt); its rows then
+    // share the cache it filled.
+    let mut distinct: Vec<&[u32]> = Vec::new();
+    let mut first = std::collections::HashMap::new();
+    let source: Vec<usize> = prompts
+        .iter()
+        .map(|p| {
+            *first.entry(p.as_slice()).or_insert_with(|| {
+                distinct.push(p);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let offsets: Vec<usize> = distinct.iter().map(|p| longest - p.len()).collect();
+    let mut decoder = decode::for_model(model, offsets.clone(), longest + opts.max_new_tokens)?;
 
-    // Prefill: all prompt slots at once.
-    let mut ids = Vec::with_capacity(batch * longest);
-    let mut positions = Vec::with_capacity(batch * longest);
-    for (b, p) in prompts.iter().enumerate() {
-        ids.extend(std::iter::repeat_n(pad, offsets[b]).chain(p.iter().copied()));
-        positions.extend((0..longest).map(|j| j.saturating_sub(offsets[b]) as u32));
+    // Prefill: all prompt slots at once; a row's positions count from its first real token.
+    let mut ids = Vec::with_capacity(distinct.len() * longest);
+    let mut positions = Vec::with_capacity(distinct.len() * longest);
+    for (p, &offset) in distinct.iter().zip(&offsets) {
+        ids.extend(std::iter::repeat_n(pad, offset).chain(p.iter().copied()));
+        positions.extend((0..longest).map(|j| j.saturating_sub(offset) as u32));
     }
-    let pos = Positions {
-        positions: Arc::new(positions),
-        mask: AttnMask { batch, queries: longest, keys: longest, offset: 0, key_valid: Some(valid(longest)) },
-    };
-    let input = Tensor::from_vec(ids, (batch, longest), device)?;
-    let hidden = model.hidden(&w, &input, &pos, Some(&mut cache))?;
-    let last: Vec<u32> = (0..batch).map(|b| (b * longest + longest - 1) as u32).collect();
-    let mut logits = model.logits(&w, &hidden.index_select(&Tensor::from_vec(last, batch, device)?, 0)?)?;
+    let vocab = vocab as usize;
+    let mut logits = decoder.forward(&ids, longest, &positions)?;
+    if distinct.len() < batch {
+        decoder.select_rows(&source)?;
+        logits = source.iter().flat_map(|&d| logits[d * vocab..(d + 1) * vocab].to_vec()).collect();
+    }
 
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     for step in 0..opts.max_new_tokens {
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = vec![pad; batch];
         for b in 0..batch {
             if done[b] {
                 continue;
             }
-            let tok = pick(&rows[b], opts, streams.row(b));
+            let tok = pick(&logits[b * vocab..(b + 1) * vocab], opts, streams.row(b));
             out[b].push(tok);
             next[b] = tok;
             if opts.stop_at_eos && model.tokenizer().is_stop(tok) {
@@ -166,14 +169,8 @@ fn decode(
         if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        let keys = longest + step + 1;
-        let pos = Positions {
-            positions: Arc::new((0..batch).map(|b| (prompts[b].len() + step) as u32).collect()),
-            mask: AttnMask { batch, queries: 1, keys, offset: keys - 1, key_valid: Some(valid(keys)) },
-        };
-        let input = Tensor::from_vec(next, (batch, 1), device)?;
-        let hidden = model.hidden(&w, &input, &pos, Some(&mut cache))?;
-        logits = model.logits(&w, &hidden)?;
+        let positions: Vec<u32> = (0..batch).map(|b| (prompts[b].len() + step) as u32).collect();
+        logits = decoder.forward(&next, 1, &positions)?;
     }
     Ok(out)
 }
@@ -243,8 +240,7 @@ mod tests {
     use super::*;
     use crate::model::{Device, LlamaConfig, ModelSpec, Tokenizer, TokenizerSpec, Vocab};
 
-    #[test]
-    fn generation_stops_at_any_stop_id() {
+    fn small() -> CausalLm {
         let cfg = LlamaConfig {
             hidden_size: 64,
             intermediate_size: 160,
@@ -253,7 +249,34 @@ mod tests {
             num_key_value_heads: 4,
             ..LlamaConfig::default()
         };
-        let model = CausalLm::tiny(cfg, &mut Rng::derive(0, "init"), &Device::Cpu).unwrap();
+        CausalLm::tiny(cfg, &mut Rng::derive(0, "init"), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_row_samples_alike_alone_or_batched_one_uniform_per_token() {
+        let model = small();
+        // Rows 0 and 2 share a prompt (and its prefill) but not a stream.
+        let prompts: Vec<Vec<u32>> =
+            ["12+34=", "7+8=", "12+34=", "9"].iter().map(|p| model.tokenizer().encode(p).unwrap()).collect();
+        let opts = GenerateOptions { max_new_tokens: 12, temperature: 1.0, top_p: 0.9, stop_at_eos: false };
+        let stream = |i: usize| Rng::derive(1, &format!("row{i}"));
+        let mut streams: Vec<Rng> = (0..prompts.len()).map(stream).collect();
+        let batched = generate_streams(&model, &prompts, &opts, &mut streams).unwrap();
+        for (i, p) in prompts.iter().enumerate() {
+            let alone = generate_streams(&model, std::slice::from_ref(p), &opts, &mut [stream(i)]).unwrap();
+            assert_eq!(alone[0], batched[i], "row {i}");
+            let mut fresh = stream(i);
+            (0..opts.max_new_tokens).for_each(|_| _ = fresh.uniform());
+            assert_eq!(fresh.uniform(), streams[i].uniform(), "row {i} drew one uniform per token");
+        }
+        let distinct: std::collections::HashSet<_> = batched.iter().collect();
+        assert_eq!(distinct.len(), prompts.len(), "rows sample differently: {batched:?}");
+        assert!(generate_streams(&model, &prompts, &opts, &mut streams[..3]).is_err());
+    }
+
+    #[test]
+    fn generation_stops_at_any_stop_id() {
+        let model = small();
         let prompt = b"12+34=".iter().map(|&b| u32::from(b)).collect::<Vec<_>>();
         let free_opts = GenerateOptions { max_new_tokens: 24, stop_at_eos: false, ..GenerateOptions::default() };
         let free = generate(&model, std::slice::from_ref(&prompt), &free_opts, &mut Rng::derive(0, "g")).unwrap();

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::config::LlamaConfig;
 use super::cpu::{self, BlockIndex, Dims, GradSink, ParamIndex, Tokens, TrainPass};
+use super::decode::CpuDecoder;
 use super::ops::{self, AttnMask, HeadShape, RopeTables};
 use super::spec::ModelSpec;
 use super::tokenizer::Tokenizer;
@@ -344,16 +345,7 @@ impl CausalLm {
     /// Per-token log-probs `[B, T]` of `tokens.targets` on the CPU: the hand-written training
     /// pass of `model::cpu`. Differentiable (through [`CausalLm::take_grads`]) unless frozen.
     pub(crate) fn cpu_token_logprobs(&self, tokens: Tokens) -> CResult<Tensor> {
-        let cfg = &self.cfg;
-        let dims = Dims {
-            hidden: cfg.hidden_size,
-            heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim(),
-            intermediate: cfg.intermediate_size,
-            vocab: cfg.vocab_size,
-            eps: cfg.rms_norm_eps as f32,
-        };
+        let dims = self.dims();
         if tokens.time > self.rope.max_positions {
             candle_core::bail!(
                 "position {} is beyond max_position_embeddings {}",
@@ -378,6 +370,28 @@ impl CausalLm {
             saved: Default::default(),
         };
         self.placeholder.as_tensor().apply_op1(pass)
+    }
+
+    /// The sizes the hand-written CPU passes read.
+    fn dims(&self) -> Dims {
+        let cfg = &self.cfg;
+        Dims {
+            hidden: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim(),
+            intermediate: cfg.intermediate_size,
+            vocab: cfg.vocab_size,
+            eps: cfg.rms_norm_eps as f32,
+        }
+    }
+
+    /// The hand-written CPU decoder of one generation call over rows with `offsets` pad slots
+    /// first and at most `capacity` slots (`model::decode`); its passes fail unless the
+    /// parameters are on the CPU.
+    pub(crate) fn cpu_decoder(&self, offsets: Vec<usize>, capacity: usize) -> CpuDecoder {
+        let params = self.params.iter().map(|(_, v)| v.as_detached_tensor()).collect();
+        CpuDecoder::new(params, self.index.clone(), self.dims(), self.rope.clone(), offsets, capacity)
     }
 
     /// The gradients of a backward pass for every parameter, in [`CausalLm::params`] order:

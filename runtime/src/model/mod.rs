@@ -18,6 +18,8 @@
 //! - `cpu`: the hand-written forward and backward used for training on the CPU (candle's
 //!   autograd cost as much as the arithmetic there); checked against the candle path;
 //! - [`logprob`]: `TokenBatch` collation, `completion_logprobs`, `sft_loss`;
+//! - `decode`: the model side of a generation call (KV cache, next-token logits): the candle
+//!   path on any device, a hand-written one on the CPU; checked against each other;
 //! - [`generate`]: batched KV-cached greedy / temperature / top-p generation.
 //!
 //! Invariants: weights and activations are f32; parameters are `Var`s named with their Hugging
@@ -25,6 +27,7 @@
 
 pub mod config;
 mod cpu;
+pub(crate) mod decode;
 pub mod generate;
 pub(crate) mod kernels;
 pub mod llama;

@@ -51,7 +51,7 @@ fn lines_of(run: &Path, stage: &str) -> Vec<Value> {
 }
 
 /// TRL's `GRPOTrainer` metric names, logged at every step.
-const METRICS: [&str; 12] = [
+const METRICS: [&str; 13] = [
     "reward",
     "reward_std",
     "frac_reward_zero_std",
@@ -64,6 +64,7 @@ const METRICS: [&str; 12] = [
     "rewards/unscored",
     "groups/kept",
     "loss/grpo",
+    "entropy",
 ];
 
 #[test]

@@ -427,6 +427,7 @@ fn rollouts(fx: &Json, scale: &str) -> Rollouts {
                     truncated: truncated[i].as_bool().unwrap(),
                     advantage: 0.0,
                     old_logps: None,
+                    entropy: None,
                 })
                 .collect(),
         })

@@ -54,7 +54,7 @@ pub fn generate(
     opts: &GenerateOptions,
     rng: &mut Rng,
 ) -> Result<Vec<Vec<u32>>, ModelError> {
-    decode(model, prompts, opts, Streams::Shared(rng))
+    Ok(decode(model, prompts, opts, Streams::Shared(rng))?.into_iter().map(|s| s.ids).collect())
 }
 
 /// [`generate`] with one stream per prompt (`streams[i]` samples row `i`), so each row's tokens
@@ -68,6 +68,29 @@ pub fn generate_streams(
     opts: &GenerateOptions,
     streams: &mut [Rng],
 ) -> Result<Vec<Vec<u32>>, ModelError> {
+    Ok(sample_streams(model, prompts, opts, streams)?.into_iter().map(|s| s.ids).collect())
+}
+
+/// One row's generated tokens, and the entropy (nats) of the distribution each was drawn from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    pub ids: Vec<u32>,
+    /// Per generated token, the entropy of softmax(logits / temperature) (of the logits
+    /// themselves when greedy): TRL's `entropy_from_logits` at the positions it logs `entropy`
+    /// over, `[len]`.
+    pub entropies: Vec<f32>,
+}
+
+/// [`generate_streams`] that also reports each token's sampling entropy (what an RL stage logs
+/// as TRL's `entropy`).
+///
+/// Errors: as [`generate_streams`].
+pub fn sample_streams(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    streams: &mut [Rng],
+) -> Result<Vec<Sampled>, ModelError> {
     if streams.len() != prompts.len() {
         return Err(invalid(format!("{} sampling streams for {} prompts", streams.len(), prompts.len())));
     }
@@ -94,7 +117,7 @@ fn decode(
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
     mut streams: Streams<'_>,
-) -> Result<Vec<Vec<u32>>, ModelError> {
+) -> Result<Vec<Sampled>, ModelError> {
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(invalid(format!("temperature must be finite and >= 0, got {}", opts.temperature)));
     }
@@ -102,7 +125,7 @@ fn decode(
         return Err(invalid(format!("top_p must be in (0, 1], got {}", opts.top_p)));
     }
     if prompts.is_empty() || opts.max_new_tokens == 0 {
-        return Ok(vec![Vec::new(); prompts.len()]);
+        return Ok(vec![Sampled { ids: Vec::new(), entropies: Vec::new() }; prompts.len()]);
     }
     if prompts.iter().any(Vec::is_empty) {
         return Err(invalid("cannot generate from an empty prompt (the model has no BOS token)".into()));
@@ -151,7 +174,7 @@ fn decode(
         logits = source.iter().flat_map(|&d| logits[d * vocab..(d + 1) * vocab].to_vec()).collect();
     }
 
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
+    let mut out: Vec<Sampled> = vec![Sampled { ids: Vec::new(), entropies: Vec::new() }; batch];
     let mut done = vec![false; batch];
     for step in 0..opts.max_new_tokens {
         let mut next = vec![pad; batch];
@@ -159,8 +182,10 @@ fn decode(
             if done[b] {
                 continue;
             }
-            let tok = pick(&logits[b * vocab..(b + 1) * vocab], opts, streams.row(b));
-            out[b].push(tok);
+            let row = &logits[b * vocab..(b + 1) * vocab];
+            let tok = pick(row, opts, streams.row(b));
+            out[b].ids.push(tok);
+            out[b].entropies.push(entropy(row, opts.temperature) as f32);
             next[b] = tok;
             if opts.stop_at_eos && model.tokenizer().is_stop(tok) {
                 done[b] = true;
@@ -173,6 +198,20 @@ fn decode(
         logits = decoder.forward(&next, 1, &positions)?;
     }
     Ok(out)
+}
+
+/// The entropy (nats) of softmax(row / temperature), of the row itself when `temperature` is 0.
+fn entropy(row: &[f32], temperature: f64) -> f64 {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let (mut z, mut weighted) = (0.0f64, 0.0f64);
+    for &v in row {
+        let x = (v as f64 - m) / t;
+        let e = x.exp();
+        z += e;
+        weighted += e * x;
+    }
+    z.ln() - weighted / z
 }
 
 /// Greedy argmax of a logits row (the first maximum, as torch's argmax).
@@ -239,6 +278,19 @@ pub fn greedy_uncached(model: &CausalLm, prompt: &[u32], max_new_tokens: usize) 
 mod tests {
     use super::*;
     use crate::model::{Device, LlamaConfig, ModelSpec, Tokenizer, TokenizerSpec, Vocab};
+
+    #[test]
+    fn entropy_is_of_the_tempered_distribution() {
+        assert!((entropy(&[0.0; 4], 1.0) - 4f64.ln()).abs() < 1e-12, "uniform over 4: ln 4");
+        let row = [2.0f32, 0.0, -1.0];
+        let p: Vec<f64> = {
+            let e: Vec<f64> = row.iter().map(|&v| (f64::from(v) / 0.5).exp()).collect();
+            e.iter().map(|x| x / e.iter().sum::<f64>()).collect()
+        };
+        let want: f64 = -p.iter().map(|q| q * q.ln()).sum::<f64>();
+        assert!((entropy(&row, 0.5) - want).abs() < 1e-12);
+        assert_eq!(entropy(&row, 0.0), entropy(&row, 1.0), "greedy reports the logits' own entropy");
+    }
 
     fn small() -> CausalLm {
         let cfg = LlamaConfig {

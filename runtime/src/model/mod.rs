@@ -41,7 +41,7 @@ use std::path::PathBuf;
 
 pub use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Arch, LlamaConfig};
-pub use generate::{generate, generate_streams, GenerateOptions};
+pub use generate::{generate, generate_streams, sample_streams, GenerateOptions, Sampled};
 pub use llama::CausalLm;
 pub use logprob::{
     completion_log_sum_sq_probs, completion_logprobs, completion_token_logprobs, sft_loss, training_positions,

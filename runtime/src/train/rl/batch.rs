@@ -117,6 +117,9 @@ pub struct Batch {
     pub reference: Option<Vec<Vec<f32>>>,
     pub valid: Vec<Vec<f32>>,
     pub advantage: Vec<f32>,
+    /// TRL's `entropy`: the mean sampling entropy per trained token, when every trained
+    /// completion was sampled here.
+    pub entropy: Option<f64>,
 }
 
 impl Batch {
@@ -204,6 +207,9 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
     let groups = Groups { index: rows.iter().map(|(g, _, _)| *g).collect(), count: rows.last().map_or(0, |r| r.0 as usize + 1) };
     let valid: Vec<Vec<f32>> = tb.completion_mask.to_vec2()?;
     let advantage = rows.iter().map(|(_, _, c)| c.advantage as f32).collect();
+    let entropy: Option<f64> = rows.iter().map(|(_, _, c)| c.entropy).sum();
+    let trained_tokens: usize = rows.iter().map(|(_, _, c)| c.ids.len()).sum();
+    let entropy = entropy.map(|e| e / trained_tokens.max(1) as f64);
     Ok(Some(Batch {
         b,
         device,
@@ -218,6 +224,7 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
         reference,
         valid,
         advantage,
+        entropy,
     }))
 }
 
@@ -253,6 +260,7 @@ mod tests {
             truncated: *t,
             advantage: 0.0,
             old_logps: None,
+            entropy: None,
         };
         Group { row, example_id: row as u64, prompt: vec![7], completions: truncated.iter().map(completion).collect() }
     }

@@ -82,7 +82,7 @@ pub fn read_rollouts(path: &Path, tok: &Tokenizer, batch_scaled: bool) -> Result
         };
         let stopped = usize::from(ids.last().is_some_and(|&t| tok.is_stop(t)));
         let text = tok.decode(&ids[..ids.len() - stopped]);
-        let completion = Completion { ids, text, reward, truncated, advantage: 0.0, old_logps: None };
+        let completion = Completion { ids, text, reward, truncated, advantage: 0.0, old_logps: None, entropy: None };
         if groups.last().is_none_or(|(p, ..)| *p != prompt) {
             let group = Group { row: groups.len(), example_id: line_no as u64, prompt: encode(&prompt)?, completions: Vec::new() };
             groups.push((prompt, group, Vec::new(), Vec::new()));

@@ -9,7 +9,9 @@
 //! `clip_ratio/low_mean`, `clip_ratio/high_mean` and `clip_ratio/region_mean`, the share of
 //! tokens whose importance ratio is clipped below `1 − eps_low` with a negative advantage, above
 //! `1 + eps_high` with a positive one, or either (0 on-policy, where the ratio is 1), for a loss
-//! with `eps_low`; `loss/<term>` for each term.
+//! with `eps_low`; `entropy`, the mean per completion token of the entropy of the distribution
+//! it was sampled from (with one iteration the policy's, as TRL's; from a file, none);
+//! `loss/<term>` for each term.
 //!
 //! Feedback for curricula: each trained group's [`GroupStats`], one row per group.
 
@@ -138,7 +140,7 @@ impl RlObjective {
             (0..batch.b).flat_map(|i| (0..batch.valid[i].len()).map(move |t| (i, t))).filter(|&(i, t)| batch.valid[i][t] != 0.0).collect();
         let n = tokens.len().max(1) as f64;
         let mean = |f: &dyn Fn(usize, usize) -> f64| tokens.iter().map(|&(i, t)| f(i, t)).sum::<f64>() / n;
-        let mut out = Vec::new();
+        let mut out: Vec<(String, f64)> = batch.entropy.map(|e| ("entropy".to_string(), e)).into_iter().collect();
         if let Some(reference) = &batch.reference {
             let bias = flag("bias_correction", true);
             out.push((

@@ -40,6 +40,9 @@ pub struct Completion {
     /// Log-probabilities of `ids` under the policy that sampled them, `[len]`: kept only when
     /// the batch is trained on for several iterations (otherwise the policy's own values are).
     pub old_logps: Option<Vec<f32>>,
+    /// The summed entropy (nats) of the distributions its tokens were drawn from, when it was
+    /// sampled here (not read from a file): TRL's `entropy` is its mean per token.
+    pub entropy: Option<f64>,
 }
 
 /// One prompt's group of scored completions.
@@ -169,14 +172,15 @@ impl RolloutSource {
                 streams.push(Rng::derive(self.seed, &name));
             }
         }
-        let sampled = model::generate_streams(policy, &prompts, &self.settings.sampling, &mut streams)?;
+        let sampled = model::sample_streams(policy, &prompts, &self.settings.sampling, &mut streams)?;
         let tok = policy.tokenizer();
+        let entropies: Vec<f64> = sampled.iter().map(|s| s.entropies.iter().map(|&e| f64::from(e)).sum()).collect();
         let completions: Vec<(Vec<u32>, String, bool)> = sampled
             .into_iter()
-            .map(|ids| {
-                let stopped = ids.last().is_some_and(|&t| tok.is_stop(t));
-                let text = tok.decode(&ids[..ids.len() - usize::from(stopped)]);
-                (ids, text, !stopped)
+            .map(|s| {
+                let stopped = s.ids.last().is_some_and(|&t| tok.is_stop(t));
+                let text = tok.decode(&s.ids[..s.ids.len() - usize::from(stopped)]);
+                (s.ids, text, !stopped)
             })
             .collect();
         let query_rows: Vec<usize> = rows.iter().flat_map(|&r| std::iter::repeat_n(r, g)).collect();
@@ -201,19 +205,20 @@ impl RolloutSource {
             tally.record_group(&shape, &rewards[r * g..(r + 1) * g]);
         }
         let mut groups = Vec::with_capacity(rows.len());
-        let mut scored = completions.into_iter().zip(rewards);
+        let mut scored = completions.into_iter().zip(rewards).zip(entropies);
         for &row in rows {
             let completions: Vec<Completion> = scored
                 .by_ref()
                 .take(g)
-                .filter(|(_, reward)| !reward.is_nan())
-                .map(|((ids, text, truncated), reward)| Completion {
+                .filter(|((_, reward), _)| !reward.is_nan())
+                .map(|(((ids, text, truncated), reward), entropy)| Completion {
                     ids,
                     text,
                     reward,
                     truncated,
                     advantage: 0.0,
                     old_logps: None,
+                    entropy: Some(entropy),
                 })
                 .collect();
             if completions.is_empty() {

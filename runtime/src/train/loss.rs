@@ -18,6 +18,8 @@
 use super::TrainError;
 use crate::model::{DType, Device, Tensor};
 use recipe_compiler::program::LossTerm;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use recipe_compiler::tensor::{Axis, BinaryOp, Groups, Node, NodeId, Reduce, Shape, TensorFn, Totals, UnaryOp};
 use std::collections::HashMap;
 
@@ -69,6 +71,64 @@ pub enum LossError {
     Shape { node: NodeId, shape: Shape, expected: Vec<usize>, got: Vec<usize> },
     #[error("loss node {node}: {source}")]
     Candle { node: NodeId, source: candle_core::Error },
+}
+
+/// The program's scalar function `func` called with numeric arguments (each converted to its
+/// parameter's type); `None` when it cannot be called. Schedules (`beta`) and `Node::Scalar`
+/// loss nodes are evaluated through it.
+pub type ScalarFns = Arc<dyn Fn(u32, &[f64]) -> Option<f64> + Send + Sync>;
+
+/// The value of a loss's `Node::Scalar { func, args }` nodes (a recipe function of the batch's
+/// scalar fields, `beta(b.step, b.total)`): `scalars` called with the named arguments, `step`
+/// and `total` or one of the batch's `fields`.
+pub fn scalar_nodes<'a>(
+    scalars: &'a ScalarFns,
+    (step, total): (u64, u64),
+    fields: &'a HashMap<String, f64>,
+) -> impl Fn(u32, &[String]) -> Option<f64> + 'a {
+    move |func, args| {
+        let values: Option<Vec<f64>> = args
+            .iter()
+            .map(|a| match a.as_str() {
+                "step" => Some(step as f64),
+                "total" => Some(total as f64),
+                other => fields.get(other).copied(),
+            })
+            .collect();
+        scalars(func, &values?)
+    }
+}
+
+/// The batch fields a loss's terms read (their `TensorFn::inputs`), so an objective builds only
+/// those (a KL-free policy loss never scores a reference).
+#[derive(Clone, Debug, Default)]
+pub struct Reads(BTreeSet<String>);
+
+impl Reads {
+    /// The fields `terms` read, each one of `fields` (the batch's, named `batch` in errors:
+    /// "a rollout batch").
+    ///
+    /// Errors: the first field the batch does not have, with the term that reads it.
+    pub fn of(terms: &[LossTerm], batch: &str, fields: &[&str]) -> Result<Reads, String> {
+        let mut names = BTreeSet::new();
+        for term in terms {
+            for (name, _) in term.f.inputs() {
+                if !fields.contains(&name) {
+                    return Err(format!(
+                        "the loss term `{}` reads the batch field `{name}`, which {batch} does not have (it has {})",
+                        term.name,
+                        fields.join(", ")
+                    ));
+                }
+                names.insert(name.to_string());
+            }
+        }
+        Ok(Reads(names))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
 }
 
 /// The loss `Σ weight × term` of `terms` on `inputs` (a rank-0 tensor, 0 for no terms), and

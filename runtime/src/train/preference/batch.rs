@@ -13,7 +13,8 @@ use crate::model::{self, CausalLm, DType, Device, Tensor, TokenBatch};
 use recipe_compiler::lower::{batch_field_shape, PREF_BATCH};
 use recipe_compiler::program::LossTerm;
 use recipe_compiler::tensor::{Groups, Shape};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+pub use crate::train::loss::Reads;
 
 /// The Float fields of a preference batch, besides `step` and `total` (its Tensor fields and
 /// their shapes are the compiler's `lower::PREF_BATCH` and `lower::BATCH_FIELDS`, held to `PrefBatch`).
@@ -30,44 +31,17 @@ pub fn field_shape(name: &str) -> Option<Shape> {
     tensor.or_else(|| SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar))
 }
 
-/// The fields a loss's terms read (their `TensorFn::inputs`), checked against [`field_shape`].
-#[derive(Clone, Debug, Default)]
-pub struct Reads(BTreeSet<String>);
+/// The fields the loss `terms` read, checked against a preference batch's.
+///
+/// Errors: the first field no preference batch has, with the term that reads it.
+pub fn reads(terms: &[LossTerm]) -> Result<Reads, String> {
+    let fields: Vec<&str> = PREF_BATCH.iter().chain(SCALAR_FIELDS).copied().collect();
+    Reads::of(terms, "a preference batch", &fields)
+}
 
-impl Reads {
-    /// Errors: the first field no preference batch has, with the term that reads it.
-    pub fn of(terms: &[LossTerm]) -> Result<Reads, String> {
-        let mut names = BTreeSet::new();
-        for term in terms {
-            for (name, _) in term.f.inputs() {
-                if field_shape(name).is_none() {
-                    let known: Vec<&str> = PREF_BATCH.iter().copied().chain(SCALAR_FIELDS.iter().copied()).collect();
-                    return Err(format!(
-                        "the loss term `{}` reads the batch field `{name}`, which a preference batch does not have \
-                         (it has {})",
-                        term.name,
-                        known.join(", ")
-                    ));
-                }
-                names.insert(name.to_string());
-            }
-        }
-        Ok(Reads(names))
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.0.contains(name)
-    }
-
-    /// Whether the loss reads the reference's per-token log-probabilities.
-    pub fn reference_tokens(&self) -> bool {
-        self.has("ref_token_logps")
-    }
-
-    /// Whether the loss reads WPO's statistic.
-    pub fn wpo(&self) -> bool {
-        self.has("wpo_chosen") || self.has("wpo_rejected")
-    }
+/// Whether a loss reads WPO's statistic.
+pub fn reads_wpo(reads: &Reads) -> bool {
+    reads.has("wpo_chosen") || reads.has("wpo_rejected")
 }
 
 /// The reference's log-probabilities of each row, computed once (batched, no gradient) and
@@ -235,7 +209,7 @@ pub fn build(
     let ref_logps = seq_tensor(reference)?;
     let len = seq_tensor(lens)?;
     let half = |x: &Tensor, side: usize| x.narrow(0, side * p, p);
-    let wpo = if reads.wpo() {
+    let wpo = if reads_wpo(reads) {
         let lss = model::completion_log_sum_sq_probs(policy, &batch.tokens)?;
         let mean = lss.sum(1)?.div(&len)?;
         batch.wpo = Some(mean.to_vec1()?);

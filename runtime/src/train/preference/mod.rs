@@ -22,7 +22,7 @@
 pub mod batch;
 pub mod pairs;
 
-use super::loss::{weighted_terms, LossInputs};
+use super::loss::{scalar_nodes, weighted_terms, LossInputs};
 use super::{Experience, Feedback, LossOutput, Models, Objective, TrainError};
 use crate::model::CausalLm;
 use batch::{Batch, Reads, RefCache, StepTotals};
@@ -31,10 +31,7 @@ use recipe_compiler::program::{LossTerm, Value};
 use recipe_compiler::tensor::Totals;
 use std::sync::Arc;
 
-/// The program's scalar function `func` called with numeric arguments (each converted to its
-/// parameter's type); `None` when it cannot be called. Schedules (`beta`) and `Node::Scalar`
-/// loss nodes are evaluated through it.
-pub type ScalarFns = Arc<dyn Fn(u32, &[f64]) -> Option<f64> + Send + Sync>;
+pub use super::loss::ScalarFns;
 
 /// The preference objective over one dataset's pairs.
 pub struct PreferenceObjective {
@@ -77,8 +74,8 @@ impl PreferenceObjective {
     ///
     /// Errors: `LossMismatch` when a term reads a field no preference batch has.
     pub fn new(stage: &str, pairs: Arc<Pairs>, terms: Vec<LossTerm>, scalars: ScalarFns) -> Result<Self, LossMismatch> {
-        let reads = Reads::of(&terms).map_err(LossMismatch)?;
-        let cache = RefCache::new(pairs.len(), reads.reference_tokens());
+        let reads = batch::reads(&terms).map_err(LossMismatch)?;
+        let cache = RefCache::new(pairs.len(), reads.has("ref_token_logps"));
         Ok(PreferenceObjective { stage: stage.to_string(), pairs, terms, reads, scalars, cache, plan: None })
     }
 
@@ -137,16 +134,7 @@ impl PreferenceObjective {
     ) -> Result<LossOutput, TrainError> {
         let Share { totals, step_wide, micro_batches } = share;
         let batch = batch::build(policy, &self.pairs, rows, &self.cache, &self.reads, &totals)?;
-        let scalars = self.scalars.clone();
-        let value_of = |name: &str| match name {
-            "step" => Some(step as f64),
-            "total" => Some(total as f64),
-            other => batch.scalar.get(other).copied(),
-        };
-        let scalar_node = |func: u32, args: &[String]| {
-            let values: Option<Vec<f64>> = args.iter().map(|a| value_of(a)).collect();
-            scalars(func, &values?)
-        };
+        let scalar_node = scalar_nodes(&self.scalars, (step, total), &batch.scalar);
         let inputs = loss_inputs(&batch, &scalar_node, step_wide.then_some(totals));
         let (loss, metrics) = weighted_terms(&self.stage, &self.terms, &inputs, micro_batches)?;
         let beta = self.beta(step, total);

@@ -103,8 +103,8 @@ fn the_batch_has_trls_layout() {
             terms.push(LossTerm { f: input_term(name), ..reads_everything() });
         }
     }
-    let reads = Reads::of(&terms).unwrap();
-    assert!(reads.wpo() && reads.reference_tokens());
+    let reads = batch::reads(&terms).unwrap();
+    assert!(batch::reads_wpo(&reads) && reads.has("ref_token_logps"));
     let mut cache = RefCache::new(pairs.len(), true);
     cache.fill(&reference, &pairs, &rows, 2).unwrap();
     assert_eq!((cache.passes, cache.rows), (2, 3), "3 rows, 2 per pass");

@@ -3,7 +3,7 @@
 
 use super::rollouts::Group;
 use crate::model::{DType, Device, Tensor};
-use crate::train::preference::ScalarFns;
+use crate::train::loss::{scalar_nodes, ScalarFns};
 use crate::train::loss::{evaluate, LossInputs};
 use recipe_compiler::program::{LossTerm, Value};
 use recipe_compiler::tensor::{Groups, Shape};
@@ -72,18 +72,8 @@ impl AdvantageFn {
             ("len".to_string(), column(&|c| c.ids.len() as f64)?),
             ("truncated".to_string(), column(&|c| f64::from(u8::from(c.truncated)))?),
         ]);
-        let scalars = self.scalars.clone();
-        let scalar_node = move |func: u32, args: &[String]| {
-            let values: Option<Vec<f64>> = args
-                .iter()
-                .map(|a| match a.as_str() {
-                    "step" => Some(step as f64),
-                    "total" => Some(total as f64),
-                    _ => None,
-                })
-                .collect();
-            scalars(func, &values?)
-        };
+        let no_fields = HashMap::new();
+        let scalar_node = scalar_nodes(&self.scalars, (step, total), &no_fields);
         let index = groups.iter().enumerate().flat_map(|(i, g)| std::iter::repeat_n(i as u32, g.completions.len()));
         let inputs = LossInputs {
             batch: b,

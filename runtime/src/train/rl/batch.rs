@@ -11,48 +11,21 @@ use super::rollouts::{Completion, Group, Rollouts};
 use crate::model::{self, CausalLm, Device, Tensor, TokenBatch};
 use crate::train::loss::LossInputs;
 use crate::train::TrainError;
-use recipe_compiler::lower::{batch_field_shape, ROLLOUT_BATCH};
+use recipe_compiler::lower::ROLLOUT_BATCH;
 use recipe_compiler::program::LossTerm;
-use recipe_compiler::tensor::{Groups, Shape, Totals};
-use std::collections::{BTreeSet, HashMap};
+use recipe_compiler::tensor::{Groups, Totals};
+use std::collections::HashMap;
+pub use crate::train::loss::Reads;
 
 /// The Float fields of a rollout batch, besides `step` and `total`.
 pub const SCALAR_FIELDS: &[&str] = &["tokens", "max_tokens", "accumulate"];
 
-/// Whether a rollout batch has the field `name`, and its shape.
-pub fn field_shape(name: &str) -> Option<Shape> {
-    let tensor = ROLLOUT_BATCH.contains(&name).then(|| batch_field_shape(name));
-    tensor.or_else(|| SCALAR_FIELDS.contains(&name).then_some(Shape::Scalar))
-}
-
-/// The fields a policy loss reads.
-#[derive(Clone, Debug, Default)]
-pub struct Reads(BTreeSet<String>);
-
-impl Reads {
-    /// Errors: the first field no rollout batch has, with the term that reads it.
-    pub fn of(terms: &[LossTerm]) -> Result<Reads, String> {
-        let mut names = BTreeSet::new();
-        for term in terms {
-            for (name, _) in term.f.inputs() {
-                if field_shape(name).is_none() {
-                    let known: Vec<&str> = ROLLOUT_BATCH.iter().chain(SCALAR_FIELDS).copied().collect();
-                    return Err(format!(
-                        "the loss term `{}` reads the batch field `{name}`, which a rollout batch does not have \
-                         (it has {})",
-                        term.name,
-                        known.join(", ")
-                    ));
-                }
-                names.insert(name.to_string());
-            }
-        }
-        Ok(Reads(names))
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.0.contains(name)
-    }
+/// The fields the policy loss `terms` read, checked against a rollout batch's.
+///
+/// Errors: the first field no rollout batch has, with the term that reads it.
+pub fn reads(terms: &[LossTerm]) -> Result<Reads, String> {
+    let fields: Vec<&str> = ROLLOUT_BATCH.iter().chain(SCALAR_FIELDS).copied().collect();
+    Reads::of(terms, "a rollout batch", &fields)
 }
 
 /// Which completions of `rollouts` the loss trains on: all, or without the truncated ones

@@ -20,8 +20,7 @@ pub mod batch;
 pub mod file;
 pub mod rollouts;
 
-use super::loss::weighted_terms;
-use super::preference::ScalarFns;
+use super::loss::{scalar_nodes, weighted_terms, ScalarFns};
 use super::{Experience, LossOutput, Models, Objective, TrainError};
 use crate::model::{CausalLm, Tensor};
 use crate::train::GroupStats;
@@ -57,7 +56,7 @@ impl RlObjective {
         max_tokens: usize,
         mask_truncated: bool,
     ) -> Result<RlObjective, String> {
-        let reads = Reads::of(&terms)?;
+        let reads = batch::reads(&terms)?;
         Ok(RlObjective { stage: stage.into(), terms, reads, scalars, mask_truncated, max_tokens, kl_metric: false, plan: None })
     }
 
@@ -86,16 +85,7 @@ impl RlObjective {
             let loss = Tensor::new(0f32, models.policy.device())?;
             return Ok(LossOutput { loss, tokens: 0, metrics, feedback });
         };
-        let scalars = self.scalars.clone();
-        let value_of = |name: &str| match name {
-            "step" => Some(step as f64),
-            "total" => Some(total as f64),
-            other => batch.scalar.get(other).copied(),
-        };
-        let scalar_node = |func: u32, args: &[String]| {
-            let values: Option<Vec<f64>> = args.iter().map(|a| value_of(a)).collect();
-            scalars(func, &values?)
-        };
+        let scalar_node = scalar_nodes(&self.scalars, (step, total), &batch.scalar);
         let totals = Totals { tokens: totals.tokens, sequences: totals.sequences, groups: totals.groups };
         let (loss, terms) = weighted_terms(&self.stage, &self.terms, &batch.inputs(&scalar_node, totals), micro_batches)?;
         metrics.extend(self.token_metrics(&batch));

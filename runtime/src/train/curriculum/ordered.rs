@@ -67,6 +67,16 @@ impl Curriculum for Ordered {
 mod tests {
     use super::*;
 
+    /// 7 rows at 3 a step: [0 1 2], [3 4 5], then the partial pass is filled from the next
+    /// one, [6 0 1], and the metrics say so (a new epoch at position 2): nothing is dropped.
+    #[test]
+    fn a_partial_last_batch_runs_into_the_next_pass() {
+        let mut o = Ordered::new("s", (0..7).collect()).unwrap();
+        let batches: Vec<Vec<usize>> = (0..3).map(|s| o.next_rows(s, 3, 3).unwrap()).collect();
+        assert_eq!(batches, [vec![0, 1, 2], vec![3, 4, 5], vec![6, 0, 1]]);
+        assert_eq!(o.metrics(), [("curriculum/epoch".to_string(), 1.0), ("curriculum/position".to_string(), 2.0)]);
+    }
+
     #[test]
     fn walks_the_order_and_wraps_and_restores() {
         let mut a = Ordered::new("s", vec![2, 0, 1]).unwrap();

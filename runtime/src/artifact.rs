@@ -337,10 +337,12 @@ impl RunDir {
                 });
             }
             keep_bytes += read as u64;
-            kept.push(serde_json::from_str::<Value>(&line).map_err(|e| ArtifactError::Corrupt {
-                path: path.clone(),
-                message: format!("line {}: {e}", n + 1),
-            })?);
+            kept.push(
+                serde_json::from_str::<Value>(&line).map_err(|e| ArtifactError::Corrupt {
+                    path: path.clone(),
+                    message: format!("line {}: {e}", n + 1),
+                })?,
+            );
         }
         let metrics = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
         metrics.set_len(keep_bytes).map_err(io_err(&path))?;

@@ -196,7 +196,8 @@ impl GlobalStep {
         let Some(step) = line.get("step").and_then(Value::as_u64) else {
             return self.base + self.current.as_ref().map_or(0, |(_, last)| *last);
         };
-        let key = (line.get("stage").and_then(Value::as_str).map(String::from), line.get("round").and_then(Value::as_u64));
+        let key =
+            (line.get("stage").and_then(Value::as_str).map(String::from), line.get("round").and_then(Value::as_u64));
         match &mut self.current {
             Some((k, last)) if *k == key => *last = step,
             current => {
@@ -320,8 +321,9 @@ mod tests {
         let bytes = scalar_event(1.5, 300, &[("sft/loss".into(), 0.25)]);
         let mut want = vec![0x09];
         want.extend_from_slice(&1.5f64.to_le_bytes());
-        want.extend_from_slice(&[0x10, 0xAC, 0x02]); // step 300 as a varint
-        // summary: 2 + 10 (tag) + 5 (float) = 17 bytes in one value of 15.
+        // Step 300 as a varint, then the summary (17 bytes) holding one value (15 bytes: the tag's
+        // 2 + 8 and the float's 1 + 4).
+        want.extend_from_slice(&[0x10, 0xAC, 0x02]);
         want.extend_from_slice(&[0x2A, 17, 0x0A, 15, 0x0A, 8]);
         want.extend_from_slice(b"sft/loss");
         want.push(0x15);

@@ -174,6 +174,9 @@ pub fn scalars(line: &Value) -> Vec<(String, f32)> {
     out
 }
 
+/// A metrics line's `(stage, round)`: lines of one stage run share it.
+type StageRun = (Option<String>, Option<u64>);
+
 /// The x axis TensorBoard plots: a step that keeps increasing across stages, so a run's stages
 /// sit one after another instead of on top of each other.
 ///
@@ -187,7 +190,7 @@ pub struct GlobalStep {
     /// Sum of the last steps of the finished stage runs.
     base: u64,
     /// The current stage run's `(stage, round)` and its last step.
-    current: Option<((Option<String>, Option<u64>), u64)>,
+    current: Option<(StageRun, u64)>,
 }
 
 impl GlobalStep {
@@ -196,7 +199,7 @@ impl GlobalStep {
         let Some(step) = line.get("step").and_then(Value::as_u64) else {
             return self.base + self.current.as_ref().map_or(0, |(_, last)| *last);
         };
-        let key =
+        let key: StageRun =
             (line.get("stage").and_then(Value::as_str).map(String::from), line.get("round").and_then(Value::as_u64));
         match &mut self.current {
             Some((k, last)) if *k == key => *last = step,

@@ -48,6 +48,24 @@ fn trace(run: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Asserts that the run's TensorBoard event file holds its version record and then exactly one
+/// whole record per metrics line, each the event of that line at its global step (wall times
+/// aside): nothing lost, doubled or torn, also after a kill and `--resume`.
+fn assert_events_mirror_metrics(run: &Path) {
+    use recipe_runtime::tensorboard::{scalar_event, scalars, valid_records, GlobalStep, EVENTS_FILE};
+    let bytes = std::fs::read(run.join(EVENTS_FILE)).expect("the TensorBoard event file");
+    let records = valid_records(&bytes);
+    assert_eq!(records.last().map(|r| r.end), Some(bytes.len()), "{}: a torn or corrupt record", run.display());
+    let lines = recipe_runtime::artifact::read_metrics(run).expect("metrics.jsonl");
+    assert_eq!(records.len(), 1 + lines.len(), "{}: one event per metrics line", run.display());
+    let mut steps = GlobalStep::default();
+    for (i, (line, r)) in lines.iter().zip(&records[1..]).enumerate() {
+        let mut event = bytes[r.start + 12..r.end - 4].to_vec();
+        event[1..9].fill(0); // wall_time, the first field
+        assert_eq!(event, scalar_event(0.0, steps.next(line), &scalars(line)), "event of metrics line {}", i + 1);
+    }
+}
+
 fn final_weights(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("checkpoints/00-sft-step000006/model/model.safetensors")).expect("final checkpoint")
 }
@@ -275,6 +293,7 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
     for file in ["recipe.lock", "report.html", "README.md"] {
         assert!(a.join(file).exists(), "{file}");
     }
+    assert_events_mirror_metrics(&a);
     let lock: Value = serde_json::from_slice(&std::fs::read(a.join("recipe.lock")).unwrap()).unwrap();
     assert_eq!(lock["seed"], 3);
     assert_eq!(lock["recipe_sha256"].as_str().map(str::len), Some(64));
@@ -452,6 +471,7 @@ fn resume_matches(recipe_file: &str, markers: &[&str]) {
         let out = recipe(&["run", "--resume", run.to_str().unwrap(), "--quiet"]);
         assert_eq!(code(&out), 0, "{stem}: resume after {marker}: {}", stderr(&out));
         assert_eq!(trace(&run), trace(&whole), "{stem}: trace after a kill near {marker}");
+        assert_events_mirror_metrics(&run);
         assert!(checkpoints(&run) == expected, "{stem}: checkpoints after a kill near {marker}");
         let _ = std::fs::remove_dir_all(&run);
     }

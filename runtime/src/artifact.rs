@@ -1,5 +1,6 @@
 //! The run folder a `recipe run` leaves behind: `recipe.lock` (what was run, on what inputs),
-//! `metrics.jsonl` (one line per logged step), `checkpoints/`, `data/` (datasets stages
+//! `metrics.jsonl` (one line per logged step) and its TensorBoard mirror
+//! (`events.out.tfevents.recipe`, see `tensorboard.rs`), `checkpoints/`, `data/` (datasets stages
 //! generated), and a `README.md` that explains them to whoever opens the folder.
 //!
 //! Invariants: every metrics line is written whole and flushed before the step that produced it
@@ -15,6 +16,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::tensorboard::{EventWriter, EVENTS_FILE};
 
 /// The key under which a metrics line keeps its timing measurements.
 pub const TIMING_KEY: &str = "timing";
@@ -51,6 +54,12 @@ const RUN_README: &str = "\
   kept, each with its `score`), one JSON object per line with the row's fields in order; its
   sha256 is under `generated` in `recipe.lock`. A `score` stage also logs one
   `{\"event\": \"score\", \"stage\", \"measure\", \"select\", \"rows\", \"kept\", …}` metrics line.
+- `events.out.tfevents.recipe`: the same metrics for TensorBoard (`tensorboard --logdir` this
+  folder or the folder of runs): one scalar per number of each metrics line, tagged
+  `STAGE/NAME` with nested names joined by `/` (`sft/loss`, `sft/eval/held_acc/accuracy`,
+  `sft/timing/tokens_per_s`; `skipped_rows/count` for a line without a stage), at a global step
+  that goes on across stages (each stage's steps after the previous stages' last steps). A
+  resumed run rewrites it to the lines `metrics.jsonl` kept, so no scalar is lost or doubled.
 - `report.html`: plots of the metrics (when written).
 ";
 
@@ -276,6 +285,8 @@ pub struct RunDir {
     root: PathBuf,
     metrics: File,
     lines: u64,
+    /// The TensorBoard mirror of `metrics.jsonl` (`tensorboard.rs`).
+    events: EventWriter,
 }
 
 impl RunDir {
@@ -301,16 +312,19 @@ impl RunDir {
         write_atomic(&readme, RUN_README.as_bytes()).map_err(io_err(&readme))?;
         let path = dir.join(METRICS_FILE);
         let metrics = File::create(&path).map_err(io_err(&path))?;
-        Ok(RunDir { root: dir.to_path_buf(), metrics, lines: 0 })
+        let events = EventWriter::create(dir).map_err(io_err(&dir.join(EVENTS_FILE)))?;
+        Ok(RunDir { root: dir.to_path_buf(), metrics, lines: 0, events })
     }
 
     /// Reopens an existing run to resume it after its checkpoint that had written `lines` metrics
     /// lines: later lines (logged after that checkpoint, before the crash) are cut, since the
-    /// resumed run writes them again.
+    /// resumed run writes them again, and so are their TensorBoard events
+    /// ([`EventWriter::reopen`]).
     pub fn reopen(dir: &Path, lines: u64) -> Result<RunDir, ArtifactError> {
         let path = dir.join(METRICS_FILE);
         let file = File::open(&path).map_err(io_err(&path))?;
         let mut keep_bytes = 0u64;
+        let mut kept = Vec::new();
         let mut reader = BufReader::new(file);
         let mut line = String::new();
         for n in 0..lines {
@@ -323,10 +337,17 @@ impl RunDir {
                 });
             }
             keep_bytes += read as u64;
+            kept.push(
+                serde_json::from_str::<Value>(&line).map_err(|e| ArtifactError::Corrupt {
+                    path: path.clone(),
+                    message: format!("line {}: {e}", n + 1),
+                })?,
+            );
         }
         let metrics = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
         metrics.set_len(keep_bytes).map_err(io_err(&path))?;
-        let mut run = RunDir { root: dir.to_path_buf(), metrics, lines };
+        let events = EventWriter::reopen(dir, &kept).map_err(io_err(&dir.join(EVENTS_FILE)))?;
+        let mut run = RunDir { root: dir.to_path_buf(), metrics, lines, events };
         run.metrics.sync_data().map_err(io_err(&path))?;
         // Appends go after the kept lines.
         use std::io::Seek;
@@ -370,7 +391,8 @@ impl RunDir {
         write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
     }
 
-    /// Appends one metrics line (a JSON object) and flushes it to the OS.
+    /// Appends one metrics line (a JSON object) and flushes it to the OS, then its TensorBoard
+    /// event (after the line, so an event never exists without its line).
     pub fn append_metrics(&mut self, line: &Value) -> Result<(), ArtifactError> {
         let path = self.root.join(METRICS_FILE);
         let mut text = line.to_string();
@@ -378,12 +400,14 @@ impl RunDir {
         self.metrics.write_all(text.as_bytes()).map_err(io_err(&path))?;
         self.metrics.flush().map_err(io_err(&path))?;
         self.lines += 1;
-        Ok(())
+        self.events.append(line).map_err(io_err(self.events.path()))
     }
 
-    /// Forces logged lines to disk (at checkpoints: a checkpoint never names lines that are lost).
+    /// Forces logged lines and their events to disk (at checkpoints: a checkpoint never names
+    /// lines that are lost).
     pub fn sync(&self) -> Result<(), ArtifactError> {
-        self.metrics.sync_data().map_err(io_err(&self.root.join(METRICS_FILE)))
+        self.metrics.sync_data().map_err(io_err(&self.root.join(METRICS_FILE)))?;
+        self.events.sync().map_err(io_err(self.events.path()))
     }
 }
 

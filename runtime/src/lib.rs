@@ -10,5 +10,6 @@ pub mod optim;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod tensorboard;
 pub mod threads;
 pub mod train;

@@ -181,7 +181,20 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, ids, device } => {
             runs::generate(runs::GenerateArgs { model, prompt, max_tokens, temperature, top_p, seed, ids, device })
         }
-        Command::Loss { policy, reference, data, rollouts, scale, max_tokens, loss, recipe, step, total, json, device } => {
+        Command::Loss {
+            policy,
+            reference,
+            data,
+            rollouts,
+            scale,
+            max_tokens,
+            loss,
+            recipe,
+            step,
+            total,
+            json,
+            device,
+        } => {
             let input = match (data, rollouts) {
                 (Some(path), _) => crate::loss::LossInput::Pairs(path),
                 (None, Some(path)) => crate::loss::LossInput::Rollouts { path, scale, max_tokens },

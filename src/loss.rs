@@ -145,10 +145,12 @@ fn rollouts_loss(
     let scalars = Functions::numeric(&compiled.functions);
     let estimator = compiled.advantages.ok_or_else(|| Failure::Internal("no advantage estimator".into()))?;
     let estimator = AdvantageFn::new(estimator, scalars.clone()).map_err(Failure::Internal)?;
-    let mut rollouts = read_rollouts(path, policy.tokenizer(), estimator.batch_scaled())
-        .map_err(|e| Failure::Input(e.to_string()))?;
+    let mut rollouts =
+        read_rollouts(path, policy.tokenizer(), estimator.batch_scaled()).map_err(|e| Failure::Input(e.to_string()))?;
     let context = policy.config().max_position_embeddings;
-    if let Some(g) = rollouts.groups.iter().find(|g| g.completions.iter().any(|c| g.prompt.len() + c.ids.len() > context)) {
+    if let Some(g) =
+        rollouts.groups.iter().find(|g| g.completions.iter().any(|c| g.prompt.len() + c.ids.len() > context))
+    {
         return Err(Failure::Input(format!(
             "{}:{}: a prompt and completion need more than the policy's {context} positions",
             path.display(),

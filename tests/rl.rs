@@ -110,7 +110,11 @@ fn rl_stages_are_checked_before_compute() {
     assert!(!run.join("metrics.jsonl").exists() || lines_of(&run, "sft").is_empty(), "no step ran");
 
     // An advantage estimator that reads log-probabilities has none to read yet.
-    let file = variant(&dir, "    group = 4,", "    advantages = |b: RolloutBatch| sum_per_seq(b.token_logps),\n    group = 4,");
+    let file = variant(
+        &dir,
+        "    group = 4,",
+        "    advantages = |b: RolloutBatch| sum_per_seq(b.token_logps),\n    group = 4,",
+    );
     let out = recipe(&["run", path(&file), "--quiet", "--out", path(&dir.join("adv"))]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("reads `token_logps`"), "{}", stderr(&out));
@@ -134,9 +138,8 @@ fn an_infinite_reward_stops_the_stage_naming_the_example() {
 /// `recipe loss --rollouts` on TRL's own batch gives TRL's numbers for every `scale_rewards`.
 #[test]
 fn recipe_loss_on_rollouts_gives_trls_numbers() {
-    let fixtures = std::env::var_os("RECIPE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/fixtures"));
+    let fixtures =
+        std::env::var_os("RECIPE_FIXTURES").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/fixtures"));
     let fx: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("grpo_loss_reference.json")).unwrap()).unwrap();
     let dir = scratch("loss");
@@ -159,10 +162,27 @@ fn recipe_loss_on_rollouts_gives_trls_numbers() {
     std::fs::write(&file, rows.join("\n")).unwrap();
     let (policy, reference) = (fixtures.join("tiny-llama-sft5"), fixtures.join("tiny-llama"));
     for scale in ["group", "batch", "none"] {
-        let case = fx["cases"].as_array().unwrap().iter().find(|c| c["name"] == format!("grpo / scale_rewards={scale}")).unwrap();
+        let case = fx["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == format!("grpo / scale_rewards={scale}"))
+            .unwrap();
         let out = recipe(&[
-            "loss", "--policy", path(&policy), "--reference", path(&reference), "--rollouts", path(&file),
-            "--scale", scale, "--loss", "grpo(eps_high = 0.28, beta = 0.04)", "--max-tokens", "6", "--json",
+            "loss",
+            "--policy",
+            path(&policy),
+            "--reference",
+            path(&reference),
+            "--rollouts",
+            path(&file),
+            "--scale",
+            scale,
+            "--loss",
+            "grpo(eps_high = 0.28, beta = 0.04)",
+            "--max-tokens",
+            "6",
+            "--json",
         ]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -174,7 +194,9 @@ fn recipe_loss_on_rollouts_gives_trls_numbers() {
         close("loss", case["loss"].as_f64().unwrap(), 1e-5);
         close("grad_norm", case["grad_norm"].as_f64().unwrap(), 1e-4);
         close("kl", case["mean_kl"].as_f64().unwrap(), 1e-5);
-        for k in ["reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio"] {
+        for k in
+            ["reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio"]
+        {
             close(k, case["trl_logged_metrics"][k].as_f64().unwrap(), 1e-6);
         }
         let advantages = got["advantages"].as_array().unwrap();

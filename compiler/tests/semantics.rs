@@ -168,8 +168,7 @@ fn lambda_parameters_are_typed_by_the_data_and_flattened_to_fields() {
 
 #[test]
 fn rewards_see_the_row_and_the_rollout() {
-    let p =
-        program("stage s = rl(m, d, reward = |r| if trim(r.completion) == r.answer { 1.0 } else { 0.0 })\nrun s\n");
+    let p = program("stage s = rl(m, d, reward = |r| if trim(r.completion) == r.answer { 1.0 } else { 0.0 })\nrun s\n");
     let Some(Value::Scalar(id)) = p.decl("s").and_then(|d| d.value.arg("reward")) else { panic!() };
     let f = &p.scalar.functions[*id as usize];
     let mut names: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();

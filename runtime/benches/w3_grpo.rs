@@ -50,7 +50,12 @@ fn train() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
         .join("tiny-llama");
     let policy = CausalLm::load(&fixture, &Device::Cpu).expect("the fixture model (set RECIPE_FIXTURES)");
-    println!("[w3] model {} ({} parameters), {} threads", fixture.display(), policy.num_params(), rayon::current_num_threads());
+    println!(
+        "[w3] model {} ({} parameters), {} threads",
+        fixture.display(),
+        policy.num_params(),
+        rayon::current_num_threads()
+    );
 
     // The peer's prompts: 2-digit additions.
     let mut rng = Rng::derive(0, "w3/prompts");
@@ -77,7 +82,8 @@ fn train() {
     let kind = LossKind::Rollouts { advantages: "group_relative()".into() };
     let loss = compile_loss("dapo()", &kind, None).unwrap_or_else(|_| panic!("the loss compiles"));
     let scalars = Functions::numeric(&loss.functions);
-    let advantages = AdvantageFn::new(loss.advantages.clone().expect("an estimator"), scalars.clone()).expect("estimator");
+    let advantages =
+        AdvantageFn::new(loss.advantages.clone().expect("an estimator"), scalars.clone()).expect("estimator");
     let settings = RolloutSettings {
         group: GROUP,
         iterations: 1,
@@ -108,7 +114,8 @@ fn train() {
     println!("[w3] steps/s  median {:.2}", 1.0 / step_s);
 
     // Sampling alone, the same shape: 16 rows × 8 tokens at temperature 1.
-    let shape: Vec<Vec<u32>> = (0..PROMPTS * GROUP).map(|i| policy.tokenizer().encode(&sums[i / GROUP].0).unwrap()).collect();
+    let shape: Vec<Vec<u32>> =
+        (0..PROMPTS * GROUP).map(|i| policy.tokenizer().encode(&sums[i / GROUP].0).unwrap()).collect();
     let opts = GenerateOptions { max_new_tokens: 8, temperature: 1.0, top_p: 1.0, stop_at_eos: true };
     let times: Vec<f64> = (0..10)
         .map(|k| {
@@ -119,7 +126,11 @@ fn train() {
         })
         .collect();
     let sampling = median(times[2..].to_vec());
-    println!("[w3] sampling 16 x 8 tokens median {:.2} ms ({:.0}% of a step)", sampling * 1000.0, 100.0 * sampling / step_s);
+    println!(
+        "[w3] sampling 16 x 8 tokens median {:.2} ms ({:.0}% of a step)",
+        sampling * 1000.0,
+        100.0 * sampling / step_s
+    );
     let rewards: Vec<String> = lines.iter().map(|l| format!("{:.3}", number(l, &["reward"]))).collect();
     println!("[w3] reward per step [{}]", rewards.join(", "));
     match peak_rss_mib() {

@@ -24,10 +24,10 @@ use recipe_runtime::train::preference::ScalarFns;
 use recipe_runtime::train::rl::advantages::AdvantageFn;
 use recipe_runtime::train::rl::loss_on_rollouts;
 use recipe_runtime::train::rl::rollouts::{Completion, Group, Rollouts};
-use std::sync::Arc;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// TRL's case name in the fixture, and the recipe expression for the same loss. TRL's
 /// `epsilon = 0.2, epsilon_high = 0.28, beta = 0.04` in every case; `scale_rewards` picks the
@@ -460,11 +460,23 @@ fn every_policy_loss_through_the_model_matches_trl() {
             let want = want.as_f64().unwrap();
             assert!((got - want).abs() <= adv_abs, "{scale}: advantage {i} is {got}, TRL's {want}");
         }
-        let report = loss_on_rollouts(&policy, &reference, batch, vec![compiled(expr, "PolicyLoss")], no_scalars(), max_tokens, (0, 1))
-            .unwrap_or_else(|e| panic!("{expr}: {e}"));
+        let report = loss_on_rollouts(
+            &policy,
+            &reference,
+            batch,
+            vec![compiled(expr, "PolicyLoss")],
+            no_scalars(),
+            max_tokens,
+            (0, 1),
+        )
+        .unwrap_or_else(|e| panic!("{expr}: {e}"));
         let (want, want_grad) = (c["loss"].as_f64().unwrap(), c["grad_norm"].as_f64().unwrap());
         let loss_err = (report.loss - want).abs();
-        assert!(loss_err <= (loss_rel * want.abs()).max(1e-6), "{name}: {expr}: loss {} against TRL's {want}", report.loss);
+        assert!(
+            loss_err <= (loss_rel * want.abs()).max(1e-6),
+            "{name}: {expr}: loss {} against TRL's {want}",
+            report.loss
+        );
         let grad_err = (report.grad_norm - want_grad).abs() / want_grad;
         assert!(grad_err <= grad_rel, "{name}: {expr}: grad norm {} against TRL's {want_grad}", report.grad_norm);
         let kl = report.metrics.iter().find(|(k, _)| k == "kl").map(|(_, v)| *v).expect("the loss reads the reference");

@@ -18,10 +18,10 @@
 use super::TrainError;
 use crate::model::{DType, Device, Tensor};
 use recipe_compiler::program::LossTerm;
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use recipe_compiler::tensor::{Axis, BinaryOp, Groups, Node, NodeId, Reduce, Shape, TensorFn, Totals, UnaryOp};
+use std::collections::BTreeSet;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The batch a loss reads.
 pub struct LossInputs<'a> {

@@ -10,11 +10,11 @@
 use super::pairs::Pairs;
 use super::TrainError;
 use crate::model::{self, CausalLm, DType, Device, Tensor, TokenBatch};
+pub use crate::train::loss::Reads;
 use recipe_compiler::lower::{batch_field_shape, PREF_BATCH};
 use recipe_compiler::program::LossTerm;
 use recipe_compiler::tensor::{Groups, Shape};
 use std::collections::HashMap;
-pub use crate::train::loss::Reads;
 
 /// The Float fields of a preference batch, besides `step` and `total` (its Tensor fields and
 /// their shapes are the compiler's `lower::PREF_BATCH` and `lower::BATCH_FIELDS`, held to `PrefBatch`).

@@ -191,7 +191,13 @@ fn the_reference_is_scored_once_per_row_and_never_from_the_live_policy() {
             let micro: Vec<Experience> = (0..2)
                 .map(|m| {
                     let rows = vec![(2 * step as usize + m) % 6];
-                    Experience { example_ids: rows.iter().map(|&r| r as u64).collect(), rows, step, total: 3, rollouts: None }
+                    Experience {
+                        example_ids: rows.iter().map(|&r| r as u64).collect(),
+                        rows,
+                        step,
+                        total: 3,
+                        rollouts: None,
+                    }
                 })
                 .collect();
             objective.begin_step(&models, &micro).unwrap();

@@ -3,8 +3,8 @@
 
 use super::rollouts::Group;
 use crate::model::{DType, Device, Tensor};
-use crate::train::loss::{scalar_nodes, ScalarFns};
 use crate::train::loss::{evaluate, LossInputs};
+use crate::train::loss::{scalar_nodes, ScalarFns};
 use recipe_compiler::program::{LossTerm, Value};
 use recipe_compiler::tensor::{Groups, Shape};
 use std::collections::HashMap;

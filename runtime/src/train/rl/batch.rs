@@ -10,12 +10,12 @@
 use super::rollouts::{Completion, Group, Rollouts};
 use crate::model::{self, CausalLm, Device, Tensor, TokenBatch};
 use crate::train::loss::LossInputs;
+pub use crate::train::loss::Reads;
 use crate::train::TrainError;
 use recipe_compiler::lower::ROLLOUT_BATCH;
 use recipe_compiler::program::LossTerm;
 use recipe_compiler::tensor::{Groups, Totals};
 use std::collections::HashMap;
-pub use crate::train::loss::Reads;
 
 /// The Float fields of a rollout batch, besides `step` and `total`.
 pub const SCALAR_FIELDS: &[&str] = &["tokens", "max_tokens", "accumulate"];
@@ -152,7 +152,8 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
         (false, _) => None,
         (true, Some(reference)) => Some(model::completion_token_logprobs(reference, &tb)?.detach().to_vec2::<f32>()?),
         (true, None) => {
-            let message = "the loss reads `ref_token_logps` (its `beta` is not 0), but the stage has no reference".to_string();
+            let message =
+                "the loss reads `ref_token_logps` (its `beta` is not 0), but the stage has no reference".to_string();
             return Err(TrainError::Config { stage: stage.to_string(), message });
         }
     };
@@ -165,7 +166,8 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
     if let Some(r) = reference.as_ref().filter(|_| cx.reads.has("ref_token_logps")) {
         token.insert("ref_token_logps".into(), grid(r)?);
     }
-    let column = |f: &dyn Fn(&Completion) -> f32| Tensor::from_vec(rows.iter().map(|(_, _, c)| f(c)).collect(), b, &device);
+    let column =
+        |f: &dyn Fn(&Completion) -> f32| Tensor::from_vec(rows.iter().map(|(_, _, c)| f(c)).collect(), b, &device);
     let seq = HashMap::from([
         ("advantage".to_string(), column(&|c| c.advantage as f32)?),
         ("reward".to_string(), column(&|c| c.reward as f32)?),
@@ -177,7 +179,8 @@ pub fn build(cx: &BuildContext<'_>, rollouts: &Rollouts, stage: &str) -> Result<
         ("max_tokens".to_string(), cx.max_tokens as f64),
         ("accumulate".to_string(), cx.accumulate as f64),
     ]);
-    let groups = Groups { index: rows.iter().map(|(g, _, _)| *g).collect(), count: rows.last().map_or(0, |r| r.0 as usize + 1) };
+    let groups =
+        Groups { index: rows.iter().map(|(g, _, _)| *g).collect(), count: rows.last().map_or(0, |r| r.0 as usize + 1) };
     let valid: Vec<Vec<f32>> = tb.completion_mask.to_vec2()?;
     let advantage = rows.iter().map(|(_, _, c)| c.advantage as f32).collect();
     let entropy: Option<f64> = rows.iter().map(|(_, _, c)| c.entropy).sum();

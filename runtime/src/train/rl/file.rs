@@ -57,7 +57,9 @@ pub fn read_rollouts(path: &Path, tok: &Tokenizer, batch_scaled: bool) -> Result
                 let stopped = ids.last().is_some_and(|&t| tok.is_stop(t));
                 (ids, declared_truncated.unwrap_or(!stopped))
             }
-            (_, Some(other)) => return Err(bad(format!("`completion_ids` must be a list of token ids, found {other}"))),
+            (_, Some(other)) => {
+                return Err(bad(format!("`completion_ids` must be a list of token ids, found {other}")))
+            }
             (Some(Value::String(s)), None) => {
                 let mut ids = encode(s)?;
                 let truncated = declared_truncated.unwrap_or(false);
@@ -84,7 +86,12 @@ pub fn read_rollouts(path: &Path, tok: &Tokenizer, batch_scaled: bool) -> Result
         let text = tok.decode(&ids[..ids.len() - stopped]);
         let completion = Completion { ids, text, reward, truncated, advantage: 0.0, old_logps: None, entropy: None };
         if groups.last().is_none_or(|(p, ..)| *p != prompt) {
-            let group = Group { row: groups.len(), example_id: line_no as u64, prompt: encode(&prompt)?, completions: Vec::new() };
+            let group = Group {
+                row: groups.len(),
+                example_id: line_no as u64,
+                prompt: encode(&prompt)?,
+                completions: Vec::new(),
+            };
             groups.push((prompt, group, Vec::new(), Vec::new()));
         }
         let (_, group, shapes, rewards) = groups.last_mut().expect("pushed");

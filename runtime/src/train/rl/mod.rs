@@ -57,7 +57,16 @@ impl RlObjective {
         mask_truncated: bool,
     ) -> Result<RlObjective, String> {
         let reads = batch::reads(&terms)?;
-        Ok(RlObjective { stage: stage.into(), terms, reads, scalars, mask_truncated, max_tokens, kl_metric: false, plan: None })
+        Ok(RlObjective {
+            stage: stage.into(),
+            terms,
+            reads,
+            scalars,
+            mask_truncated,
+            max_tokens,
+            kl_metric: false,
+            plan: None,
+        })
     }
 
     /// Whether the loss reads the reference's log-probabilities (a `beta` that is not 0).
@@ -66,7 +75,13 @@ impl RlObjective {
     }
 
     /// The loss of one micro-batch of `rollouts` at `step` of `total`.
-    fn compute(&self, models: &Models<'_>, rollouts: &Rollouts, step: u64, total: u64) -> Result<LossOutput, TrainError> {
+    fn compute(
+        &self,
+        models: &Models<'_>,
+        rollouts: &Rollouts,
+        step: u64,
+        total: u64,
+    ) -> Result<LossOutput, TrainError> {
         let (totals, micro_batches) = self.plan.unwrap_or_else(|| (StepTotals::of([rollouts], self.mask_truncated), 1));
         let cx = BuildContext {
             policy: models.policy,
@@ -87,7 +102,8 @@ impl RlObjective {
         };
         let scalar_node = scalar_nodes(&self.scalars, (step, total), &batch.scalar);
         let totals = Totals { tokens: totals.tokens, sequences: totals.sequences, groups: totals.groups };
-        let (loss, terms) = weighted_terms(&self.stage, &self.terms, &batch.inputs(&scalar_node, totals), micro_batches)?;
+        let (loss, terms) =
+            weighted_terms(&self.stage, &self.terms, &batch.inputs(&scalar_node, totals), micro_batches)?;
         metrics.extend(self.token_metrics(&batch));
         metrics.extend(terms);
         Ok(LossOutput { loss, tokens: batch.tokens, metrics, feedback })
@@ -102,11 +118,13 @@ impl RlObjective {
             })
         };
         let flag = |name: &str, default: bool| {
-            self.terms.iter().find_map(|t| match t.param(name) {
-                Some(Value::Bool(v)) => Some(*v),
-                _ => None,
-            })
-            .unwrap_or(default)
+            self.terms
+                .iter()
+                .find_map(|t| match t.param(name) {
+                    Some(Value::Bool(v)) => Some(*v),
+                    _ => None,
+                })
+                .unwrap_or(default)
         };
         let sequence = self
             .terms
@@ -122,12 +140,15 @@ impl RlObjective {
                     return per_token;
                 }
                 let n = batch.valid[i].iter().filter(|v| **v != 0.0).count().max(1) as f64;
-                let mean = (0..per_token.len()).filter(|&t| batch.valid[i][t] != 0.0).map(|t| per_token[t]).sum::<f64>() / n;
+                let mean =
+                    (0..per_token.len()).filter(|&t| batch.valid[i][t] != 0.0).map(|t| per_token[t]).sum::<f64>() / n;
                 vec![mean; per_token.len()]
             })
             .collect();
-        let tokens: Vec<(usize, usize)> =
-            (0..batch.b).flat_map(|i| (0..batch.valid[i].len()).map(move |t| (i, t))).filter(|&(i, t)| batch.valid[i][t] != 0.0).collect();
+        let tokens: Vec<(usize, usize)> = (0..batch.b)
+            .flat_map(|i| (0..batch.valid[i].len()).map(move |t| (i, t)))
+            .filter(|&(i, t)| batch.valid[i][t] != 0.0)
+            .collect();
         let n = tokens.len().max(1) as f64;
         let mean = |f: &dyn Fn(usize, usize) -> f64| tokens.iter().map(|&(i, t)| f(i, t)).sum::<f64>() / n;
         let mut out: Vec<(String, f64)> = batch.entropy.map(|e| ("entropy".to_string(), e)).into_iter().collect();
@@ -138,7 +159,11 @@ impl RlObjective {
                 mean(&|i, t| {
                     let d = f64::from(reference[i][t]) - f64::from(batch.policy[i][t]);
                     let k3 = d.exp() - d - 1.0;
-                    if bias { k3 * log_ratio[i][t].exp() } else { k3 }
+                    if bias {
+                        k3 * log_ratio[i][t].exp()
+                    } else {
+                        k3
+                    }
                 }),
             ));
         }

@@ -189,7 +189,11 @@ impl RolloutSource {
         let query = RewardQuery { rows: &query_rows, completions: &texts, tokens: &tokens, step, total };
         let rewards = (self.reward)(&query).map_err(|e| self.config_error(format!("the reward: {e}")))?;
         if rewards.len() != completions.len() {
-            return Err(self.config_error(format!("the reward gave {} values for {} completions", rewards.len(), completions.len())));
+            return Err(self.config_error(format!(
+                "the reward gave {} values for {} completions",
+                rewards.len(),
+                completions.len()
+            )));
         }
         if let Some(i) = rewards.iter().position(|r| r.is_infinite()) {
             return Err(TrainError::NonFinite {

@@ -119,8 +119,9 @@ pub enum Command {
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
     },
-    /// Evaluate a preference loss on every pair of a JSONL file as one batch: the loss, the
-    /// gradient norm over the policy's parameters before clipping, and the metrics. No training.
+    /// Evaluate a preference loss on every pair (`--data`), or a policy-gradient loss on every
+    /// rollout (`--rollouts`), of a JSONL file as one batch: the loss, the gradient norm over the
+    /// policy's parameters before clipping, and the metrics. No training.
     Loss {
         /// The policy: a Hugging Face model folder, a checkpoint folder, or a run folder.
         #[arg(long)]
@@ -140,11 +141,11 @@ pub enum Command {
         rollouts: Option<PathBuf>,
         /// With --rollouts: the advantages' scaling, TRL's `scale_rewards`
         /// (`group_relative(scale = ...)`).
-        #[arg(long, default_value = "group", value_parser = ["group", "batch", "none"])]
+        #[arg(long, default_value = "group", value_parser = ["group", "batch", "none"], requires = "rollouts")]
         scale: String,
         /// With --rollouts: the completion limit (TRL's `max_completion_length`, which `dr_grpo`
         /// divides by); default: the longest completion.
-        #[arg(long)]
+        #[arg(long, requires = "rollouts")]
         max_tokens: Option<usize>,
         /// A loss expression: a stdlib loss (`dpo(beta = 0.1)`), a sum of them, or a lambda.
         #[arg(long, value_name = "EXPR")]

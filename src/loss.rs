@@ -52,10 +52,8 @@ fn evaluate(args: LossArgs) -> Result<u8, Failure> {
     let recipe = args.recipe.as_deref().map(read_source).transpose()?;
     let kind = match &args.input {
         LossInput::Pairs(_) => LossKind::Pairs,
+        // clap keeps `--scale` to group, batch or none.
         LossInput::Rollouts { scale, .. } => {
-            if !["group", "batch", "none"].contains(&scale.as_str()) {
-                return Err(Failure::Usage(format!("--scale must be group, batch or none, not `{scale}`")));
-            }
             LossKind::Rollouts { advantages: format!("group_relative(scale = {scale})") }
         }
     };
@@ -145,8 +143,8 @@ fn rollouts_loss(
     let scalars = Functions::numeric(&compiled.functions);
     let estimator = compiled.advantages.ok_or_else(|| Failure::Internal("no advantage estimator".into()))?;
     let estimator = AdvantageFn::new(estimator, scalars.clone()).map_err(Failure::Internal)?;
-    let mut rollouts =
-        read_rollouts(path, policy.tokenizer(), estimator.batch_scaled()).map_err(|e| Failure::Input(e.to_string()))?;
+    let mut rollouts = read_rollouts(path, policy.tokenizer(), policy.config().vocab_size, estimator.batch_scaled())
+        .map_err(|e| Failure::Input(e.to_string()))?;
     let context = policy.config().max_position_embeddings;
     if let Some(g) =
         rollouts.groups.iter().find(|g| g.completions.iter().any(|c| g.prompt.len() + c.ids.len() > context))
@@ -162,6 +160,12 @@ fn rollouts_loss(
         c.advantage = *a;
     }
     let longest = rollouts.completions().map(|(_, _, c)| c.ids.len()).max().unwrap_or(1);
+    if let Some(limit) = max_tokens.filter(|&m| m < longest) {
+        return Err(Failure::Usage(format!(
+            "--max-tokens {limit} is below the longest completion in {} ({longest} tokens)",
+            path.display()
+        )));
+    }
     let completions = advantages.len();
     let report = loss_on_rollouts(
         policy,

@@ -77,20 +77,23 @@ fn an_rl_stage_runs_end_to_end_and_verifies() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let lines = lines_of(&run, "rl");
     assert_eq!(lines.len(), 6, "one line per step");
-    for line in &lines {
+    // Steps 2, 4, 6 train again on the rollouts of steps 1, 3, 5 (iterations = 2): they log the
+    // loss's metrics but not the sampling ones again, and their ratio is no longer 1.
+    for (i, line) in lines.iter().enumerate() {
+        let sampled = i % 2 == 0;
         for name in METRICS {
-            assert!(line[name].as_f64().is_some_and(f64::is_finite), "{name} in {line}");
+            let sampling =
+                !name.starts_with("loss/") && !name.starts_with("clip_ratio/") && !["kl", "entropy"].contains(&name);
+            let logged = line[name].as_f64().is_some_and(f64::is_finite);
+            assert!(logged || (sampling && !sampled), "{name} in {line}");
+            assert!(!(sampling && !sampled && logged), "{name} is logged once per sampled batch: {line}");
         }
         assert!((line["loss"].as_f64().unwrap() - line["loss/grpo"].as_f64().unwrap()).abs() < 1e-6, "{line}");
     }
-    let unscored: f64 = lines.iter().map(|l| l["rewards/unscored"].as_f64().unwrap()).sum();
+    let unscored: f64 = lines.iter().filter_map(|l| l["rewards/unscored"].as_f64()).sum();
     assert!(unscored > 0.0, "the reward's NaNs are counted, not scored");
-    // Steps 2, 4, 6 train again on the rollouts of steps 1, 3, 5 (iterations = 2): the same
-    // sampling metrics, and a ratio that is no longer 1, so a loss that is no longer 0.
-    for pair in lines.chunks(2) {
-        assert_eq!(pair[0]["reward"], pair[1]["reward"], "reused rollouts: {pair:?}");
-        assert_eq!(pair[0]["completions/mean_length"], pair[1]["completions/mean_length"]);
-    }
+    let off_policy: Vec<f64> = lines.iter().skip(1).step_by(2).map(|l| l["loss"].as_f64().unwrap().abs()).collect();
+    assert!(off_policy.iter().any(|l| *l > 1e-6), "a reused batch's ratio moved: {off_policy:?}");
     assert!(lines.iter().any(|l| l["kl"].as_f64().unwrap() > 0.0), "the policy moves away from its reference");
     let out = recipe(&["verify", path(&run), "--quiet"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -439,7 +439,7 @@ fn rollouts(fx: &Json, scale: &str) -> Rollouts {
     for (c, a) in groups.iter_mut().flat_map(|g| g.completions.iter_mut()).zip(values) {
         c.advantage = a;
     }
-    Rollouts { groups, metrics: Vec::new() }
+    Rollouts { groups, metrics: Vec::new(), reused: false }
 }
 
 #[test]

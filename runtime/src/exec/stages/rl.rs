@@ -60,7 +60,13 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     let objective = RlObjective::new(b.stage, terms.clone(), scalars.clone(), max_tokens, mask_truncated)
         .map_err(|e| b.call.invalid("loss", format!("cannot be evaluated on rollouts: {e}")))?;
     let advantages = match loss_terms(&b.call, "advantages")?.as_slice() {
-        [term] => AdvantageFn::new(term.clone(), scalars.clone()).map_err(|e| b.call.invalid("advantages", e))?,
+        [term] if term.weight == 1.0 => {
+            AdvantageFn::new(term.clone(), scalars.clone()).map_err(|e| b.call.invalid("advantages", e))?
+        }
+        [term] => {
+            let message = format!("is `{}` scaled by {}: write the scale inside the estimator", term.name, term.weight);
+            return Err(b.call.invalid("advantages", message));
+        }
         _ => return Err(b.call.invalid("advantages", "must be one estimator, not a sum of several")),
     };
     let reward = reward_fn(&b.call, &data, &b.builder.functions)?;

@@ -65,7 +65,9 @@ impl StepTotals {
         for r in rollouts {
             let rows = trained(r, mask_truncated);
             t.tokens += rows.iter().map(|(_, _, c)| c.ids.len() as f64).sum::<f64>();
-            t.sequences += rows.len() as f64;
+            // TRL masks a truncated completion's tokens but keeps its row: a mean over
+            // sequences (`grpo`, `dr_grpo`, `luspo`) still counts it.
+            t.sequences += r.completions().count() as f64;
             t.groups += rows.last().map_or(0.0, |(g, _, _)| f64::from(*g + 1));
         }
         t
@@ -248,12 +250,13 @@ mod tests {
         let rollouts = Rollouts {
             groups: vec![group(0, &[true, false]), group(1, &[true, true]), group(2, &[false, false])],
             metrics: Vec::new(),
+            reused: false,
         };
         let all: Vec<(u32, usize)> = trained(&rollouts, false).iter().map(|(g, grp, _)| (*g, grp.row)).collect();
         assert_eq!(all, [(0, 0), (0, 0), (1, 1), (1, 1), (2, 2), (2, 2)]);
         let kept: Vec<(u32, usize)> = trained(&rollouts, true).iter().map(|(g, grp, _)| (*g, grp.row)).collect();
         assert_eq!(kept, [(0, 0), (1, 2), (1, 2)]);
         let totals = StepTotals::of([&rollouts, &rollouts], true);
-        assert_eq!(totals, StepTotals { tokens: 18.0, sequences: 6.0, groups: 4.0 });
+        assert_eq!(totals, StepTotals { tokens: 18.0, sequences: 12.0, groups: 4.0 }, "sequences count the masked");
     }
 }

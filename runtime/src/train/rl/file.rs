@@ -15,9 +15,9 @@ use std::path::Path;
 /// training. Advantages are 0: the caller sets them.
 ///
 /// Errors: `DataError` naming `file:line` for an unreadable file, a line that is not a JSON
-/// object, a missing or mistyped field, text the tokenizer cannot encode, or a file with no
-/// scored completion.
-pub fn read_rollouts(path: &Path, tok: &Tokenizer, batch_scaled: bool) -> Result<Rollouts, DataError> {
+/// object, a missing or mistyped field, text the tokenizer cannot encode, an empty prompt, a
+/// completion id outside the vocabulary of `vocab` tokens, or a file with no scored completion.
+pub fn read_rollouts(path: &Path, tok: &Tokenizer, vocab: usize, batch_scaled: bool) -> Result<Rollouts, DataError> {
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.into(), source })?;
     let mut groups: Vec<(String, Group, Vec<(usize, bool)>, Vec<f64>)> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -74,6 +74,12 @@ pub fn read_rollouts(path: &Path, tok: &Tokenizer, batch_scaled: bool) -> Result
         if ids.is_empty() {
             return Err(bad("the completion has no token".into()));
         }
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(bad(format!("completion id {id} is outside the policy's vocabulary of {vocab} tokens")));
+        }
+        if prompt.is_empty() || tok.encode(&prompt).map_err(|e| bad(e.to_string()))?.is_empty() {
+            return Err(bad("the prompt is empty: the first completion token would be predicted from nothing".into()));
+        }
         let reward = match row.get("reward") {
             Some(Value::Null) => f64::NAN,
             Some(v) => v.as_f64().ok_or_else(|| wrong("reward", FieldType::Float, v))?,
@@ -112,7 +118,7 @@ pub fn read_rollouts(path: &Path, tok: &Tokenizer, batch_scaled: bool) -> Result
     if kept.is_empty() {
         return Err(DataError::Empty { path: path.into(), skipped: 0 });
     }
-    Ok(Rollouts { groups: kept, metrics: tally.metrics(batch_scaled) })
+    Ok(Rollouts { groups: kept, metrics: tally.metrics(batch_scaled), reused: false })
 }
 
 #[cfg(test)]
@@ -132,7 +138,7 @@ mod tests {
         ];
         std::fs::write(&path, rows.join("\n")).unwrap();
         let tok = Tokenizer::new(Vocab::bytes(), TokenizerSpec::bytes());
-        let r = read_rollouts(&path, &tok, false).unwrap();
+        let r = read_rollouts(&path, &tok, 257, false).unwrap();
         assert_eq!(r.groups.len(), 2);
         let first = &r.groups[0].completions;
         assert_eq!(first.len(), 2, "the unscored completion is left out");
@@ -144,7 +150,15 @@ mod tests {
         assert_eq!(metric("completions/clipped_ratio"), 0.25);
 
         std::fs::write(&path, "{\"prompt\": \"a\", \"reward\": 1}\n").unwrap();
-        let err = read_rollouts(&path, &tok, false).unwrap_err().to_string();
+        let err = read_rollouts(&path, &tok, 257, false).unwrap_err().to_string();
         assert!(err.contains("r.jsonl:1") && err.contains("completion"), "{err}");
+        for (row, says) in [
+            (r#"{"prompt": "a", "completion_ids": [99999], "reward": 1}"#, "outside the policy's vocabulary"),
+            (r#"{"prompt": "", "completion": "1", "reward": 1}"#, "the prompt is empty"),
+        ] {
+            std::fs::write(&path, row).unwrap();
+            let err = read_rollouts(&path, &tok, 257, false).unwrap_err().to_string();
+            assert!(err.contains("r.jsonl:1") && err.contains(says), "{err}");
+        }
     }
 }

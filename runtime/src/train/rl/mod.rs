@@ -13,7 +13,8 @@
 //! it was sampled from (with one iteration the policy's, as TRL's; from a file, none);
 //! `loss/<term>` for each term.
 //!
-//! Feedback for curricula: each trained group's [`GroupStats`], one row per group.
+//! Feedback for curricula: each trained group's [`GroupStats`], one row per group, once: rollouts
+//! trained on again (`iterations` > 1) give none, and log no sampling metrics again.
 
 pub mod advantages;
 pub mod batch;
@@ -21,7 +22,7 @@ pub mod file;
 pub mod rollouts;
 
 use super::loss::{scalar_nodes, weighted_terms, ScalarFns};
-use super::{Experience, LossOutput, Models, Objective, TrainError};
+use super::{Experience, Feedback, LossOutput, Models, Objective, TrainError};
 use crate::model::{CausalLm, Tensor};
 use crate::train::GroupStats;
 use batch::{BuildContext, Reads, StepTotals};
@@ -93,8 +94,14 @@ impl RlObjective {
             max_tokens: self.max_tokens,
             accumulate: micro_batches,
         };
-        let feedback = GroupStats::feedback(&rollouts.groups.iter().map(|g| g.stats()).collect::<Vec<_>>());
-        let mut metrics = rollouts.metrics.clone();
+        // Rollouts trained on again were observed, and their sampling logged, when sampled.
+        let (feedback, mut metrics) = match rollouts.reused {
+            true => (Feedback::default(), Vec::new()),
+            false => {
+                let stats: Vec<GroupStats> = rollouts.groups.iter().map(|g| g.stats()).collect();
+                (GroupStats::feedback(&stats), rollouts.metrics.clone())
+            }
+        };
         let Some(batch) = batch::build(&cx, rollouts, &self.stage)? else {
             // Nothing to train on (every group filtered, unscored or truncated): a zero loss.
             let loss = Tensor::new(0f32, models.policy.device())?;

@@ -72,6 +72,10 @@ impl Group {
 pub struct Rollouts {
     pub groups: Vec<Group>,
     pub metrics: Vec<(String, f64)>,
+    /// Whether these are rollouts of an earlier step trained on again (`iterations` > 1): the
+    /// curriculum has observed them and their sampling metrics were logged already.
+    #[serde(default)]
+    pub reused: bool,
 }
 
 impl Rollouts {
@@ -165,10 +169,17 @@ impl RolloutSource {
         let g = self.settings.group;
         let mut prompts = Vec::with_capacity(rows.len() * g);
         let mut streams = Vec::with_capacity(rows.len() * g);
+        // A row drawn twice in one draw (a replayed row, a small bandit arm) samples apart: its
+        // n-th occurrence's streams carry `.n`.
+        let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
         for &row in rows {
+            let n = seen.entry(row).or_insert(0);
+            let occurrence = if *n == 0 { String::new() } else { format!(".{n}") };
+            *n += 1;
             for k in 0..g {
                 prompts.push(self.prompts[row].clone());
-                let name = format!("{}/rollouts/step{step}/micro{micro}/draw{draw}/row{row}/{k}", self.streams);
+                let name =
+                    format!("{}/rollouts/step{step}/micro{micro}/draw{draw}/row{row}{occurrence}/{k}", self.streams);
                 streams.push(Rng::derive(self.seed, &name));
             }
         }
@@ -296,7 +307,7 @@ impl RolloutSource {
         }
         let mut metrics = tally.metrics(self.advantages.batch_scaled());
         metrics.push(("groups/kept".into(), kept.len() as f64));
-        Ok(Rollouts { groups: kept, metrics })
+        Ok(Rollouts { groups: kept, metrics, reused: false })
     }
 }
 
@@ -325,14 +336,15 @@ impl ExperienceSource for RolloutSource {
             }
             fresh
         } else {
-            self.cache.micro_batches.get(micro).cloned().ok_or_else(|| {
+            let cached = self.cache.micro_batches.get(micro).cloned().ok_or_else(|| {
                 let message = format!(
                     "step {} reuses the rollouts of step {}, which has no micro-batch {micro}",
                     step + 1,
                     sampling_step + 1
                 );
                 TrainError::Restore { stage: self.stage.clone(), message }
-            })?
+            })?;
+            Rollouts { reused: true, ..cached }
         };
         self.cache.taken += 1;
         Ok(Experience {

@@ -1,70 +1,12 @@
 //! End-to-end tests of the `recipe` command: exit codes, every example recipe, the run folder,
-//! determinism, kill -9 and `--resume`, `verify`, bad data and divergence, `score` and
-//! `generate` on the Hugging Face fixture.
+//! determinism, `verify`, bad data and divergence, transforms, `score` and `generate` on the
+//! Hugging Face fixture. Kill -9 and `--resume` are in `tests/resume.rs`.
 
+mod common;
+use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-const RECIPE: &str = env!("CARGO_BIN_EXE_recipe");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn recipe(args: &[&str]) -> Output {
-    recipe_in(&root(), args)
-}
-
-/// `recipe ARGS` run from the working directory `cwd`.
-fn recipe_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(RECIPE).args(args).current_dir(cwd).env("NO_COLOR", "1").output().expect("spawn recipe")
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recipe-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// The metrics lines without their timing fields.
-fn trace(run: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).expect("metrics line is JSON");
-            v.as_object_mut().expect("object").remove("timing");
-            v
-        })
-        .collect()
-}
-
-/// Asserts that the run's TensorBoard event file holds its version record and then exactly one
-/// whole record per metrics line, each the event of that line at its global step (wall times
-/// aside): nothing lost, doubled or torn, also after a kill and `--resume`.
-fn assert_events_mirror_metrics(run: &Path) {
-    use recipe_runtime::tensorboard::{scalar_event, scalars, valid_records, GlobalStep, EVENTS_FILE};
-    let bytes = std::fs::read(run.join(EVENTS_FILE)).expect("the TensorBoard event file");
-    let records = valid_records(&bytes);
-    assert_eq!(records.last().map(|r| r.end), Some(bytes.len()), "{}: a torn or corrupt record", run.display());
-    let lines = recipe_runtime::artifact::read_metrics(run).expect("metrics.jsonl");
-    assert_eq!(records.len(), 1 + lines.len(), "{}: one event per metrics line", run.display());
-    let mut steps = GlobalStep::default();
-    for (i, (line, r)) in lines.iter().zip(&records[1..]).enumerate() {
-        let mut event = bytes[r.start + 12..r.end - 4].to_vec();
-        event[1..9].fill(0); // wall_time, the first field
-        assert_eq!(event, scalar_event(0.0, steps.next(line), &scalars(line)), "event of metrics line {}", i + 1);
-    }
-}
 
 fn final_weights(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("checkpoints/00-sft-step000006/model/model.safetensors")).expect("final checkpoint")
@@ -334,150 +276,6 @@ fn runs_are_deterministic_verifiable_and_self_describing() {
     assert_eq!(code(&out), 5, "{}", stderr(&out));
 }
 
-#[test]
-fn resume_after_kill_matches_an_uninterrupted_run() {
-    resume_matches("tests/e2e/tiny_sft.recipe", &["00-sft-step000001", "00-sft-step000003", "00-sft-step000005"]);
-}
-
-/// The same with curricula: SFT in two exclusive difficulty buckets (a round each, three steps
-/// each), then pretraining under a pacing curriculum; killed in the middle of the first bucket,
-/// at its end (the next round starts from its checkpoint), in the middle of the second, and
-/// during the pacing.
-#[test]
-fn resume_after_kill_in_the_middle_of_a_bucket_matches_an_uninterrupted_run() {
-    let markers = ["00-easy-r00-step000002", "00-easy-r00-step000003", "00-easy-r01-step000002", "01-lm-step000002"];
-    resume_matches("tests/e2e/tiny_curriculum.recipe", &markers);
-}
-
-/// The same through a transform into rounds: a score stage's rows and model trained by SFT in two
-/// exclusive buckets; killed in the first round, at its end and in the second. The resumed run
-/// computes the score stage's rows again (without logging them twice) and re-binds the stage.
-#[test]
-fn resume_after_kill_through_a_score_stage_into_rounds_matches_an_uninterrupted_run() {
-    let markers = ["01-easy-r00-step000001", "01-easy-r00-step000002", "01-easy-r01-step000001"];
-    resume_matches("tests/e2e/score_rounds.recipe", &markers);
-}
-
-/// The same through an `rl` stage that trains twice on each sampled batch (TRL's
-/// `num_iterations = 2`): killed after the first of a batch's two steps (the rollouts and their
-/// sampling log-probabilities are restored from the checkpoint, not sampled again) and after
-/// the second.
-#[test]
-fn resume_after_kill_inside_an_rl_stage_matches_an_uninterrupted_run() {
-    resume_matches("tests/e2e/tiny_rl.recipe", &["01-rl-step000001", "01-rl-step000002", "01-rl-step000005"]);
-}
-
-/// A `rounds` block of self-generated pairs and DPO, then SFT from the block's model: each round
-/// samples from the previous round's model, writes its pairs to the run folder (hashed in the
-/// lock) with one event line, trains against that model as its reference, and labels its
-/// checkpoints and metrics lines with the round; the run replays. Killed in round 0, at its end
-/// (round 1 samples from its checkpoint), in round 1 and after the block, a resumed run matches
-/// an uninterrupted one.
-#[test]
-fn rounds_of_self_generated_pairs_run_verify_and_resume() {
-    let run = scratch("self-rounds");
-    let out = recipe(&["run", "tests/e2e/self_rounds.recipe", "--quiet", "--out", run.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let whole = trace(&run);
-    let events: Vec<&Value> = whole.iter().filter(|l| l["event"] == "self_pairs").collect();
-    assert_eq!(events.iter().map(|e| e["round"].as_u64()).collect::<Vec<_>>(), [Some(0), Some(1)], "{whole:?}");
-    let mut files = Vec::new();
-    for (round, event) in events.iter().enumerate() {
-        let name = format!("{:02}-pairs-r{round:02}", 1 + 2 * round);
-        let rows = data_rows(&run, &name);
-        assert!(!rows.is_empty(), "round {round} made pairs: {event}");
-        assert_eq!(rows.len() as u64, event["pairs"].as_u64().unwrap());
-        assert_eq!(event["pairs"].as_u64().unwrap() + event["dropped"].as_u64().unwrap(), 24, "{event}");
-        for row in &rows {
-            let bytes = |f: &str| row[f].as_str().unwrap_or_else(|| panic!("`{f}` in {row}")).len();
-            assert!(bytes("chosen") % 2 == 0 && bytes("rejected") % 2 == 1, "judged by parity: {row}");
-            assert!(row["answer"].is_string(), "the input's fields are kept: {row}");
-        }
-        files.push(format!("data/{name}.jsonl"));
-    }
-    for round in 0..2u64 {
-        let steps: Vec<u64> = whole
-            .iter()
-            .filter(|l| l["stage"] == "dpo" && l["round"].as_u64() == Some(round) && l["loss"].is_number())
-            .filter_map(|l| l["step"].as_u64())
-            .collect();
-        assert_eq!(steps, [1, 2, 3], "round {round}");
-    }
-    assert!(
-        run.join("checkpoints/04-dpo-r01-step000003").exists() && run.join("checkpoints/05-polish-step000002").exists()
-    );
-    let lock: Value = serde_json::from_slice(&std::fs::read(run.join("recipe.lock")).unwrap()).unwrap();
-    let generated: Vec<&str> =
-        lock["generated"].as_array().unwrap().iter().filter_map(|g| g["path"].as_str()).collect();
-    assert_eq!(generated, files);
-    let references: Vec<&str> =
-        lock["references"].as_array().unwrap().iter().filter_map(|r| r["model"].as_str()).collect();
-    assert_eq!(references, ["sft.model", "round 1 of `dpo`"], "each round scores against its input");
-    let out = recipe(&["verify", run.to_str().unwrap(), "--quiet"]);
-    assert_eq!(code(&out), 0, "the rounds replay: {}", stderr(&out));
-    let _ = std::fs::remove_dir_all(&run);
-
-    let markers = ["02-dpo-r00-step000002", "02-dpo-r00-step000003", "04-dpo-r01-step000001", "05-polish-step000001"];
-    resume_matches("tests/e2e/self_rounds.recipe", &markers);
-}
-
-/// The same through `rl` stages under online curricula whose state a resume restores: a
-/// Boltzmann bandit (arm values, counts), a refilling band-pass filter and a replay bank.
-#[test]
-fn resume_after_kill_through_online_curricula_matches_an_uninterrupted_run() {
-    let markers = ["01-arms-step000002", "02-band-step000001", "02-band-step000003", "03-bank-step000002"];
-    resume_matches("tests/e2e/rl_curricula.recipe", &markers);
-}
-
-/// Runs `recipe` whole, then again killed (SIGKILL) as soon as each checkpoint of `markers`
-/// exists, resumes it with `--resume`, and compares the metrics (timing aside) and every
-/// checkpoint's model byte for byte.
-fn resume_matches(recipe_file: &str, markers: &[&str]) {
-    let stem = Path::new(recipe_file).file_stem().unwrap().to_string_lossy().into_owned();
-    let whole = scratch(&format!("whole-{stem}"));
-    let out = recipe(&["run", recipe_file, "--quiet", "--out", whole.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let checkpoints = |run: &Path| -> Vec<(String, Vec<u8>)> {
-        let mut names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
-            .expect("checkpoints/")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|n| {
-                let weights = std::fs::read(run.join("checkpoints").join(&n).join("model/model.safetensors"));
-                (n, weights.expect("a checkpoint's weights"))
-            })
-            .collect()
-    };
-    let expected = checkpoints(&whole);
-    for &marker in markers {
-        assert!(expected.iter().any(|(n, _)| n == marker), "{stem}: no checkpoint {marker}");
-        // Kill as soon as the marker exists; wherever the kill lands, resuming must give the same result.
-        let run = scratch(&format!("killed-{stem}-{marker}"));
-        let mut child = Command::new(RECIPE)
-            .args(["run", recipe_file, "--quiet", "--out", run.to_str().unwrap()])
-            .current_dir(root())
-            .spawn()
-            .expect("spawn");
-        let marker_dir = run.join("checkpoints").join(marker);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !marker_dir.exists() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        let out = recipe(&["run", "--resume", run.to_str().unwrap(), "--quiet"]);
-        assert_eq!(code(&out), 0, "{stem}: resume after {marker}: {}", stderr(&out));
-        assert_eq!(trace(&run), trace(&whole), "{stem}: trace after a kill near {marker}");
-        assert_events_mirror_metrics(&run);
-        assert!(checkpoints(&run) == expected, "{stem}: checkpoints after a kill near {marker}");
-        let _ = std::fs::remove_dir_all(&run);
-    }
-    let _ = std::fs::remove_dir_all(&whole);
-}
-
 /// A recipe in its own folder, run from there (`run nl.recipe`), reading `rows.jsonl` beside it:
 /// completions with newlines are learnt whole (the embedded tokenizer's EOS is not a byte); the
 /// run folder works from any other directory (`verify`, `--resume`) and names its final model,
@@ -695,12 +493,6 @@ fn eval_on_start_logs_an_evaluation_at_step_zero() {
     let out = recipe(&["verify", run.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The rows of `data/NAME.jsonl` in a run folder.
-fn data_rows(run: &Path, name: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(run.join("data").join(format!("{name}.jsonl"))).expect("generated data");
-    text.lines().map(|l| serde_json::from_str(l).expect("a data row is JSON")).collect()
 }
 
 /// `synth.rated_responses` → `best_worst_pairs`, split into halves by the policy's reference

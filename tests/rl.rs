@@ -3,38 +3,10 @@
 //! before compute and during it, and `recipe loss --rollouts` on the TRL fixture
 //! (`../shared/fixtures/grpo_loss_reference.json`).
 
+mod common;
+use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const RECIPE: &str = env!("CARGO_BIN_EXE_recipe");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn recipe(args: &[&str]) -> Output {
-    Command::new(RECIPE).args(args).current_dir(root()).env("NO_COLOR", "1").output().expect("spawn recipe")
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recipe-rl-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// `tests/e2e/tiny_rl.recipe` with `from` replaced by `to`, written into `dir`.
 fn variant(dir: &Path, from: &str, to: &str) -> PathBuf {
@@ -43,11 +15,6 @@ fn variant(dir: &Path, from: &str, to: &str) -> PathBuf {
     let file = dir.join("variant.recipe");
     std::fs::write(&file, text.replace(from, to)).expect("write");
     file
-}
-
-fn lines_of(run: &Path, stage: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
-    text.lines().map(|l| serde_json::from_str::<Value>(l).expect("JSON")).filter(|l| l["stage"] == stage).collect()
 }
 
 /// TRL's `GRPOTrainer` metric names, logged at every step.
@@ -69,7 +36,7 @@ const METRICS: [&str; 13] = [
 
 #[test]
 fn an_rl_stage_runs_end_to_end_and_verifies() {
-    let dir = scratch("run");
+    let dir = scratch_dir("run");
     let run = dir.join("run");
     let file = root().join("tests/e2e/tiny_rl.recipe");
     assert_eq!(code(&recipe(&["check", "--strict", path(&file)])), 0, "`rl` is executable");
@@ -103,7 +70,7 @@ fn an_rl_stage_runs_end_to_end_and_verifies() {
 /// Recipe problems that need no compute are refused before any step, at the argument.
 #[test]
 fn rl_stages_are_checked_before_compute() {
-    let dir = scratch("check");
+    let dir = scratch_dir("check");
     let run = dir.join("run");
     let long = variant(&dir, "max_tokens = 4", "max_tokens = 14");
     let out = recipe(&["run", path(&long), "--quiet", "--out", path(&run)]);
@@ -127,7 +94,7 @@ fn rl_stages_are_checked_before_compute() {
 /// An infinite reward stops the stage naming the step and the example; what was written stays.
 #[test]
 fn an_infinite_reward_stops_the_stage_naming_the_example() {
-    let dir = scratch("inf");
+    let dir = scratch_dir("inf");
     let run = dir.join("run");
     let file = variant(&dir, "float(len(trim(r.completion))) }", "exp(1000.0 + float(r.tokens)) }");
     let out = recipe(&["run", path(&file), "--quiet", "--out", path(&run)]);
@@ -145,7 +112,7 @@ fn recipe_loss_on_rollouts_gives_trls_numbers() {
         std::env::var_os("RECIPE_FIXTURES").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/fixtures"));
     let fx: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("grpo_loss_reference.json")).unwrap()).unwrap();
-    let dir = scratch("loss");
+    let dir = scratch_dir("loss");
     let file = dir.join("rollouts.jsonl");
     let g = fx["num_generations"].as_u64().unwrap() as usize;
     let rows: Vec<String> = fx["completion_ids_unpadded"]

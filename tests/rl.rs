@@ -76,7 +76,7 @@ fn rl_stages_are_checked_before_compute() {
     let out = recipe(&["run", path(&long), "--quiet", "--out", path(&run)]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("exceeds the policy's context") && err.contains("max_tokens = 14"), "{err}");
+    assert!(err.contains("needs 18 positions") && err.contains("`max_tokens` = 14") && err.contains("has 16"), "{err}");
     assert!(!run.join("metrics.jsonl").exists() || lines_of(&run, "sft").is_empty(), "no step ran");
 
     // An advantage estimator that reads log-probabilities has none to read yet.

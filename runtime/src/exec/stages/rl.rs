@@ -8,7 +8,7 @@
 //! on the first row). The reference is read only when the loss reads its log-probabilities
 //! (a `beta` that is not 0), so a KL-free loss never builds one.
 
-use super::{Binding, Bound};
+use super::{generation, Binding, Bound};
 use crate::data::Dataset;
 use crate::exec::args::{Call, Functions};
 use crate::exec::settings::TrainSettings;
@@ -37,23 +37,10 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
     }
     let max_tokens = b.call.count("max_tokens")? as usize;
     let limits = b.limits("policy")?;
-    let mut prompts = Vec::with_capacity(data.len());
-    for row in 0..data.len() {
-        let text = data.text_at("prompt", row).map_err(|e| b.call.locate(e.into(), Some("dataset")))?;
-        let ids = limits.tokenizer.encode(&text).map_err(|e| b.call.locate(e.into(), Some("dataset")))?;
-        let problem = match ids.len() {
-            0 => Some("has an empty prompt: sampling needs a token to start from".to_string()),
-            n if n + max_tokens > limits.context => Some(format!(
-                "has a prompt of {n} tokens, which with `max_tokens = {max_tokens}` exceeds the policy's context of {}",
-                limits.context
-            )),
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            return Err(b.call.invalid("dataset", format!("{} {problem}", data.row_name(row))));
-        }
-        prompts.push(ids);
-    }
+    let texts = data.strings("prompt").map_err(|e| b.call.locate(e.into(), Some("dataset")))?;
+    let prompts =
+        generation::encode_fitting(b.stage, "prompt", &data, texts, &limits.tokenizer, limits.context, max_tokens)
+            .map_err(|e| b.call.locate(e, Some("dataset")))?;
     let scalars = Functions::numeric(&b.builder.functions);
     let terms = loss_terms(&b.call, "loss")?;
     let mask_truncated = b.call.bool("mask_truncated")?;

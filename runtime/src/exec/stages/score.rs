@@ -105,6 +105,7 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Transform, ExecError> {
             let prompts = prompts(&call, &data)?;
             let functions = &b.builder.functions;
             Measure::Judged(Judged::bind(
+                &stage,
                 &call,
                 statistic,
                 &data,

@@ -1,4 +1,4 @@
-use super::batch::{self, tensor_fields, Reads, RefCache, StepTotals};
+use super::batch::{self, tensor_fields, RefCache, StepTotals};
 use super::Share;
 use super::*;
 use crate::data::Dataset;

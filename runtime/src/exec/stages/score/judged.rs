@@ -12,6 +12,7 @@
 
 use crate::data::Dataset;
 use crate::exec::args::{Call, Functions};
+use crate::exec::stages::generation;
 use crate::exec::ExecError;
 use crate::model::{self, CausalLm, GenerateOptions, Tokenizer};
 use crate::rng::Rng;
@@ -50,6 +51,7 @@ impl Judged {
     /// Errors: `ExecError::Config` at the argument at fault (`max_tokens` 0, `samples` below
     /// what the statistic needs, a row that does not fit, a judge reading a missing field).
     pub fn bind(
+        stage: &str,
         call: &Call<'_>,
         statistic: Statistic,
         data: &Dataset,
@@ -79,7 +81,8 @@ impl Judged {
             max_tokens,
             judge: *judge,
             functions: Arc::clone(functions),
-            prompts: encode_fitting(data, prompts, tok, context, max_tokens).map_err(|e| call.locate(e, None))?,
+            prompts: generation::encode_fitting(stage, "prompt", data, prompts, tok, context, max_tokens)
+                .map_err(|e| call.locate(e, None))?,
         };
         if !data.is_empty() {
             judged.judgements(data, &[0], vec![Arc::from("")]).map_err(|e| call.invalid("judge", e))?;
@@ -149,37 +152,6 @@ impl Judged {
     }
 }
 
-/// The token ids of every prompt, refusing the first row whose prompt encodes to no token
-/// (generation needs one to start from) or needs more than `context` positions with
-/// `max_tokens` new tokens.
-fn encode_fitting(
-    data: &Dataset,
-    prompts: &[Arc<str>],
-    tok: &Tokenizer,
-    context: usize,
-    max_tokens: usize,
-) -> Result<Vec<Vec<u32>>, ExecError> {
-    let mut ids = Vec::with_capacity(prompts.len());
-    for (row, prompt) in prompts.iter().enumerate() {
-        let encoded = tok.encode(prompt)?;
-        if encoded.is_empty() {
-            let row = data.row_name(row);
-            return Err(ExecError::Config(format!("the prompt of {row} is empty; sampling needs a prompt token")));
-        }
-        if encoded.len() + max_tokens > context {
-            return Err(ExecError::Config(format!(
-                "{} needs {} positions (a prompt of {} tokens and `max_tokens` = {max_tokens} new tokens) but the \
-                 model has {context}; shorten or leave out such rows, or lower `max_tokens`",
-                data.row_name(row),
-                encoded.len() + max_tokens,
-                encoded.len()
-            )));
-        }
-        ids.push(encoded);
-    }
-    Ok(ids)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,7 +176,8 @@ mod tests {
         let data = builder.dataset(&Value::Data("d".into())).unwrap();
         let call = Call::of_decl(program, "sc").unwrap().nested("measure").unwrap();
         let prompts = data.strings("prompt").unwrap().to_vec();
-        Judged::bind(&call, statistic, &data, &prompts, &Tokenizer::bytes(), context, &functions).map(|j| (j, data))
+        Judged::bind("sc", &call, statistic, &data, &prompts, &Tokenizer::bytes(), context, &functions)
+            .map(|j| (j, data))
     }
 
     fn model() -> CausalLm {

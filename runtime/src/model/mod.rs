@@ -25,6 +25,7 @@
 //! Invariants: weights and activations are f32; parameters are `Var`s named with their Hugging
 //! Face tensor names and kept sorted by name; all randomness comes from [`crate::rng::Rng`].
 
+pub mod chat;
 pub mod config;
 mod cpu;
 pub(crate) mod decode;

@@ -312,6 +312,11 @@ impl Tokenizer {
         }
     }
 
+    /// The token string of `id` (`<|im_end|>`), as the vocabulary writes it.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.vocab.token(id)
+    }
+
     /// The EOS id ([`TokenizerSpec::eos_id`]).
     pub fn eos_id(&self) -> u32 {
         self.spec.eos_id

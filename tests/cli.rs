@@ -495,6 +495,40 @@ fn eval_on_start_logs_an_evaluation_at_step_zero() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `judged_accuracy` asks the recipe's judge about each greedy completion: judging by equality
+/// with `answer` gives exactly what `accuracy` gives, a judge that accepts everything gives 1,
+/// and a judge reading a field the rows lack is a check error at the field.
+#[test]
+fn judged_accuracy_asks_the_recipes_judge() {
+    let dir = scratch("judged-accuracy");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let text = std::fs::read_to_string(root().join("tests/e2e/tiny_sft.recipe")).expect("tiny_sft");
+    let evals = "eval same = judged_accuracy(held, judge = |r| r.completion == r.answer, every = 3, max_tokens = 4)\n\
+                 eval all = judged_accuracy(held, judge = |r| len(r.completion) >= 0, every = 3, max_tokens = 4)\n";
+    let file = dir.join("judged.recipe");
+    std::fs::write(&file, text.replace("\nrun ", &format!("\n{evals}run "))).expect("write");
+    let run = dir.join("run");
+    let out = recipe(&["run", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let evaluated: Vec<_> = trace(&run).into_iter().filter(|l| l.get("eval").is_some()).collect();
+    assert!(!evaluated.is_empty());
+    for line in evaluated {
+        let eval = &line["eval"];
+        assert_eq!(eval["same"]["accuracy"], eval["held_acc"]["accuracy"], "{line}");
+        assert_eq!(eval["all"]["accuracy"], 1.0, "{line}");
+    }
+    let bad = dir.join("bad.recipe");
+    std::fs::write(
+        &bad,
+        text.replace("\nrun ", "\neval bad = judged_accuracy(held, judge = |r| r.nope == r.answer)\nrun "),
+    )
+    .expect("write");
+    let out = recipe(&["check", bad.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("has no field") && stderr(&out).contains("nope"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `synth.rated_responses` → `best_worst_pairs`, split into halves by the policy's reference
 /// margin (`select = top` and `bottom`, `keep = 0.5`), and an SFT stage on the data of a third
 /// score stage: the kept rows are in the run folder and the lock, every top score is at least

@@ -3,16 +3,19 @@
 //! and checked against each stage's model before any compute (the rows fit its context).
 //!
 //! A kind is a row of [`EVALS`]: the builtin's name and its binding. `accuracy` generates
-//! (greedy exact match); `pair_accuracy` and `loss_on` read log-probabilities of the rows as
+//! (greedy exact match), `judged_accuracy` generates and asks the recipe's `judge`; `pair_accuracy` and `loss_on` read log-probabilities of the rows as
 //! training does (`prompt ‖ response ‖ EOS`).
 
 use super::args::Call;
+use super::args::Functions;
 use super::build::Builder;
+use super::judge;
 use super::ExecError;
 use crate::data::Dataset;
-use crate::model::{self, Tokenizer};
-use crate::train::{Evaluator, ExactMatch, LossOn, PairAccuracy};
-use recipe_compiler::program::{DeclKind, Program};
+use crate::model::{self, CausalLm, Tokenizer};
+use crate::train::{accuracy_metrics, Evaluator, ExactMatch, Greedy, LossOn, PairAccuracy, TrainError};
+use recipe_compiler::program::{DeclKind, Program, Value};
+use std::sync::Arc;
 
 /// Rows an evaluation scores per forward pass.
 const EVAL_BATCH: usize = 64;
@@ -21,12 +24,13 @@ const EVAL_BATCH: usize = 64;
 pub(super) struct EvalKind {
     pub name: &'static str,
     /// Decodes a call of it (named `name` in the recipe) over its built dataset.
-    pub bind: fn(&str, &Call<'_>, &Dataset) -> Result<Scorer, ExecError>,
+    pub bind: fn(&str, &Call<'_>, &Dataset, &Arc<Functions>) -> Result<Scorer, ExecError>,
 }
 
 /// Every evaluation builtin the runtime executes.
 pub(super) const EVALS: &[EvalKind] = &[
     EvalKind { name: "accuracy", bind: accuracy },
+    EvalKind { name: "judged_accuracy", bind: judged_accuracy },
     EvalKind { name: "pair_accuracy", bind: pair_accuracy },
     EvalKind { name: "loss_on", bind: loss_on },
 ];
@@ -35,6 +39,7 @@ pub(super) const EVALS: &[EvalKind] = &[
 #[derive(Clone)]
 pub(super) enum Scorer {
     Accuracy(ExactMatch),
+    Judged(JudgedAccuracy),
     PairAccuracy(PairAccuracy),
     LossOn(LossOn),
 }
@@ -55,6 +60,7 @@ impl Eval {
     pub fn evaluator(&self) -> Box<dyn Evaluator> {
         match &self.scorer {
             Scorer::Accuracy(e) => Box::new(e.clone()),
+            Scorer::Judged(e) => Box::new(e.clone()),
             Scorer::PairAccuracy(e) => Box::new(e.clone()),
             Scorer::LossOn(e) => Box::new(e.clone()),
         }
@@ -70,6 +76,10 @@ impl Eval {
             Scorer::Accuracy(e) => {
                 let budget = e.budget(tok)?;
                 super::check_context(&what, data, context, |p, _| Ok(tok.encode(p)?.len() + budget))
+                    .and_then(|()| super::check_prompts_not_empty(&what, data, tok))
+            }
+            Scorer::Judged(e) => {
+                super::check_context(&what, data, context, |p, _| Ok(tok.encode(p)?.len() + e.max_tokens))
                     .and_then(|()| super::check_prompts_not_empty(&what, data, tok))
             }
             Scorer::LossOn(_) => {
@@ -113,7 +123,7 @@ pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Ve
             return Err(call.locate(e, None));
         };
         let data = builder.dataset(call.get("dataset")?).map_err(|e| call.locate(e, Some("dataset")))?;
-        let scorer = (kind.bind)(&decl.name, &call, &data)?;
+        let scorer = (kind.bind)(&decl.name, &call, &data, &builder.functions)?;
         evals.push(Eval { name: decl.name.clone(), scorer, data, every: call.count("every")? });
     }
     Ok(evals)
@@ -136,21 +146,78 @@ fn needs(call: &Call<'_>, data: &Dataset, groups: &[&[&str]]) -> Result<(), Exec
     Ok(())
 }
 
-fn accuracy(name: &str, call: &Call<'_>, data: &Dataset) -> Result<Scorer, ExecError> {
-    let max_tokens = call.count("max_tokens")? as usize;
-    if max_tokens == 0 {
-        return Err(call.invalid("max_tokens", "must be at least 1"));
+/// The call's `max_tokens`, at least 1.
+fn max_tokens(call: &Call<'_>) -> Result<usize, ExecError> {
+    match call.count("max_tokens")? as usize {
+        0 => Err(call.invalid("max_tokens", "must be at least 1")),
+        n => Ok(n),
     }
+}
+
+fn accuracy(name: &str, call: &Call<'_>, data: &Dataset, _: &Arc<Functions>) -> Result<Scorer, ExecError> {
+    let max_tokens = max_tokens(call)?;
     needs(call, data, &[&["prompt"], &["completion", "answer"]])?;
     Ok(Scorer::Accuracy(ExactMatch::new(name, data, EVAL_BATCH)?.max_tokens(max_tokens)))
 }
 
-fn pair_accuracy(name: &str, call: &Call<'_>, data: &Dataset) -> Result<Scorer, ExecError> {
+fn judged_accuracy(
+    name: &str,
+    call: &Call<'_>,
+    data: &Dataset,
+    functions: &Arc<Functions>,
+) -> Result<Scorer, ExecError> {
+    let max_tokens = max_tokens(call)?;
+    needs(call, data, &[&["prompt"]])?;
+    let Value::Scalar(judge) = call.get("judge")? else {
+        return Err(ExecError::Internal("`judged_accuracy`: `judge` is not a scalar function".into()));
+    };
+    let scorer = JudgedAccuracy {
+        name: name.to_owned(),
+        greedy: Greedy::new(data, EVAL_BATCH)?,
+        max_tokens,
+        judge: *judge,
+        functions: Arc::clone(functions),
+        data: data.clone(),
+    };
+    // A judge that cannot run over these rows (a field they lack) is refused before compute.
+    judge::judgements(functions, scorer.judge, data, &[0], vec![Arc::from("")])
+        .map_err(|e| call.invalid("judge", e))?;
+    Ok(Scorer::Judged(scorer))
+}
+
+fn pair_accuracy(name: &str, call: &Call<'_>, data: &Dataset, _: &Arc<Functions>) -> Result<Scorer, ExecError> {
     needs(call, data, &[&["prompt"], &["chosen"], &["rejected"]])?;
     Ok(Scorer::PairAccuracy(PairAccuracy::new(name, data, EVAL_BATCH)?))
 }
 
-fn loss_on(name: &str, call: &Call<'_>, data: &Dataset) -> Result<Scorer, ExecError> {
+fn loss_on(name: &str, call: &Call<'_>, data: &Dataset, _: &Arc<Functions>) -> Result<Scorer, ExecError> {
     needs(call, data, &[&["prompt"], &["completion"]])?;
     Ok(Scorer::LossOn(LossOn::new(name, data, EVAL_BATCH)?))
+}
+
+/// `judged_accuracy`: greedy completions (at most `max_tokens` new tokens, cut at a stop id),
+/// each judged by the recipe's `judge` over its row with `completion` set to it.
+#[derive(Clone)]
+pub(super) struct JudgedAccuracy {
+    name: String,
+    greedy: Greedy,
+    max_tokens: usize,
+    judge: u32,
+    functions: Arc<Functions>,
+    data: Dataset,
+}
+
+impl Evaluator for JudgedAccuracy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError> {
+        let got: Vec<Arc<str>> = self.greedy.completions(model, self.max_tokens)?.into_iter().map(Arc::from).collect();
+        let rows: Vec<usize> = (0..self.data.len()).collect();
+        let passed = judge::judgements(&self.functions, self.judge, &self.data, &rows, got).map_err(|e| {
+            TrainError::Config { stage: format!("eval {}", self.name), message: format!("`judge`: {e}") }
+        })?;
+        Ok(accuracy_metrics(passed.iter().filter(|&&p| p).count(), passed.len()))
+    }
 }

@@ -11,6 +11,7 @@ pub mod args;
 pub mod build;
 mod curricula;
 mod evals;
+mod judge;
 pub mod loss;
 mod models;
 pub mod registry;

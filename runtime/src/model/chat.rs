@@ -79,8 +79,7 @@ impl ChatTemplate {
         let spec = tokenizer.spec();
         let Some(source) = &spec.chat_template else { return Ok(None) };
         let named = [("bos_token", spec.bos_id), ("eos_token", Some(spec.eos_id)), ("pad_token", Some(spec.pad_id))];
-        let special =
-            named.into_iter().filter_map(|(name, id)| Some((name, tokenizer.token(id?)?))).collect();
+        let special = named.into_iter().filter_map(|(name, id)| Some((name, tokenizer.token(id?)?))).collect();
         ChatTemplate::new(source, special).map(Some)
     }
 
@@ -109,7 +108,9 @@ impl ChatTemplate {
             "assistant" => {
                 let text = self.render(prompt, false)?;
                 match text.rfind(last.content.trim()) {
-                    Some(at) if !last.content.trim().is_empty() => Ok(text[..at + last.content.trim().len()].to_owned()),
+                    Some(at) if !last.content.trim().is_empty() => {
+                        Ok(text[..at + last.content.trim().len()].to_owned())
+                    }
                     _ => Err("the template does not write the final assistant message's content".into()),
                 }
             }
@@ -133,7 +134,12 @@ impl ChatTemplate {
 
 /// The length in bytes of the longest common prefix of `a` and `b`, on a character boundary.
 fn common_prefix(a: &str, b: &str) -> usize {
-    a.char_indices().zip(b.chars()).take_while(|((_, x), y)| x == y).map(|((i, x), _)| i + x.len_utf8()).last().unwrap_or(0)
+    a.char_indices()
+        .zip(b.chars())
+        .take_while(|((_, x), y)| x == y)
+        .map(|((i, x), _)| i + x.len_utf8())
+        .last()
+        .unwrap_or(0)
 }
 
 /// minijinja's error with its line, the way a user finds it in the template.
@@ -281,7 +287,10 @@ mod tests {
     fn trims_blocks_raises_and_writes_python_json() {
         let source = "{% for m in messages %}\n  {% if m.role == 'bad' %}{{ raise_exception('no ' + m.role) }}{% endif %}\n{{ m.content.strip() | tojson }}|{{ {'a': [1, 'é']} | tojson }}|{{ bos_token }}\n{% endfor %}";
         let t = ChatTemplate::new(source, special()).unwrap();
-        assert_eq!(t.render(&[m("user", " <b>é</b> ")], false).unwrap(), "\"<b>é</b>\"|{\"a\": [1, \"é\"]}|<|im_start|>\n");
+        assert_eq!(
+            t.render(&[m("user", " <b>é</b> ")], false).unwrap(),
+            "\"<b>é</b>\"|{\"a\": [1, \"é\"]}|<|im_start|>\n"
+        );
         let e = t.render(&[m("bad", "x")], false).unwrap_err();
         assert!(e.contains("no bad") && e.contains("line 2"), "{e}");
         let e = ChatTemplate::new("{% generation %}x{% endgeneration %}", special()).unwrap_err();

@@ -25,13 +25,49 @@ pub trait Evaluator {
     fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError>;
 }
 
+/// Greedy completions of a dataset's prompts, `batch` at a time: the generation every
+/// generating evaluation shares (exact match here, a recipe-judged one in `exec::evals`).
+#[derive(Clone, Debug)]
+pub struct Greedy {
+    prompts: Vec<String>,
+    batch: usize,
+}
+
+impl Greedy {
+    /// Errors: `TrainError::Data` when `data` has no `prompt` field.
+    pub fn new(data: &Dataset, batch: usize) -> Result<Greedy, TrainError> {
+        let prompts = data.strings("prompt")?.iter().map(|s| s.to_string()).collect();
+        Ok(Greedy { prompts, batch: batch.max(1) })
+    }
+
+    /// The decoded completion of every prompt (greedy, at most `budget` new tokens, cut at the
+    /// first stop id, which is not decoded), in order.
+    ///
+    /// Errors: an encoding or generation failure.
+    pub fn completions(&self, model: &CausalLm, budget: usize) -> Result<Vec<String>, TrainError> {
+        let tok = model.tokenizer();
+        let opts = GenerateOptions { max_new_tokens: budget, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
+        let mut rng = Rng::derive(0, "eval/greedy");
+        let mut out = Vec::with_capacity(self.prompts.len());
+        for chunk in self.prompts.chunks(self.batch) {
+            let ids = chunk.iter().map(|p| tok.encode(p)).collect::<Result<Vec<_>, _>>()?;
+            for mut generated in model::generate(model, &ids, &opts, &mut rng)? {
+                if let Some(end) = generated.iter().position(|&t| tok.is_stop(t)) {
+                    generated.truncate(end);
+                }
+                out.push(tok.decode(&generated));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Greedy exact-match accuracy on a dataset.
 #[derive(Clone, Debug)]
 pub struct ExactMatch {
     name: String,
-    prompts: Vec<String>,
+    greedy: Greedy,
     targets: Vec<String>,
-    batch: usize,
     /// At most this many generated tokens per prompt, EOS included.
     max_tokens: usize,
 }
@@ -43,9 +79,8 @@ impl ExactMatch {
     /// Errors: `TrainError::Data` when `prompt` or the target field is missing.
     pub fn new(name: &str, data: &Dataset, batch: usize) -> Result<ExactMatch, TrainError> {
         let target = if data.column("completion").is_some() { "completion" } else { "answer" };
-        let prompts = data.strings("prompt")?.iter().map(|s| s.to_string()).collect();
         let targets = (0..data.len()).map(|r| data.text_at(target, r)).collect::<Result<_, _>>()?;
-        Ok(ExactMatch { name: name.to_string(), prompts, targets, batch: batch.max(1), max_tokens: usize::MAX })
+        Ok(ExactMatch { name: name.to_string(), greedy: Greedy::new(data, batch)?, targets, max_tokens: usize::MAX })
     }
 
     /// Caps the generated tokens per prompt (EOS included), as `accuracy(max_tokens = ...)` does.
@@ -64,21 +99,7 @@ impl ExactMatch {
 
     /// The decoded completions for every prompt (up to EOS), in order.
     pub fn completions(&self, model: &CausalLm) -> Result<Vec<String>, TrainError> {
-        let tok = model.tokenizer();
-        let budget = self.budget(tok)?;
-        let opts = GenerateOptions { max_new_tokens: budget, temperature: 0.0, top_p: 1.0, stop_at_eos: true };
-        let mut rng = Rng::derive(0, "eval/greedy");
-        let mut out = Vec::with_capacity(self.prompts.len());
-        for chunk in self.prompts.chunks(self.batch) {
-            let ids = chunk.iter().map(|p| tok.encode(p)).collect::<Result<Vec<_>, _>>()?;
-            for mut generated in model::generate(model, &ids, &opts, &mut rng)? {
-                if let Some(end) = generated.iter().position(|&t| tok.is_stop(t)) {
-                    generated.truncate(end);
-                }
-                out.push(tok.decode(&generated));
-            }
-        }
-        Ok(out)
+        self.greedy.completions(model, self.budget(model.tokenizer())?)
     }
 }
 
@@ -90,13 +111,17 @@ impl Evaluator for ExactMatch {
     fn evaluate(&mut self, model: &CausalLm) -> Result<Vec<(String, f64)>, TrainError> {
         let got = self.completions(model)?;
         let correct = got.iter().zip(&self.targets).filter(|(g, t)| g == t).count();
-        let total = self.targets.len();
-        Ok(vec![
-            ("accuracy".into(), if total == 0 { 0.0 } else { correct as f64 / total as f64 }),
-            ("correct".into(), correct as f64),
-            ("total".into(), total as f64),
-        ])
+        Ok(accuracy_metrics(correct, self.targets.len()))
     }
+}
+
+/// `accuracy`, `correct` and `total` of `correct` right answers out of `total`.
+pub fn accuracy_metrics(correct: usize, total: usize) -> Vec<(String, f64)> {
+    vec![
+        ("accuracy".into(), if total == 0 { 0.0 } else { correct as f64 / total as f64 }),
+        ("correct".into(), correct as f64),
+        ("total".into(), total as f64),
+    ]
 }
 
 /// Summed log-probabilities `[B]` of each `(prompt, response)` row's response and EOS, and the

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use curriculum::{Buckets, Curriculum, Feedback, GroupStats, Ordered, Pacing, Uniform};
-pub use eval::{Evaluator, ExactMatch, LossOn, PairAccuracy};
+pub use eval::{accuracy_metrics, Evaluator, ExactMatch, Greedy, LossOn, PairAccuracy};
 pub use experience::{Experience, ExperienceSource, Offline};
 pub use preference::PreferenceObjective;
 pub use pretrain::PretrainObjective;

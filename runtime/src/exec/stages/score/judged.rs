@@ -12,13 +12,12 @@
 
 use crate::data::Dataset;
 use crate::exec::args::{Call, Functions};
+use crate::exec::judge;
 use crate::exec::stages::generation;
 use crate::exec::ExecError;
 use crate::model::{self, CausalLm, GenerateOptions, Tokenizer};
 use crate::rng::Rng;
 use crate::train::GroupStats;
-use recipe_compiler::batch;
-use recipe_compiler::column::Column;
 use recipe_compiler::program::Value;
 use std::sync::Arc;
 
@@ -127,28 +126,7 @@ impl Judged {
 
     /// `judge` of each `rows[i]` of `data` with `completion` = `completions[i]`.
     fn judgements(&self, data: &Dataset, rows: &[usize], completions: Vec<Arc<str>>) -> Result<Vec<bool>, String> {
-        let func = self.functions.func(self.judge).map_err(|e| e.to_string())?;
-        let completion = Column::Str(completions);
-        // Only the fields the judge reads, each row repeated once per sample.
-        let read: Vec<&str> = func.function().params.iter().map(|p| p.name.as_str()).collect();
-        let fields = Dataset {
-            origin: data.origin.clone(),
-            ids: data.ids.clone(),
-            columns: data
-                .columns
-                .iter()
-                .filter(|(n, _)| n != "completion" && read.contains(&n.as_str()))
-                .cloned()
-                .collect(),
-            sources: Vec::new(),
-        };
-        let selected = fields.select(rows);
-        let mut named: Vec<(&str, &Column)> = selected.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
-        named.push(("completion", &completion));
-        match batch::eval_batch(func, &named).map_err(|e| e.to_string())? {
-            Column::Bool(passed) => Ok(passed),
-            other => Err(format!("returned {other:?}, not a Bool per completion")),
-        }
+        judge::judgements(&self.functions, self.judge, data, rows, completions)
     }
 }
 

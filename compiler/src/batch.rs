@@ -374,6 +374,75 @@ mod tests {
     }
 
     #[test]
+    fn string_builtins_evaluate_over_chunks_on_both_backends() {
+        use crate::interp::ops;
+        // One row function per String-valued builtin, over `answer` (String) and `n` (Int).
+        let mut m = Module::new();
+        let (answer, n) = (Expr::param(0, Ty::Str), Expr::param(1, Ty::Int));
+        let sep = Expr::str(m.string(" "));
+        let pattern = Expr::str(m.string(r"#### (\d+)"));
+        let (underscore, template) = (Expr::str(m.string("_")), Expr::str(m.string("{}!")));
+        let bodies = vec![
+            ("capture", m.call("capture", vec![answer.clone(), pattern, Expr::int(1)])),
+            ("replace", m.call("replace", vec![answer.clone(), sep.clone(), underscore])),
+            ("split_part", m.call("split_part", vec![answer.clone(), sep.clone(), n.clone()])),
+            ("before", m.call("before", vec![answer.clone(), sep.clone()])),
+            ("after", m.call("after", vec![answer.clone(), sep.clone()])),
+            ("after_last", m.call("after_last", vec![answer.clone(), sep.clone()])),
+            ("lower", m.call("lower", vec![answer.clone()])),
+            ("upper", m.call("upper", vec![answer.clone()])),
+            ("str", m.call("str", vec![n.clone()])),
+            ("str_int", m.call("str_int", vec![n.clone()])),
+            ("format", m.call("format", vec![template, answer.clone()])),
+            ("concat", crate::ir::binary(crate::ast::BinOp::Add, answer.clone(), sep)),
+        ];
+        for (name, body) in bodies {
+            let params = vec![Param { name: "answer".into(), ty: Ty::Str }, Param { name: "n".into(), ty: Ty::Int }];
+            m.push(Function { name: name.into(), params, ret: Ty::Str, body: body.unwrap() });
+        }
+        let rows = 2 * CHUNK + 3;
+        let answer = Column::Str((0..rows).map(|i| Arc::from(format!("Q{} ß a #### {}", i % 7, i).as_str())).collect());
+        let n = Column::Int((0..rows as i64).map(|i| i % 9 - 4).collect());
+        let re = regex::Regex::new(r"#### (\d+)").unwrap();
+        let want = |name: &str, a: &str, n: i64| -> String {
+            match name {
+                "capture" => ops::capture(&re, a, 1).into(),
+                "replace" => ops::replace(a, " ", "_"),
+                "split_part" => ops::split_part(a, " ", n).into(),
+                "before" => ops::before(a, " ").into(),
+                "after" => ops::after(a, " ").into(),
+                "after_last" => ops::after_last(a, " ").into(),
+                "lower" => a.to_lowercase(),
+                "upper" => a.to_uppercase(),
+                "str" => ops::float_text(n as f64),
+                "str_int" => n.to_string(),
+                "format" => format!("{a}!"),
+                _ => format!("{a} "),
+            }
+        };
+        let (Column::Str(texts), Column::Int(ns)) = (&answer, &n) else { unreachable!() };
+        for backend in [Backend::Interp, Backend::Jit] {
+            let program = Compiled::new(&m, backend).unwrap();
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                for f in &m.functions {
+                    let func = program.func(&f.name).unwrap();
+                    let got = pool.install(|| eval_batch(func, &[("n", &n), ("answer", &answer)])).unwrap();
+                    let Column::Str(got) = got else { panic!("{} gives Strings", f.name) };
+                    assert_eq!(got.len(), rows);
+                    for r in [0, 1, CHUNK - 1, CHUNK, 2 * CHUNK + 2] {
+                        assert_eq!(&*got[r], want(&f.name, &texts[r], ns[r]), "{} row {r} on {backend:?}", f.name);
+                    }
+                }
+            }
+        }
+        let one = Compiled::new(&m, Backend::Jit).unwrap();
+        let args = [Value::Str(Arc::from("x #### 72")), Value::Int(-1)];
+        assert_eq!(one.func("capture").unwrap().call(&args), Ok(Value::Str(Arc::from("72"))));
+        assert_eq!(one.func("split_part").unwrap().call(&args), Ok(Value::Str(Arc::from("72"))));
+    }
+
+    #[test]
     fn binding_errors_are_typed() {
         let m = module();
         let program = Compiled::new(&m, Backend::Jit).unwrap();

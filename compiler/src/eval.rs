@@ -713,11 +713,10 @@ fn fold_unary(op: UnOp, a: &Value) -> Option<Value> {
     fold_ir(&[a], |_, mut xs| ir::unary(op, xs.remove(0)))
 }
 
-/// Folds a binary operator. String `+` and enum equality exist only at compile time (scalar code
-/// has neither), so they are the two operations defined here.
+/// Folds a binary operator. Enum equality exists only at compile time (scalar code has no
+/// enums), so it is the one operation defined here.
 fn fold_binary(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
     match (op, a, b) {
-        (BinOp::Add, Value::Str(x), Value::Str(y)) => Some(Value::Str(format!("{x}{y}"))),
         (BinOp::Eq | BinOp::Ne, Value::Enum { name: x, .. }, Value::Enum { name: y, .. }) => {
             Some(Value::Bool((x == y) == (op == BinOp::Eq)))
         }

@@ -3,9 +3,10 @@
 //!
 //! It is a typed tree-walker: each node is evaluated by the function for its type (`int`,
 //! `float`, `boolean`, `string`), so numeric code moves plain `i64`/`f64`/`bool` values and never
-//! allocates. Strings are borrowed from the inputs or the module's constants; only `lower`/`upper`
-//! (and `trim` of such an owned string) allocate. Parameters and `let` locals live in slices the
-//! caller reuses across rows.
+//! allocates. Strings are borrowed from the inputs or the module's constants; only the builtins
+//! that build a string (`lower`, `upper`, `replace`, `+`, `format`, `str`, `str_int`) and a cut
+//! (`trim`, `split_part`, `capture`, …) of such an owned string allocate. Parameters and `let`
+//! locals live in slices the caller reuses across rows.
 //!
 //! Invariant: only validated modules get here (`Interp::new` validates), so a node of the wrong
 //! type for its position cannot occur; the `unreachable!`s below mark exactly that.
@@ -52,7 +53,7 @@ impl PartialEq for Value {
 }
 
 /// A string during evaluation: borrowed from an input or constant, or owned when a builtin built
-/// it (`lower`, `upper`). Cloning is a copy or a reference-count bump.
+/// it (`lower`, `replace`, …). Cloning is a copy or a reference-count bump.
 #[derive(Clone, Debug)]
 pub(crate) enum Text<'a> {
     Borrowed(&'a str),
@@ -282,6 +283,8 @@ impl<'a> Frame<'a, '_> {
                     let s = self.string(s);
                     ops::parse_float(s.as_str(), self.float(d))
                 }
+                (Builtin::FirstNumber, [s]) => ops::first_number(self.string(s).as_str()),
+                (Builtin::LastNumber, [s]) => ops::last_number(self.string(s).as_str()),
                 (b, [a]) => {
                     let x = self.float(a);
                     match b {
@@ -369,17 +372,63 @@ impl<'a> Frame<'a, '_> {
                     self.string(otherwise)
                 }
             }
+            ExprKind::Call(Builtin::Str, args) => built(ops::float_text(self.float(&args[0]))),
+            ExprKind::Call(Builtin::StrInt, args) => built(self.int(&args[0]).to_string()),
+            ExprKind::Call(Builtin::Capture(re), args) => {
+                let (s, group) = (self.string(&args[0]), self.int(&args[1]));
+                let re = &self.interp.regexes[re.0 as usize];
+                cut(s, |s| ops::capture(re, s, group))
+            }
             ExprKind::Call(builtin, args) => {
                 let s = self.string(&args[0]);
-                match (builtin, s) {
-                    (Builtin::Trim, Text::Borrowed(s)) => Text::Borrowed(s.trim()),
-                    (Builtin::Trim, Text::Owned(s)) => Text::Owned(Rc::from(s.trim())),
-                    (Builtin::Lower, s) => Text::Owned(Rc::from(s.as_str().to_lowercase())),
-                    (Builtin::Upper, s) => Text::Owned(Rc::from(s.as_str().to_uppercase())),
+                match builtin {
+                    Builtin::Trim => cut(s, str::trim),
+                    Builtin::Lower => built(s.as_str().to_lowercase()),
+                    Builtin::Upper => built(s.as_str().to_uppercase()),
+                    Builtin::Replace => {
+                        let (from, to) = (self.string(&args[1]), self.string(&args[2]));
+                        built(ops::replace(s.as_str(), from.as_str(), to.as_str()))
+                    }
+                    Builtin::SplitPart => {
+                        let (sep, n) = (self.string(&args[1]), self.int(&args[2]));
+                        cut(s, |s| ops::split_part(s, sep.as_str(), n))
+                    }
+                    Builtin::Before | Builtin::After | Builtin::AfterLast => {
+                        let sep = self.string(&args[1]);
+                        let f: for<'s> fn(&'s str, &str) -> &'s str = match builtin {
+                            Builtin::Before => ops::before,
+                            Builtin::After => ops::after,
+                            _ => ops::after_last,
+                        };
+                        cut(s, |s| f(s, sep.as_str()))
+                    }
+                    Builtin::Concat => built(ops::concat(s.as_str(), self.string(&args[1]).as_str())),
+                    Builtin::Format => built(ops::format(s.as_str(), self.string(&args[1]).as_str())),
                     _ => unreachable!("validated: Str builtin"),
                 }
             }
             _ => unreachable!("validated: Str node"),
+        }
+    }
+}
+
+/// A string a builtin built.
+fn built<'a>(s: String) -> Text<'a> {
+    Text::Owned(Rc::from(s))
+}
+
+/// The part of `s` that `f` cuts out of it: borrowed from what `s` borrows, or (from an owned
+/// string) copied unless it is all of it.
+fn cut<'a>(s: Text<'a>, f: impl for<'s> FnOnce(&'s str) -> &'s str) -> Text<'a> {
+    match s {
+        Text::Borrowed(s) => Text::Borrowed(f(s)),
+        Text::Owned(s) => {
+            let part = f(&s);
+            if part.len() == s.len() {
+                Text::Owned(s.clone())
+            } else {
+                Text::Owned(Rc::from(part))
+            }
         }
     }
 }

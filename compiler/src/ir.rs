@@ -277,6 +277,30 @@ pub enum Builtin {
     ParseFloat,
     /// `matches(s, pattern)`: does the constant regex match anywhere in `s`.
     Matches(RegexId),
+    /// `capture(s, pattern, group)`: group `group` (0: the whole match) of the constant regex's
+    /// first match in `s`; `""` without a match or when the group took no part.
+    Capture(RegexId),
+    /// `replace(s, from, to)`: every non-overlapping literal occurrence of `from`, left to right.
+    Replace,
+    /// `split_part(s, sep, n)`: part `n` (0-based, negative from the end) of `s` split on `sep`.
+    SplitPart,
+    /// `before(s, sep)`, `after(s, sep)`: around the first occurrence of `sep`;
+    /// `after_last(s, sep)`: after the last one.
+    Before,
+    After,
+    AfterLast,
+    /// `first_number(s)`, `last_number(s)`: a number written in `s` (thousands separators,
+    /// decimals, `$`), NaN when there is none.
+    FirstNumber,
+    LastNumber,
+    /// `str(x)`: shortest text that reads back as `x`, without a trailing `.0`.
+    Str,
+    /// `str_int(i)`: decimal text of an Int.
+    StrInt,
+    /// `a + b` on Strings (called `concat` in IR text: the language writes it `+`).
+    Concat,
+    /// `format(template, a)`: the first `{}` of `template` replaced by `a`.
+    Format,
 }
 
 impl Builtin {
@@ -315,11 +339,31 @@ impl Builtin {
             ParseInt => "parse_int",
             ParseFloat => "parse_float",
             Matches(_) => "matches",
+            Capture(_) => "capture",
+            Replace => "replace",
+            SplitPart => "split_part",
+            Before => "before",
+            After => "after",
+            AfterLast => "after_last",
+            FirstNumber => "first_number",
+            LastNumber => "last_number",
+            Str => "str",
+            StrInt => "str_int",
+            Concat => "concat",
+            Format => "format",
         }
     }
 
-    /// Parameter types and result type. `Matches` takes only the subject string: its pattern is
-    /// the `RegexId` inside it.
+    /// The constant regex a builtin reads (`matches`, `capture`).
+    pub fn regex(self) -> Option<RegexId> {
+        match self {
+            Builtin::Matches(re) | Builtin::Capture(re) => Some(re),
+            _ => None,
+        }
+    }
+
+    /// Parameter types and result type. `Matches` and `Capture` do not take their pattern: it is
+    /// the `RegexId` inside them.
     pub fn signature(self) -> (&'static [Ty], Ty) {
         use Builtin::*;
         use Ty::{Bool as B, Float as F, Int as I, Str as S};
@@ -339,6 +383,13 @@ impl Builtin {
             ParseInt => (&[S, I], I),
             ParseFloat => (&[S, F], F),
             Matches(_) => (&[S], B),
+            Capture(_) => (&[S, I], S),
+            Replace => (&[S, S, S], S),
+            SplitPart => (&[S, S, I], S),
+            Before | After | AfterLast | Concat | Format => (&[S, S], S),
+            FirstNumber | LastNumber => (&[S], F),
+            Str => (&[F], S),
+            StrInt => (&[I], S),
         }
     }
 }

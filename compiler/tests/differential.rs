@@ -79,6 +79,12 @@ fn strings() -> Vec<&'static str> {
         "a\0b",
         "\u{2003}em\u{2003}",
         "12abc",
+        "so 48 + 24 = 72 clips\n#### 72",
+        "-$1,234.5",
+        "a,b,,c",
+        "10-4=6 or 1,23",
+        "{} = {}",
+        "aa",
     ]
 }
 
@@ -323,6 +329,88 @@ fn strings_builtins() {
         let r = m.call("trim", vec![a[1].clone()]).unwrap();
         ir::binary(B::Eq, l, r).unwrap()
     });
+}
+
+#[test]
+fn string_cutting_and_building_builtins() {
+    for name in ["first_number", "last_number"] {
+        case(&[TS], call(name));
+    }
+    for name in ["before", "after", "after_last", "format"] {
+        case(&[TS, TS], call(name));
+    }
+    case(&[TS, TS], binop(B::Add));
+    case(&[TS, TS, TI], call("split_part"));
+    case(&[TS, TS, TS], call("replace"));
+    case(&[TF], call("str"));
+    case(&[TI], call("str"));
+    case(&[TI], call("str_int"));
+    // Cuts of arena strings, and builders over cuts.
+    case(&[TS, TS], |m, a| {
+        let l = m.call("lower", vec![a[0].clone()]).unwrap();
+        let part = m.call("split_part", vec![l, a[1].clone(), Expr::int(-1)]).unwrap();
+        let joined = ir::binary(B::Add, part, a[1].clone()).unwrap();
+        let comma = Expr::str(m.string(","));
+        m.call("after", vec![joined, comma]).unwrap()
+    });
+    // GSM8K's reward: the completion's last number equals the answer's.
+    let reward = case(&[TS, TS], |m, a| {
+        let (c, r) = (m.call("last_number", vec![a[0].clone()]).unwrap(), m.call("last_number", vec![a[1].clone()]));
+        let eq = ir::binary(B::Eq, c, r.unwrap()).unwrap();
+        Expr::if_(eq, Expr::float(1.0), Expr::float(0.0))
+    });
+    let cols = product(&[TS, TS]);
+    if let (Column::Str(c), Column::Str(r), Column::Float(v)) = (&cols[0], &cols[1], &reward) {
+        for ((c, r), v) in c.iter().zip(r).zip(v) {
+            if (&**c, &**r) == ("so 48 + 24 = 72 clips\n#### 72", "#### 72") || (&**c, &**r) == ("42", "42") {
+                assert_eq!(*v, 1.0, "{c:?} {r:?}");
+            }
+            if &**c == "abc" {
+                assert_eq!(*v, 0.0, "no number is never right");
+            }
+        }
+    }
+    // The documented values, through both backends.
+    let numbers = case(&[TS], call("last_number"));
+    let firsts = case(&[TS], call("first_number"));
+    let want = [
+        ("so 48 + 24 = 72 clips\n#### 72", 48.0, 72.0),
+        ("-$1,234.5", -1234.5, -1234.5),
+        ("10-4=6 or 1,23", 10.0, 23.0),
+        ("3.5e2", 3.5, 2.0),
+        (" -17 ", -17.0, -17.0),
+    ];
+    if let (Column::Str(s), Column::Float(last), Column::Float(first)) = (column(TS), numbers, firsts) {
+        for (text, f, l) in want {
+            let i = s.iter().position(|x| &**x == text).unwrap();
+            assert_eq!((first[i], last[i]), (f, l), "{text:?}");
+        }
+        let i = s.iter().position(|x| &**x == "abc").unwrap();
+        assert_eq!((first[i].to_bits(), last[i].to_bits()), (0x7ff8_0000_0000_0000, 0x7ff8_0000_0000_0000));
+    }
+}
+
+#[test]
+fn regex_capture() {
+    for pattern in [r"#### (-?\d+)", r"(\d+)|([a-z]+)", r"(?i)(nan)|(inf)", "", r"(é)?"] {
+        let got = case(&[TS, TI], |m, a| {
+            let p = Expr::str(m.string(pattern));
+            m.call("capture", vec![a[0].clone(), p, a[1].clone()]).unwrap()
+        });
+        if pattern.starts_with("####") {
+            let cols = product(&[TS, TI]);
+            if let (Column::Str(s), Column::Int(g), Column::Str(out)) = (&cols[0], &cols[1], &got) {
+                for ((s, g), out) in s.iter().zip(g).zip(out) {
+                    let want = match (&**s, *g) {
+                        ("so 48 + 24 = 72 clips\n#### 72", 0) => "#### 72",
+                        ("so 48 + 24 = 72 clips\n#### 72", 1) => "72",
+                        _ => continue,
+                    };
+                    assert_eq!(&**out, want);
+                }
+            }
+        }
+    }
 }
 
 #[test]

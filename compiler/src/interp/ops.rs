@@ -3,6 +3,12 @@
 //! shims (`jit::natives`), so both backends compute transcendental functions, division, remainder
 //! and string operations with the very same code. See `docs/scalar-semantics.md`.
 
+mod text;
+
+pub use text::{
+    after, after_last, before, capture, concat, first_number, float_text, format, last_number, replace, split_part,
+};
+
 /// The one NaN that leaves a function: quiet, positive, zero payload (`0x7ff8_0000_0000_0000`).
 /// NaN payloads and signs inside a computation are unspecified (they differ between instruction
 /// sets and compilers); every Float result is canonicalised on the way out, so results agree

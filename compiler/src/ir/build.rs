@@ -2,7 +2,8 @@
 //!
 //! They apply the language's one numeric promotion (an Int operand meets a Float one → the Int
 //! becomes Float via an explicit `float` call) and pick the typed operator or builtin variant.
-//! `/` and `**` always compute in Float; `div(a, b)` is Int floor division (`BinOp::IDiv`).
+//! `/` and `**` always compute in Float; `div(a, b)` is Int floor division (`BinOp::IDiv`);
+//! `+` on two Strings is concatenation (`Builtin::Concat`).
 
 use super::{BinOp, Builtin, Cmp, Const, Expr, ExprKind, IrError, Module, Ty, UnOp};
 use crate::ast;
@@ -30,6 +31,7 @@ pub fn binary(op: ast::BinOp, lhs: Expr, rhs: Expr) -> Result<Expr, IrError> {
             let op = if op == A::And { BinOp::And } else { BinOp::Or };
             Ok(Expr::binary(op, lhs, rhs))
         }
+        A::Add if lhs.ty == Ty::Str && rhs.ty == Ty::Str => Ok(Expr::call(Builtin::Concat, vec![lhs, rhs])),
         A::Add | A::Sub | A::Mul | A::Rem | A::Div | A::Pow => {
             if !numeric(lhs.ty) || !numeric(rhs.ty) {
                 return Err(no(&lhs, &rhs));
@@ -121,6 +123,17 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "parse_int",
     "parse_float",
     "matches",
+    "capture",
+    "replace",
+    "split_part",
+    "before",
+    "after",
+    "after_last",
+    "first_number",
+    "last_number",
+    "str",
+    "str_int",
+    "format",
     "relu",
     "softplus",
     "log_sigmoid",
@@ -128,8 +141,8 @@ pub const BUILTIN_NAMES: &[&str] = &[
 
 impl Module {
     /// Lowers a call of the builtin `name` to IR, choosing the typed variant and promoting Int
-    /// arguments where a Float is needed. `matches(s, "pattern")` interns the (constant) pattern
-    /// into the regex table. Errors: unknown name or argument types ([`IrError::NoOverload`]),
+    /// arguments where a Float is needed. `matches(s, "pattern")` and `capture(s, "pattern", g)`
+    /// intern the (constant) pattern into the regex table. Errors: unknown name or argument types ([`IrError::NoOverload`]),
     /// wrong arity, a non-constant or invalid pattern.
     pub fn call(&mut self, name: &str, args: Vec<Expr>) -> Result<Expr, IrError> {
         use Builtin as B;
@@ -199,20 +212,29 @@ impl Module {
                 let (a, b) = (it.next().ok_or_else(no)?, it.next().ok_or_else(no)?);
                 return Ok(Expr::binary(BinOp::IDiv, a, b));
             }
-            "matches" => {
-                arity(name, 2, &args)?;
+            "matches" | "capture" => {
+                let capture = name == "capture";
+                arity(name, if capture { 3 } else { 2 }, &args)?;
+                if capture && tys[2] != Ty::Int {
+                    return Err(no());
+                }
                 let id = match (&tys[0], &args[1].kind) {
                     (Ty::Str, ExprKind::Const(Const::Str(s))) => {
                         let pattern = self.strings[s.0 as usize].clone();
                         self.regex(&pattern)?
                     }
-                    (Ty::Str, _) if tys[1] == Ty::Str => return Err(IrError::PatternNotConstant),
+                    (Ty::Str, _) if tys[1] == Ty::Str => {
+                        return Err(IrError::PatternNotConstant { name: name.to_owned() })
+                    }
                     _ => return Err(no()),
                 };
-                (B::Matches(id), args.into_iter().take(1).collect())
+                let mut args = args;
+                args.remove(1);
+                (if capture { B::Capture(id) } else { B::Matches(id) }, args)
             }
             "len" | "bytes" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower" | "upper"
-            | "parse_int" | "parse_float" => {
+            | "parse_int" | "parse_float" | "replace" | "split_part" | "before" | "after" | "after_last"
+            | "first_number" | "last_number" | "str" | "str_int" | "format" => {
                 let b = match name {
                     "len" => B::Len,
                     "bytes" => B::Bytes,
@@ -224,7 +246,17 @@ impl Module {
                     "lower" => B::Lower,
                     "upper" => B::Upper,
                     "parse_int" => B::ParseInt,
-                    _ => B::ParseFloat,
+                    "parse_float" => B::ParseFloat,
+                    "replace" => B::Replace,
+                    "split_part" => B::SplitPart,
+                    "before" => B::Before,
+                    "after" => B::After,
+                    "after_last" => B::AfterLast,
+                    "first_number" => B::FirstNumber,
+                    "last_number" => B::LastNumber,
+                    "str" => B::Str,
+                    "str_int" => B::StrInt,
+                    _ => B::Format,
                 };
                 let params = b.signature().0;
                 arity(name, params.len(), &args)?;
@@ -314,7 +346,28 @@ mod tests {
         assert!(matches!(m.call("nope", vec![]), Err(IrError::NoOverload { .. })));
         assert!(matches!(
             m.call("matches", vec![Expr::str(subject), Expr::param(0, Ty::Str)]),
-            Err(IrError::PatternNotConstant)
+            Err(IrError::PatternNotConstant { .. })
         ));
+    }
+
+    #[test]
+    fn string_builtins_take_their_pattern_and_promote() {
+        let mut m = Module::new();
+        let s = Expr::param(0, Ty::Str);
+        let p = Expr::str(m.string(r"#### (\d+)"));
+        let e = m.call("capture", vec![s.clone(), p.clone(), Expr::int(1)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::Capture(crate::ir::RegexId(0)), ref a) if a.len() == 2));
+        assert_eq!(e.ty, Ty::Str);
+        assert!(matches!(m.call("capture", vec![s.clone(), p, Expr::float(1.0)]), Err(IrError::NoOverload { .. })));
+        let bad = Expr::str(m.string("(unclosed"));
+        assert!(matches!(m.call("capture", vec![s.clone(), bad, Expr::int(0)]), Err(IrError::InvalidRegex { .. })));
+        let err = m.call("capture", vec![s.clone(), s.clone(), Expr::int(0)]).unwrap_err();
+        assert_eq!(err.to_string(), "the pattern of `capture` must be a string constant");
+        // `str` of an Int is `str` of that Int as a Float; `+` on Strings is `concat`.
+        let e = m.call("str", vec![Expr::int(3)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::Str, ref a) if a[0].ty == Ty::Float));
+        let e = binary(ast::BinOp::Add, s.clone(), s.clone()).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::Concat, _)));
+        assert!(binary(ast::BinOp::Sub, s.clone(), s).is_err());
     }
 }

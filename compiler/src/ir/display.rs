@@ -106,7 +106,7 @@ fn write_expr(f: &mut fmt::Formatter<'_>, e: &Expr, func: Option<&Function>, ind
         }
         ExprKind::Call(builtin, args) => {
             f.write_str(builtin.name())?;
-            if let super::Builtin::Matches(re) = builtin {
+            if let Some(re) = builtin.regex() {
                 write!(f, "[re{}]", re.0)?;
             }
             f.write_str("(")?;

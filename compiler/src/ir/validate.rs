@@ -2,7 +2,7 @@
 //! user error, except [`IrError::InvalidRegex`] and the builder's arity/type errors, which the
 //! lowering may turn into diagnostics.
 
-use super::{BinOp, Builtin, Const, Expr, ExprKind, Function, Module, Ty, UnOp};
+use super::{BinOp, Const, Expr, ExprKind, Function, Module, Ty, UnOp};
 use std::collections::HashSet;
 
 /// Why a module is not well-formed IR.
@@ -38,9 +38,9 @@ pub enum IrError {
     /// No builtin or operator of that name accepts these argument types.
     #[error("no `{name}` for argument types {args:?}")]
     NoOverload { name: String, args: Vec<Ty> },
-    /// `matches` needs its pattern as a string constant.
-    #[error("the pattern of `matches` must be a string constant")]
-    PatternNotConstant,
+    /// `matches` and `capture` need their pattern as a string constant.
+    #[error("the pattern of `{name}` must be a string constant")]
+    PatternNotConstant { name: String },
 }
 
 impl Module {
@@ -141,7 +141,7 @@ impl Checker<'_> {
                 then.ty
             }
             ExprKind::Call(builtin, args) => {
-                if let Builtin::Matches(id) = builtin {
+                if let Some(id) = builtin.regex() {
                     if id.0 as usize >= self.module.regexes.len() {
                         return Err(IrError::UnknownRegex { func: func(), index: id.0 });
                     }
@@ -186,7 +186,7 @@ fn kind_name(e: &Expr) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Cmp, Param};
+    use crate::ir::{Builtin, Cmp, Param};
 
     fn module(params: Vec<Param>, ret: Ty, body: Expr) -> Module {
         let mut m = Module::new();

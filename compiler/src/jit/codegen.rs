@@ -119,6 +119,14 @@ impl V {
         }
     }
 
+    /// The machine values: one, or a string's pointer and length.
+    fn flat(self) -> Vec<Value> {
+        match self {
+            V::One(v) => vec![v],
+            V::Str(p, n) => vec![p, n],
+        }
+    }
+
     fn values(self) -> Vec<BlockArg> {
         match self {
             V::One(v) => vec![BlockArg::Value(v)],
@@ -363,12 +371,19 @@ impl Gen<'_, '_> {
 
     fn call(&mut self, builtin: Builtin, args: &[Expr]) -> V {
         use Builtin as B;
-        if let B::Matches(re) = builtin {
-            let (p, n) = self.expr(&args[0]).str();
-            let re = self.b.ins().iconst(I64, self.consts.regexes[re.0 as usize]);
-            return V::One(self.native_bool("recipe_matches", &[re, p, n]));
-        }
         let vals: Vec<V> = args.iter().map(|a| self.expr(a)).collect();
+        if builtin.regex().is_some() || builtin.signature().1 == Ty::Str {
+            // Natives of a regex take its address first; strings go as (ptr, len).
+            let mut flat = Vec::new();
+            if let Some(re) = builtin.regex() {
+                flat.push(self.b.ins().iconst(I64, self.consts.regexes[re.0 as usize]));
+            }
+            flat.extend(vals.iter().flat_map(|v| v.flat()));
+            return match builtin {
+                B::Matches(_) => V::One(self.native_bool("recipe_matches", &flat)),
+                _ => self.string_native(string_native_name(builtin), builtin_allocates(builtin), &flat),
+            };
+        }
         let one = |i: usize| vals[i].one();
         let strs = |i: usize| vals[i].str();
         V::One(match builtin {
@@ -422,16 +437,18 @@ impl Gen<'_, '_> {
                 let (p, n) = strs(0);
                 self.native1(name, &[p, n, one(1)])
             }
-            B::Trim | B::Lower | B::Upper => {
+            B::FirstNumber | B::LastNumber => {
+                let name = if builtin == B::FirstNumber { "recipe_first_number" } else { "recipe_last_number" };
                 let (p, n) = strs(0);
-                return self.string_native(builtin, p, n);
+                self.native1(name, &[p, n])
             }
-            B::Matches(_) => unreachable!("handled above"),
+            _ => unreachable!("handled above: regex and String builtins"),
         })
     }
 
-    /// Calls a native that writes a `StrRef` to an out-pointer.
-    fn string_native(&mut self, builtin: Builtin, p: Value, n: Value) -> V {
+    /// Calls a native that writes a `StrRef` to an out-pointer: `(arena?, args…, out)`, the
+    /// arena first for the natives that allocate.
+    fn string_native(&mut self, name: &'static str, allocates: bool, args: &[Value]) -> V {
         let slot = match self.slot {
             Some(s) => s,
             None => {
@@ -442,11 +459,13 @@ impl Gen<'_, '_> {
         };
         let out = self.b.ins().stack_addr(I64, slot, 0);
         let arena = self.arena.unwrap_or_else(|| unreachable!("set in kernel entry"));
-        match builtin {
-            Builtin::Trim => self.native0("recipe_trim", &[p, n, out]),
-            Builtin::Lower => self.native0("recipe_lower", &[arena, p, n, out]),
-            _ => self.native0("recipe_upper", &[arena, p, n, out]),
+        let mut all = Vec::with_capacity(args.len() + 2);
+        if allocates {
+            all.push(arena);
         }
+        all.extend_from_slice(args);
+        all.push(out);
+        self.native0(name, &all);
         let flags = MemFlagsData::trusted();
         let rp = self.b.ins().load(I64, flags, out, 0);
         let rn = self.b.ins().load(I64, flags, out, 8);
@@ -480,6 +499,40 @@ impl Gen<'_, '_> {
         let r = self.native1(name, args);
         self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
     }
+}
+
+/// The native of a String-valued builtin (its arguments flattened, strings as `(ptr, len)`).
+fn string_native_name(builtin: Builtin) -> &'static str {
+    match builtin {
+        Builtin::Trim => "recipe_trim",
+        Builtin::Lower => "recipe_lower",
+        Builtin::Upper => "recipe_upper",
+        Builtin::Capture(_) => "recipe_capture",
+        Builtin::Replace => "recipe_replace",
+        Builtin::SplitPart => "recipe_split_part",
+        Builtin::Before => "recipe_before",
+        Builtin::After => "recipe_after",
+        Builtin::AfterLast => "recipe_after_last",
+        Builtin::Str => "recipe_str",
+        Builtin::StrInt => "recipe_str_int",
+        Builtin::Concat => "recipe_concat",
+        Builtin::Format => "recipe_format",
+        _ => unreachable!("validated: a String builtin"),
+    }
+}
+
+/// Whether a String-valued builtin builds its result in the arena (the others cut a view out of
+/// their input).
+fn builtin_allocates(builtin: Builtin) -> bool {
+    !matches!(
+        builtin,
+        Builtin::Trim
+            | Builtin::Capture(_)
+            | Builtin::SplitPart
+            | Builtin::Before
+            | Builtin::After
+            | Builtin::AfterLast
+    )
 }
 
 fn int_cc(c: Cmp) -> IntCC {

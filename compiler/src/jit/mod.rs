@@ -8,9 +8,11 @@
 //! String: a [`StrRef`]); `out` receives `n` results in the same layout. A single call is a batch
 //! of one. The row loop lives in the generated code, so batch evaluation pays no call per row.
 //!
-//! Strings are never copied: `trim` yields a view of its input, constants live in the module.
-//! Only `lower`/`upper` allocate, into the caller's [`Arena`]; results that point into it are
-//! valid until the arena is dropped, which callers do only after copying the results out.
+//! Strings are never copied: the builtins that cut (`trim`, `capture`, `split_part`, `before`,
+//! `after`, `after_last`) yield a view of their input, constants live in the module. Only those
+//! that build a string (`lower`, `upper`, `replace`, `+`, `format`, `str`, `str_int`) allocate,
+//! into the caller's [`Arena`]; results that point into it are valid until the arena is dropped,
+//! which callers do only after copying the results out.
 //!
 //! Semantics follow the interpreter bit for bit (`docs/scalar-semantics.md`): transcendental
 //! functions, rounding, float remainder and all string work call the very same Rust functions

@@ -2,9 +2,11 @@
 //! interpreter uses (`interp::ops`), registered with the JIT as symbols.
 //!
 //! Strings cross the boundary as `(ptr, len)` pairs of valid UTF-8; string results are written to
-//! an out-pointer as a [`StrRef`]. `trim` returns a view into its input (no allocation); `lower`
-//! and `upper` allocate into the caller's [`Arena`], which lives as long as the batch chunk (or the
-//! single call) that produced them. No shim panics or unwinds.
+//! an out-pointer as a [`StrRef`]. The builtins that cut (`trim`, `capture`, `split_part`,
+//! `before`, `after`, `after_last`) return a view into their input (no allocation); those that
+//! build a string (`lower`, `upper`, `replace`, `concat`, `format`, `str`, `str_int`) allocate
+//! into the caller's [`Arena`] (always their first argument), which lives as long as the batch
+//! chunk (or the single call) that produced them. No shim panics or unwinds.
 
 use super::{Arena, StrRef};
 use crate::interp::ops;
@@ -101,6 +103,72 @@ extern "C" fn upper(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef)
     unsafe { out.write((*arena).alloc(s)) };
 }
 
+extern "C" fn capture(re: *const Regex, p: *const u8, n: usize, group: i64, out: *mut StrRef) {
+    let s = ops::capture(unsafe { &*re }, unsafe { text(p, n) }, group);
+    unsafe { out.write(StrRef::new(s)) };
+}
+
+extern "C" fn split_part(p: *const u8, n: usize, q: *const u8, m: usize, part: i64, out: *mut StrRef) {
+    let s = ops::split_part(unsafe { text(p, n) }, unsafe { text(q, m) }, part);
+    unsafe { out.write(StrRef::new(s)) };
+}
+
+extern "C" fn before(p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = ops::before(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write(StrRef::new(s)) };
+}
+
+extern "C" fn after(p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = ops::after(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write(StrRef::new(s)) };
+}
+
+extern "C" fn after_last(p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = ops::after_last(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write(StrRef::new(s)) };
+}
+
+#[allow(clippy::too_many_arguments)] // three strings as (ptr, len), the arena and the result
+extern "C" fn replace(
+    arena: *mut Arena,
+    p: *const u8,
+    n: usize,
+    q: *const u8,
+    m: usize,
+    r: *const u8,
+    k: usize,
+    out: *mut StrRef,
+) {
+    let s = ops::replace(unsafe { text(p, n) }, unsafe { text(q, m) }, unsafe { text(r, k) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn concat(arena: *mut Arena, p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = ops::concat(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn format(arena: *mut Arena, p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = ops::format(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn str_float(arena: *mut Arena, x: f64, out: *mut StrRef) {
+    unsafe { out.write((*arena).alloc(ops::float_text(x))) };
+}
+
+extern "C" fn str_int(arena: *mut Arena, x: i64, out: *mut StrRef) {
+    unsafe { out.write((*arena).alloc(x.to_string())) };
+}
+
+extern "C" fn first_number(p: *const u8, n: usize) -> f64 {
+    ops::first_number(unsafe { text(p, n) })
+}
+
+extern "C" fn last_number(p: *const u8, n: usize) -> f64 {
+    ops::last_number(unsafe { text(p, n) })
+}
+
 extern "C" fn parse_int(p: *const u8, n: usize, default: i64) -> i64 {
     ops::parse_int(unsafe { text(p, n) }, default)
 }
@@ -128,6 +196,17 @@ pub(super) fn all() -> Vec<Native> {
     type PInt = extern "C" fn(*const u8, usize, i64) -> i64;
     type PFloat = extern "C" fn(*const u8, usize, f64) -> f64;
     type Match = extern "C" fn(*const Regex, *const u8, usize) -> i32;
+    type Capture = extern "C" fn(*const Regex, *const u8, usize, i64, *mut StrRef);
+    type SplitPart = extern "C" fn(*const u8, usize, *const u8, usize, i64, *mut StrRef);
+    type Cut = extern "C" fn(*const u8, usize, *const u8, usize, *mut StrRef);
+    type Replace = extern "C" fn(*mut Arena, *const u8, usize, *const u8, usize, *const u8, usize, *mut StrRef);
+    type Join = extern "C" fn(*mut Arena, *const u8, usize, *const u8, usize, *mut StrRef);
+    type StrFloat = extern "C" fn(*mut Arena, f64, *mut StrRef);
+    type StrInt = extern "C" fn(*mut Arena, i64, *mut StrRef);
+    type Number = extern "C" fn(*const u8, usize) -> f64;
+    let cut = |name, f: Cut| Native { name, addr: f as *const u8, params: &[I64; 5], ret: None };
+    let join = |name, f: Join| Native { name, addr: f as *const u8, params: &[I64; 6], ret: None };
+    let number = |name, f: Number| Native { name, addr: f as *const u8, params: &[I64, I64], ret: Some(F64) };
     vec![
         f1("recipe_round", round),
         f1("recipe_exp", exp),
@@ -165,5 +244,17 @@ pub(super) fn all() -> Vec<Native> {
             params: &[I64, I64, I64],
             ret: Some(I32),
         },
+        Native { name: "recipe_capture", addr: capture as Capture as *const u8, params: &[I64; 5], ret: None },
+        Native { name: "recipe_split_part", addr: split_part as SplitPart as *const u8, params: &[I64; 6], ret: None },
+        cut("recipe_before", before),
+        cut("recipe_after", after),
+        cut("recipe_after_last", after_last),
+        Native { name: "recipe_replace", addr: replace as Replace as *const u8, params: &[I64; 8], ret: None },
+        join("recipe_concat", concat),
+        join("recipe_format", format),
+        Native { name: "recipe_str", addr: str_float as StrFloat as *const u8, params: &[I64, F64, I64], ret: None },
+        Native { name: "recipe_str_int", addr: str_int as StrInt as *const u8, params: &[I64; 3], ret: None },
+        number("recipe_first_number", first_number),
+        number("recipe_last_number", last_number),
     ]
 }

@@ -30,8 +30,12 @@ fn source(e: &Expr, m: &Module) -> String {
             format!("(if {} {{ {} }} else {{ {} }})", s(cond), s(then), s(otherwise))
         }
         ExprKind::Call(Builtin::StrEq, args) => format!("({} == {})", s(&args[0]), s(&args[1])),
+        ExprKind::Call(Builtin::Concat, args) => format!("({} + {})", s(&args[0]), s(&args[1])),
         ExprKind::Call(Builtin::Matches(re), args) => {
             format!("matches({}, {})", s(&args[0]), quote(&m.regexes[re.0 as usize]))
+        }
+        ExprKind::Call(Builtin::Capture(re), args) => {
+            format!("capture({}, {}, {})", s(&args[0]), quote(&m.regexes[re.0 as usize]), s(&args[1]))
         }
         ExprKind::Call(b, args) => format!("{}({})", b.name(), args.iter().map(s).collect::<Vec<_>>().join(", ")),
     }
@@ -146,8 +150,12 @@ fn documented_folds() {
     assert!(matches!(folded("softplus(0.0)"), Value::Float(x) if x == 2f64.ln()));
     // A NaN leaves compile time canonical, like any scalar result.
     assert!(matches!(folded("-(0.0 / 0.0)"), Value::Float(x) if x.to_bits() == 0x7ff8_0000_0000_0000));
-    // The two operations only compile time has.
+    // String builtins fold as scalar code computes them; `+` joins Strings.
     assert!(matches!(folded("\"ab\" + \"c\""), Value::Str(s) if s == "abc"));
+    assert!(matches!(folded("last_number(\"#### 1,234\")"), Value::Float(x) if x == 1234.0));
+    assert!(matches!(folded("format(\"#### {}\", str(72))"), Value::Str(s) if s == "#### 72"));
+    assert!(matches!(folded("capture(\"a=1\", \"(\\\\w)=(\\\\d)\", 2)"), Value::Str(s) if s == "1"));
+    // The operation only compile time has.
     assert!(matches!(folded("easy_first == hard_first"), Value::Bool(false)));
 }
 

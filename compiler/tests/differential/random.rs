@@ -24,8 +24,8 @@ pub(super) const PARAMS: [(&str, Ty); 7] = [
     ("p6", Ty::Str),
 ];
 
-pub(super) const STRINGS: [&str; 6] = ["", "a", " 12 ", "Ünïcode", "-3.5", "abc"];
-pub(super) const REGEXES: [&str; 3] = [r"^\d+$", r"[aeiou]", r"(?i)^\s*x"];
+pub(super) const STRINGS: [&str; 8] = ["", "a", " 12 ", "Ünïcode", "-3.5", "abc", "{}:", "1,234"];
+pub(super) const REGEXES: [&str; 4] = [r"^\d+$", r"[aeiou]", r"(?i)^\s*x", r"(\d+)|([a-z]+)"];
 const MAX_DEPTH: u32 = 5;
 const ROWS: usize = 6;
 
@@ -34,8 +34,7 @@ struct Gen<'a> {
     pos: usize,
     /// Locals in scope: (id, type).
     scope: Vec<(u32, Ty)>,
-    /// Only what a recipe can write with constants: no parameters, and none of the IR's
-    /// builtins the language does not expose (`lower`, `upper`).
+    /// Only what a recipe can write with constants: no parameters.
     surface: bool,
 }
 
@@ -112,7 +111,7 @@ impl Gen<'_> {
                     Expr::binary(op, self.expr(Ty::Int, d), self.expr(Ty::Int, d))
                 }
             },
-            Ty::Float => match self.pick(7) {
+            Ty::Float => match self.pick(8) {
                 0 => Expr::unary(UnOp::FNeg, self.expr(Ty::Float, d)),
                 1 | 2 => {
                     let op = [BinOp::FAdd, BinOp::FSub, BinOp::FMul, BinOp::FDiv, BinOp::FRem][self.pick(5)];
@@ -137,7 +136,8 @@ impl Gen<'_> {
                 }
                 4 => self.one_of(&[B::MinFloat, B::MaxFloat, B::ClampFloat, B::Pow], d),
                 5 => self.builtin(B::Float, d),
-                _ => self.builtin(B::ParseFloat, d),
+                6 => self.builtin(B::ParseFloat, d),
+                _ => self.one_of(&[B::FirstNumber, B::LastNumber], d),
             },
             Ty::Bool => match self.pick(7) {
                 0 => Expr::unary(UnOp::Not, self.expr(Ty::Bool, d)),
@@ -157,8 +157,22 @@ impl Gen<'_> {
                     self.builtin(B::Matches(re), d)
                 }
             },
-            Ty::Str if self.surface => self.builtin(B::Trim, d),
-            Ty::Str => self.one_of(&[B::Trim, B::Lower, B::Upper], d),
+            Ty::Str => match self.pick(6) {
+                0 => self.one_of(&[B::Trim, B::Lower, B::Upper], d),
+                1 => self.one_of(&[B::Before, B::After, B::AfterLast, B::Concat, B::Format], d),
+                2 => self.builtin(B::SplitPart, d),
+                3 => {
+                    // `to` is a constant: replacing "" inserts it at every boundary, and nested
+                    // replacements by computed strings would grow without bound.
+                    let (s, from) = (self.expr(Ty::Str, d), self.expr(Ty::Str, d));
+                    Expr::call(B::Replace, vec![s, from, self.constant(Ty::Str)])
+                }
+                4 => self.one_of(&[B::Str, B::StrInt], d),
+                _ => {
+                    let re = RegexId(self.pick(REGEXES.len()) as u32);
+                    self.builtin(B::Capture(re), d)
+                }
+            },
         }
     }
 
@@ -228,9 +242,11 @@ fn int() -> impl Strategy<Value = i64> {
 
 fn string() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["", " ", "42", " -7 ", "1e3", "nan", "ÀÉÎ", "ß", "İ", "a"]).prop_map(String::from),
+        prop::sample::select(vec!["", " ", "42", " -7 ", "1e3", "nan", "ÀÉÎ", "ß", "İ", "a", "#### -1,234.5"])
+            .prop_map(String::from),
         "\\PC{0,8}",
         "[ 0-9aeiouxX.+-]{0,6}",
+        "[ 0-9a,.$#{}-]{0,10}",
     ]
 }
 

@@ -417,7 +417,15 @@ pub(crate) struct TokenLogprob {
 
 fn log_sum_exp(x: &[f32]) -> f32 {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    m + x.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+    m + sum_exp(x, m).ln()
+}
+
+/// `Σ exp(x − m)`, accumulated in f64 (in order, so the result never depends on the thread
+/// count): over a 49 152-token vocabulary an f32 running sum drops every term below half an ulp
+/// of the sum, which made SmolLM2's log-probabilities ~1e-4 a token too high against
+/// transformers (whose reduction is pairwise).
+fn sum_exp(x: &[f32], m: f32) -> f32 {
+    x.iter().map(|v| f64::from((v - m).exp())).sum::<f64>() as f32
 }
 
 impl CustomOp1 for TokenLogprob {
@@ -473,7 +481,7 @@ impl CustomOp2 for TokenLogprobBwd {
 /// `log_softmax(logits)[target]`, as `(x_t − m) − ln Σ exp(x − m)` (the order torch uses).
 pub(crate) fn token_logprob(logits: &[f32], target: u32) -> f32 {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (logits[target as usize] - m) - logits.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
+    (logits[target as usize] - m) - sum_exp(logits, m).ln()
 }
 
 /// Backward of [`token_logprob`] scaled by `dy`: writes `dy · (onehot(target) − softmax)`.

@@ -23,9 +23,13 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// The spec of a model path: a file is read as GGUF ([`super::gguf::read_spec`]), anything
-    /// else as a Hugging Face folder ([`ModelSpec::from_hf_dir`]). Errors: theirs (a file that is
-    /// not GGUF is a `Config` error saying so).
+    /// else as a Hugging Face folder ([`ModelSpec::from_hf_dir`]). Errors: `Io` naming `path`
+    /// when nothing is there, else theirs (a file that is not GGUF is a `Config` error saying so).
     pub fn open(path: &Path) -> Result<ModelSpec, ModelError> {
+        if !path.exists() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no model folder or GGUF file here");
+            return Err(ModelError::Io { path: path.to_path_buf(), source });
+        }
         if path.is_file() {
             super::gguf::read_spec(path)
         } else {

@@ -15,8 +15,10 @@ use recipe_runtime::model::{self, CausalLm, Device, GenerateOptions, TokenBatch}
 use recipe_runtime::rng::Rng;
 use serde_json::Value;
 
-/// Summed log-probabilities agree within this (the issue's bound; f32 sums of a few tokens).
-const LOGPROB_TOL: f64 = 1e-3;
+/// Summed log-probabilities agree within this. The issue asks for 1e-3; the import is within
+/// 2e-5 of the fixture, and 1e-4 still catches a biased reduction (an f32 running sum over the
+/// 49 152 logits was 1.2e-3 off on the longest completion).
+const LOGPROB_TOL: f64 = 1e-4;
 
 fn model_file() -> Option<PathBuf> {
     let path = std::env::var_os("RECIPE_SMOLLM2").map(PathBuf::from).unwrap_or_else(|| {

@@ -92,7 +92,9 @@ fn config(meta: &Meta, tied: bool, attention_bias: bool) -> Result<LlamaConfig, 
     let hidden = meta.usize("llama.embedding_length")?;
     if let Some(kind) = meta.opt_str("llama.rope.scaling.type")? {
         if kind != "none" {
-            return Err(format!("GGUF `llama.rope.scaling.type` `{kind}` is not supported (only the default rotary embedding)"));
+            return Err(format!(
+                "GGUF `llama.rope.scaling.type` `{kind}` is not supported (only the default rotary embedding)"
+            ));
         }
     }
     if let Some(dims) = meta.opt_usize("llama.rope.dimension_count")? {

@@ -22,9 +22,29 @@ const USER_DEFINED: i64 = 4;
 /// `tokenizer.ggml.pre` values for which transformers splits text with its own regex instead of
 /// GPT-2's (the keys of its `GGUF_PRE_TOKENIZER_SPLITS`): refused.
 const OTHER_SPLITS: &[&str] = &[
-    "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano",
-    "dbrx", "smaug-bpe", "tekken", "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "qwen35",
-    "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2",
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+    "dbrx",
+    "smaug-bpe",
+    "tekken",
+    "qwen2",
+    "deepseek-r1-qwen",
+    "kormo",
+    "f2llmv2",
+    "megrez",
+    "qwen35",
+    "gpt-4o",
+    "llama4",
+    "kanana2",
+    "talkie",
+    "minimax-m2",
 ];
 
 /// The `tokenizer.json` text and the special-token spec of a GGUF file's tokenizer.

@@ -452,6 +452,113 @@ pub(crate) mod tests {
         assert!(unpermute_rotary(&bias, 2).is_err(), "6 rows are not 2 heads of two halves");
     }
 
+    /// The llama.cpp name of a Hugging Face tensor name (the inverse of [`hf_name`]).
+    fn gguf_name(hf: &str) -> String {
+        let pairs = [
+            ("model.embed_tokens", "token_embd"),
+            ("model.norm", "output_norm"),
+            ("lm_head", "output"),
+            ("model.layers.", "blk."),
+            ("input_layernorm", "attn_norm"),
+            ("post_attention_layernorm", "ffn_norm"),
+            ("self_attn.q_proj", "attn_q"),
+            ("self_attn.k_proj", "attn_k"),
+            ("self_attn.v_proj", "attn_v"),
+            ("self_attn.o_proj", "attn_output"),
+            ("mlp.gate_proj", "ffn_gate"),
+            ("mlp.up_proj", "ffn_up"),
+            ("mlp.down_proj", "ffn_down"),
+        ];
+        pairs.iter().fold(hf.to_string(), |name, (from, to)| name.replace(from, to))
+    }
+
+    /// llama.cpp's converter's permutation (`convert_hf_to_gguf.py`, `LlamaModel.permute`):
+    /// `reshape(heads, 2, d/2, in).swapaxes(1, 2)`, written here independently of its inverse.
+    fn permute_like_llama_cpp(t: &Tensor, heads: usize) -> Tensor {
+        let (rows, cols) = t.dims2().unwrap();
+        t.reshape((heads, 2, rows / heads / 2, cols))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((rows, cols))
+            .unwrap()
+    }
+
+    /// A small random Llama (grouped-query attention, untied head) written as a GGUF file the way
+    /// llama.cpp writes one — permuted q/k, llama.cpp names, F32 and F16 tensors, a byte-level
+    /// tokenizer in the metadata — reads back as the same model: every parameter (the F16 one
+    /// within its rounding), the configuration and the special ids.
+    #[test]
+    fn a_llama_written_as_gguf_reads_back_as_the_same_model() {
+        use crate::model::tokenizer::{byte_to_char, BYTES_EOS, BYTES_EOS_TOKEN};
+        use crate::model::CausalLm;
+        use candle_core::quantized::{gguf_file, QTensor};
+
+        let cfg = LlamaConfig {
+            hidden_size: 64,
+            intermediate_size: 96,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 32,
+            ..LlamaConfig::default()
+        };
+        let original = CausalLm::tiny(cfg.clone(), &mut crate::rng::Rng::derive(5, "gguf"), &Device::Cpu).unwrap();
+        let mut tensors = Vec::new();
+        for (hf, var) in original.params() {
+            let t = var.as_tensor();
+            let t = if hf.contains("q_proj") {
+                permute_like_llama_cpp(t, cfg.num_attention_heads)
+            } else if hf.contains("k_proj") {
+                permute_like_llama_cpp(t, cfg.num_key_value_heads)
+            } else {
+                t.clone()
+            };
+            let dtype = if hf.contains("down_proj") { GgmlDType::F16 } else { GgmlDType::F32 };
+            tensors.push((gguf_name(hf), QTensor::quantize(&t, dtype).unwrap()));
+        }
+        let mut tokens: Vec<Value> = byte_to_char().iter().map(|c| Value::String(c.to_string())).collect();
+        tokens.push(Value::String(BYTES_EOS_TOKEN.into()));
+        let mut types = vec![Value::I32(1); 256];
+        types.push(Value::I32(3));
+        let metadata = [
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", Value::U32(2)),
+            ("llama.context_length", Value::U32(32)),
+            ("llama.embedding_length", Value::U32(64)),
+            ("llama.feed_forward_length", Value::U32(96)),
+            ("llama.attention.head_count", Value::U32(4)),
+            ("llama.attention.head_count_kv", Value::U32(2)),
+            ("llama.rope.freq_base", Value::F32(10_000.0)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.tokens", Value::Array(tokens)),
+            ("tokenizer.ggml.token_type", Value::Array(types)),
+            ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+            ("tokenizer.ggml.eos_token_id", Value::U32(BYTES_EOS)),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
+        drop(file);
+
+        let read = CausalLm::load(&path, &Device::Cpu).unwrap();
+        let expected = LlamaConfig { rms_norm_eps: f64::from(1e-6f32), ..cfg };
+        assert_eq!(read.config(), &expected);
+        assert_eq!((read.tokenizer().eos_id(), read.tokenizer().pad_id()), (BYTES_EOS, BYTES_EOS));
+        assert_eq!(read.tokenizer().encode("hi<|endoftext|>").unwrap(), vec![104, 105, BYTES_EOS]);
+        for ((name, a), (_, b)) in original.params().iter().zip(read.params()) {
+            let diff = (a.as_tensor() - b.as_tensor()).unwrap().abs().unwrap().max_all().unwrap();
+            let tol = if name.contains("down_proj") { 1e-3 } else { 0.0 };
+            assert!(diff.to_scalar::<f32>().unwrap() <= tol, "{name}");
+        }
+    }
+
     #[test]
     fn a_file_that_is_not_gguf_is_a_config_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -492,3 +492,23 @@ pub(crate) fn token_logprob_bwd(logits: &[f32], target: u32, dy: f32, out: &mut 
     }
     out[target as usize] += dy;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One logit of 20 and 49 151 of 0 (SmolLM2's vocabulary): each small term, e⁻²⁰ ≈ 2e-9 of
+    /// the sum, is below half an ulp of an f32 running sum, which drops them all and gives
+    /// log p = 0; the true value is −ln(1 + 49 151·e⁻²⁰) ≈ −1.0e-4.
+    #[test]
+    fn token_logprob_keeps_the_mass_of_a_large_vocabulary() {
+        let mut logits = vec![0f32; 49_152];
+        logits[0] = 20.0;
+        let truth = -(1.0 + 49_151.0 * (-20f64).exp()).ln();
+        assert!((f64::from(token_logprob(&logits, 0)) - truth).abs() < 1e-7, "{}", token_logprob(&logits, 0));
+        let mut grad = vec![0f32; logits.len()];
+        token_logprob_bwd(&logits, 0, 1.0, &mut grad);
+        // The backward goes through m + ln Σ, an f32 near 20 (ulp 2e-6): 1 − p ≈ 1.0e-4, not 0.
+        assert!((f64::from(grad[0]) - (1.0 - truth.exp())).abs() < 4e-6, "{}", grad[0]);
+    }
+}

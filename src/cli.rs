@@ -1,4 +1,5 @@
-//! Command-line surface: `recipe check | fmt | plan | run | verify | report | score | generate | loss`.
+//! Command-line surface: `recipe check | fmt | plan | run | verify | report | score | generate | loss |
+//! convert`.
 
 use crate::exit::{self, Failure};
 use crate::render;
@@ -87,7 +88,8 @@ pub enum Command {
     Report { run: PathBuf },
     /// Log-probabilities of completions: one JSON line per `prompt`/`completion` row.
     Score {
-        /// A Hugging Face model folder, a checkpoint folder, or a run folder (its final model).
+        /// A Hugging Face model folder, a GGUF file, a checkpoint folder, or a run folder (its
+        /// final model).
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
@@ -97,9 +99,10 @@ pub enum Command {
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
     },
-    /// Continue a prompt with a model folder.
+    /// Continue a prompt with a model.
     Generate {
-        /// A Hugging Face model folder, a checkpoint folder, or a run folder (its final model).
+        /// A Hugging Face model folder, a GGUF file, a checkpoint folder, or a run folder (its
+        /// final model).
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
@@ -166,6 +169,17 @@ pub enum Command {
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
     },
+    /// Write a model as a Hugging Face folder (config.json, model.safetensors in F32,
+    /// tokenizer.json, tokenizer_config.json with the chat template, generation_config.json)
+    /// that transformers opens unchanged; prints the folder.
+    Convert {
+        /// A GGUF file (Llama architecture; quantised tensors are dequantised to f32), or anything
+        /// `--model` takes.
+        file: PathBuf,
+        /// The folder to write (created when absent; the files above are replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn dispatch(args: Args) -> Result<u8, Failure> {
@@ -182,6 +196,7 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, ids, device } => {
             runs::generate(runs::GenerateArgs { model, prompt, max_tokens, temperature, top_p, seed, ids, device })
         }
+        Command::Convert { file, out } => runs::convert(&file, &out),
         Command::Loss {
             policy,
             reference,

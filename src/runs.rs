@@ -201,9 +201,10 @@ pub(crate) fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + S
     recipe_runtime::threads::run_on_pool(threads, f).map_err(|e| Failure::Internal(format!("thread pool: {e}")))
 }
 
-/// The model folder `--model PATH` names: a run folder (with recipe.lock) gives its final model,
-/// or while unfinished its latest checkpoint's; a checkpoint folder gives its `model/`; anything
-/// else is taken as a Hugging Face model folder. Errors: `Input` for a run without checkpoints.
+/// The model `--model PATH` names: a run folder (with recipe.lock) gives its final model, or
+/// while unfinished its latest checkpoint's; a checkpoint folder gives its `model/`; anything
+/// else is taken as a Hugging Face model folder or a GGUF file (`CausalLm::load` tells them
+/// apart). Errors: `Input` for a run without checkpoints.
 fn model_folder(path: &Path) -> Result<PathBuf, Failure> {
     if path.join(artifact::LOCK_FILE).is_file() {
         if let Some(model) = read_lock(path)?.final_model {
@@ -223,6 +224,16 @@ fn model_folder(path: &Path) -> Result<PathBuf, Failure> {
 pub(crate) fn load_model(path: &Path, device_name: &str) -> Result<CausalLm, Failure> {
     let dir = model_folder(path)?;
     CausalLm::load(&dir, &device(device_name)?).map_err(|e| Failure::Input(e.to_string()))
+}
+
+/// `recipe convert`: the model at `input` (a GGUF file, or anything `--model` takes) written as a
+/// Hugging Face folder `out` (`CausalLm::save`); prints the folder. Errors: `Input` when the
+/// model cannot be read or the folder written.
+pub fn convert(input: &Path, out: &Path) -> Result<u8, Failure> {
+    let model = load_model(input, "cpu")?;
+    model.save(out).map_err(|e| Failure::Input(format!("cannot write {}: {e}", out.display())))?;
+    render::out_line(out.display());
+    Ok(exit::OK)
 }
 
 /// One JSONL line per row: summed and mean log-probability of the completion (EOS appended).

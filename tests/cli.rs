@@ -741,3 +741,40 @@ fn score_stages_refuse_what_they_cannot_use() {
     assert!(!run.exists(), "nothing is written before the recipe is accepted");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A GGUF file works wherever a model folder does (the real model: `runtime/tests/gguf.rs`); one
+/// that is missing, not GGUF, or of an architecture the runtime does not read is bad input
+/// (exit 3) with a message naming the cause, for `convert` and `--model` alike.
+#[test]
+fn gguf_files_that_cannot_be_read_are_bad_input() {
+    let dir = scratch("gguf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(dir.join("text.gguf"), "not a model").unwrap();
+    // A GGUF v3 header: no tensors, one metadata entry (general.architecture = "gemma", type 8: string).
+    let mut gemma = b"GGUF".to_vec();
+    gemma.extend(3u32.to_le_bytes());
+    gemma.extend(0u64.to_le_bytes());
+    gemma.extend(1u64.to_le_bytes());
+    for (i, s) in ["general.architecture", "gemma"].iter().enumerate() {
+        if i == 1 {
+            gemma.extend(8u32.to_le_bytes());
+        }
+        gemma.extend((s.len() as u64).to_le_bytes());
+        gemma.extend(s.as_bytes());
+    }
+    std::fs::write(dir.join("gemma.gguf"), gemma).unwrap();
+
+    let (text, gemma, missing, out) = (path("text.gguf"), path("gemma.gguf"), path("missing.gguf"), path("out"));
+    let cases = [
+        (vec!["convert", &text, "--out", &out], "not a GGUF file"),
+        (vec!["convert", &gemma, "--out", &out], "architecture `gemma` is not supported"),
+        (vec!["generate", "--model", &missing, "--prompt", "hi"], "no model folder or GGUF file"),
+    ];
+    for (args, message) in cases {
+        let out = recipe(&args);
+        assert_eq!(code(&out), 3, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!dir.join("out").exists(), "nothing is written for a model that cannot be read");
+}

@@ -97,8 +97,12 @@ impl FileDigest {
         Ok(FileDigest { path: path.display().to_string(), sha256: hex(&hasher.finalize()), bytes })
     }
 
-    /// Digests of every file under `dir` (a model folder), sorted by path.
+    /// Digests of every file under `dir` (a model folder), sorted by path; of `dir` itself when it
+    /// is a file (a model in one file: GGUF).
     pub fn of_dir(dir: &Path) -> io::Result<Vec<FileDigest>> {
+        if dir.is_file() {
+            return Ok(vec![FileDigest::of_file(dir)?]);
+        }
         let mut files = Vec::new();
         collect_files(dir, &mut files)?;
         files.sort();
@@ -518,6 +522,7 @@ mod tests {
         assert_eq!(FileDigest::of_file(&empty).unwrap().sha256, sha256_hex(b""));
         let digests = FileDigest::of_dir(dir.path()).unwrap();
         assert_eq!(digests.iter().map(|d| d.bytes).collect::<Vec<_>>(), vec![0, bytes.len() as u64]);
+        assert_eq!(FileDigest::of_dir(&path).unwrap(), vec![FileDigest::of_bytes(&path, &bytes)], "a one-file model");
     }
 
     #[test]

@@ -417,7 +417,15 @@ pub(crate) struct TokenLogprob {
 
 fn log_sum_exp(x: &[f32]) -> f32 {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    m + x.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+    m + sum_exp(x, m).ln()
+}
+
+/// `Σ exp(x − m)`, accumulated in f64 (in order, so the result never depends on the thread
+/// count): over a 49 152-token vocabulary an f32 running sum drops every term below half an ulp
+/// of the sum, which made SmolLM2's log-probabilities ~1e-4 a token too high against
+/// transformers (whose reduction is pairwise).
+fn sum_exp(x: &[f32], m: f32) -> f32 {
+    x.iter().map(|v| f64::from((v - m).exp())).sum::<f64>() as f32
 }
 
 impl CustomOp1 for TokenLogprob {
@@ -473,7 +481,7 @@ impl CustomOp2 for TokenLogprobBwd {
 /// `log_softmax(logits)[target]`, as `(x_t − m) − ln Σ exp(x − m)` (the order torch uses).
 pub(crate) fn token_logprob(logits: &[f32], target: u32) -> f32 {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (logits[target as usize] - m) - logits.iter().map(|x| (x - m).exp()).sum::<f32>().ln()
+    (logits[target as usize] - m) - sum_exp(logits, m).ln()
 }
 
 /// Backward of [`token_logprob`] scaled by `dy`: writes `dy · (onehot(target) − softmax)`.
@@ -483,4 +491,24 @@ pub(crate) fn token_logprob_bwd(logits: &[f32], target: u32, dy: f32, out: &mut 
         *d = -dy * (xv - lse).exp();
     }
     out[target as usize] += dy;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One logit of 20 and 49 151 of 0 (SmolLM2's vocabulary): each small term, e⁻²⁰ ≈ 2e-9 of
+    /// the sum, is below half an ulp of an f32 running sum, which drops them all and gives
+    /// log p = 0; the true value is −ln(1 + 49 151·e⁻²⁰) ≈ −1.0e-4.
+    #[test]
+    fn token_logprob_keeps_the_mass_of_a_large_vocabulary() {
+        let mut logits = vec![0f32; 49_152];
+        logits[0] = 20.0;
+        let truth = -(1.0 + 49_151.0 * (-20f64).exp()).ln();
+        assert!((f64::from(token_logprob(&logits, 0)) - truth).abs() < 1e-7, "{}", token_logprob(&logits, 0));
+        let mut grad = vec![0f32; logits.len()];
+        token_logprob_bwd(&logits, 0, 1.0, &mut grad);
+        // The backward goes through m + ln Σ, an f32 near 20 (ulp 2e-6): 1 − p ≈ 1.0e-4, not 0.
+        assert!((f64::from(grad[0]) - (1.0 - truth.exp())).abs() < 4e-6, "{}", grad[0]);
+    }
 }

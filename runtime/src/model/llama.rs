@@ -182,9 +182,9 @@ impl CausalLm {
         CausalLm::from_tensors(cfg, tensors, tokenizer, device)
     }
 
-    /// Opens a Hugging Face folder: [`ModelSpec::from_hf_dir`] then [`CausalLm::from_spec`].
-    pub fn load(dir: &Path, device: &Device) -> Result<CausalLm, ModelError> {
-        CausalLm::from_spec(ModelSpec::from_hf_dir(dir)?, device)
+    /// Opens a Hugging Face folder or a GGUF file: [`ModelSpec::open`] then [`CausalLm::from_spec`].
+    pub fn load(path: &Path, device: &Device) -> Result<CausalLm, ModelError> {
+        CausalLm::from_spec(ModelSpec::open(path)?, device)
     }
 
     /// Builds the model `spec` describes: every parameter the configuration implies is looked up

@@ -8,9 +8,11 @@
 //! - [`ops`] and `kernels`: differentiable RMSNorm, rotary embeddings, masked softmax, SwiGLU
 //!   and token log-probs (composed reference versions plus fused CPU kernels with backward);
 //! - [`spec`]: `ModelSpec` (configuration, tokenizer, weight source) and reading one from a
-//!   Hugging Face folder;
+//!   Hugging Face folder or (through [`gguf`]) a GGUF file;
+//! - [`gguf`]: GGUF files (llama.cpp's format) as a weight source, dequantised to f32, with the
+//!   configuration and tokenizer their metadata describe;
 //! - [`llama`]: `CausalLm` — parameters, forward pass, `tiny` init, `from_spec`, `load` (a
-//!   folder), `save`, `snapshot`;
+//!   folder or a GGUF file), `save`, `snapshot`;
 //! - [`weights`]: the `WeightSource` trait, memory-mapped safetensors (single file or shards),
 //!   atomic writing;
 //! - [`tokenizer`]: `Vocab` (byte-level or `tokenizers`-backed), `TokenizerSpec` (BOS policy,
@@ -30,6 +32,7 @@ pub mod config;
 mod cpu;
 pub(crate) mod decode;
 pub mod generate;
+pub mod gguf;
 pub(crate) mod kernels;
 pub mod llama;
 pub mod logprob;

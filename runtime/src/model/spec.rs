@@ -1,7 +1,8 @@
 //! What a model is made of, apart from where it comes from: a [`ModelSpec`] is the decoder's
 //! configuration, its tokenizer (vocabulary and [`TokenizerSpec`]) and a [`WeightSource`].
 //! `CausalLm::from_spec` builds a model from any spec; a Hugging Face folder is one way to get a
-//! spec ([`ModelSpec::from_hf_dir`]), and other formats only need to fill the same three parts.
+//! spec ([`ModelSpec::from_hf_dir`]), a GGUF file another ([`super::gguf::read_spec`]);
+//! [`ModelSpec::open`] takes either.
 
 use std::path::Path;
 
@@ -21,6 +22,21 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// The spec of a model path: a file is read as GGUF ([`super::gguf::read_spec`]), anything
+    /// else as a Hugging Face folder ([`ModelSpec::from_hf_dir`]). Errors: `Io` naming `path`
+    /// when nothing is there, else theirs (a file that is not GGUF is a `Config` error saying so).
+    pub fn open(path: &Path) -> Result<ModelSpec, ModelError> {
+        if !path.exists() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no model folder or GGUF file here");
+            return Err(ModelError::Io { path: path.to_path_buf(), source });
+        }
+        if path.is_file() {
+            super::gguf::read_spec(path)
+        } else {
+            ModelSpec::from_hf_dir(path)
+        }
+    }
+
     /// Reads a Hugging Face folder: config.json (required), generation_config.json and
     /// tokenizer_config.json (when present; see [`TokenizerSpec::from_hf`]), the chat template
     /// of `chat_template.jinja` when tokenizer_config.json has none, tokenizer.json (the byte

@@ -203,13 +203,20 @@ impl Vocab {
     /// `Tokenizer` when it does not parse.
     pub fn from_file(path: &Path) -> Result<Vocab, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        Vocab::from_json(text, path)
+    }
+
+    /// Parses the text of a `tokenizer.json` (read from a file, or built from a GGUF file's
+    /// metadata), recognising the byte-level alphabet; `origin` names the source in errors.
+    /// Errors: `Tokenizer` when it does not parse.
+    pub fn from_json(text: String, origin: &Path) -> Result<Vocab, ModelError> {
         let value: Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Tokenizer { path: path.into(), message: e.to_string() })?;
+            .map_err(|e| ModelError::Tokenizer { path: origin.into(), message: e.to_string() })?;
         if is_byte_level(&value) {
             return Ok(Vocab::bytes());
         }
         let tok = tokenizers::Tokenizer::from_bytes(text.as_bytes())
-            .map_err(|e| ModelError::Tokenizer { path: path.into(), message: e.to_string() })?;
+            .map_err(|e| ModelError::Tokenizer { path: origin.into(), message: e.to_string() })?;
         Ok(Vocab(Kind::Hf(Box::new(tok), text)))
     }
 

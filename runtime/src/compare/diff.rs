@@ -26,6 +26,10 @@ pub const COMPUTE_ARGS: &[&str] = &[
     "optimizer",
 ];
 
+/// The path prefix of the optimiser steps a stage took, read from the metrics
+/// (`steps taken: stage dpo`): always an equal-compute difference.
+pub const STEPS_TAKEN: &str = "steps taken: stage ";
+
 /// One difference: `values` holds each compared run's (or group's) value, `—` where it has none.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DiffEntry {
@@ -42,7 +46,8 @@ pub fn flatten(lock: &RecipeLock) -> Vec<(String, String)> {
     let functions: Vec<(String, String)> = plan
         .get("functions")
         .and_then(Value::as_array)
-        .map(|fs| fs.iter().map(|f| (str_of(f.get("name")), str_of(f.get("text")))).collect())
+        // One line each: the text's line breaks are layout.
+        .map(|fs| fs.iter().map(|f| (str_of(f.get("name")), one_line(&str_of(f.get("text"))))).collect())
         .unwrap_or_default();
     let mut out = vec![("seed".to_string(), lock.seed.to_string())];
     for field in plan.get("header").and_then(Value::as_array).into_iter().flatten() {
@@ -134,10 +139,13 @@ pub fn diff(arms: &[Vec<Vec<(String, String)>>]) -> Vec<DiffEntry> {
 }
 
 /// Whether a difference at `path` means the runs did not spend equal compute: a compute argument
-/// of a stage ([`COMPUTE_ARGS`]), a stage of another kind, another stage graph or `--max-steps`,
+/// of a stage ([`COMPUTE_ARGS`]), the steps a stage took ([`STEPS_TAKEN`]), a stage of another kind, another stage graph or `--max-steps`,
 /// the function a stage's closure argument among those compiles to (`fn sft.lr`, an `lr`
 /// schedule), and a curriculum that refills (samples more rollouts a step than its batch).
 fn breaks_equal_compute(path: &str, values: &[String]) -> bool {
+    if path.starts_with(STEPS_TAKEN) {
+        return true;
+    }
     let Some(rest) = path.strip_prefix("stage ") else {
         // A stage's closure argument is compiled to the function `STAGE.ARG` (`fn sft.lr`).
         let closure_of = path.strip_prefix("fn ").and_then(|f| f.rsplit_once('.')).map(|(_, arg)| arg);
@@ -229,6 +237,10 @@ fn str_of(v: Option<&Value>) -> String {
         Some(other) => other.to_string(),
         None => String::new(),
     }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn short_hash(sha: &str) -> String {

@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 pub struct Run {
     pub dir: PathBuf,
     pub lock: RecipeLock,
+    /// Its curves, a stage's rounds joined ([`series::join_rounds`]).
     pub traces: Vec<Trace>,
+    /// Optimiser steps each stage took, as its metrics lines say (its rounds' summed).
+    pub steps: Vec<(String, u64)>,
 }
 
 /// What `compare` puts side by side: one run, or a group of runs of one recipe over seeds.
@@ -69,8 +72,16 @@ pub fn load(path: &Path) -> Result<Arm, CompareError> {
 
 fn read_run(dir: &Path) -> Result<Run, CompareError> {
     let lock = artifact::read_lock(dir)?;
-    let traces = series::traces(&artifact::read_metrics(dir)?).traces;
-    Ok(Run { dir: dir.to_path_buf(), lock, traces })
+    let all = series::traces(&artifact::read_metrics(dir)?);
+    let mut steps: Vec<(String, u64)> = Vec::new();
+    for (stage, n) in &all.stages {
+        let stage = stage.split_once(" round ").map_or(stage.as_str(), |(s, _)| s);
+        match steps.iter_mut().find(|(s, _)| s == stage) {
+            Some((_, total)) => *total += n,
+            None => steps.push((stage.to_string(), *n)),
+        }
+    }
+    Ok(Run { dir: dir.to_path_buf(), lock, traces: series::join_rounds(all.traces), steps })
 }
 
 /// Mean, sample standard deviation and count of a metric's final or best values over a group.
@@ -85,7 +96,10 @@ impl Stat {
     fn of(values: &[f64]) -> Stat {
         let n = values.len();
         let mean = values.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        // Equal values have no spread (the mean's rounding would show one).
+        let equal = values.iter().all(|v| *v == values[0]);
+        let var =
+            if n > 1 && !equal { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
         Stat { mean, std: var.sqrt(), n }
     }
 
@@ -166,7 +180,7 @@ pub fn compare(arms: &[Arm], metric: Option<&str>) -> Result<Comparison, NoSuchM
         let better = Better::of(&t.metric);
         // A metric constant and equal in every run says nothing about the difference.
         let all: Vec<&Trace> = arms.iter().flat_map(|a| curves(a, &tag)).collect();
-        let constant = all.iter().all(|u| u.is_constant() && u.points[0].1 == all[0].points[0].1);
+        let constant = series::constant(&all).is_some();
         let stats = arms
             .iter()
             .map(|a| {
@@ -186,8 +200,14 @@ pub fn compare(arms: &[Arm], metric: Option<&str>) -> Result<Comparison, NoSuchM
             panels.push(Panel { title: tag, ylabel, log, stacked: false, smooth, series, marks: Vec::new() });
         }
     }
-    let locks: Vec<Vec<Vec<(String, String)>>> =
-        arms.iter().map(|a| a.runs.iter().map(|r| diff::flatten(&r.lock)).collect()).collect();
+    // The steps each stage took are compared beside the locks: they can differ where the locks'
+    // settings agree (`--max-steps` caps each round of a stage in rounds).
+    let flat = |r: &Run| {
+        let mut flat = diff::flatten(&r.lock);
+        flat.extend(r.steps.iter().map(|(stage, n)| (format!("{}{stage}", diff::STEPS_TAKEN), n.to_string())));
+        flat
+    };
+    let locks: Vec<Vec<Vec<(String, String)>>> = arms.iter().map(|a| a.runs.iter().map(flat).collect()).collect();
     let entries = diff::diff(&locks);
     Ok(Comparison {
         runs: arms

@@ -20,7 +20,15 @@ use std::collections::BTreeMap;
 /// The report of a run: its `metrics.jsonl` lines and, when readable, its lock.
 pub fn render(title: &str, lock: Option<&RecipeLock>, metrics: &[Value]) -> String {
     let all = series::traces(metrics);
-    let (constants, traces): (Vec<&Trace>, Vec<&Trace>) = all.traces.iter().partition(|t| t.is_constant());
+    // Metrics whose every point, in every stage, is one value are listed, not plotted.
+    let mut constants: Vec<(&str, f64)> = Vec::new();
+    for t in &all.traces {
+        let same: Vec<&Trace> = all.traces.iter().filter(|u| u.metric == t.metric).collect();
+        if let Some(v) = series::constant(&same).filter(|_| !constants.iter().any(|(m, _)| *m == t.metric)) {
+            constants.push((&t.metric, v));
+        }
+    }
+    let traces: Vec<&Trace> = all.traces.iter().filter(|t| !constants.iter().any(|(m, _)| *m == t.metric)).collect();
     let mut head = summary(lock, metrics, &all.stages);
     head.push_str(&metrics_table(&traces));
     let multi_stage = all.stages.len() > 1;
@@ -38,8 +46,8 @@ pub fn render(title: &str, lock: Option<&RecipeLock>, metrics: &[Value]) -> Stri
         let panels = panels.into_iter().map(|(key, members)| panel(&key, &members, multi_stage, &all.marks)).collect();
         let left_out: Vec<String> = constants
             .iter()
-            .filter(|t| Family::of(&t.metric) == family)
-            .map(|t| format!("<code>{}</code> = {}", escape(&t.tag()), short(t.points[0].1)))
+            .filter(|(m, _)| Family::of(m) == family)
+            .map(|(m, v)| format!("<code>{}</code> = {}", escape(m), short(*v)))
             .collect();
         let note =
             if left_out.is_empty() { String::new() } else { format!("Constant, not plotted: {}", left_out.join(", ")) };
@@ -190,7 +198,7 @@ mod tests {
         let captions: Vec<&str> =
             html.split("<figcaption>").skip(1).map(|s| s.split("</figcaption>").next().unwrap()).collect();
         assert_eq!(captions, ["loss", "eval.held", "curriculum/p", "grad_norm"], "lr is constant");
-        assert!(html.contains("Constant, not plotted: <code>sft/lr</code>"));
+        assert!(html.contains("Constant, not plotted: <code>lr</code> = 0.001"));
         assert!(!html.contains("correct") && !html.contains(".total"), "counts beside their rate are left out");
         assert!(html.contains("\"stacked\":true"), "arm probabilities are stacked areas");
         assert!(html.contains("\"marks\":[[2.0,\"dpo\"]]"), "the stage boundary is marked");

@@ -14,7 +14,7 @@ h1{margin:.2em 0}h2{margin:1.2em 0 .4em;font-size:1.15em;border-bottom:1px solid
 figcaption{font-weight:600;font-size:.9em;margin-bottom:.2em}\
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.2em .7em;border-bottom:1px solid #eee;text-align:left}\
 th{background:#f6f6f6}td.num{text-align:right;font-variant-numeric:tabular-nums}\
-.legend{font-size:.8em;max-width:460px}.legend span{margin-right:.8em;white-space:nowrap}\
+.legend{font-size:.8em;max-width:430px}.legend span{margin-right:.8em;white-space:nowrap}\
 .controls{margin:.8em 0;font-size:.9em}.note{color:#666;font-size:.85em}.bad{color:#c00;font-weight:600}\
 #tip{position:absolute;display:none;background:#fff;border:1px solid #aaa;padding:.3em .5em;\
 font-size:.8em;pointer-events:none;box-shadow:0 1px 4px #0003}";
@@ -93,7 +93,9 @@ pub fn escape(text: &str) -> String {
 
 /// A number for a table: four significant digits, exponent form when very large or small.
 pub fn short(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
+    if v == 0.0 || !v.is_finite() {
+        format!("{v}")
+    } else if v.abs() < 1e-3 || v.abs() >= 1e5 {
         format!("{v:.2e}")
     } else {
         let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
@@ -156,5 +158,7 @@ mod tests {
         assert_eq!(short(12.0), "12");
         assert_eq!(short(1234.5678), "1235");
         assert_eq!(short(2e-5), "2.00e-5");
+        assert_eq!(short(0.0), "0");
+        assert_eq!(short(f64::NAN), "NaN");
     }
 }

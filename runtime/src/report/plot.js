@@ -1,11 +1,11 @@
-// The one plotting implementation of report.html and compare.html: it draws every
-// <figure class="panel" data-panel="i"> from the page's JSON (`PAGE.panels[i]`) as an inline SVG.
-// A panel: {title, ylabel, log, stacked, smooth, series: [{name, points: [[x, y]], band: [[x, lo, hi]]}],
-// marks: [[x, label]]}. Smoothing is TensorBoard's debiased EMA (tensorboard/.../smoothing in
-// vz_line_chart2): s_t = w s_{t-1} + (1 - w) y_t, shown as s_t / (1 - w^t).
+// The one plotting implementation of report.html and compare.html: it draws every figure.panel
+// element (its data-panel attribute is i) from the page's JSON, PAGE.panels[i], as an inline SVG.
+// A panel: {title, ylabel, log, stacked, smooth, series: [{name, points: [[x, y]],
+// band: [[x, lo, hi]]}], marks: [[x, label]]}. Smoothing is TensorBoard's debiased EMA (its
+// scalar dashboard's smoothing): s_t = w s_{t-1} + (1 - w) y_t, shown as s_t / (1 - w^t).
 "use strict";
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
-const W = 460, H = 260, L = 62, R = 14, T = 14, B = 40;
+const W = 430, H = 260, L = 62, R = 14, T = 14, B = 40;
 const NS = "http://www.w3.org/2000/svg";
 
 function el(name, attrs, parent) {
@@ -145,7 +145,7 @@ function draw(fig, panel, smoothing) {
       let j = 0;
       s.xs.forEach((v, k) => { if (Math.abs(v - x) < Math.abs(s.xs[j] - x)) j = k; });
       step = step === null || Math.abs(s.xs[j] - x) < Math.abs(step - x) ? s.xs[j] : step;
-      const raw = s.ys[j], shown = panel.stacked ? raw : s.sm[j];
+      const raw = s.ys[j], shown = s.sm[j];
       const spread = s.band && s.band[j] ? ` [${fmt(s.band[j][1])}, ${fmt(s.band[j][2])}]` : "";
       const smooth = smoothing > 0 ? ` (raw ${fmt(raw)})` : "";
       return `<div><b style="color:${s.colour}">■</b> ${s.name}: ${fmt(shown)}${smooth}${spread}</div>`;

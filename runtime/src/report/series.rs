@@ -28,11 +28,15 @@ impl Trace {
     pub fn tag(&self) -> String {
         format!("{}/{}", self.stage, self.metric)
     }
+}
 
-    /// True for two or more points of one value: a constant, not worth a plot.
-    pub fn is_constant(&self) -> bool {
-        self.points.len() > 1 && self.points.iter().all(|p| p.1 == self.points[0].1)
-    }
+/// The one value of `traces` when they hold two or more points and all of them are that value:
+/// a constant (`eval.held_acc.total`), not worth a plot. A metric that is constant within each
+/// stage but differs between them (`curriculum/bucket` over rounds) is no constant.
+pub fn constant(traces: &[&Trace]) -> Option<f64> {
+    let first = traces.first()?.points.first()?.1;
+    let points = traces.iter().map(|t| t.points.len()).sum::<usize>();
+    (points > 1 && traces.iter().all(|t| t.points.iter().all(|p| p.1 == first))).then_some(first)
 }
 
 /// Every curve of a run, in the order its metrics first appear, and where its stages start.
@@ -78,6 +82,23 @@ pub fn traces(metrics: &[Value]) -> Traces {
                 out.traces.len() - 1
             });
             out.traces[i].points.push((x, y));
+        }
+    }
+    out
+}
+
+/// `traces` with the rounds of a stage in rounds joined into one curve per (stage, metric),
+/// labelled with the stage's name: how runs whose stage runs in rounds in one and not in the
+/// other (an exclusive `buckets` curriculum against `uniform()`) still share its curves.
+pub fn join_rounds(traces: Vec<Trace>) -> Vec<Trace> {
+    let mut out: Vec<Trace> = Vec::new();
+    for mut t in traces {
+        if let Some((stage, _)) = t.stage.split_once(" round ") {
+            t.stage = stage.to_string();
+        }
+        match out.iter_mut().find(|u| u.stage == t.stage && u.metric == t.metric) {
+            Some(u) => u.points.extend(t.points),
+            None => out.push(t),
         }
     }
     out
@@ -161,12 +182,15 @@ pub enum Better {
 }
 
 impl Better {
-    /// From the metric's last name part: losses lower, accuracies, rewards, margins and pass
-    /// rates higher; `None` for the rest (`lr`, `grad_norm`, `kl`: no better direction).
+    /// From the metric's name: losses lower; accuracies, rewards, margins and pass rates
+    /// higher, except the rejected responses' (TRL's `rewards/rejected`, better lower but only
+    /// beside `rewards/chosen`); `None` for the rest (`lr`, `grad_norm`, `kl`, `logps/*`).
     pub fn of(metric: &str) -> Option<Better> {
         let leaf = metric.rsplit(['/', '.']).next().unwrap_or(metric);
         let any = |words: &[&str]| words.iter().any(|w| leaf.contains(w) || metric.starts_with(w));
-        if any(&["loss", "nll", "perplexity"]) {
+        if leaf.contains("rejected") {
+            None
+        } else if any(&["loss", "nll", "perplexity"]) {
             Some(Better::Lower)
         } else if any(&["acc", "reward", "margin", "pass", "correct"]) {
             Some(Better::Higher)
@@ -211,13 +235,19 @@ mod tests {
         let names: Vec<String> = t.traces.iter().map(Trace::tag).collect();
         assert_eq!(
             names,
-            ["sft/eval.held.accuracy", "sft/loss", "dpo/loss", "dpo/curriculum/p/1", "dpo round 2/loss"],
+            ["sft/eval.held.accuracy", "sft/loss", "dpo/curriculum/p/1", "dpo/loss", "dpo round 2/loss"],
             "no counts, no timing, no events"
         );
         assert_eq!(t.traces[1].points, [(1.0, 2.0), (2.0, 1.0)]);
-        assert_eq!(t.traces[2].points, [(3.0, 0.7)], "dpo's step 1 follows sft's last step 2");
+        assert_eq!(t.traces[3].points, [(3.0, 0.7)], "dpo's step 1 follows sft's last step 2");
         assert_eq!(t.marks, [(2.0, "dpo".to_string()), (3.0, "dpo round 2".to_string())]);
         assert_eq!(t.stages, [("sft".to_string(), 2), ("dpo".to_string(), 1), ("dpo round 2".to_string(), 1)]);
+        let joined = join_rounds(t.traces);
+        assert_eq!(
+            joined.iter().map(Trace::tag).collect::<Vec<_>>(),
+            ["sft/eval.held.accuracy", "sft/loss", "dpo/curriculum/p/1", "dpo/loss"]
+        );
+        assert_eq!(joined[3].points, [(3.0, 0.7), (4.0, 0.6)]);
     }
 
     #[test]
@@ -235,7 +265,16 @@ mod tests {
         assert_eq!(Better::of("eval.held.accuracy"), Some(Better::Higher));
         assert_eq!(Better::of("rewards/margins"), Some(Better::Higher));
         assert_eq!(Better::of("lr"), None);
+        assert_eq!(Better::of("rewards/rejected"), None);
         assert_eq!(Better::Lower.best([3.0, 1.0, 2.0].into_iter()), Some(1.0));
-        assert!(Trace { stage: "s".into(), metric: "m".into(), points: vec![(0.0, 3.0), (1.0, 3.0)] }.is_constant());
+        let trace = |ys: &[f64]| Trace {
+            stage: "s".into(),
+            metric: "m".into(),
+            points: ys.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect(),
+        };
+        let (a, b, c) = (trace(&[3.0, 3.0]), trace(&[3.0]), trace(&[4.0]));
+        assert_eq!(constant(&[&a, &b]), Some(3.0));
+        assert_eq!(constant(&[&a, &c]), None, "constant in each stage, not across them");
+        assert_eq!(constant(&[&b]), None, "one point is no evidence of a constant");
     }
 }

@@ -346,4 +346,23 @@ mod tests {
         assert_eq!(s.text(), "2 ± 1 (n = 3)");
         assert_eq!(Stat::of(&[0.5]).text(), "0.5");
     }
+
+    #[test]
+    fn the_steps_a_stage_took_break_equal_compute_where_the_locks_agree() {
+        let arm = |label: &str, steps: u64| Arm {
+            label: label.into(),
+            runs: vec![Run {
+                dir: label.into(),
+                lock: RecipeLock::new(String::new(), serde_json::json!({}), 1, vec![], "cpu".into()),
+                traces: vec![Trace { stage: "dpo".into(), metric: "loss".into(), points: vec![(1.0, 0.5)] }],
+                steps: vec![("dpo".into(), steps)],
+            }],
+        };
+        let c = compare(&[arm("method", 120), arm("control", 40)], None).unwrap();
+        assert_eq!(c.diff.len(), 1);
+        assert_eq!(c.equal_compute[0].path, "steps taken: stage dpo");
+        assert_eq!(c.equal_compute[0].values, ["120", "40"]);
+        assert!(compare(&[arm("a", 40), arm("b", 40)], None).unwrap().equal_compute.is_empty());
+        assert!(compare(&[arm("a", 40), arm("b", 40)], Some("nope")).is_err());
+    }
 }

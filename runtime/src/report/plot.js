@@ -24,7 +24,7 @@ function ema(values, w) {
 function fmt(v) {
   if (v === 0) return "0";
   const a = Math.abs(v);
-  if (a >= 1e5 || a < 1e-3) return v.toExponential(2);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(2).replace(/\.?0+e/, "e");
   return String(+v.toPrecision(4));
 }
 

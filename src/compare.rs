@@ -33,7 +33,9 @@ pub fn write_html(comparison: &Comparison, out: &Path) -> Result<(), Failure> {
 
 /// `recipe compare`.
 pub fn run(paths: &[PathBuf], metric: Option<&str>, out: Option<&Path>, json: bool) -> Result<u8, Failure> {
-    if paths.len() < 2 && !paths.first().is_some_and(|p| !p.join(recipe_runtime::artifact::LOCK_FILE).is_file()) {
+    // One path is a comparison only when it is a group (a folder of runs, not a run).
+    let one_run = paths.first().is_none_or(|p| p.join(recipe_runtime::artifact::LOCK_FILE).is_file());
+    if paths.len() < 2 && one_run {
         return Err(Failure::Usage("`recipe compare` needs two or more runs, or a folder of seed runs".into()));
     }
     let arms = load(paths)?;

@@ -1,5 +1,5 @@
-//! Command-line surface: `recipe check | fmt | plan | run | verify | report | score | generate | loss |
-//! convert`.
+//! Command-line surface: `recipe check | fmt | plan | run | compare | verify | report | score | generate |
+//! loss | convert`.
 
 use crate::exit::{self, Failure};
 use crate::render;
@@ -75,6 +75,28 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
         /// Progress and results as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Run once per seed into OUT/seed-N: a count (`3`: seeds 1, 2, 3) or a list (`1,2,5`).
+        #[arg(long, value_name = "N|LIST", conflicts_with = "resume")]
+        seeds: Option<String>,
+        /// Also run a control, the recipe with these `--set` overrides (repeatable): the method
+        /// goes to OUT/method, the control to OUT/control, their comparison to OUT/compare.html.
+        #[arg(long = "control", value_name = "KEY=VALUE", conflicts_with = "resume")]
+        controls: Vec<String>,
+    },
+    /// Compare runs, or groups of seed runs (folders of runs): overlaid curves, final and best
+    /// values, and what differs between their locks, equal-compute breakers flagged.
+    Compare {
+        #[arg(required = true, value_name = "RUN")]
+        runs: Vec<PathBuf>,
+        /// Only this metric (`loss`, or a stage's: `sft/eval.held_acc.accuracy`).
+        #[arg(long)]
+        metric: Option<String>,
+        /// Write the comparison page (self-contained HTML) here.
+        #[arg(long, value_name = "FILE.html")]
+        out: Option<PathBuf>,
+        /// Print the comparison as one JSON object: runs, metrics (final, best), diff, equal_compute.
         #[arg(long)]
         json: bool,
     },
@@ -187,8 +209,35 @@ pub fn dispatch(args: Args) -> Result<u8, Failure> {
         Command::Check { files, overrides, strict } => check(&files, &parse_overrides(&overrides)?, strict),
         Command::Fmt { file, check, write } => fmt(&file, check, write),
         Command::Plan { file, json, overrides } => plan(&file, json, &parse_overrides(&overrides)?),
-        Command::Run { file, overrides, out, runs, resume, device, data_roots, max_steps, quiet, json } => {
-            runs::run(runs::RunArgs { file, overrides, out, runs, resume, device, data_roots, max_steps, quiet, json })
+        Command::Run {
+            file,
+            overrides,
+            out,
+            runs,
+            resume,
+            device,
+            data_roots,
+            max_steps,
+            quiet,
+            json,
+            seeds,
+            controls,
+        } => runs::run(runs::RunArgs {
+            file,
+            overrides,
+            out,
+            runs,
+            resume,
+            device,
+            data_roots,
+            max_steps,
+            quiet,
+            json,
+            seeds,
+            controls,
+        }),
+        Command::Compare { runs, metric, out, json } => {
+            crate::compare::run(&runs, metric.as_deref(), out.as_deref(), json)
         }
         Command::Verify { run, quiet } => runs::verify(&run, quiet),
         Command::Report { run } => runs::report(&run),

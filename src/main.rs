@@ -2,6 +2,7 @@
 //! diagnostics and progress. The only place that does terminal I/O and colour.
 
 mod cli;
+mod compare;
 mod exit;
 mod loss;
 mod progress;

@@ -26,6 +26,10 @@ pub struct RunArgs {
     pub max_steps: Option<u64>,
     pub quiet: bool,
     pub json: bool,
+    /// `--seeds`: a count or a comma-separated list.
+    pub seeds: Option<String>,
+    /// `--control KEY=VALUE`: the overrides that make the control arm.
+    pub controls: Vec<String>,
 }
 
 pub fn device(name: &str) -> Result<Device, Failure> {
@@ -95,7 +99,7 @@ fn from_lock(dir: &Path) -> Result<(recipe_compiler::Program, RecipeLock), Failu
 pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let device = device(&args.device)?;
     let mut reporter = Reporter::new(Mode::choose(args.quiet, args.json));
-    let (program, target, roots, max_steps) = match (&args.resume, &args.file) {
+    let outcome = match (&args.resume, &args.file) {
         (Some(dir), _) => {
             let (program, lock) = from_lock(dir)?;
             if let Some(model) = &lock.final_model {
@@ -106,28 +110,60 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
                 );
                 return Ok(exit::OK);
             }
-            (program, Target::Resume(dir.clone()), lock.roots, lock.max_steps)
+            execute(&program, Target::Resume(dir.clone()), lock.roots, lock.max_steps, device, &mut reporter)?
         }
         (None, Some(file)) => {
             if let Some(out) = args.out.as_ref().filter(|out| out.is_file()) {
                 return Err(Failure::Input(format!("--out `{}` is a file; name a folder", out.display())));
             }
-            let (program, _) = compile(file, &cli::parse_overrides(&args.overrides)?)?;
-            let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            // Absolute, so `verify` and `--resume` find the inputs from any working directory.
-            let mut roots = vec![absolute(folder)?];
-            for root in &args.data_roots {
-                roots.push(absolute(root)?);
+            if args.seeds.is_some() || !args.controls.is_empty() {
+                return sweep(&args, file, device, &mut reporter);
             }
-            (program, Target::New { runs: args.runs.clone(), dir: args.out.clone() }, roots, args.max_steps)
+            let overrides = cli::parse_overrides(&args.overrides)?;
+            run_new(&args, file, &overrides, args.out.clone(), device, &mut reporter)?
         }
         (None, None) => return Err(Failure::Usage("`recipe run` needs a recipe FILE or --resume RUN".into())),
     };
-    let plan = serde_json::from_str(&recipe_compiler::plan::render_json(&program))
+    finished(&args, &outcome);
+    Ok(exit::OK)
+}
+
+/// Compiles `file` with `overrides` and runs it into `out` (default: a new folder in `--runs`).
+fn run_new(
+    args: &RunArgs,
+    file: &Path,
+    overrides: &[(String, String)],
+    out: Option<PathBuf>,
+    device: Device,
+    reporter: &mut Reporter,
+) -> Result<exec::RunOutcome, Failure> {
+    let (program, _) = compile(file, overrides)?;
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Absolute, so `verify` and `--resume` find the inputs from any working directory.
+    let mut roots = vec![absolute(folder)?];
+    for root in &args.data_roots {
+        roots.push(absolute(root)?);
+    }
+    let target = Target::New { runs: args.runs.clone(), dir: out };
+    execute(&program, target, roots, args.max_steps, device, reporter)
+}
+
+fn execute(
+    program: &recipe_compiler::Program,
+    target: Target,
+    roots: Vec<PathBuf>,
+    max_steps: Option<u64>,
+    device: Device,
+    reporter: &mut Reporter,
+) -> Result<exec::RunOutcome, Failure> {
+    let plan = serde_json::from_str(&recipe_compiler::plan::render_json(program))
         .map_err(|e| Failure::Internal(format!("plan JSON: {e}")))?;
     let options = RunOptions { target, device, roots, max_steps };
-    let outcome =
-        on_pool(threads(&program), || exec::run(&program, plan, &options, &mut reporter))?.map_err(exec_failure)?;
+    on_pool(threads(program), || exec::run(program, plan, &options, reporter))?.map_err(exec_failure)
+}
+
+/// What a finished run prints: its JSON event, or each stage's summary and the folder.
+fn finished(args: &RunArgs, outcome: &exec::RunOutcome) {
     if args.json {
         render::out_line(json!({"event": "finished", "run": outcome.dir}));
     } else if !args.quiet {
@@ -140,6 +176,78 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             eprintln!("{stage}: {} steps, final loss {:.4}; {}", summary.steps, summary.final_loss, evals.join(", "));
         }
         eprintln!("run folder: {}", outcome.dir.display());
+    }
+}
+
+/// The seeds `--seeds` names: a count N (seeds 1 to N) or a comma-separated list. Errors:
+/// `Usage` for anything else, a seed named twice, or a count of 0.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>, Failure> {
+    let bad = || Failure::Usage(format!("--seeds `{text}`: give a count (`3`: seeds 1, 2, 3) or a list (`1,2,5`)"));
+    let seeds: Vec<u64> = if text.contains(',') {
+        text.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| bad())).collect::<Result<_, _>>()?
+    } else {
+        (1..=text.trim().parse::<u64>().map_err(|_| bad())?).collect()
+    };
+    let mut sorted = seeds.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if seeds.is_empty() || sorted.len() != seeds.len() {
+        return Err(bad());
+    }
+    Ok(seeds)
+}
+
+/// `run --seeds` and `--control`: the recipe once per seed (its header `seed` overridden as
+/// `--set seed=N` does) into `OUT/seed-N`; with `--control`, the method into `OUT/method/…` and
+/// the method plus the control's overrides into `OUT/control/…`, then `OUT/compare.html` and
+/// `OUT/compare.json`, and the comparison printed.
+fn sweep(args: &RunArgs, file: &Path, device: Device, reporter: &mut Reporter) -> Result<u8, Failure> {
+    let seeds = args.seeds.as_deref().map(parse_seeds).transpose()?.unwrap_or_default();
+    let base = cli::parse_overrides(&args.overrides)?;
+    if !seeds.is_empty() && base.iter().any(|(k, _)| k == "seed") {
+        return Err(Failure::Usage("--seeds sets the seed of each run; drop `--set seed=...`".into()));
+    }
+    let controls = cli::parse_overrides(&args.controls)?;
+    let parent = match &args.out {
+        Some(out) => out.clone(),
+        None => {
+            let stem = file.file_stem().map_or("run".into(), |s| s.to_string_lossy().into_owned());
+            args.runs.join(format!("{stem}-{}", artifact::utc_stamp(std::time::SystemTime::now())))
+        }
+    };
+    let arms: Vec<(PathBuf, Vec<(String, String)>)> = if controls.is_empty() {
+        vec![(parent.clone(), base)]
+    } else {
+        let control = base.iter().chain(&controls).cloned().collect();
+        vec![(parent.join("method"), base), (parent.join("control"), control)]
+    };
+    for (dir, overrides) in &arms {
+        if seeds.is_empty() {
+            let outcome = run_new(args, file, overrides, Some(dir.clone()), device.clone(), reporter)?;
+            finished(args, &outcome);
+        }
+        for seed in &seeds {
+            let mut overrides = overrides.clone();
+            overrides.push(("seed".into(), seed.to_string()));
+            let out = dir.join(format!("seed-{seed}"));
+            let outcome = run_new(args, file, &overrides, Some(out), device.clone(), reporter)?;
+            finished(args, &outcome);
+        }
+    }
+    if controls.is_empty() {
+        return Ok(exit::OK);
+    }
+    let paths: Vec<PathBuf> = arms.into_iter().map(|(dir, _)| dir).collect();
+    let comparison = crate::compare::build(&crate::compare::load(&paths)?, None)?;
+    crate::compare::write_html(&comparison, &parent.join("compare.html"))?;
+    let json_path = parent.join("compare.json");
+    artifact::write_atomic(&json_path, format!("{:#}\n", comparison.to_json()).as_bytes())
+        .map_err(|e| Failure::Input(format!("cannot write {}: {e}", json_path.display())))?;
+    if args.json {
+        render::out_line(json!({"event": "compared", "html": parent.join("compare.html"), "json": json_path}));
+    } else if !args.quiet {
+        eprint!("{}", crate::compare::text(&comparison));
+        eprintln!("comparison: {}", parent.join("compare.html").display());
     }
     Ok(exit::OK)
 }

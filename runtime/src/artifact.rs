@@ -60,7 +60,7 @@ const RUN_README: &str = "\
   `sft/timing/tokens_per_s`; `skipped_rows/count` for a line without a stage), at a global step
   that goes on across stages (each stage's steps after the previous stages' last steps). A
   resumed run rewrites it to the lines `metrics.jsonl` kept, so no scalar is lost or doubled.
-- `report.html`: plots of the metrics (when written).
+- `report.html`: a summary of the run and plots of its metrics (`recipe report RUN` rebuilds it).
 ";
 
 /// The sha256 of one file that a run read.

@@ -3,6 +3,7 @@
 
 pub mod artifact;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod exec;
 pub mod model;

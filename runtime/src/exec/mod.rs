@@ -265,15 +265,11 @@ fn record_final_model(dir: &RunDir) -> Result<(), ExecError> {
     Ok(dir.write_lock(&lock)?)
 }
 
-/// (Re)writes `report.html` from the run folder's metrics.
+/// (Re)writes `report.html` from the run folder's metrics and lock.
 pub fn write_report(program: &Program, dir: &Path) -> Result<(), ExecError> {
     let metrics = artifact::read_metrics(dir)?;
-    let summary = vec![
-        ("recipe".to_string(), program.name.clone()),
-        ("seed".to_string(), program.seed.to_string()),
-        ("stages".to_string(), program.run.join(" -> ")),
-    ];
-    let html = crate::report::render(&program.name, &metrics, &summary);
+    let lock = artifact::read_lock(dir).ok();
+    let html = crate::report::render(&program.name, lock.as_ref(), &metrics);
     let path = dir.join("report.html");
     artifact::write_atomic(&path, html.as_bytes()).map_err(|e| ExecError::io(&path, e))
 }

@@ -14,6 +14,7 @@ pub mod ops;
 
 use crate::batch::EvalError;
 use crate::ir::{BinOp, Builtin, Cmp, Const, Expr, ExprKind, FuncId, IrError, Module, Ty, UnOp};
+use crate::messages;
 use regex::Regex;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -369,9 +370,16 @@ impl<'a> Frame<'a, '_> {
                     self.string(otherwise)
                 }
             }
+            ExprKind::Call(Builtin::Turns, args) => {
+                let (a, b) = (self.string(&args[0]), self.string(&args[1]));
+                Text::Owned(Rc::from(messages::concat(a.as_str(), b.as_str())))
+            }
             ExprKind::Call(builtin, args) => {
                 let s = self.string(&args[0]);
                 match (builtin, s) {
+                    (Builtin::System, s) => Text::Owned(Rc::from(messages::turn("system", s.as_str()))),
+                    (Builtin::User, s) => Text::Owned(Rc::from(messages::turn("user", s.as_str()))),
+                    (Builtin::Assistant, s) => Text::Owned(Rc::from(messages::turn("assistant", s.as_str()))),
                     (Builtin::Trim, Text::Borrowed(s)) => Text::Borrowed(s.trim()),
                     (Builtin::Trim, Text::Owned(s)) => Text::Owned(Rc::from(s.trim())),
                     (Builtin::Lower, s) => Text::Owned(Rc::from(s.as_str().to_lowercase())),

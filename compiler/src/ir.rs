@@ -277,6 +277,13 @@ pub enum Builtin {
     ParseFloat,
     /// `matches(s, pattern)`: does the constant regex match anywhere in `s`.
     Matches(RegexId),
+    /// One turn of a conversation (`Messages`, canonical JSON text: `crate::messages::turn`)
+    /// with the role `system`, `user` or `assistant` and the argument as content.
+    System,
+    User,
+    Assistant,
+    /// Two conversations' turns, one after the other (`crate::messages::concat`).
+    Turns,
 }
 
 impl Builtin {
@@ -315,6 +322,10 @@ impl Builtin {
             ParseInt => "parse_int",
             ParseFloat => "parse_float",
             Matches(_) => "matches",
+            System => "system",
+            User => "user",
+            Assistant => "assistant",
+            Turns => "turns",
         }
     }
 
@@ -339,6 +350,8 @@ impl Builtin {
             ParseInt => (&[S, I], I),
             ParseFloat => (&[S, F], F),
             Matches(_) => (&[S], B),
+            System | User | Assistant => (&[S], S),
+            Turns => (&[S, S], S),
         }
     }
 }

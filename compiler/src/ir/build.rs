@@ -124,6 +124,10 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "relu",
     "softplus",
     "log_sigmoid",
+    "system",
+    "user",
+    "assistant",
+    "turns",
 ];
 
 impl Module {
@@ -212,8 +216,12 @@ impl Module {
                 (B::Matches(id), args.into_iter().take(1).collect())
             }
             "len" | "bytes" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower" | "upper"
-            | "parse_int" | "parse_float" => {
+            | "parse_int" | "parse_float" | "system" | "user" | "assistant" | "turns" => {
                 let b = match name {
+                    "system" => B::System,
+                    "user" => B::User,
+                    "assistant" => B::Assistant,
+                    "turns" => B::Turns,
                     "len" => B::Len,
                     "bytes" => B::Bytes,
                     "str_eq" => B::StrEq,
@@ -310,6 +318,8 @@ mod tests {
         let e = m.call("matches", vec![Expr::str(subject), Expr::str(s)]).unwrap();
         assert!(matches!(e.kind, ExprKind::Call(Builtin::Matches(_), ref a) if a.len() == 1));
         assert_eq!(m.regexes, vec!["^[0-9]+$".to_owned()]);
+        let e = m.call("turns", vec![Expr::param(0, Ty::Str), Expr::str(subject)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::Turns, ref a) if a.len() == 2));
         assert!(matches!(m.call("sqrt", vec![]), Err(IrError::Arity { .. })));
         assert!(matches!(m.call("nope", vec![]), Err(IrError::NoOverload { .. })));
         assert!(matches!(

@@ -422,16 +422,21 @@ impl Gen<'_, '_> {
                 let (p, n) = strs(0);
                 self.native1(name, &[p, n, one(1)])
             }
-            B::Trim | B::Lower | B::Upper => {
+            B::Trim | B::Lower | B::Upper | B::System | B::User | B::Assistant => {
                 let (p, n) = strs(0);
-                return self.string_native(builtin, p, n);
+                return self.string_native(builtin, &[p, n]);
+            }
+            B::Turns => {
+                let ((p, n), (q, m)) = (strs(0), strs(1));
+                return self.string_native(builtin, &[p, n, q, m]);
             }
             B::Matches(_) => unreachable!("handled above"),
         })
     }
 
-    /// Calls a native that writes a `StrRef` to an out-pointer.
-    fn string_native(&mut self, builtin: Builtin, p: Value, n: Value) -> V {
+    /// Calls a native that writes a `StrRef` to an out-pointer; `strs` are its string
+    /// arguments' (pointer, length) pairs.
+    fn string_native(&mut self, builtin: Builtin, strs: &[Value]) -> V {
         let slot = match self.slot {
             Some(s) => s,
             None => {
@@ -442,10 +447,21 @@ impl Gen<'_, '_> {
         };
         let out = self.b.ins().stack_addr(I64, slot, 0);
         let arena = self.arena.unwrap_or_else(|| unreachable!("set in kernel entry"));
-        match builtin {
-            Builtin::Trim => self.native0("recipe_trim", &[p, n, out]),
-            Builtin::Lower => self.native0("recipe_lower", &[arena, p, n, out]),
-            _ => self.native0("recipe_upper", &[arena, p, n, out]),
+        if builtin == Builtin::Trim {
+            // A view into its input: no arena.
+            self.native0("recipe_trim", &[strs[0], strs[1], out]);
+        } else {
+            let name = match builtin {
+                Builtin::Lower => "recipe_lower",
+                Builtin::Upper => "recipe_upper",
+                Builtin::System => "recipe_system",
+                Builtin::User => "recipe_user",
+                Builtin::Assistant => "recipe_assistant",
+                Builtin::Turns => "recipe_turns",
+                _ => unreachable!("only string natives reach here"),
+            };
+            let args: Vec<Value> = std::iter::once(arena).chain(strs.iter().copied()).chain([out]).collect();
+            self.native0(name, &args);
         }
         let flags = MemFlagsData::trusted();
         let rp = self.b.ins().load(I64, flags, out, 0);

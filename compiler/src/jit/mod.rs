@@ -9,7 +9,7 @@
 //! of one. The row loop lives in the generated code, so batch evaluation pays no call per row.
 //!
 //! Strings are never copied: `trim` yields a view of its input, constants live in the module.
-//! Only `lower`/`upper` allocate, into the caller's [`Arena`]; results that point into it are
+//! Only `lower`/`upper` and the `Messages` builders allocate, into the caller's [`Arena`]; results that point into it are
 //! valid until the arena is dropped, which callers do only after copying the results out.
 //!
 //! Semantics follow the interpreter bit for bit (`docs/scalar-semantics.md`): transcendental

@@ -2,12 +2,13 @@
 //! interpreter uses (`interp::ops`), registered with the JIT as symbols.
 //!
 //! Strings cross the boundary as `(ptr, len)` pairs of valid UTF-8; string results are written to
-//! an out-pointer as a [`StrRef`]. `trim` returns a view into its input (no allocation); `lower`
-//! and `upper` allocate into the caller's [`Arena`], which lives as long as the batch chunk (or the
+//! an out-pointer as a [`StrRef`]. `trim` returns a view into its input (no allocation); `lower`,
+//! `upper` and the `Messages` builders (`system`, `user`, `assistant`, `turns`) allocate into the caller's [`Arena`], which lives as long as the batch chunk (or the
 //! single call) that produced them. No shim panics or unwinds.
 
 use super::{Arena, StrRef};
 use crate::interp::ops;
+use crate::messages;
 use regex::Regex;
 
 /// A native's parameter or result type at the machine level.
@@ -101,6 +102,26 @@ extern "C" fn upper(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef)
     unsafe { out.write((*arena).alloc(s)) };
 }
 
+extern "C" fn system(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = messages::turn("system", unsafe { text(p, n) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn user(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = messages::turn("user", unsafe { text(p, n) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn assistant(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = messages::turn("assistant", unsafe { text(p, n) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn turns(arena: *mut Arena, p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = messages::concat(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
 extern "C" fn parse_int(p: *const u8, n: usize, default: i64) -> i64 {
     ops::parse_int(unsafe { text(p, n) }, default)
 }
@@ -124,6 +145,7 @@ pub(super) fn all() -> Vec<Native> {
     let s2 = |name, f: S2| Native { name, addr: f as *const u8, params: &[I64, I64, I64, I64], ret: Some(I32) };
     type Trim = extern "C" fn(*const u8, usize, *mut StrRef);
     type Case = extern "C" fn(*mut Arena, *const u8, usize, *mut StrRef);
+    type Concat = extern "C" fn(*mut Arena, *const u8, usize, *const u8, usize, *mut StrRef);
     type Len = extern "C" fn(*const u8, usize) -> i64;
     type PInt = extern "C" fn(*const u8, usize, i64) -> i64;
     type PFloat = extern "C" fn(*const u8, usize, f64) -> f64;
@@ -147,6 +169,20 @@ pub(super) fn all() -> Vec<Native> {
         Native { name: "recipe_trim", addr: trim as Trim as *const u8, params: &[I64, I64, I64], ret: None },
         Native { name: "recipe_lower", addr: lower as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
         Native { name: "recipe_upper", addr: upper as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native { name: "recipe_system", addr: system as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native { name: "recipe_user", addr: user as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native {
+            name: "recipe_assistant",
+            addr: assistant as Case as *const u8,
+            params: &[I64, I64, I64, I64],
+            ret: None,
+        },
+        Native {
+            name: "recipe_turns",
+            addr: turns as Concat as *const u8,
+            params: &[I64, I64, I64, I64, I64, I64],
+            ret: None,
+        },
         Native {
             name: "recipe_parse_int",
             addr: parse_int as PInt as *const u8,

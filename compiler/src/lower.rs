@@ -79,8 +79,9 @@ pub fn scalar(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<u32> {
 }
 
 /// Lower a row function (a closure from rows to a record of scalars: `map`'s) to one IR
-/// function per field of its result, in the record's field order; every function takes the
-/// same parameters (the input row's fields the body reads), so each is evaluated over the input
+/// function per field of its result, in the record's field order (each function's
+/// `FunctionInfo::ret` is the field's language type, so `Messages` is told from `String`); every
+/// function takes the same parameters (the input row's fields the body reads), so each is evaluated over the input
 /// columns like any row function. `None` (with a diagnostic) if it cannot be.
 pub fn row_fields(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<Vec<(String, u32)>> {
     let Ty::Fn(_, ret) = &c.ty else { return None };
@@ -102,17 +103,20 @@ pub fn row_fields(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<Vec<(St
         };
         let ret_ty = ir_ty(ty)?;
         let body = s.as_ir(value, None)?;
-        bodies.push((name.clone(), ret_ty, if ret_ty == ir::Ty::Float { body.to_float() } else { body }));
+        let body = if ret_ty == ir::Ty::Float { body.to_float() } else { body };
+        bodies.push((name.clone(), ty.to_string(), ret_ty, body));
     }
     if s.failed {
         return None;
     }
     let params = s.params;
     let mut out = Vec::with_capacity(bodies.len());
-    for (field, ret, body) in bodies {
+    for (field, language_ty, ret, body) in bodies {
         let name = ev.function_name(&format!("{hint}.{field}"));
-        let f = ir::Function { name, params: params.clone(), ret, body };
-        out.push((field, ev.push_function(f)));
+        let id = ev.push_function(ir::Function { name, params: params.clone(), ret, body });
+        // The runtime tags the column a `Messages` field makes by this name.
+        ev.infos[id as usize].ret = language_ty;
+        out.push((field, id));
     }
     Some(out)
 }

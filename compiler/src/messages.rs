@@ -46,18 +46,18 @@ pub fn concat(a: &str, b: &str) -> String {
 }
 
 /// Reads a JSON value as a conversation: an array of objects, each with a string `role` and a
-/// string `content` (other keys ignored), giving its canonical text. `Err` says what is wrong,
-/// for a malformed-row message.
+/// string `content` (other keys ignored), giving its canonical text. `Err` says what is wrong
+/// (`turn 2 is not ...`), for a malformed-row message.
 pub fn from_json(value: &serde_json::Value) -> Result<String, String> {
     let serde_json::Value::Array(items) = value else {
-        return Err("a list of {role, content} turns".into());
+        return Err("not a list of turns".into());
     };
     let mut turns = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let text = |key: &str| item.get(key).and_then(serde_json::Value::as_str);
         match (text("role"), text("content")) {
             (Some(role), Some(content)) => turns.push((role, content)),
-            _ => return Err(format!("turn {i} to be an object with String `role` and `content`")),
+            _ => return Err(format!("turn {i} is not an object with String `role` and `content`")),
         }
     }
     Ok(canonical(turns))

@@ -156,6 +156,8 @@ pub struct Rounds {
 pub struct FunctionInfo {
     pub name: String,
     pub params: Vec<(String, String)>,
+    /// The result type's name: the IR's (`String`), or the language's for a field of `map`'s
+    /// rows (`Messages`, a conversation held as its text).
     pub ret: String,
     pub text: String,
 }

@@ -84,6 +84,8 @@ fn each_output_field_is_one_function_of_the_fields_it_reads() {
     let expected =
         messages::concat(&messages::turn("system", "Solve it."), &messages::turn("user", "What is 2+\"2\"?"));
     assert_eq!(at("prompt"), IV::Str(expected.as_str().into()));
+    let prompt = fields.iter().find(|(n, _)| n == "prompt").expect("prompt").1;
+    assert_eq!(p.functions[prompt as usize].ret, "Messages", "the runtime tags the column by it");
     assert_eq!(at("completion"), IV::Str("4".into()));
     assert_eq!(at("hard"), IV::Bool(true));
     assert_eq!(at("weight"), IV::Float(0.5));

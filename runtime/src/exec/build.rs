@@ -559,11 +559,8 @@ mod tests {
         assert_eq!(train.ids, vec![1, 3], "line numbers, as the input's");
         assert_eq!(train.sources, gsm.sources);
         assert_eq!(train.origin, format!("map({})", gsm.origin));
-        let expected = Schema::new([
-            ("completion", FieldType::Str),
-            ("long", FieldType::Bool),
-            ("prompt", FieldType::Messages),
-        ]);
+        let expected =
+            Schema::new([("completion", FieldType::Str), ("long", FieldType::Bool), ("prompt", FieldType::Messages)]);
         assert_eq!(train.schema(), expected);
         let system = recipe_compiler::messages::turn("system", "Solve it.");
         let prompt = recipe_compiler::messages::concat(&system, &recipe_compiler::messages::turn("user", "Zoé?"));

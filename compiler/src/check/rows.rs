@@ -36,7 +36,7 @@ impl Kind {
             Kind::Text => "String",
             Kind::Chat => "String or Messages",
             Kind::Conversation => "Messages",
-            Kind::Scalar => "String, Int, Float or Bool",
+            Kind::Scalar => "String, Int, Float, Bool or Messages",
         }
     }
 }

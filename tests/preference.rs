@@ -189,7 +189,7 @@ fn bad_preference_rows_are_refused_before_compute() {
     std::fs::write(&file, no_rejected).unwrap();
     let out = recipe(&["run", path(&file), "--quiet", "--out", path(&dir.join("run"))]);
     assert_eq!(code(&out), 1, "a check error: {}", stderr(&out));
-    assert!(stderr(&out).contains("`rejected: String`"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`rejected` (String or Messages)"), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

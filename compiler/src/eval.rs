@@ -552,6 +552,13 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             }
             CVal::Closure(c) if c.ty.is_tensor_fn() => self.loss(vec![(1.0, c)]),
             CVal::Loss(terms) => self.loss(terms),
+            CVal::Closure(c) if matches!(&c.ty, Ty::Fn(_, ret) if matches!(**ret, Ty::Record(_))) => {
+                match lower::row_fields(self, &c) {
+                    Some(fields) => Value::Record(fields.into_iter().map(|(n, id)| (n, Value::Scalar(id))).collect()),
+                    // A diagnostic was reported, as below.
+                    None => Value::Bool(false),
+                }
+            }
             CVal::Closure(c) => {
                 if let Some((_, id)) = self.compiled.get(&Rc::as_ptr(&c)) {
                     return Value::Scalar(*id);

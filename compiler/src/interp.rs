@@ -15,6 +15,7 @@ pub mod ops;
 
 use crate::batch::EvalError;
 use crate::ir::{BinOp, Builtin, Cmp, Const, Expr, ExprKind, FuncId, IrError, Module, Ty, UnOp};
+use crate::messages;
 use regex::Regex;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -372,6 +373,10 @@ impl<'a> Frame<'a, '_> {
                     self.string(otherwise)
                 }
             }
+            ExprKind::Call(Builtin::Turns, args) => {
+                let (a, b) = (self.string(&args[0]), self.string(&args[1]));
+                built(messages::concat(a.as_str(), b.as_str()))
+            }
             ExprKind::Call(Builtin::Str, args) => built(ops::float_text(self.float(&args[0]))),
             ExprKind::Call(Builtin::StrInt, args) => built(self.int(&args[0]).to_string()),
             ExprKind::Call(Builtin::Capture(re), args) => {
@@ -404,6 +409,9 @@ impl<'a> Frame<'a, '_> {
                     }
                     Builtin::Concat => built(ops::concat(s.as_str(), self.string(&args[1]).as_str())),
                     Builtin::Format => built(ops::format(s.as_str(), self.string(&args[1]).as_str())),
+                    Builtin::System => built(messages::turn("system", s.as_str())),
+                    Builtin::User => built(messages::turn("user", s.as_str())),
+                    Builtin::Assistant => built(messages::turn("assistant", s.as_str())),
                     _ => unreachable!("validated: Str builtin"),
                 }
             }

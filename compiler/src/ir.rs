@@ -301,6 +301,13 @@ pub enum Builtin {
     Concat,
     /// `format(template, a)`: the first `{}` of `template` replaced by `a`.
     Format,
+    /// One turn of a conversation (`Messages`, canonical JSON text: `crate::messages::turn`)
+    /// with the role `system`, `user` or `assistant` and the argument as content.
+    System,
+    User,
+    Assistant,
+    /// Two conversations' turns, one after the other (`crate::messages::concat`).
+    Turns,
 }
 
 impl Builtin {
@@ -351,6 +358,10 @@ impl Builtin {
             StrInt => "str_int",
             Concat => "concat",
             Format => "format",
+            System => "system",
+            User => "user",
+            Assistant => "assistant",
+            Turns => "turns",
         }
     }
 
@@ -390,6 +401,8 @@ impl Builtin {
             FirstNumber | LastNumber => (&[S], F),
             Str => (&[F], S),
             StrInt => (&[I], S),
+            System | User | Assistant => (&[S], S),
+            Turns => (&[S, S], S),
         }
     }
 }

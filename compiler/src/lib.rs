@@ -15,6 +15,7 @@ pub mod interp;
 pub mod ir;
 pub mod jit;
 pub mod lower;
+pub mod messages;
 pub mod parse;
 pub mod plan;
 pub mod program;

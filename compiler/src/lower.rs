@@ -21,13 +21,17 @@ use crate::types::Ty;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+mod rows;
+pub use rows::row_fields;
+
 /// The IR type of a scalar language type.
 fn ir_ty(ty: &Ty) -> Option<ir::Ty> {
     Some(match ty {
         Ty::Int => ir::Ty::Int,
         Ty::Float => ir::Ty::Float,
         Ty::Bool => ir::Ty::Bool,
-        Ty::String => ir::Ty::Str,
+        // A conversation is its canonical JSON text (`crate::messages`).
+        Ty::String | Ty::Messages => ir::Ty::Str,
         _ => return None,
     })
 }
@@ -49,6 +53,8 @@ enum SV {
     C(CVal),
     /// A record parameter (its index among the closure's parameters).
     Row(usize),
+    /// A record written in the body with a field that is not constant (a row function's result).
+    Record(Vec<(String, SV)>),
 }
 
 struct Scalar<'e, 'c, 'a> {
@@ -62,8 +68,24 @@ struct Scalar<'e, 'c, 'a> {
 
 /// Lower a scalar closure to an IR function; `None` (with a diagnostic) if it cannot be.
 pub fn scalar(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<u32> {
-    let Ty::Fn(param_tys, ret) = &c.ty else { return None };
+    let Ty::Fn(_, ret) = &c.ty else { return None };
     let ret_ty = ir_ty(ret)?;
+    let (mut s, body, hint) = symbolic(ev, c)?;
+    let body = s.as_ir(body, None)?;
+    let body = if ret_ty == ir::Ty::Float { body.to_float() } else { body };
+    if s.failed {
+        return None;
+    }
+    let name = s.ev.function_name(&hint);
+    let f = ir::Function { name, params: s.params, ret: ret_ty, body };
+    Some(s.ev.push_function(f))
+}
+
+/// Applies closure `c` to symbolic parameters: scalar ones become IR parameters, record ones
+/// rows whose fields become IR parameters as the body reads them. Returns the lowering state,
+/// the body's value and a name hint for the functions made of it.
+fn symbolic<'e, 'c, 'a>(ev: &'e mut Evaluator<'c, 'a>, c: &Rc<Closure>) -> Option<(Scalar<'e, 'c, 'a>, SV, String)> {
+    let Ty::Fn(param_tys, _) = &c.ty else { return None };
     let names: Vec<String> = match &c.kind {
         ClosureKind::Lambda(l) => l.params.iter().map(|(n, _, _)| n.clone()).collect(),
         ClosureKind::Fn(id) => ev.fn_info(*id).params.iter().map(|(n, _, _)| n.clone()).collect(),
@@ -86,14 +108,7 @@ pub fn scalar(ev: &mut Evaluator<'_, '_>, c: &Rc<Closure>) -> Option<u32> {
         }
     }
     let body = s.apply(SV::C(CVal::Closure(c.clone())), args, None);
-    let body = s.as_ir(body, None)?;
-    let body = if ret_ty == ir::Ty::Float { body.to_float() } else { body };
-    if s.failed {
-        return None;
-    }
-    let name = s.ev.function_name(&hint);
-    let f = ir::Function { name, params: s.params, ret: ret_ty, body };
-    Some(s.ev.push_function(f))
+    Some((s, body, hint))
 }
 
 impl Scalar<'_, '_, '_> {
@@ -237,6 +252,13 @@ impl Scalar<'_, '_, '_> {
                     _ => SV::C(CVal::Error),
                 }
             }
+            TKind::Record(fields) => {
+                let values: Vec<(String, SV)> = fields.iter().map(|(n, v)| (n.clone(), self.sx(v, env))).collect();
+                if values.iter().all(|(_, v)| matches!(v, SV::C(_))) {
+                    return SV::C(self.ev.eval(e, &constants(env)));
+                }
+                SV::Record(values)
+            }
             TKind::If(c, t, o) => self.if_(c, t, o, env, e),
             TKind::Block(lets, result) => self.block(lets, result, env, e),
             TKind::Coerce(Coercion::IntToFloat, a) => match self.sx(a, env) {
@@ -262,6 +284,7 @@ impl Scalar<'_, '_, '_> {
     fn field(&mut self, base: SV, field: &str, e: &TExpr) -> SV {
         match base {
             SV::Row(r) => self.field_param(r, field, e),
+            SV::Record(values) => values.into_iter().find(|(n, _)| n == field).map_or(SV::C(CVal::Error), |(_, v)| v),
             SV::C(c) => {
                 let v = match c {
                     CVal::Record(fs) => fs.into_iter().find(|(n, _)| n == field).map(|(_, v)| v),
@@ -320,9 +343,18 @@ impl Scalar<'_, '_, '_> {
         if bound.is_empty() {
             return r;
         }
-        let Some(mut body) = self.as_ir(r, Some(e)) else { return SV::C(CVal::Error) };
-        for (id, value) in bound.into_iter().rev() {
-            body = Expr::let_(id, value, body);
+        if let SV::Record(values) = r {
+            // A row function's result: each field computes the lets it needs.
+            return SV::Record(values.into_iter().map(|(n, v)| (n, self.with_lets(&bound, v, e))).collect());
+        }
+        self.with_lets(&bound, r, e)
+    }
+
+    /// `v` under the IR `let`s `bound` (outermost first).
+    fn with_lets(&mut self, bound: &[(u32, Expr)], v: SV, e: &TExpr) -> SV {
+        let Some(mut body) = self.as_ir(v, Some(e)) else { return SV::C(CVal::Error) };
+        for (id, value) in bound.iter().rev() {
+            body = Expr::let_(*id, value.clone(), body);
         }
         SV::Ir(body)
     }

@@ -96,6 +96,9 @@ pub enum FieldKind {
     Int,
     Float,
     Bool,
+    /// A conversation (`Messages`): a JSON list of `{role, content}` turns in a file, its
+    /// canonical text in a column.
+    Messages,
     Other(String),
 }
 
@@ -121,6 +124,7 @@ impl FieldKind {
             Ty::Int => FieldKind::Int,
             Ty::Float => FieldKind::Float,
             Ty::Bool => FieldKind::Bool,
+            Ty::Messages => FieldKind::Messages,
             other => FieldKind::Other(other.to_string()),
         }
     }
@@ -152,6 +156,8 @@ pub struct Rounds {
 pub struct FunctionInfo {
     pub name: String,
     pub params: Vec<(String, String)>,
+    /// The result type's name: the IR's (`String`), or the language's for a field of `map`'s
+    /// rows (`Messages`, a conversation held as its text).
     pub ret: String,
     pub text: String,
 }

@@ -15,6 +15,10 @@ pub enum Ty {
     Float,
     Bool,
     String,
+    /// A conversation: a list of `{role, content}` turns (TRL's conversational rows). Scalar code
+    /// holds it as the canonical JSON text of the list (`crate::messages`), but it is not a
+    /// `String`: nothing converts between the two, so string code never reads it by accident.
+    Messages,
     /// A batch tensor (one value per sequence of a batch): the world of losses. Never converts
     /// back to a scalar.
     Tensor,
@@ -176,6 +180,7 @@ impl fmt::Display for Ty {
             Ty::Float => f.write_str("Float"),
             Ty::Bool => f.write_str("Bool"),
             Ty::String => f.write_str("String"),
+            Ty::Messages => f.write_str("Messages"),
             Ty::Tensor => f.write_str("Tensor"),
             Ty::Range => f.write_str("Range"),
             Ty::Record(fields) => {

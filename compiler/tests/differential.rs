@@ -414,6 +414,31 @@ fn regex_capture() {
 }
 
 #[test]
+fn messages_builtins() {
+    for name in ["system", "user", "assistant"] {
+        let out = case(&[TS], call(name));
+        let Column::Str(texts) = out else { panic!("{name}: not a String column") };
+        for (text, content) in texts.iter().zip(strings()) {
+            assert_eq!(**text, recipe_compiler::messages::turn(name, content), "{name}({content:?})");
+        }
+    }
+    // `system(a) + user(b)`, then the empty conversation on either side of a turn.
+    let out = case(&[TS, TS], |m, a| {
+        let s = m.call("system", vec![a[0].clone()]).unwrap();
+        let u = m.call("user", vec![a[1].clone()]).unwrap();
+        m.call("turns", vec![s, u]).unwrap()
+    });
+    let Column::Str(texts) = out else { panic!("turns: not a String column") };
+    let parsed: serde_json::Value = serde_json::from_str(&texts[texts.len() - 1]).unwrap();
+    assert_eq!(parsed.as_array().map(Vec::len), Some(2));
+    case(&[TS, TS], |m, a| {
+        let u = m.call("user", vec![a[0].clone()]).unwrap();
+        let t = m.call("turns", vec![a[1].clone(), u]).unwrap();
+        m.call("len", vec![t]).unwrap()
+    });
+}
+
+#[test]
 fn regex_matches() {
     for pattern in [r"^\d+$", r"[A-Z]", r"(?i)nan|inf", r"^\s*[-+]?\d+\s*$", "é", ""] {
         case(&[TS], |m, a| {

@@ -343,6 +343,9 @@ impl<'a> Checker<'a> {
             values[p] = Some(t);
         }
         self.check_row_needs(name, ext, args, &slots, &ptys, callee_span);
+        if name == "map" {
+            self.check_map_rows(args, &slots, &ptys, callee_span);
+        }
         let args_out: Vec<(String, LocalId, TExpr)> = ext
             .params
             .iter()
@@ -352,43 +355,6 @@ impl<'a> Checker<'a> {
             .collect();
         let ret = self.subst.resolve(&ret);
         TExpr::new(TKind::CallExtern(name.to_string(), args_out), ret, e.span, file)
-    }
-
-    /// Reports the fields a builtin reads from its `dataset` argument's rows (see `ROW_NEEDS`)
-    /// that the row type lacks, or has with another type than `String`: at the argument, or at
-    /// the callee when the dataset is not written.
-    fn check_row_needs(
-        &mut self,
-        name: &str,
-        ext: &ast::ExternFn,
-        args: &[Arg],
-        slots: &[Option<usize>],
-        ptys: &[Ty],
-        callee_span: Span,
-    ) {
-        let Some((_, needs)) = ROW_NEEDS.iter().find(|(n, _)| *n == name) else { return };
-        let Some(p) = ext.params.iter().position(|p| p.name.name == "dataset") else { return };
-        let Ty::Opaque(_, row) = self.subst.resolve(&ptys[p]) else { return };
-        let Some(row @ Ty::Record(_)) = row.first() else { return };
-        let span = slots[p].map_or(callee_span, |i| args[i].value.span);
-        for alternatives in *needs {
-            if alternatives.iter().any(|f| row.field(f) == Some(&Ty::String)) {
-                continue;
-            }
-            let wanted = alternatives.iter().map(|f| format!("`{f}: String`")).collect::<Vec<_>>().join(" or ");
-            self.report(
-                Diagnostic::error(
-                    "recipe::call::missing_field",
-                    format!("`{}` reads the field {wanted}, which its dataset's rows lack", display_name(name)),
-                )
-                .with_primary(span, format!("rows of type `{row}`"))
-                .with_help(format!(
-                    "`{}` reads {} (String) of each row: declare them in the dataset's row type",
-                    display_name(name),
-                    describe(needs)
-                )),
-            );
-        }
     }
 
     /// Elementwise builtins lift to Tensors: a Tensor argument turns their Float parameters and
@@ -458,29 +424,6 @@ impl<'a> Checker<'a> {
         }
         values
     }
-}
-
-/// The String fields each builtin reads from the rows of its `dataset` argument; each entry is
-/// a list of alternatives, one of which must be present (`accuracy` compares with `completion`,
-/// else `answer`). The runtime reads exactly these, so `check` refuses a row type without them.
-const ROW_NEEDS: &[(&str, &[&[&str]])] = &[
-    ("sft", &[&["prompt"], &["completion"]]),
-    ("pretrain", &[&["prompt"], &["completion"]]),
-    ("preference", &[&["prompt"], &["chosen"], &["rejected"]]),
-    ("accuracy", &[&["prompt"], &["completion", "answer"]]),
-    ("pair_accuracy", &[&["prompt"], &["chosen"], &["rejected"]]),
-    ("loss_on", &[&["prompt"], &["completion"]]),
-    ("perturb", &[&["prompt"]]),
-    ("contrast_pairs", &[&["completion", "answer"]]),
-];
-
-/// `prompt`, `completion` (or `answer`): a builtin's row needs, for a help line.
-fn describe(needs: &[&[&str]]) -> String {
-    needs
-        .iter()
-        .map(|alts| alts.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" or "))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn is_namespaced(name: &str) -> bool {

@@ -313,6 +313,11 @@ impl<'a> Checker<'a> {
         let l = self.expr(lhs, None);
         let r = self.expr(rhs, None);
         let (lt, rt) = (self.subst.resolve(&l.ty), self.subst.resolve(&r.ty));
+        if (op, &lt, &rt) == (BinOp::Add, &Ty::Messages, &Ty::Messages) {
+            // Conversations concatenate: `a + b` is the builtin `turns(a, b)`.
+            let args = vec![("a".to_string(), self.fresh_local(), l), ("b".to_string(), self.fresh_local(), r)];
+            return TExpr::new(TKind::CallExtern("turns".to_string(), args), Ty::Messages, e.span, file);
+        }
         let ty = self.binary_type(op, &l, &lt, &r, &rt);
         TExpr::new(TKind::Binary(op, Box::new(l), Box::new(r)), ty, e.span, file)
     }

@@ -13,11 +13,12 @@
 //! `stage sft = sft(...)` and `loss = dpo()` next to `stage dpo` both work.
 //! Split by concept: [`types`](self::tyexpr) of type expressions, [`expr`] expressions,
 //! [`call`] argument matching and calls, [`items`] top-level items, run order and overrides,
-//! [`unify`] subtyping and conversions.
+//! [`rows`] what builtins need of dataset rows, [`unify`] subtyping and conversions.
 
 mod call;
 mod expr;
 mod items;
+mod rows;
 mod tyexpr;
 pub mod typed;
 pub mod unify;

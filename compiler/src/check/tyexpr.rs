@@ -14,6 +14,7 @@ const PRIMITIVES: &[(&str, Ty)] = &[
     ("Float", Ty::Float),
     ("Bool", Ty::Bool),
     ("String", Ty::String),
+    ("Messages", Ty::Messages),
     ("Tensor", Ty::Tensor),
     ("Range", Ty::Range),
 ];

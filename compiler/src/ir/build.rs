@@ -137,6 +137,10 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "relu",
     "softplus",
     "log_sigmoid",
+    "system",
+    "user",
+    "assistant",
+    "turns",
 ];
 
 impl Module {
@@ -234,8 +238,13 @@ impl Module {
             }
             "len" | "bytes" | "str_eq" | "contains" | "starts_with" | "ends_with" | "trim" | "lower" | "upper"
             | "parse_int" | "parse_float" | "replace" | "split_part" | "before" | "after" | "after_last"
-            | "first_number" | "last_number" | "str" | "str_int" | "format" => {
+            | "first_number" | "last_number" | "str" | "str_int" | "format" | "system" | "user" | "assistant"
+            | "turns" => {
                 let b = match name {
+                    "system" => B::System,
+                    "user" => B::User,
+                    "assistant" => B::Assistant,
+                    "turns" => B::Turns,
                     "len" => B::Len,
                     "bytes" => B::Bytes,
                     "str_eq" => B::StrEq,
@@ -342,6 +351,8 @@ mod tests {
         let e = m.call("matches", vec![Expr::str(subject), Expr::str(s)]).unwrap();
         assert!(matches!(e.kind, ExprKind::Call(Builtin::Matches(_), ref a) if a.len() == 1));
         assert_eq!(m.regexes, vec!["^[0-9]+$".to_owned()]);
+        let e = m.call("turns", vec![Expr::param(0, Ty::Str), Expr::str(subject)]).unwrap();
+        assert!(matches!(e.kind, ExprKind::Call(Builtin::Turns, ref a) if a.len() == 2));
         assert!(matches!(m.call("sqrt", vec![]), Err(IrError::Arity { .. })));
         assert!(matches!(m.call("nope", vec![]), Err(IrError::NoOverload { .. })));
         assert!(matches!(

@@ -517,6 +517,10 @@ fn string_native_name(builtin: Builtin) -> &'static str {
         Builtin::StrInt => "recipe_str_int",
         Builtin::Concat => "recipe_concat",
         Builtin::Format => "recipe_format",
+        Builtin::System => "recipe_system",
+        Builtin::User => "recipe_user",
+        Builtin::Assistant => "recipe_assistant",
+        Builtin::Turns => "recipe_turns",
         _ => unreachable!("validated: a String builtin"),
     }
 }

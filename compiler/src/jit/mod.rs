@@ -10,9 +10,10 @@
 //!
 //! Strings are never copied: the builtins that cut (`trim`, `capture`, `split_part`, `before`,
 //! `after`, `after_last`) yield a view of their input, constants live in the module. Only those
-//! that build a string (`lower`, `upper`, `replace`, `+`, `format`, `str`, `str_int`) allocate,
-//! into the caller's [`Arena`]; results that point into it are valid until the arena is dropped,
-//! which callers do only after copying the results out.
+//! that build a string (`lower`, `upper`, `replace`, `+`, `format`, `str`, `str_int`, and the
+//! `Messages` builders `system`, `user`, `assistant`, `turns`) allocate, into the caller's
+//! [`Arena`]; results that point into it are valid until the arena is dropped, which callers do
+//! only after copying the results out.
 //!
 //! Semantics follow the interpreter bit for bit (`docs/scalar-semantics.md`): transcendental
 //! functions, rounding, float remainder and all string work call the very same Rust functions

@@ -4,12 +4,14 @@
 //! Strings cross the boundary as `(ptr, len)` pairs of valid UTF-8; string results are written to
 //! an out-pointer as a [`StrRef`]. The builtins that cut (`trim`, `capture`, `split_part`,
 //! `before`, `after`, `after_last`) return a view into their input (no allocation); those that
-//! build a string (`lower`, `upper`, `replace`, `concat`, `format`, `str`, `str_int`) allocate
-//! into the caller's [`Arena`] (always their first argument), which lives as long as the batch
-//! chunk (or the single call) that produced them. No shim panics or unwinds.
+//! build a string (`lower`, `upper`, `replace`, `concat`, `format`, `str`, `str_int`, and the
+//! `Messages` builders `system`, `user`, `assistant`, `turns`) allocate into the caller's
+//! [`Arena`] (always their first argument), which lives as long as the batch chunk (or the
+//! single call) that produced them. No shim panics or unwinds.
 
 use super::{Arena, StrRef};
 use crate::interp::ops;
+use crate::messages;
 use regex::Regex;
 
 /// A native's parameter or result type at the machine level.
@@ -169,6 +171,26 @@ extern "C" fn last_number(p: *const u8, n: usize) -> f64 {
     ops::last_number(unsafe { text(p, n) })
 }
 
+extern "C" fn system(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = messages::turn("system", unsafe { text(p, n) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn user(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = messages::turn("user", unsafe { text(p, n) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn assistant(arena: *mut Arena, p: *const u8, n: usize, out: *mut StrRef) {
+    let s = messages::turn("assistant", unsafe { text(p, n) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
+extern "C" fn turns(arena: *mut Arena, p: *const u8, n: usize, q: *const u8, m: usize, out: *mut StrRef) {
+    let s = messages::concat(unsafe { text(p, n) }, unsafe { text(q, m) });
+    unsafe { out.write((*arena).alloc(s)) };
+}
+
 extern "C" fn parse_int(p: *const u8, n: usize, default: i64) -> i64 {
     ops::parse_int(unsafe { text(p, n) }, default)
 }
@@ -226,6 +248,20 @@ pub(super) fn all() -> Vec<Native> {
         Native { name: "recipe_trim", addr: trim as Trim as *const u8, params: &[I64, I64, I64], ret: None },
         Native { name: "recipe_lower", addr: lower as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
         Native { name: "recipe_upper", addr: upper as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native { name: "recipe_system", addr: system as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native { name: "recipe_user", addr: user as Case as *const u8, params: &[I64, I64, I64, I64], ret: None },
+        Native {
+            name: "recipe_assistant",
+            addr: assistant as Case as *const u8,
+            params: &[I64, I64, I64, I64],
+            ret: None,
+        },
+        Native {
+            name: "recipe_turns",
+            addr: turns as Join as *const u8,
+            params: &[I64, I64, I64, I64, I64, I64],
+            ret: None,
+        },
         Native {
             name: "recipe_parse_int",
             addr: parse_int as PInt as *const u8,

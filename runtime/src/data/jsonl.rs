@@ -9,6 +9,7 @@
 use super::{BadRowPolicy, DataError, Dataset, FieldType, Schema};
 use crate::artifact::FileDigest;
 use recipe_compiler::column::Column;
+use recipe_compiler::messages;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -74,13 +75,16 @@ pub fn read_jsonl(path: &Path, schema: &Schema, policy: BadRowPolicy) -> Result<
         .collect();
     report.rows = ids.len();
 
-    let mut data = Dataset::new(path.display().to_string(), ids, columns)?;
+    let conversations: Vec<&str> =
+        schema.fields.iter().filter(|(_, ty)| *ty == FieldType::Messages).map(|(n, _)| n.as_str()).collect();
+    let mut data = Dataset::new(path.display().to_string(), ids, columns)?.with_messages(&conversations)?;
     data.sources.push(digest);
     Ok((data, report))
 }
 
 /// `data` as JSON Lines: one object per row, its fields in column order (what `read_jsonl`
-/// reads back with the same schema; ids are not written). A non-finite Float is written `null`.
+/// reads back with the same schema; ids are not written). A non-finite Float is written `null`,
+/// a conversation as its list of turns.
 pub fn to_jsonl(data: &Dataset) -> Vec<u8> {
     let mut out = String::new();
     for row in 0..data.len() {
@@ -95,6 +99,11 @@ pub fn to_jsonl(data: &Dataset) -> Vec<u8> {
                 Column::Int(v) => Value::from(v[row]),
                 Column::Float(v) => Value::from(v[row]),
                 Column::Bool(v) => Value::from(v[row]),
+                Column::Str(v) if data.messages.contains(name) => {
+                    // Its canonical text is already the JSON list.
+                    out.push_str(&v[row]);
+                    continue;
+                }
                 Column::Str(v) => Value::from(&*v[row]),
             };
             out.push_str(&value.to_string());
@@ -120,26 +129,34 @@ fn parse_row(path: &Path, line: usize, text: &str, schema: &Schema) -> Result<Ve
             field: field.clone(),
             expected: *ty,
         })?;
-        if !fits(value, *ty) {
-            return Err(DataError::WrongType {
-                path: path.to_path_buf(),
-                line,
-                field: field.clone(),
-                expected: *ty,
-                found: describe(value),
-            });
-        }
-        values.push(value.clone());
+        let value = field_value(value, *ty).map_err(|found| DataError::WrongType {
+            path: path.to_path_buf(),
+            line,
+            field: field.clone(),
+            expected: *ty,
+            found,
+        })?;
+        values.push(value);
     }
     Ok(values)
 }
 
-fn fits(v: &Value, ty: FieldType) -> bool {
-    match ty {
+/// The value of a field declared `ty` (a conversation's canonical text), or what was found
+/// instead, for the message.
+fn field_value(v: &Value, ty: FieldType) -> Result<Value, String> {
+    let fits = match ty {
         FieldType::Int => v.as_i64().is_some(),
         FieldType::Float => v.is_number(),
         FieldType::Bool => v.is_boolean(),
         FieldType::Str => v.is_string(),
+        FieldType::Messages => {
+            return messages::from_json(v).map(Value::String).map_err(|problem| format!("{} ({problem})", describe(v)))
+        }
+    };
+    if fits {
+        Ok(v.clone())
+    } else {
+        Err(describe(v))
     }
 }
 
@@ -165,13 +182,16 @@ fn describe(v: &Value) -> String {
     format!("{} `{shown}`", json_kind(v))
 }
 
-/// Builds a column from values already checked by `fits`.
+/// Builds a column from values already checked by `field_value`.
 fn to_column(ty: FieldType, values: &[Value]) -> Column {
     match ty {
         FieldType::Int => Column::Int(values.iter().map(|v| v.as_i64().unwrap_or_default()).collect()),
         FieldType::Float => Column::Float(values.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()),
         FieldType::Bool => Column::Bool(values.iter().map(|v| v.as_bool().unwrap_or_default()).collect()),
-        FieldType::Str => Column::Str(values.iter().map(|v| Arc::from(v.as_str().unwrap_or_default())).collect()),
+        // A conversation's value is already its canonical text (`parse_row`).
+        FieldType::Str | FieldType::Messages => {
+            Column::Str(values.iter().map(|v| Arc::from(v.as_str().unwrap_or_default())).collect())
+        }
     }
 }
 
@@ -207,5 +227,59 @@ mod tests {
         }
         let first = std::fs::read_to_string(&path).unwrap();
         assert!(first.starts_with("{\"prompt\": "), "fields in column order: {first}");
+    }
+
+    fn chat_schema() -> Schema {
+        Schema::new([("messages", FieldType::Messages), ("n", FieldType::Int)])
+    }
+
+    fn read(text: &str, policy: BadRowPolicy) -> Result<(Dataset, LoadReport), DataError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.jsonl");
+        std::fs::write(&path, text).unwrap();
+        read_jsonl(&path, &chat_schema(), policy)
+    }
+
+    #[test]
+    fn conversations_are_read_canonically_and_written_back() {
+        let rows = concat!(
+            r#"{"messages": [{"role": "system", "content": "Be \"brief\"."}, {"content": "2+2?\nNow", "role": "user", "name": "x"}], "n": 1}"#,
+            "\n",
+            r#"{"n": 2, "messages": [{"role":"assistant","content":"héllo 🙂"}], "other": [1]}"#,
+            "\n",
+        );
+        let (data, _) = read(rows, BadRowPolicy::Fail).unwrap();
+        assert_eq!(data.schema(), chat_schema(), "the column is tagged a conversation");
+        let texts = data.conversations("messages").unwrap();
+        let first = messages::concat(&messages::turn("system", "Be \"brief\"."), &messages::turn("user", "2+2?\nNow"));
+        assert_eq!(&*texts[0], first, "keys in order, no spaces, other keys dropped");
+        assert_eq!(&*texts[1], messages::turn("assistant", "héllo 🙂"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("back.jsonl");
+        std::fs::write(&path, to_jsonl(&data)).unwrap();
+        let (back, _) = read_jsonl(&path, &chat_schema(), BadRowPolicy::Fail).unwrap();
+        assert_eq!(back.columns, data.columns, "written as lists of turns, read back the same");
+    }
+
+    #[test]
+    fn malformed_conversations_name_their_line() {
+        let good = r#"{"messages": [{"role": "user", "content": "hi"}], "n": 1}"#;
+        for (bad, says) in [
+            (r#"{"messages": "hi", "n": 2}"#, "not a list of turns"),
+            (r#"{"messages": [{"role": "user"}], "n": 2}"#, "turn 0 is not an object"),
+            (r#"{"messages": [{"role": "user", "content": "a"}, {"role": 1, "content": "b"}], "n": 2}"#, "turn 1"),
+            (r#"{"messages": [["user", "hi"]], "n": 2}"#, "turn 0"),
+        ] {
+            let text = format!("{good}\n\n{bad}\n");
+            let err = read(&text, BadRowPolicy::Fail).unwrap_err();
+            let message = err.to_string();
+            assert_eq!(err.code(), "recipe::data::malformed", "{message}");
+            assert!(
+                message.contains("chat.jsonl:3: field `messages` should be Messages") && message.contains(says),
+                "{message}"
+            );
+            let (kept, report) = read(&text, BadRowPolicy::Skip).unwrap();
+            assert_eq!((kept.len(), report.skipped), (1, 1));
+        }
     }
 }

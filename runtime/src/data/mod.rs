@@ -29,6 +29,9 @@ pub enum FieldType {
     Bool,
     /// Text (`String` in recipes; named like `Column::Str`).
     Str,
+    /// A conversation (`Messages` in recipes): a JSON list of `{role, content}` turns in a file,
+    /// held in a `Column::Str` as its canonical text (`recipe_compiler::messages`).
+    Messages,
 }
 
 impl fmt::Display for FieldType {
@@ -38,12 +41,14 @@ impl fmt::Display for FieldType {
             FieldType::Float => "Float",
             FieldType::Bool => "Bool",
             FieldType::Str => "String",
+            FieldType::Messages => "Messages",
         })
     }
 }
 
 impl FieldType {
-    /// The type a column holds.
+    /// The type a column holds (a `Str` column is `Str`: whether it holds conversations is the
+    /// dataset's to say, [`Dataset::schema`]).
     pub fn of(column: &Column) -> FieldType {
         match column {
             Column::Int(_) => FieldType::Int,
@@ -100,6 +105,8 @@ pub struct Dataset {
     pub columns: Vec<(String, Column)>,
     /// sha256 of every file the rows were read from (empty for synthetic data).
     pub sources: Vec<FileDigest>,
+    /// The `Str` columns that hold conversations (`FieldType::Messages`), by name.
+    pub messages: Vec<String>,
 }
 
 impl Dataset {
@@ -112,7 +119,7 @@ impl Dataset {
                 message: format!("column `{name}` has {} rows, expected {}", col.len(), ids.len()),
             });
         }
-        Ok(Dataset { origin, ids, columns, sources: Vec::new() })
+        Ok(Dataset { origin, ids, columns, sources: Vec::new(), messages: Vec::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -137,20 +144,61 @@ impl Dataset {
         self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
 
-    /// The schema of all columns.
+    /// The schema of all columns: a conversation column is `Messages`, not `Str`.
     pub fn schema(&self) -> Schema {
-        Schema { fields: self.columns.iter().map(|(n, c)| (n.clone(), FieldType::of(c))).collect() }
+        let ty =
+            |n: &String, c: &Column| if self.messages.contains(n) { FieldType::Messages } else { FieldType::of(c) };
+        Schema { fields: self.columns.iter().map(|(n, c)| (n.clone(), ty(n, c))).collect() }
     }
 
-    /// A `String` column, or an error naming the field the caller needs.
+    /// The dataset with the `Str` columns `names` marked as conversations (`Messages`).
+    ///
+    /// Errors: `DataError::NoSuchField`/`FieldType` when one is not a `Str` column.
+    pub fn with_messages(mut self, names: &[&str]) -> Result<Dataset, DataError> {
+        for name in names {
+            match self.column(name) {
+                Some(Column::Str(_)) if !self.messages.iter().any(|m| m == name) => {
+                    self.messages.push(name.to_string())
+                }
+                Some(Column::Str(_)) => {}
+                Some(other) => return Err(self.wrong_type(name, FieldType::Messages, other)),
+                None => return Err(self.missing(name)),
+            }
+        }
+        Ok(self)
+    }
+
+    /// A `String` column, or an error naming the field the caller needs. A conversation column
+    /// is not one (its text is JSON, not the prompt): read it with [`Dataset::conversations`].
     pub fn strings(&self, name: &str) -> Result<&[Arc<str>], DataError> {
         match self.column(name) {
+            Some(Column::Str(_)) if self.messages.iter().any(|m| m == name) => Err(DataError::FieldType {
+                origin: self.origin.clone(),
+                field: name.to_string(),
+                expected: FieldType::Str,
+                found: FieldType::Messages,
+            }),
             Some(Column::Str(v)) => Ok(v),
             Some(other) => Err(DataError::FieldType {
                 origin: self.origin.clone(),
                 field: name.to_string(),
                 expected: FieldType::Str,
                 found: FieldType::of(other),
+            }),
+            None => Err(self.missing(name)),
+        }
+    }
+
+    /// A conversation column: each row's canonical JSON text of its turns
+    /// (`recipe_compiler::messages`), or an error naming the field the caller needs.
+    pub fn conversations(&self, name: &str) -> Result<&[Arc<str>], DataError> {
+        match self.column(name) {
+            Some(Column::Str(v)) if self.messages.iter().any(|m| m == name) => Ok(v),
+            Some(other) => Err(DataError::FieldType {
+                origin: self.origin.clone(),
+                field: name.to_string(),
+                expected: FieldType::Messages,
+                found: self.schema().get(name).unwrap_or(FieldType::of(other)),
             }),
             None => Err(self.missing(name)),
         }
@@ -184,7 +232,8 @@ impl Dataset {
     }
 
     /// This dataset with the column `name` set to `column`: replaced where it exists (keeping its
-    /// place), else appended (what `With[R, {name: T}]` types).
+    /// place), else appended (what `With[R, {name: T}]` types). The new column holds no
+    /// conversations (mark it with [`Dataset::with_messages`] if it does).
     ///
     /// Errors: `DataError::Shape` when `column` does not have one value per row.
     pub fn with_column(mut self, name: &str, column: Column) -> Result<Dataset, DataError> {
@@ -198,6 +247,7 @@ impl Dataset {
             Some((_, slot)) => *slot = column,
             None => self.columns.push((name.to_string(), column)),
         }
+        self.messages.retain(|m| m != name);
         Ok(self)
     }
 
@@ -228,6 +278,7 @@ impl Dataset {
             ids: rows.iter().map(|&r| self.ids[r]).collect(),
             columns,
             sources: self.sources.clone(),
+            messages: self.messages.clone(),
         }
     }
 
@@ -396,6 +447,22 @@ mod tests {
         assert_eq!(d.ints("m").unwrap(), &[7; 4]);
         assert_eq!(d.ints("n").unwrap_err().code(), "recipe::data::field");
         assert_eq!(d.with_column("x", Column::Int(vec![1])).unwrap_err().code(), "recipe::data::shape");
+    }
+
+    #[test]
+    fn conversation_columns_are_not_strings() {
+        let turns: Vec<Arc<str>> =
+            (0..4).map(|i| Arc::from(recipe_compiler::messages::turn("user", &i.to_string()))).collect();
+        let d = sums().with_column("chat", Column::Str(turns)).unwrap().with_messages(&["chat"]).unwrap();
+        assert_eq!(d.schema().get("chat"), Some(FieldType::Messages));
+        assert_eq!(d.schema().get("prompt"), Some(FieldType::Str));
+        assert_eq!(d.strings("chat").unwrap_err().code(), "recipe::data::field");
+        assert_eq!(&*d.conversations("chat").unwrap()[1], r#"[{"role":"user","content":"1"}]"#);
+        assert_eq!(d.conversations("prompt").unwrap_err().code(), "recipe::data::field");
+        assert_eq!(d.select(&[2]).schema().get("chat"), Some(FieldType::Messages), "rows keep the tag");
+        let replaced = d.clone().with_column("chat", Column::Str(vec![Arc::from("x"); 4])).unwrap();
+        assert_eq!(replaced.schema().get("chat"), Some(FieldType::Str), "a new column is plain text");
+        assert_eq!(d.with_messages(&["n"]).unwrap_err().code(), "recipe::data::field");
     }
 
     #[test]

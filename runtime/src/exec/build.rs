@@ -1,5 +1,5 @@
 //! Building the values a program declares: models (`tiny_lm`, `load`) and datasets (`synth.*`,
-//! `jsonl`, `split`, `take`, `filter`, `all_pairs`, `best_worst_pairs`, `perturb`). Each
+//! `jsonl`, `split`, `take`, `filter`, `map`, `all_pairs`, `best_worst_pairs`, `perturb`). Each
 //! declaration is built once, on first use, and cached by name; file paths resolve against the
 //! recipe's folder and the data roots only.
 //!
@@ -34,6 +34,7 @@ pub const DATA_BUILTINS: &[&str] = &[
     "take",
     "split",
     "filter",
+    "map",
     "all_pairs",
     "best_worst_pairs",
     "perturb",
@@ -245,6 +246,7 @@ impl<'p> Builder<'p> {
                 let rows: Vec<usize> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
                 data.select(&rows)
             }
+            "map" => self.map(&call)?,
             "all_pairs" => {
                 let data = self.source(&call, Layout::rated())?;
                 let cap = call.count("max_per_prompt")?;
@@ -262,6 +264,46 @@ impl<'p> Builder<'p> {
             other => return Err(ExecError::Unsupported(format!("data builtin `{other}`"))),
         };
         Ok(data)
+    }
+
+    /// `map(dataset, f)`: each field function of `f` (one per output field, see
+    /// `recipe_compiler::lower::row_fields`) evaluated over the input's columns by the JIT. Rows
+    /// keep their ids and sources; a field whose function returns `Messages` is a conversation
+    /// column. An inline source reads the fields the functions read.
+    fn map(&mut self, call: &Call<'_>) -> Result<Dataset, ExecError> {
+        let Value::Record(fields) = call.get("f")? else {
+            return Err(ExecError::Internal("`map`: `f` is not a record of scalar functions".into()));
+        };
+        let mut funcs = Vec::with_capacity(fields.len());
+        for (field, value) in fields {
+            let Value::Scalar(index) = value else {
+                return Err(ExecError::Internal(format!("`map`: field `{field}` is not a scalar function")));
+            };
+            funcs.push((field.as_str(), *index));
+        }
+        let read: Vec<(String, FieldKind)> = match funcs.first() {
+            Some((_, index)) => {
+                self.functions.func(*index)?.function().params.iter().map(|p| (p.name.clone(), kind_of(p.ty))).collect()
+            }
+            None => Vec::new(),
+        };
+        let data = self.source(call, Layout::Row(RowSchema { fields: read }))?;
+        let inputs: Vec<(&str, &Column)> = data.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        let mut columns = Vec::with_capacity(funcs.len());
+        let mut conversations = Vec::new();
+        for (field, index) in funcs {
+            let func = self.functions.func(index)?;
+            let column = batch::eval_batch(func, &inputs)
+                .map_err(|e| ExecError::Config(format!("`map`: field `{field}`: {e}")))?;
+            if self.program.functions.get(index as usize).is_some_and(|f| f.ret == "Messages") {
+                conversations.push(field);
+            }
+            columns.push((field.to_string(), column));
+        }
+        let mut out =
+            Dataset::new(format!("map({})", data.origin), data.ids.clone(), columns)?.with_messages(&conversations)?;
+        out.sources = data.sources.clone();
+        Ok(out)
     }
 
     fn record(&mut self, digest: FileDigest) {
@@ -375,6 +417,16 @@ pub fn stage_data_read_by(program: &Program, value: &Value) -> Vec<String> {
     stages
 }
 
+/// The row field kind of a row function's parameter (a conversation parameter reads as text).
+fn kind_of(ty: recipe_compiler::ir::Ty) -> FieldKind {
+    match ty {
+        recipe_compiler::ir::Ty::Int => FieldKind::Int,
+        recipe_compiler::ir::Ty::Float => FieldKind::Float,
+        recipe_compiler::ir::Ty::Bool => FieldKind::Bool,
+        recipe_compiler::ir::Ty::Str => FieldKind::Str,
+    }
+}
+
 /// The JSONL schema of a declared row type: the scalar fields a data file can hold.
 fn jsonl_schema(row: &RowSchema) -> Result<Schema, ExecError> {
     let field = |(name, kind): &(String, FieldKind)| {
@@ -383,9 +435,10 @@ fn jsonl_schema(row: &RowSchema) -> Result<Schema, ExecError> {
             FieldKind::Int => FieldType::Int,
             FieldKind::Float => FieldType::Float,
             FieldKind::Bool => FieldType::Bool,
+            FieldKind::Messages => FieldType::Messages,
             FieldKind::Other(ty) => {
                 return Err(ExecError::Config(format!(
-                    "JSONL field `{name}` has type `{ty}`; rows may hold String, Int, Float or Bool"
+                    "JSONL field `{name}` has type `{ty}`; rows may hold String, Int, Float, Bool or Messages"
                 )))
             }
         };
@@ -455,6 +508,7 @@ mod tests {
                       data edited = perturb(add)\n\
                       data file_pairs = all_pairs(jsonl(\"rated.jsonl\"))\n\
                       data file_edited = perturb(take(rows, 1))\n\
+                      data mapped = map(add, |r| {prompt: user(r.prompt), completion: r.completion, d: r.digits})\n\
                       stage s = sft(m, add)\n\
                       run s\n";
         let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[])
@@ -476,6 +530,46 @@ mod tests {
         let edited = builder.dataset(&Value::Data("file_edited".into())).unwrap();
         assert_eq!(edited.ids, vec![1]);
         assert!(edited.column("completion").is_some() && edited.column("strength").is_some());
+    }
+
+    /// `map` computes each output field over the input columns: rows keep their ids and file
+    /// digests, a `Messages` field is a conversation column, and an inline source reads the
+    /// fields the function reads.
+    #[test]
+    fn map_builds_rows_from_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = "{\"question\": \"Tom has 3 \\\"apples\\\".\", \"answer\": \"3+4=7\\n#### 7\"}\n\n\
+                    {\"question\": \"Zoé?\", \"answer\": \"#### 72\", \"extra\": 1}\n";
+        std::fs::write(dir.path().join("gsm.jsonl"), rows).unwrap();
+        let recipe = "recipe \"t\" { seed = 1 }\n\
+                      model m = tiny_lm()\n\
+                      data gsm: Dataset[{question: String, answer: String}] = jsonl(\"gsm.jsonl\")\n\
+                      data train = map(gsm, |r| {prompt: system(\"Solve it.\") + user(r.question), \
+                      completion: r.answer, long: len(r.answer) > 8})\n\
+                      data plain = map(jsonl(\"gsm.jsonl\"), |r: {question: String}| {prompt: r.question, \
+                      completion: \"?\"})\n\
+                      stage s = sft(m, train)\n\
+                      run s\n";
+        let program = recipe_compiler::compile(&Source::new("t.recipe", recipe), &[])
+            .unwrap_or_else(|e| panic!("{:?}", e.iter().map(|d| &d.message).collect::<Vec<_>>()));
+        let functions = Arc::new(Functions::new(&program.scalar).unwrap());
+        let mut builder = Builder::new(&program, Device::Cpu, vec![dir.path().to_path_buf()], functions);
+        let gsm = builder.dataset(&Value::Data("gsm".into())).unwrap();
+        let train = builder.dataset(&Value::Data("train".into())).unwrap();
+        assert_eq!(train.ids, vec![1, 3], "line numbers, as the input's");
+        assert_eq!(train.sources, gsm.sources);
+        assert_eq!(train.origin, format!("map({})", gsm.origin));
+        let expected =
+            Schema::new([("completion", FieldType::Str), ("long", FieldType::Bool), ("prompt", FieldType::Messages)]);
+        assert_eq!(train.schema(), expected);
+        let system = recipe_compiler::messages::turn("system", "Solve it.");
+        let prompt = recipe_compiler::messages::concat(&system, &recipe_compiler::messages::turn("user", "Zoé?"));
+        assert_eq!(&*train.conversations("prompt").unwrap()[1], prompt);
+        assert_eq!(&*train.strings("completion").unwrap()[0], "3+4=7\n#### 7");
+        assert_eq!(train.column("long"), Some(&Column::Bool(vec![true, false])));
+        let plain = builder.dataset(&Value::Data("plain".into())).unwrap();
+        assert_eq!(&*plain.strings("prompt").unwrap()[0], "Tom has 3 \"apples\".");
+        assert_eq!(plain.schema().get("prompt"), Some(FieldType::Str));
     }
 
     /// The declared row type reaches `jsonl` through the compiled program, nested types included.

@@ -33,6 +33,7 @@ pub(super) fn judgements(
             .cloned()
             .collect(),
         sources: Vec::new(),
+        messages: data.messages.clone(),
     };
     let selected = fields.select(rows);
     let mut named: Vec<(&str, &Column)> = selected.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();

@@ -141,7 +141,9 @@ fn bench() {
     }
     match peer(&gguf, &gsm8k, steps) {
         Ok((p_sft, p_gen, p_rss)) => {
-            println!("[w5] peer SFT tokens/s median {p_sft:.0}; greedy tokens/s median {p_gen:.0}; peak RSS {p_rss:.0} MiB");
+            println!(
+                "[w5] peer SFT tokens/s median {p_sft:.0}; greedy tokens/s median {p_gen:.0}; peak RSS {p_rss:.0} MiB"
+            );
             println!("[w5] ratio ours / PyTorch: SFT {:.2}x, generation {:.2}x", sft_tps / p_sft, gen_tps / p_gen);
         }
         Err(e) => println!("[w5] peer not run: {e}"),
@@ -163,7 +165,12 @@ fn peer(gguf: &Path, gsm8k: &Path, steps: u64) -> Result<(f64, f64, f64), String
         gsm8k = gsm8k.display().to_string(),
         out = out.display().to_string(),
     );
-    let run = Command::new(&python).arg("-c").arg(script).current_dir(&peers).output().map_err(|e| format!("{python}: {e}"))?;
+    let run = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .current_dir(&peers)
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !run.status.success() {
         return Err(format!("{python} failed: {}", String::from_utf8_lossy(&run.stderr)));

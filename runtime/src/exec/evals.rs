@@ -9,6 +9,7 @@
 use super::args::Call;
 use super::args::Functions;
 use super::build::Builder;
+use super::conversations;
 use super::judge;
 use super::ExecError;
 use crate::data::Dataset;
@@ -48,31 +49,58 @@ pub(super) enum Scorer {
 pub(super) struct Eval {
     /// The declaration's name (what metrics lines file its results under).
     pub name: String,
-    scorer: Scorer,
-    /// Its rows, for errors that name one.
-    data: Dataset,
+    kind: &'static EvalKind,
+    functions: Arc<Functions>,
+    /// Its rows as declared.
+    declared: Dataset,
+    /// Its scorers and the rows each scores, per chat template: one, with no template, for text
+    /// rows; for conversational rows (`Messages` fields) one per template of the stages it runs
+    /// in, bound by [`Eval::check`] against the rows that template renders.
+    bound: Vec<(Option<String>, Scorer, Dataset)>,
     /// Evaluate every this many steps (0: only at the end of each stage).
     pub every: u64,
 }
 
 impl Eval {
-    /// A fresh evaluator for one stage (or round).
-    pub fn evaluator(&self) -> Box<dyn Evaluator> {
-        match &self.scorer {
+    /// A fresh evaluator for one stage (or round) whose policy speaks through `tok`.
+    ///
+    /// Errors: `ExecError::Internal` when [`Eval::check`] did not see that stage's tokenizer.
+    pub fn evaluator(&self, tok: &Tokenizer) -> Result<Box<dyn Evaluator>, ExecError> {
+        let (_, scorer, _) = self.scorer(tok).ok_or_else(|| {
+            ExecError::Internal(format!("eval `{}`: not checked against this stage's chat template", self.name))
+        })?;
+        Ok(match scorer {
             Scorer::Accuracy(e) => Box::new(e.clone()),
             Scorer::Judged(e) => Box::new(e.clone()),
             Scorer::PairAccuracy(e) => Box::new(e.clone()),
             Scorer::LossOn(e) => Box::new(e.clone()),
+        })
+    }
+
+    /// The scorer for a policy speaking through `tok`, if bound.
+    fn scorer(&self, tok: &Tokenizer) -> Option<&(Option<String>, Scorer, Dataset)> {
+        match conversations::is_conversational(&self.declared) {
+            false => self.bound.first(),
+            true => self.bound.iter().find(|(t, _, _)| *t == tok.spec().chat_template),
         }
     }
 
     /// Refuses rows this evaluation cannot score on stage `stage`'s model (tokenizer `tok`,
     /// `context` positions), naming the first: generation needs a prompt token and room for its
     /// budget; log-probabilities need each response with its prompt and EOS to fit.
-    pub fn check(&self, program: &Program, stage: &str, tok: &Tokenizer, context: usize) -> Result<(), ExecError> {
+    /// Conversational rows are rendered with `tok`'s chat template first (and their scorer
+    /// bound).
+    pub fn check(&mut self, program: &Program, stage: &str, tok: &Tokenizer, context: usize) -> Result<(), ExecError> {
         let what = format!("eval `{}` of stage `{stage}`", self.name);
-        let data = &self.data;
-        let checked = match &self.scorer {
+        if self.scorer(tok).is_none() {
+            let call = Call::of_decl(program, &self.name)?;
+            let rendered = conversations::render(&self.declared, tok)
+                .map_err(|e| call.locate(ExecError::Config(format!("{what}: {e}")), Some("dataset")))?;
+            let scorer = (self.kind.bind)(&self.name, &call, &rendered, &self.functions)?;
+            self.bound.push((tok.spec().chat_template.clone(), scorer, rendered));
+        }
+        let (_, scorer, data) = self.scorer(tok).expect("bound above");
+        let checked = match scorer {
             Scorer::Accuracy(e) => {
                 let budget = e.budget(tok)?;
                 super::check_context(&what, data, context, |p, _| Ok(tok.encode(p)?.len() + budget))
@@ -123,8 +151,13 @@ pub(super) fn prepare(program: &Program, builder: &mut Builder<'_>) -> Result<Ve
             return Err(call.locate(e, None));
         };
         let data = builder.dataset(call.get("dataset")?).map_err(|e| call.locate(e, Some("dataset")))?;
-        let scorer = (kind.bind)(&decl.name, &call, &data, &builder.functions)?;
-        evals.push(Eval { name: decl.name.clone(), scorer, data, every: call.count("every")? });
+        // Text rows are bound now; conversations once a stage's chat template is known.
+        let bound = match conversations::is_conversational(&data) {
+            false => vec![(None, (kind.bind)(&decl.name, &call, &data, &builder.functions)?, data.clone())],
+            true => Vec::new(),
+        };
+        let (functions, every) = (Arc::clone(&builder.functions), call.count("every")?);
+        evals.push(Eval { name: decl.name.clone(), kind, functions, declared: data, bound, every });
     }
     Ok(evals)
 }

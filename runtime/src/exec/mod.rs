@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod build;
+mod conversations;
 mod curricula;
 mod evals;
 mod judge;

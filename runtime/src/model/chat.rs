@@ -12,10 +12,8 @@
 //! deliberately not defined: a template that reads the clock could not replay, and the templates
 //! that call it (Llama 3) fall back to a fixed date when it is undefined.
 //!
-//! What a conversational row becomes follows TRL 1.16's `apply_chat_template`
-//! (`trl/data_utils.py`): a prompt is rendered with the generation prompt (or, when its last turn
-//! is the assistant's, continuing that turn); a completion, chosen or rejected response is what
-//! rendering prompt + response adds after the prompt's longest common prefix.
+//! What a conversational row becomes (TRL 1.16's `apply_chat_template`) is
+//! `exec::conversations`'s.
 
 use super::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -117,29 +115,6 @@ impl ChatTemplate {
             role => Err(format!("the prompt's last message is a `{role}` turn (TRL accepts user, tool or assistant)")),
         }
     }
-
-    /// The prompt's text and the response's: TRL renders prompt + response in full and keeps as
-    /// the prompt the longest common prefix of that and the prompt alone, the rest being the
-    /// response (`trl/data_utils.py`, `apply_chat_template`).
-    ///
-    /// Errors: as [`ChatTemplate::prompt`].
-    pub fn prompt_response(&self, prompt: &[Message], response: &[Message]) -> Result<(String, String), String> {
-        let alone = self.prompt(prompt)?;
-        let whole: Vec<Message> = prompt.iter().chain(response).cloned().collect();
-        let full = self.render(&whole, false)?;
-        let common = common_prefix(&alone, &full);
-        Ok((alone[..common].to_owned(), full[common..].to_owned()))
-    }
-}
-
-/// The length in bytes of the longest common prefix of `a` and `b`, on a character boundary.
-fn common_prefix(a: &str, b: &str) -> usize {
-    a.char_indices()
-        .zip(b.chars())
-        .take_while(|((_, x), y)| x == y)
-        .map(|((i, x), _)| i + x.len_utf8())
-        .last()
-        .unwrap_or(0)
 }
 
 /// minijinja's error with its line, the way a user finds it in the template.
@@ -271,12 +246,10 @@ mod tests {
     }
 
     #[test]
-    fn prompt_and_response_split_like_trl() {
+    fn a_prompt_gets_the_generation_prompt_or_continues_the_assistant() {
         let t = ChatTemplate::new(SMOLLM2, special()).unwrap();
-        let (p, c) = t.prompt_response(&[m("system", "S"), m("user", "Q")], &[m("assistant", "A")]).unwrap();
+        let p = t.prompt(&[m("system", "S"), m("user", "Q")]).unwrap();
         assert_eq!(p, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
-        assert_eq!(c, "A<|im_end|>\n");
-        // A prompt that ends with the assistant's turn is continued, not closed.
         let cont = t.prompt(&[m("user", "Q"), m("assistant", "The answer is")]).unwrap();
         assert!(cont.ends_with("<|im_start|>assistant\nThe answer is"), "{cont}");
         assert!(t.prompt(&[m("system", "S")]).unwrap_err().contains("`system` turn"));

@@ -38,6 +38,7 @@ mod sft;
 
 use super::args::Call;
 use super::build::{self, Builder};
+use super::conversations;
 use super::curricula::{self, CurriculumSpec};
 use super::evals::{self, Eval};
 use super::models::{Limits, ModelRef, ModelStore};
@@ -114,14 +115,25 @@ impl Binding<'_, '_> {
 
     /// The stage's `dataset` argument, built.
     ///
-    /// Errors: the build's, and `ExecError::Config` for a dataset with no rows, at the argument.
+    /// TRL's conversational rows (`Messages` fields) come rendered by the policy's chat template
+    /// (`exec::conversations`), as text the stage tokenises.
+    ///
+    /// Errors: the build's, and `ExecError::Config` for a dataset with no rows or conversations
+    /// that cannot be rendered, at the argument.
     pub fn dataset(&mut self) -> Result<Dataset, ExecError> {
         let value = self.call.get("dataset")?;
         let data = self.builder.dataset(value).map_err(|e| self.call.locate(e, Some("dataset")))?;
         if data.is_empty() {
             return Err(self.call.invalid("dataset", format!("({}) has no rows", data.origin)));
         }
-        Ok(data)
+        if !conversations::is_conversational(&data) {
+            return Ok(data);
+        }
+        let tokenizer = self.limits("policy")?.tokenizer;
+        conversations::render(&data, &tokenizer).map_err(|e| {
+            let e = ExecError::Config(format!("stage `{}`: {e}", self.stage));
+            self.call.locate(e, Some("dataset"))
+        })
     }
 
     /// The tokenizer, context and vocabulary of the model argument `arg` names.
@@ -265,7 +277,7 @@ pub(super) fn prepare<'p>(
     models: &mut ModelStore,
     max_steps: Option<u64>,
 ) -> Result<(Vec<Prepared>, Vec<Eval>), ExecError> {
-    let evals = evals::prepare(program, builder)?;
+    let mut evals = evals::prepare(program, builder)?;
     let eval_every = evals.iter().map(|e| e.every).filter(|&e| e > 0).min();
     let eval_on_start = matches!(program.header_field("eval_on_start"), Some(Value::Bool(true)));
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -314,7 +326,7 @@ pub(super) fn prepare<'p>(
             }
         }
         // Every evaluation runs during this stage on its policy: its rows must fit the model.
-        for eval in &evals {
+        for eval in &mut evals {
             eval.check(program, &decl.name, &tok, context)?;
         }
         let checkpoint_every = match &bound.rounds {

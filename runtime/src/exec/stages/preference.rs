@@ -32,12 +32,6 @@ pub(super) fn bind(b: &mut Binding<'_, '_>) -> Result<Bound, ExecError> {
                 ExecError::Config(format!("stage `{}`: its data ({}) has no `{field}` field", b.stage, data.origin));
             return Err(b.call.locate(e, Some("dataset")));
         }
-        // The objective reads the fields as text: a conversation (`Messages`) column is refused
-        // here, at the dataset, until the chat template renders it.
-        if let Err(e) = data.strings(field) {
-            let e = ExecError::Config(format!("stage `{}`: {e}", b.stage));
-            return Err(b.call.locate(e, Some("dataset")));
-        }
     }
     let limits = b.limits("policy")?;
     let pairs = Pairs::tokenize(&data, &limits.tokenizer, limits.context).map_err(|e| {

@@ -231,7 +231,7 @@ pub(super) fn train(
             progress.note(&note);
         }
         let mut parts = (bound.parts)(round)?;
-        let mut evaluators: Vec<_> = evals.iter().map(Eval::evaluator).collect();
+        let mut evaluators = evals.iter().map(|e| e.evaluator(model.tokenizer())).collect::<Result<Vec<_>, _>>()?;
         let mut ctx = RunContext { run: &mut *run, progress: &mut *progress };
         let roles = Models { policy: &model, reference: reference.as_ref() };
         summary = Some(train::run_stage(&roles, &mut optim, &mut parts, &cfg, &mut evaluators, &mut ctx, state)?);

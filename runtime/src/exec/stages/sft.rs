@@ -29,12 +29,6 @@ pub(super) fn bind_prompt_completion(
                 ExecError::Config(format!("stage `{}`: its data ({}) has no `{field}` field", b.stage, data.origin));
             return Err(b.call.locate(e, Some("dataset")));
         }
-        // The objective reads the fields as text: a conversation (`Messages`) column is refused
-        // here, at the dataset, until the chat template renders it.
-        if let Err(e) = data.strings(field) {
-            let e = ExecError::Config(format!("stage `{}`: {e}", b.stage));
-            return Err(b.call.locate(e, Some("dataset")));
-        }
     }
     let limits = b.limits("policy")?;
     super::check_training_rows(&format!("stage `{}`", b.stage), &data, &limits.tokenizer, limits.context)

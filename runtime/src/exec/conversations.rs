@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(texts(&r, "completion"), ["4"]);
         let d = data(&[("messages", vec![turn("user", "hi")])], &["messages"]);
         let e = render(&d, &chat_tokenizer()).unwrap_err();
-        X
+        assert!(e.contains("row 1 of chat.jsonl") && e.contains("assistant's turn"), "{e}");
     }
 
     #[test]

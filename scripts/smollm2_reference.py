@@ -10,7 +10,9 @@ and model), and writes the figures `runtime/tests/gguf.rs` holds the runtime to:
   separately as TRL does) and the summed log-probability of the completion tokens
   (`model::completion_logprobs`' definition; float32 model, log-softmax in float64);
 - `greedy`: per prompt, the ids of a greedy continuation of up to 16 tokens (stopping at EOS,
-  which is kept).
+  which is kept);
+- `chats`: per conversation, `apply_chat_template`'s ids, with and without the generation
+  prompt (the model's own template, with the default system turn it adds).
 
 Run with the peer venv (torch, transformers, gguf):
     /work/peer-venv/bin/python scripts/smollm2_reference.py \
@@ -52,6 +54,15 @@ PROMPTS = [
 NEW_TOKENS = 16
 
 
+# Conversations for the chat template: system/user/assistant turns, accents and an emoji.
+CHATS = [
+    [{"role": "user", "content": "What is 48 + 24?"}],
+    [{"role": "system", "content": "Solve it step by step."},
+     {"role": "user", "content": "Natalia sold 48 clips in April… how many in May? 🙂"},
+     {"role": "assistant", "content": "She sold 48/2 = 24 clips.\n#### 24"}],
+]
+
+
 def main(gguf_path: str, out_path: str) -> None:
     torch.manual_seed(0)
     folder, name = os.path.split(os.path.abspath(gguf_path))
@@ -86,6 +97,11 @@ def main(gguf_path: str, out_path: str) -> None:
                                  do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_token_id)
         greedy.append({"prompt": prompt, "ids": out[0, ids.shape[1]:].tolist()})
 
+    chats = [{"messages": m,
+               "ids": tok.apply_chat_template(m, tokenize=True, return_dict=False),
+               "generation_ids": tok.apply_chat_template(m, tokenize=True, add_generation_prompt=True, return_dict=False)}
+             for m in CHATS]
+
     doc = {
         "source": "transformers " + transformers.__version__ + ", from_pretrained(folder, gguf_file=name), float32",
         "model": name,
@@ -93,6 +109,7 @@ def main(gguf_path: str, out_path: str) -> None:
         "encodings": encodings,
         "logprobs": logprobs,
         "greedy": greedy,
+        "chats": chats,
     }
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     # One line per id list, so the fixture stays short and its diffs readable.

@@ -44,8 +44,15 @@ fn every_example_recipe_runs_a_few_steps() {
         let path = entry.expect("entry").path();
         let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
         let out_dir = scratch(&format!("example-{name}"));
-        let mut args =
-            vec!["run", path.to_str().expect("utf-8"), "--max-steps", "2", "--quiet", "--out", out_dir.to_str().expect("utf-8")];
+        let mut args = vec![
+            "run",
+            path.to_str().expect("utf-8"),
+            "--max-steps",
+            "2",
+            "--quiet",
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ];
         // The real model's recipe reads a file CI does not have; with it, a smaller evaluation
         // and shorter rollouts keep it to a minute.
         if name == "smollm2_gsm8k" {

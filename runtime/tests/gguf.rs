@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use recipe_runtime::model::chat::{ChatTemplate, Message};
 use recipe_runtime::model::{self, CausalLm, Device, GenerateOptions, TokenBatch};
 use recipe_runtime::rng::Rng;
 use serde_json::Value;
@@ -92,6 +93,16 @@ fn smollm2_gguf_matches_transformers_and_converts_to_a_folder() {
         let prompt = tok.encode(g["prompt"].as_str().unwrap()).unwrap();
         let out = model::generate(&model, &[prompt], &options, &mut Rng::derive(0, "greedy")).unwrap();
         assert_eq!(out[0], ids(&g["ids"]), "greedy continuation of {:?}", g["prompt"]);
+    }
+
+    // The chat template renders as transformers' `apply_chat_template`, to the same ids.
+    let template = ChatTemplate::of(tok).unwrap().expect("SmolLM2 has a chat template");
+    for chat in reference["chats"].as_array().unwrap() {
+        let messages: Vec<Message> = serde_json::from_value(chat["messages"].clone()).unwrap();
+        for (generation, key) in [(false, "ids"), (true, "generation_ids")] {
+            let text = template.render(&messages, generation).unwrap();
+            assert_eq!(tok.encode(&text).unwrap(), ids(&chat[key]), "{key} of {:?}", chat["messages"]);
+        }
     }
 
     // `recipe convert`: the saved folder reads back with the same tokenizer and log-probabilities.

@@ -185,7 +185,8 @@ mod tests {
     fn needs_read_as_phrases() {
         let needs = |name: &str| ROW_NEEDS.iter().find(|(n, _)| *n == name).expect("in the table").1;
         assert_eq!(describe(needs("sft")[0]), "`prompt` and `completion` (String or Messages)");
-        assert_eq!(describe(needs("accuracy")[0]), "`prompt` and `completion` (or `answer`) (String)");
+        assert_eq!(describe(needs("accuracy")[0]), "`prompt` and `completion` (or `answer`) (String or Messages)");
+        assert_eq!(describe(needs("rl")[0]), "`prompt` (String or Messages)");
         assert_eq!(describe(needs("preference")[0]), "`prompt`, `chosen` and `rejected` (String or Messages)");
     }
 }

@@ -129,11 +129,11 @@ fn mistakes_are_check_errors() {
         error_codes("data x = map(gsm, |r| {prompt: r.question + user(r.answer)})\n"),
         ["recipe::type::operator"]
     );
-    // `rl` generates from String prompts.
-    assert_eq!(
-        error_codes("data x = map(gsm, |r| {prompt: user(r.question)})\nstage s = rl(m, x, reward = |r| 0.0)\nrun s\n"),
-        ["recipe::call::missing_field"]
-    );
+    // `rl` generates from conversational prompts (the chat template renders them); `perturb`
+    // rewrites the text of String prompts only.
+    let chat = "data x = map(gsm, |r| {prompt: user(r.question)})\n";
+    assert!(error_codes(&format!("{chat}stage s = rl(m, x, reward = |r| 0.0)\nrun s\n")).is_empty());
+    assert_eq!(error_codes(&format!("{chat}data y = perturb(x)\n")), ["recipe::call::missing_field"]);
 }
 
 #[test]

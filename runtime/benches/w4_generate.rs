@@ -15,7 +15,6 @@
 //! default /work/peer-venv/bin/python). Peak RSS is ours (VmHWM) and the peer's (its `ru_maxrss`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -25,7 +24,7 @@ use serde_json::Value;
 
 // The allocator the `recipe` command uses.
 mod common;
-use common::{env_usize, median, peak_rss_mib};
+use common::{env_usize, median, peak_rss_mib, run_peer};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -126,41 +125,15 @@ fn bench() {
 /// Runs the peer from `../shared/peers`: (generate tokens/s, plain-loop tokens/s, peak RSS MiB,
 /// the fraction of CPU other processes used meanwhile).
 fn peer(model_dir: &Path, repeats: usize) -> Result<(f64, f64, f64, f64), String> {
-    let python = std::env::var("PEER_PYTHON").unwrap_or_else(|_| "/work/peer-venv/bin/python".into());
-    let peers = model_dir.join("../../peers");
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let out = scratch.path().join("w4.json");
-    // The script under runpy, so the same process reports its own peak RSS (Linux: KiB).
-    let script = format!(
-        "import sys, runpy, resource\n\
-         sys.argv = ['w4_generate.py', '--model-dir', {dir:?}, '--repeats', '{repeats}', '--out', {out:?}]\n\
-         runpy.run_path('w4_generate.py', run_name='__main__')\n\
-         print('peer-maxrss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n",
-        dir = model_dir.display().to_string(),
-        out = out.display().to_string(),
-    );
-    let run = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .current_dir(&peers)
-        .output()
-        .map_err(|e| format!("{python}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    if !run.status.success() {
-        return Err(format!("{python} failed: {}", String::from_utf8_lossy(&run.stderr)));
-    }
-    let result: Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let args = ["--model-dir", &model_dir.display().to_string(), "--repeats", &repeats.to_string()].map(String::from);
+    let (result, rss) = run_peer("w4_generate.py", &args)?;
     let number = |path: &[&str]| path.iter().try_fold(&result, |v, k| v.get(k)).and_then(Value::as_f64);
-    let rss_kib =
-        stdout.lines().find_map(|l| l.strip_prefix("peer-maxrss-kib ")).and_then(|v| v.trim().parse::<f64>().ok());
     match (
         number(&["generate", "tokens_per_s", "median"]),
         number(&["plain_kv_loop", "tokens_per_s", "median"]),
-        rss_kib,
         number(&["contention", "other_procs_cpu_frac"]),
     ) {
-        (Some(g), Some(p), Some(r), Some(c)) => Ok((g, p, r / 1024.0, c)),
-        _ => Err(format!("unexpected peer output: {stdout}")),
+        (Some(g), Some(p), Some(c)) => Ok((g, p, rss, c)),
+        _ => Err(format!("unexpected peer output: {result}")),
     }
 }

@@ -16,7 +16,6 @@
 //! so and exits.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +32,7 @@ use recipe_runtime::train::{run_stage, LoopConfig, Models, Ordered, RunContext, 
 use serde_json::Value;
 
 mod common;
-use common::{env_usize, median, peak_rss_mib};
+use common::{env_usize, median, peak_rss_mib, run_peer};
 
 // The allocator the `recipe` command uses.
 #[global_allocator]
@@ -152,35 +151,12 @@ fn bench() {
 
 /// Runs the peer: (SFT tokens/s, generation tokens/s, peak RSS MiB).
 fn peer(gguf: &Path, gsm8k: &Path, steps: u64) -> Result<(f64, f64, f64), String> {
-    let python = std::env::var("PEER_PYTHON").unwrap_or_else(|_| "/work/peer-venv/bin/python".into());
-    let peers = repo().join("../shared/peers");
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let out = scratch.path().join("w5.json");
-    let script = format!(
-        "import sys, runpy, resource\n\
-         sys.argv = ['w5_real_model.py', '--gguf', {gguf:?}, '--gsm8k', {gsm8k:?}, '--steps', '{steps}', '--out', {out:?}]\n\
-         runpy.run_path('w5_real_model.py', run_name='__main__')\n\
-         print('peer-maxrss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n",
-        gguf = gguf.display().to_string(),
-        gsm8k = gsm8k.display().to_string(),
-        out = out.display().to_string(),
-    );
-    let run = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .current_dir(&peers)
-        .output()
-        .map_err(|e| format!("{python}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    if !run.status.success() {
-        return Err(format!("{python} failed: {}", String::from_utf8_lossy(&run.stderr)));
-    }
-    let result: Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let rss =
-        stdout.lines().find_map(|l| l.strip_prefix("peer-maxrss-kib ")).and_then(|v| v.trim().parse::<f64>().ok());
-    match (result["sft_tokens_per_s_median"].as_f64(), result["gen_tokens_per_s_median"].as_f64(), rss) {
-        (Some(s), Some(g), Some(r)) => Ok((s, g, r / 1024.0)),
-        _ => Err(format!("unexpected peer output: {stdout}")),
+    let args =
+        ["--gguf", &gguf.display().to_string(), "--gsm8k", &gsm8k.display().to_string(), "--steps", &steps.to_string()]
+            .map(String::from);
+    let (result, rss) = run_peer("w5_real_model.py", &args)?;
+    match (result["sft_tokens_per_s_median"].as_f64(), result["gen_tokens_per_s_median"].as_f64()) {
+        (Some(s), Some(g)) => Ok((s, g, rss)),
+        _ => Err(format!("unexpected peer output: {result}")),
     }
 }
